@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the demo need. Idempotent; skips what is already installed.
+# Runs as root (CI, these machines) or through sudo where available.
+set -euo pipefail
+
+PACKAGES=(
+    # headless OpenGL for MuJoCo / LIBERO rendering (EGL first, OSMesa fallback)
+    libegl1 libgl1 libosmesa6 libglfw3
+    # video writing for rollout MP4s
+    ffmpeg
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "installing Debian packages: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
