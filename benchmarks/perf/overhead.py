@@ -1,0 +1,168 @@
+"""What LARA costs: training-step time with and without it, and inference after `lara.detach`.
+
+    python -m lara.benchmarks.perf.overhead            # mid-size pi0 + LAM at the real FLOP proportion
+    python -m lara.benchmarks.perf.overhead --tiny     # tiny pi0, seconds
+
+The mid-size config keeps the proportion that matters: the FLOPs of the default LAM at 224 px over
+those of a 3B pi0 (both counted exactly with torch's FlopCounterMode, the 3B model on the meta device,
+so nothing is allocated). A mid-size pi0 that trains on 2 CPU cores is built, and the LAM whose FLOPs
+give the same ratio is picked. Times are medians of interleaved repeats in one run (machines are noisy).
+Last line: `overhead train=<ratio> infer=<ratio>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import lara
+from lara.vla.presets import pi0_config
+
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def pi0_batch(cfg, batch_size: int, text_len: int = 16, device: str = "cpu", seed: int = 0) -> dict:
+    vision = cfg.vlm_config.vision_config
+    n_image = (vision.image_size // vision.patch_size) ** 2
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, cfg.vlm_config.image_token_id, (batch_size, text_len), generator=g)
+    ids = torch.cat([torch.full((batch_size, n_image), cfg.vlm_config.image_token_id), text], 1).to(device)
+    return dict(
+        state=torch.randn(batch_size, cfg.max_state_dim, generator=g).to(device),
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        pixel_values=torch.randn(batch_size, 1, 3, vision.image_size, vision.image_size, generator=g).to(device),
+        pixel_attention_mask=torch.ones(batch_size, 1, dtype=torch.bool, device=device),
+        actions=torch.randn(batch_size, cfg.chunk_size, cfg.max_action_dim, generator=g).to(device),
+    )
+
+
+def lam_flops(cfg: lara.LAMConfig) -> int:
+    lam = lara.LatentActionModel(cfg)
+    return count_flops(lambda: lam(torch.rand(1, 2, cfg.channels, cfg.image_size, cfg.image_size)))
+
+
+def real_proportion() -> tuple[int, int]:
+    """(forward FLOPs of a 3B pi0, of the default LAM at 224 px) per sample: one 224 px camera, 48 text tokens."""
+    from transformers import PI0Config, PI0ForConditionalGeneration
+
+    cfg = PI0Config()
+    with torch.device("meta"):
+        model = PI0ForConditionalGeneration(cfg)
+        batch = pi0_batch(cfg, 1, text_len=48, device="meta")
+    return count_flops(lambda: model(**batch)), lam_flops(lara.LAMConfig(image_size=224))
+
+
+def matching_lam(target: float) -> lara.LAMConfig:
+    """The default LAM's structure (layers, latent, quantizer) at the size whose FLOPs are nearest `target`."""
+    candidates = [
+        lara.LAMConfig(image_size=size, patch_size=8, width=width, heads=4)
+        for size in (16, 24, 32, 40, 48, 64)
+        for width in (32, 48, 64, 96, 128)
+    ]
+    return min(candidates, key=lambda c: abs(torch.log(torch.tensor(lam_flops(c) / target))))
+
+
+def build(tiny: bool):
+    if tiny:
+        cfg = pi0_config()
+        lam_cfg = lara.LAMConfig(image_size=32, patch_size=8, width=32, heads=2, idm_layers=1, fdm_layers=1)
+        return cfg, lam_cfg, 4, None
+    cfg = pi0_config(width=512, expert_width=256, layers=6, image_size=64, patch_size=8, vision_layers=4,
+                     chunk_size=10, action_dim=8, heads=8, vocab_size=1024)
+    real_vla, real_lam = real_proportion()
+    with torch.device("meta"):
+        from transformers import PI0ForConditionalGeneration
+
+        meta_model = PI0ForConditionalGeneration(cfg)
+        mid_vla = count_flops(lambda: meta_model(**pi0_batch(cfg, 1, device="meta")))
+    lam_cfg = matching_lam(mid_vla * real_lam / real_vla)
+    return cfg, lam_cfg, 8, (real_vla, real_lam, mid_vla)
+
+
+def median_ms(samples: list[float]) -> float:
+    return 1000 * statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a tiny pi0 (seconds) instead of the mid-size config")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved timed repeats (default 30 tiny, 10 mid)")
+    args = parser.parse_args(argv)
+    from transformers import PI0ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg, lam_cfg, batch_size, proportion = build(args.tiny)
+    repeats = args.repeats or (30 if args.tiny else 10)
+    base = PI0ForConditionalGeneration(cfg)
+    never_attached = copy.deepcopy(base).eval()
+    model = lara.attach(base, lara.LaraConfig(lam=lam_cfg))
+    batch = pi0_batch(cfg, batch_size)
+    size = lam_cfg.image_size
+    batch["lam_frames"] = torch.randint(0, 256, (batch_size, 2, 3, size, size), dtype=torch.uint8)
+    batch["noise"] = torch.randn(batch_size, cfg.chunk_size, cfg.max_action_dim)
+
+    mid_lam = lam_flops(lam_cfg)
+    if proportion is not None:
+        real_vla, real_lam, mid_vla = proportion
+        print(f"real: pi0 3B forward {real_vla / 1e9:.1f} GFLOP/sample, default LAM @224px {real_lam / 1e9:.2f} GFLOP/sample, "
+              f"LAM/VLA {real_lam / real_vla:.3%}")
+        print(f"mid:  pi0 forward {mid_vla / 1e9:.2f} GFLOP/sample, LAM (image {size}px, width {lam_cfg.width}) "
+              f"{mid_lam / 1e9:.4f} GFLOP/sample, LAM/VLA {mid_lam / mid_vla:.3%}")
+    print(model.trainable_parameters())
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step(with_lara: bool) -> float:
+        start = time.perf_counter()
+        if with_lara:
+            loss = model(**batch).loss
+        else:
+            with model.alignment_disabled():
+                loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    for _ in range(2):  # warm-up: allocator, first-call paths
+        step(True), step(False)
+    timed = {True: [], False: []}
+    for r in range(repeats):
+        for with_lara in ((True, False) if r % 2 else (False, True)):  # alternate the order
+            timed[with_lara].append(step(with_lara))
+    train = median_ms(timed[True]) / median_ms(timed[False])
+    print(f"train step (batch {batch_size}): without LARA {median_ms(timed[False]):.1f} ms, "
+          f"with LARA {median_ms(timed[True]):.1f} ms (median of {repeats})")
+
+    detached = lara.detach(model).eval()
+    infer_inputs = {k: batch[k] for k in ("state", "input_ids", "attention_mask", "pixel_values", "pixel_attention_mask")}
+    noise = batch["noise"]
+    latency = {"never": [], "detached": []}
+    with torch.no_grad():
+        for r in range(2 + repeats):
+            for name in (("never", "detached") if r % 2 else ("detached", "never")):
+                policy = never_attached if name == "never" else detached
+                start = time.perf_counter()
+                policy.sample_actions(noise=noise, **infer_inputs)
+                if r >= 2:
+                    latency[name].append(time.perf_counter() - start)
+    infer = median_ms(latency["detached"]) / median_ms(latency["never"])
+    print(f"inference (sample_actions): never attached {median_ms(latency['never']):.1f} ms, "
+          f"detached {median_ms(latency['detached']):.1f} ms")
+    print(f"overhead train={train:.3f} infer={infer:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""Configuration of the latent action model and of the alignment, validated at construction.
+
+Every field carries a description; `LaraConfig.model_dump_json()` / `LaraConfig.model_validate_json()`
+round-trip exactly, and that JSON is what `lara.save` writes as `lara_config.json`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LAMConfig(_Strict):
+    """Latent action model: IDM E(o_t, o_{t+k}) -> z, quantizer Q, FDM D(o_t, Q(z)) -> o_{t+k}."""
+
+    image_size: int = Field(64, ge=8, description="Side of the square frames the LAM sees; inputs are resized to it.")
+    channels: int = Field(3, ge=1, description="Channels of `lam_frames` (3 for RGB).")
+    patch_size: int = Field(8, ge=1, description="Patch side of the pixel patch embedding (pixel input mode).")
+    input: Literal["pixels", "features"] = Field(
+        "pixels", description="'pixels': learned patch embedding; 'features': tokens of a frozen vision model."
+    )
+    vision_model: str | dict | None = Field(
+        None,
+        description="For input='features': a local path to a transformers vision model (Dinov2Model, "
+        "SiglipVisionModel, ViTMAEModel) or its config as a dict with 'model_type'. Kept frozen.",
+    )
+    width: int = Field(128, ge=8, description="Transformer width of the IDM and FDM.")
+    heads: int = Field(4, ge=1, description="Attention heads of the IDM and FDM.")
+    idm_layers: int = Field(4, ge=1, description="Transformer blocks of the inverse dynamics model (encoder).")
+    fdm_layers: int = Field(4, ge=1, description="Transformer blocks of the forward dynamics model (decoder).")
+    latent_tokens: int = Field(8, ge=1, description="n: latent action tokens (LARA release: 8).")
+    latent_dim: int = Field(32, ge=1, description="d: dims per latent token (LARA release: 32).")
+    quantizer: Literal["vq", "nsvq", "fsq", "none"] = Field(
+        "vq", description="'vq' EMA codebook with dead-code restart, 'nsvq' (LAPA), 'fsq', or 'none' (continuous)."
+    )
+    codebook_size: int = Field(128, ge=2, description="Codes of the vq / nsvq codebook (LARA release: 128).")
+    fsq_levels: list[int] = Field(
+        [8, 5, 5, 5], description="FSQ levels per projected dim; the codebook size is their product."
+    )
+    commitment: float = Field(0.25, ge=0, description="Weight of the commitment term ||z - sg(e)||^2 (vq).")
+    ema_decay: float = Field(0.99, gt=0, lt=1, description="EMA decay of the vq codebook.")
+    dead_code_threshold: float = Field(
+        0.05, ge=0, description="A vq/nsvq code whose EMA usage falls below this fraction of the mean usage is "
+        "restarted from a latent of the current batch (against codebook collapse).",
+    )
+    target: Literal["pixels", "features"] = Field(
+        "pixels", description="What the FDM predicts: pixels (MSE) or the frozen features of o_{t+k} (MSE)."
+    )
+    action_dim: int = Field(7, ge=1, description="Robot action dims for the optional action head.")
+    action_horizon: int = Field(
+        0, ge=0, description="k of the action head A(z) -> a_{t:t+k}; 0 disables the head."
+    )
+    action_weight: float = Field(1.0, ge=0, description="Weight of the action-head loss inside the LAM loss.")
+
+    @model_validator(mode="after")
+    def _check(self) -> LAMConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        if self.input == "pixels" and self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
+        if (self.input == "features" or self.target == "features") and self.vision_model is None:
+            raise ValueError("input='features' or target='features' needs vision_model (a local path or a config dict)")
+        if self.target == "features" and self.input != "features":
+            raise ValueError("target='features' needs input='features' (the FDM predicts tokens on the same grid)")
+        return self
+
+
+class AlignConfig(_Strict):
+    """Where the VLA hidden state is captured and how it is aligned with the LAM latent."""
+
+    layer: str | None = Field(
+        None,
+        description="Dotted module path whose output is captured (e.g. 'language_model.model.layers.24'). "
+        "None: the backbone spec's default. Matched by suffix, so peft/DDP prefixes resolve.",
+    )
+    hidden_size: int | None = Field(None, ge=1, description="Width of the captured hidden state; None: from the spec.")
+    positions: Literal["last_k", "action_tokens", "mask", "all"] | None = Field(
+        None,
+        description="Which tokens are action positions: the last `chunk` tokens (pi0), the tokens predicting "
+        "action-token labels (OpenVLA), a boolean `lam_token_mask` [B, T] from the batch, or all tokens. "
+        "None: the spec's default.",
+    )
+    chunk: int | None = Field(None, ge=1, description="For positions='last_k': how many trailing tokens. None: spec.")
+    pool: Literal["last", "mean"] = Field(
+        "last", description="Pool the action positions to one vector: the last one (release) or their mean."
+    )
+    projector: Literal["linear", "mlp"] = Field("linear", description="P: a single Linear (release) or REPA's 3-layer MLP.")
+    projector_hidden: int = Field(1024, ge=1, description="Hidden width of the 'mlp' projector.")
+    loss: Literal["cosine", "mse", "infonce"] = Field("cosine", description="Alignment loss between P(h) and flatten(z).")
+    temperature: float = Field(0.1, gt=0, description="InfoNCE temperature.")
+    detach_target: bool = Field(
+        False, description="Stop the alignment gradient at z (ablation); default: it reaches the LAM encoder too."
+    )
+
+
+class LaraConfig(_Strict):
+    """Everything `lara.attach` needs besides the model."""
+
+    backbone: str | None = Field(
+        None, description="Backbone spec name ('pi0', 'openvla', 'token_vla', 'generic'); None: from model_type."
+    )
+    align: AlignConfig = Field(default_factory=AlignConfig, description="Alignment settings.")
+    lam: LAMConfig = Field(default_factory=LAMConfig, description="Latent action model settings.")
+    align_weight: float = Field(0.01, ge=0, description="w_align (release: 0.01).")
+    lam_weight: float = Field(0.01, ge=0, description="w_lam (release: 0.01).")
+    fdm_weight: float = Field(
+        0.0, ge=0, description="w_fdm of || D(o_t, P(h)) - target(o_{t+k}) ||; 0 disables the policy FDM loss."
+    )
+    check_inputs: bool = Field(
+        True, description="Check float `lam_frames` for NaN/inf (one host sync per step; uint8 frames need none)."
+    )

@@ -1,0 +1,200 @@
+"""`lara.attach` / `lara.detach` and `LaraModel`, the drop-in training wrapper.
+
+    m = lara.attach(vla)                          # spec from vla.config.model_type, or LaraConfig(...)
+    out = m(**batch)                              # batch = the VLA's own inputs + lam_frames (+ lam_actions ...)
+    out.loss.backward()                           # L_vla + w_align L_align + w_lam L_lam (+ w_fdm L_fdm)
+    out["lara"]["align/cos"]                      # detached, unweighted components for logging
+    vla = lara.detach(m)                          # the very same object, untouched
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from lara.align import action_token_mask, alignment_loss, build_projector, capture, find_module, pool
+from lara.config import LaraConfig
+from lara.lam import LatentActionModel, masked_mean
+from lara.specs import BackboneSpec, infer_hidden_size, resolve_alignment, resolve_spec
+
+LARA_KEYS = ("lam_frames", "lam_actions", "lam_valid", "lam_action_mask", "lam_token_mask")
+_MARK = "_lara_attached"
+
+
+class LaraModel(nn.Module):
+    """A VLA plus a projector and a latent action model. Forward is the VLA's, with the LARA losses added."""
+
+    def __init__(self, base: nn.Module, config: LaraConfig, spec: BackboneSpec, lam: LatentActionModel | None = None):
+        super().__init__()
+        self.base = base
+        self.spec = spec
+        self.layer_name, module = find_module(base, config.align.layer)
+        width = infer_hidden_size(base, spec, module, config.align)
+        self.lam = lam if lam is not None else LatentActionModel(config.lam)
+        align = config.align.model_copy(update={"hidden_size": width})
+        self.config = config.model_copy(update={"backbone": spec.name, "lam": self.lam.cfg, "align": align})
+        self.projector = build_projector(config.align, width, self.lam.cfg.latent_tokens * self.lam.cfg.latent_dim)
+        device = next(base.parameters()).device
+        self.lam.to(device)
+        self.projector.to(device)
+        self._alignment_enabled = True
+        self._detached = False
+
+    @contextlib.contextmanager
+    def alignment_disabled(self) -> Iterator[None]:
+        """Run the base model alone (its own loss only): baselines and ablations."""
+        previous, self._alignment_enabled = self._alignment_enabled, False
+        try:
+            yield
+        finally:
+            self._alignment_enabled = previous
+
+    def forward(self, **batch):
+        if self._detached:
+            raise RuntimeError("this LaraModel was detached; use the model lara.detach() returned")
+        lara_in = {k: batch.pop(k) for k in LARA_KEYS if k in batch}
+        if not self._alignment_enabled:
+            return self.base(**batch)
+        frames = self._frames(lara_in)
+        with capture(self.base.get_submodule(self.layer_name)) as seen:
+            out = self.base(**batch)
+        if not seen:
+            raise RuntimeError(f"the target layer '{self.layer_name}' did not run during the base forward")
+        if not isinstance(out, Mapping):
+            raise TypeError(
+                f"LARA adds its losses to the base model's output, which must be a mapping with 'loss' "
+                f"(e.g. a transformers ModelOutput); {type(self.base).__name__} returned a {type(out).__name__}"
+            )
+        h = self._policy_hidden(seen[-1], batch, lara_in)  # (B, width)
+        valid = self._valid(lara_in, frames.shape[0], frames.device)  # (B,) float
+        lam_out = self.lam(frames, lara_in.get("lam_actions"), valid, lara_in.get("lam_action_mask"))
+        pred = self.projector(h.to(self.projector_dtype))  # (B, n*d)
+        target = lam_out.z.flatten(1)  # (B, n*d), continuous pre-quantization latent
+        if self.config.align.detach_target:
+            target = target.detach()
+        align, cos = alignment_loss(pred, target, valid, self.config.align)
+        fdm = self._fdm_loss(pred, lam_out, valid) if self.config.fdm_weight > 0 else align.new_zeros(())
+
+        base_loss = out.get("loss")
+        cfg = self.config
+        total = cfg.align_weight * align + cfg.lam_weight * lam_out.losses["total"] + cfg.fdm_weight * fdm
+        if base_loss is not None:
+            total = total + base_loss
+        components = {
+            "base": (base_loss if base_loss is not None else align.new_zeros(())).detach(),
+            "align": align.detach(),
+            "align/cos": cos.detach(),
+            "lam/recon": lam_out.losses["recon"].detach(),
+            "lam/commit": lam_out.losses["commit"].detach(),
+            "lam/action": lam_out.losses["action"].detach(),
+            "lam/perplexity": lam_out.stats["perplexity"].detach(),
+            "lam/code_usage": lam_out.stats["code_usage"].detach(),
+            "fdm": fdm.detach(),
+        }
+        out["loss"] = total
+        out["lara"] = components
+        return out
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
+    def _frames(self, lara_in: dict) -> torch.Tensor:
+        """`lam_frames` (B, 2, C, H, W), uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1], checked."""
+        if "lam_frames" not in lara_in:
+            raise KeyError(
+                "LARA needs `lam_frames` in the batch: a tensor (B, 2, C, H, W) of the frames o_t and o_{t+k} "
+                "(uint8 or float in [0, 1]). Use `with model.alignment_disabled():` to run the base model alone."
+            )
+        f = lara_in["lam_frames"]
+        c, p = self.lam.cfg.channels, self.lam.cfg.patch_size
+        if not isinstance(f, torch.Tensor) or f.ndim != 5 or f.shape[1] != 2 or f.shape[2] != c:
+            given = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+            raise ValueError(f"`lam_frames` must be (B, 2, {c}, H, W) = (o_t, o_{{t+k}}); got {given}")
+        if f.shape[-1] < p or f.shape[-2] < p:
+            raise ValueError(f"`lam_frames` of {f.shape[-2]}x{f.shape[-1]} px are smaller than one {p}x{p} LAM patch")
+        device = next(self.projector.parameters()).device
+        if f.dtype == torch.uint8:
+            return f.to(device).float() / 255.0
+        if not f.is_floating_point():
+            raise ValueError(f"`lam_frames` must be uint8 or floating point; got {f.dtype}")
+        if self.config.check_inputs and not torch.isfinite(f).all():
+            raise ValueError("`lam_frames` contains NaN or inf")
+        return f.to(device).float()
+
+    @staticmethod
+    def _valid(lara_in: dict, batch_size: int, device: torch.device) -> torch.Tensor:
+        valid = lara_in.get("lam_valid")
+        if valid is None:
+            return torch.ones(batch_size, device=device)
+        if valid.shape != (batch_size,) or valid.dtype != torch.bool:
+            raise ValueError(f"`lam_valid` must be a bool tensor of shape ({batch_size},); got {valid.dtype} {tuple(valid.shape)}")
+        return valid.to(device).float()
+
+    def _policy_hidden(self, hidden: torch.Tensor, batch: dict, lara_in: dict) -> torch.Tensor:
+        align = self.config.align
+        if align.positions == "last_k":
+            return pool(hidden[:, -align.chunk :], None, align.pool)
+        if align.positions == "all":
+            return pool(hidden, None, align.pool)
+        if align.positions == "mask":
+            mask = lara_in.get("lam_token_mask")
+            if mask is None or mask.dtype != torch.bool or mask.shape != hidden.shape[:2]:
+                given = "missing" if mask is None else f"{mask.dtype} {tuple(mask.shape)}"
+                raise ValueError(f"positions='mask' needs `lam_token_mask`, bool {tuple(hidden.shape[:2])}; got {given}")
+            return pool(hidden, mask, align.pool)
+        labels = batch.get("labels")
+        if labels is None:
+            raise KeyError("positions='action_tokens' finds the action positions from `labels`; the batch has none")
+        first, last = self.spec.action_token_ids(self.base.config) if self.spec.action_token_ids else (None, None)
+        mask = action_token_mask(labels, first, last, hidden.shape[1], self.spec.insert_at)
+        return pool(hidden, mask, align.pool)
+
+    def _fdm_loss(self, pred: torch.Tensor, lam_out, valid: torch.Tensor) -> torch.Tensor:
+        """|| D(o_t, P(h)) - target(o_{t+k}) ||: the policy latent must be one the FDM can roll forward.
+
+        The FDM acts as a fixed judge here (its weights are detached); only the policy and projector learn.
+        """
+        fdm = self.lam.fdm
+        params = {k: v.detach() for k, v in fdm.named_parameters()}
+        latent = pred.view_as(lam_out.z).to(lam_out.now.dtype)  # (B, n, d)
+        out = torch.func.functional_call(fdm, params, (lam_out.now.detach(), latent))
+        return masked_mean((out - lam_out.target.detach()).pow(2).mean(dim=(1, 2)), valid)
+
+    def trainable_parameters(self) -> str:
+        """One line: trainable parameters of the VLA, the projector and the LAM."""
+        count = lambda mod: sum(p.numel() for p in mod.parameters() if p.requires_grad)  # noqa: E731
+        total = sum(p.numel() for p in self.parameters())
+        base, proj, lam = count(self.base), count(self.projector), count(self.lam)
+        return (
+            f"trainable params: VLA {base:,} || projector {proj:,} || LAM {lam:,} || "
+            f"all params {total:,} || trainable% {100 * (base + proj + lam) / max(total, 1):.4f}"
+        )
+
+
+def attach(model: nn.Module, config: LaraConfig | None = None, *, lam: LatentActionModel | None = None) -> LaraModel:
+    """Wrap a VLA for LARA training. `lam`: a pre-trained LatentActionModel to continue from."""
+    if isinstance(model, LaraModel) or getattr(model, _MARK, False):
+        raise ValueError("LARA is already attached to this model; lara.detach() it first or use the LaraModel you have")
+    config = config or LaraConfig()
+    if lam is not None:
+        config = config.model_copy(update={"lam": lam.cfg})
+    spec = resolve_spec(model, config.backbone)
+    config = config.model_copy(update={"align": resolve_alignment(model, spec, config.align)})
+    wrapped = LaraModel(model, config, spec, lam)
+    object.__setattr__(model, _MARK, True)
+    return wrapped
+
+
+def detach(model: LaraModel) -> nn.Module:
+    """The VLA as it was given to `attach`: the same object, with no hook or attribute of LARA left on it."""
+    if not isinstance(model, LaraModel):
+        raise TypeError(f"lara.detach expects the LaraModel that lara.attach returned; got {type(model).__name__}")
+    base = model.base
+    if _MARK in base.__dict__:
+        object.__delattr__(base, _MARK)
+    model._detached = True
+    return base

@@ -1,0 +1,123 @@
+"""Per-backbone defaults, in one plain table (like peft's target-module defaults).
+
+A spec says which module's output is the policy hidden state, how wide it is, and which tokens are
+the action positions. `LaraConfig.align` overrides any of it; a model whose `config.model_type` is
+not in the table uses the generic spec, which needs `align.layer` (and `align.hidden_size` when it
+cannot be read off the module).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from lara.config import AlignConfig
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    layer: Callable[[object], str] | None  # model config -> module path
+    hidden_size: Callable[[object], int] | None  # model config -> width of that module's output
+    positions: str  # last_k | action_tokens | mask | all
+    chunk: Callable[[object], int] | None = None  # for last_k
+    action_token_ids: Callable[[object], tuple[int, int]] | None = None  # for action_tokens: first, last id
+    insert_at: int = 1  # where image patches sit in the hidden sequence relative to the labels
+
+
+def _text_config(cfg: object) -> object:
+    return getattr(cfg, "text_config", None) or getattr(cfg, "llm_config", None) or cfg
+
+
+SPECS: dict[str, BackboneSpec] = {
+    # transformers PI0ForConditionalGeneration: the action expert's output at the action tokens (LARA release).
+    "pi0": BackboneSpec(
+        name="pi0",
+        layer=lambda cfg: "model.dit",
+        hidden_size=lambda cfg: cfg.dit_config.hidden_size,
+        positions="last_k",
+        chunk=lambda cfg: cfg.chunk_size,
+    ),
+    # OpenVLA / OpenVLA-OFT (remote code, model_type 'openvla'): LLM layer 24 of 32 (Spatial Forcing),
+    # action tokens are the last 256 ids of Llama-2's 32000-token vocabulary.
+    "openvla": BackboneSpec(
+        name="openvla",
+        layer=lambda cfg: f"language_model.model.layers.{(3 * _text_config(cfg).num_hidden_layers) // 4}",
+        hidden_size=lambda cfg: _text_config(cfg).hidden_size,
+        positions="action_tokens",
+        action_token_ids=lambda cfg: (31744, 31999),
+    ),
+    # lara.vla.TokenVLA: OpenVLA's layout and tokenization at any size.
+    "token_vla": BackboneSpec(
+        name="token_vla",
+        layer=lambda cfg: f"language_model.model.layers.{(3 * cfg.text_config.num_hidden_layers) // 4}",
+        hidden_size=lambda cfg: cfg.text_config.hidden_size,
+        positions="action_tokens",
+        action_token_ids=lambda cfg: (cfg.text_config.vocab_size - cfg.n_action_bins, cfg.text_config.vocab_size - 1),
+    ),
+    "generic": BackboneSpec(name="generic", layer=None, hidden_size=None, positions="all"),
+}
+
+MODEL_TYPES = {"pi0": "pi0", "openvla": "openvla", "lara_token_vla": "token_vla"}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's model under DDP (`.module`) and peft (`.get_base_model()`) wrappers."""
+    while True:
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def resolve_spec(model: nn.Module, backbone: str | None) -> BackboneSpec:
+    if backbone is not None:
+        if backbone not in SPECS:
+            raise ValueError(f"unknown backbone spec '{backbone}'; expected one of {sorted(SPECS)}")
+        return SPECS[backbone]
+    model_type = getattr(getattr(unwrap(model), "config", None), "model_type", None)
+    return SPECS[MODEL_TYPES.get(model_type, "generic")]
+
+
+def resolve_alignment(model: nn.Module, spec: BackboneSpec, align: AlignConfig) -> AlignConfig:
+    """The alignment config with every `None` filled in from the spec; raises when something is still unknown."""
+    cfg = getattr(unwrap(model), "config", None)
+    layer = align.layer or (spec.layer(cfg) if spec.layer else None)
+    if layer is None:
+        raise ValueError(
+            f"no target layer for {type(unwrap(model)).__name__} (spec '{spec.name}'): set LaraConfig.align.layer "
+            "to the dotted name of the module whose output is the policy hidden state"
+        )
+    positions = align.positions or spec.positions
+    chunk = align.chunk or (spec.chunk(cfg) if spec.chunk else None)
+    if positions == "last_k" and chunk is None:
+        raise ValueError("align.positions='last_k' needs align.chunk (how many trailing tokens are actions)")
+    return align.model_copy(update={"layer": layer, "positions": positions, "chunk": chunk})
+
+
+def infer_hidden_size(model: nn.Module, spec: BackboneSpec, module: nn.Module, align: AlignConfig) -> int:
+    if align.hidden_size:
+        return align.hidden_size
+    if spec.hidden_size is not None:
+        return spec.hidden_size(unwrap(model).config)
+    width = _declared_width(module)
+    if width is not None:
+        return width
+    raise ValueError(
+        f"cannot read the output width of '{align.layer}' ({type(module).__name__}): set LaraConfig.align.hidden_size"
+    )
+
+
+def _declared_width(module: nn.Module) -> int | None:
+    """Output width a module declares (Linear, Embedding, HF models); a Sequential's is its last child's."""
+    if isinstance(module, nn.Sequential):
+        return next((w for w in map(_declared_width, reversed(module)) if w is not None), None)
+    for attr in ("out_features", "embedding_dim", "hidden_size", "d_model"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    config = getattr(module, "config", None)
+    return config.hidden_size if isinstance(getattr(config, "hidden_size", None), int) else None

@@ -1,0 +1,42 @@
+"""A TokenVLA checkpoint as a `lara.policy.Policy`: what LIBERO evaluation and `lara serve` run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lara.vla.token_vla import TokenVLA, preprocess_images
+
+
+class TokenVLAPolicy:
+    """reset(instruction) then act(obs) -> float32 (1, 7): one unnormalised action per observation."""
+
+    def __init__(self, model: TokenVLA, camera: str = "agentview_rgb"):
+        self.model = model.eval()
+        self.camera = camera
+        self.instruction: str | None = None
+        self.device = next(model.parameters()).device
+
+    def reset(self, instruction: str) -> None:
+        self.instruction = instruction
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        if self.instruction is None:
+            raise RuntimeError("call reset(instruction) before act(obs)")
+        image = obs.get(self.camera)
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            given = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image).__name__
+            raise ValueError(f"obs['{self.camera}'] must be a uint8 (H, W, 3) image; got {given}")
+        pixels = preprocess_images(image, self.model.config.vision_config.image_size).to(self.device)
+        return self.model.predict_action(pixels, [self.instruction])  # (1, 7)
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> TokenVLAPolicy:
+    """A policy from a directory written by `TokenVLA.save_pretrained` (LARA detached: VLA weights only)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} holds no config.json: expected a directory written by save_pretrained")
+    return TokenVLAPolicy(TokenVLA.from_pretrained(path).to(device))

@@ -1,0 +1,58 @@
+"""Small model configs built locally (no hub): tests, the demo and the overhead benchmark use them.
+
+`tiny` models run a training step in milliseconds on a CPU core; the `mid` pi0 keeps the ratio of a
+3B pi0's FLOPs to the default LAM's while shrinking both (see benchmarks/perf/overhead.py).
+"""
+
+from __future__ import annotations
+
+from lara.vla.token_vla import TokenVLA, TokenVLAConfig
+
+
+def token_vla_config(width: int = 64, layers: int = 2, image_size: int = 32, vocab_size: int = 1024, **kw) -> TokenVLAConfig:
+    vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=image_size, patch_size=8)
+    text = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=2,
+                num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    return TokenVLAConfig(vision_config=vision, text_config=text, **kw)
+
+
+def tiny_token_vla(**kw) -> TokenVLA:
+    return TokenVLA(token_vla_config(**kw))
+
+
+def pi0_config(width: int = 32, expert_width: int = 16, layers: int = 2, image_size: int = 32, patch_size: int = 8,
+               vision_layers: int = 1, chunk_size: int = 4, action_dim: int = 8, heads: int = 2, vocab_size: int = 128):
+    """A PI0Config of any size; needs a transformers with PI0ForConditionalGeneration (5.x)."""
+    try:
+        from transformers import PI0Config
+    except ImportError as err:
+        import transformers
+
+        raise ImportError(
+            f"the 'pi0' backbone needs transformers' PI0ForConditionalGeneration, which transformers "
+            f"{transformers.__version__} does not have: pip install 'transformers>=5.3'"
+        ) from err
+    head_dim = width // heads
+    return PI0Config(
+        vlm_config=dict(
+            model_type="paligemma",
+            text_config=dict(model_type="gemma", hidden_size=width, num_hidden_layers=layers, intermediate_size=4 * width,
+                             num_attention_heads=heads, num_key_value_heads=1, head_dim=head_dim, vocab_size=vocab_size),
+            vision_config=dict(model_type="siglip_vision_model", hidden_size=width, intermediate_size=4 * width,
+                               patch_size=patch_size, image_size=image_size, num_hidden_layers=vision_layers,
+                               num_attention_heads=heads, vision_use_head=False),
+            projection_dim=width, image_token_id=vocab_size - 1,
+        ),
+        dit_config=dict(model_type="gemma", hidden_size=expert_width, num_hidden_layers=layers,
+                        intermediate_size=4 * expert_width, num_attention_heads=heads, num_key_value_heads=1,
+                        head_dim=head_dim),
+        chunk_size=chunk_size, max_state_dim=action_dim, max_action_dim=action_dim, num_inference_steps=2,
+    )
+
+
+def tiny_pi0(**kw):
+    from transformers import PI0ForConditionalGeneration
+
+    return PI0ForConditionalGeneration(pi0_config(**kw))

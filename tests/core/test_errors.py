@@ -1,0 +1,91 @@
+"""Bad input raises errors that name the key, what was expected and what was given."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lara
+from conftest import GenericPolicy, generic_batch, small_config, token_vla_batch
+
+
+@pytest.fixture
+def model(token_vla):
+    return lara.attach(token_vla, small_config())
+
+
+@pytest.mark.tf440
+def test_missing_frames(model, token_vla):
+    batch = token_vla_batch(token_vla)
+    batch.pop("lam_frames")
+    with pytest.raises(KeyError, match=r"lam_frames.*\(B, 2, C, H, W\)"):
+        model(**batch)
+
+
+@pytest.mark.tf440
+@pytest.mark.parametrize(
+    "frames, message",
+    [
+        (torch.zeros(4, 3, 3, 32, 32, dtype=torch.uint8), r"\(B, 2, 3, H, W\).*got \(4, 3, 3, 32, 32\)"),
+        (torch.zeros(4, 2, 1, 32, 32, dtype=torch.uint8), r"got \(4, 2, 1, 32, 32\)"),
+        (torch.zeros(4, 2, 3, 4, 4, dtype=torch.uint8), "smaller than one 8x8 LAM patch"),
+        (torch.zeros(4, 2, 3, 32, 32, dtype=torch.int32), "uint8 or floating point; got torch.int32"),
+        (torch.full((4, 2, 3, 32, 32), float("nan")), "NaN or inf"),
+    ],
+    ids=["frame-count", "channels", "too-small", "dtype", "nan"],
+)
+def test_malformed_frames(model, token_vla, frames, message):
+    batch = {**token_vla_batch(token_vla), "lam_frames": frames}
+    with pytest.raises(ValueError, match=message):
+        model(**batch)
+
+
+@pytest.mark.tf440
+def test_bad_valid_mask(model, token_vla):
+    batch = {**token_vla_batch(token_vla), "lam_valid": torch.ones(3)}
+    with pytest.raises(ValueError, match=r"lam_valid.*bool.*\(4,\)"):
+        model(**batch)
+
+
+@pytest.mark.tf440
+def test_unknown_layer_lists_nearest_names(token_vla):
+    cfg = small_config(align=lara.AlignConfig(layer="language_model.model.layer.1"))
+    with pytest.raises(ValueError, match=r"does not exist.*Nearest module names: \[.*language_model\.model\.layers"):
+        lara.attach(token_vla, cfg)
+
+
+@pytest.mark.tf440
+def test_attaching_twice_raises(token_vla):
+    model = lara.attach(token_vla, small_config())
+    with pytest.raises(ValueError, match="already attached"):
+        lara.attach(token_vla, small_config())
+    with pytest.raises(ValueError, match="already attached"):
+        lara.attach(model, small_config())
+
+
+@pytest.mark.tf440
+def test_generic_needs_a_layer_and_a_mapping_output():
+    with pytest.raises(ValueError, match="set LaraConfig.align.layer"):
+        lara.attach(GenericPolicy(), small_config())
+
+    class ReturnsTensor(GenericPolicy):
+        def forward(self, obs, actions=None):
+            return super().forward(obs, actions)["actions"]
+
+    model = lara.attach(ReturnsTensor(), small_config(align=lara.AlignConfig(layer="encoder")))
+    with pytest.raises(TypeError, match="must be a mapping with 'loss'"):
+        model(**generic_batch())
+
+
+@pytest.mark.tf440
+def test_config_validates_at_construction():
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        lara.LAMConfig(image_size=30, patch_size=8)
+    with pytest.raises(ValueError, match="extra"):
+        lara.LaraConfig(align_wieght=0.1)
+    with pytest.raises(ValueError, match="unknown backbone spec 'pio'"):
+        lara.attach(GenericPolicy(), small_config(backbone="pio"))
+    cfg = small_config(align=lara.AlignConfig(loss="infonce"))
+    assert lara.LaraConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    for model in (lara.LaraConfig, lara.AlignConfig, lara.LAMConfig):
+        assert all(f.description for f in model.model_fields.values()), model
