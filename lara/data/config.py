@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SAMPLE_KEYS = {"lam_frames", "lam_valid", "image", "instruction", "episode_index", "frame_index", "actions",
+               "action_mask", "lam_actions", "lam_action_mask", "proprio"}
 
 
 class LiberoDataConfig(BaseModel):
@@ -19,6 +22,11 @@ class LiberoDataConfig(BaseModel):
     camera: str = Field(
         "agentview_rgb",
         description="obs key of the camera giving `image` and `lam_frames` (e.g. agentview_rgb, eye_in_hand_rgb).",
+    )
+    extra_cameras: list[str] = Field(
+        default_factory=list,
+        description="More obs camera keys to return at time t, each under its own key (e.g. "
+        "['eye_in_hand_rgb'] adds sample['eye_in_hand_rgb'] uint8 [3, H, W]) for multi-view policies.",
     )
     frame_gap: int = Field(
         9, ge=1,
@@ -77,3 +85,13 @@ class LiberoDataConfig(BaseModel):
         if any(size < 1 for size in sizes):
             raise ValueError(f"image_size must be positive, got {value}.")
         return value
+
+    @model_validator(mode="after")
+    def _distinct_cameras(self):
+        cameras = [self.camera, *self.extra_cameras]
+        if len(set(cameras)) != len(cameras):
+            raise ValueError(f"camera and extra_cameras must be distinct, got {cameras}.")
+        clash = SAMPLE_KEYS & set(self.extra_cameras)
+        if clash:
+            raise ValueError(f"extra_cameras {sorted(clash)} would overwrite sample keys of the same name.")
+        return self

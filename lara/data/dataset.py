@@ -8,6 +8,7 @@ One sample per (episode, t):
     instruction      str
     episode_index    int                   index into `dataset.episodes`
     frame_index      int                   t
+    <extra camera>   uint8   [3, H, W]     o_t of each camera in `extra_cameras`
   unless `action_free`:
     actions          float32 [H, 7]        a_t..a_{t+H-1}, normalised to [-1, 1] (gripper untouched)
     action_mask      bool    [H]           False on padding past the episode end (padding repeats the last action)
@@ -115,7 +116,7 @@ class LiberoDataset(torch.utils.data.Dataset):
                              f"frames, the longest has {longest}. Lower frame_gap or keep incomplete samples.")
         self._pid: int | None = None  # process owning the open handles below
         self._files: dict[Path, h5py.File] = {}
-        self._frame_sets: dict[int, h5py.Dataset] = {}
+        self._frame_sets: dict[tuple[int, str], h5py.Dataset] = {}
 
     # ---------------------------------------------------------------------------------------------
     # Building the index
@@ -137,7 +138,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         return episodes
 
     def _scan_file(self, path: Path) -> list[tuple[dict, np.ndarray | None, np.ndarray | None]]:
-        camera, out = self.config.camera, []
+        cameras, out = [self.config.camera, *self.config.extra_cameras], []
         with open_libero_hdf5(path) as handle:
             instruction, upside_down = read_instruction(handle, path), images_upside_down(handle)
             names = demo_names(handle)
@@ -148,14 +149,19 @@ class LiberoDataset(torch.utils.data.Dataset):
                 obs = demo.get("obs")
                 if obs is None:
                     raise LiberoFileError(f"{where}: missing the `obs` group. Keys present: {sorted(demo.keys())}.")
-                if camera not in obs:
-                    raise LiberoFileError(f"{where}/obs: no camera {camera!r}; available: {sorted(obs.keys())}. "
-                                          "Set `camera` to one of them.")
-                frames = obs[camera]
-                if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-                    raise LiberoFileError(f"{where}/obs/{camera}: expected uint8 [T > 0, H, W, 3] images, "
-                                          f"got {frames.dtype} {list(frames.shape)}.")
-                T = len(frames)
+                T = None
+                for camera in cameras:
+                    if camera not in obs:
+                        raise LiberoFileError(f"{where}/obs: no camera {camera!r}; available: {sorted(obs.keys())}."
+                                              " Set `camera` / `extra_cameras` to some of them.")
+                    frames = obs[camera]
+                    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+                        raise LiberoFileError(f"{where}/obs/{camera}: expected uint8 [T > 0, H, W, 3] images, "
+                                              f"got {frames.dtype} {list(frames.shape)}.")
+                    if T is not None and len(frames) != T:
+                        raise LiberoFileError(f"{where}/obs/{camera}: {len(frames)} frames, but "
+                                              f"obs/{cameras[0]} has {T}.")
+                    T = len(frames)
                 actions = proprio = None
                 if not self.config.action_free:
                     hint = "needed for action chunks; set action_free=True to read frames only"
@@ -194,26 +200,26 @@ class LiberoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._t_of)
 
-    def _frame_set(self, episode_index: int) -> h5py.Dataset:
+    def _frame_set(self, episode_index: int, camera: str) -> h5py.Dataset:
         if self._pid != os.getpid():  # first read here, or a forked worker: never reuse a parent's handles
             for handle in self._files.values():
                 handle.close()
             self._pid, self._files, self._frame_sets = os.getpid(), {}, {}
-        if episode_index not in self._frame_sets:
+        if (episode_index, camera) not in self._frame_sets:
             episode = self.episodes[episode_index]
             if episode.path not in self._files:
                 self._files[episode.path] = open_libero_hdf5(episode.path)
             obs = self._files[episode.path]["data"][episode.demo]["obs"]
-            self._frame_sets[episode_index] = obs[self.config.camera]
-        return self._frame_sets[episode_index]
+            self._frame_sets[episode_index, camera] = obs[camera]
+        return self._frame_sets[episode_index, camera]
 
-    def _frames(self, episode_index: int, times: list[int]) -> torch.Tensor:
+    def _frames(self, episode_index: int, camera: str, times: list[int]) -> torch.Tensor:
         """uint8 [len(times), 3, H, W], upright and resized."""
         episode = self.episodes[episode_index]
         try:
-            frames = np.stack([self._frame_set(episode_index)[t] for t in times])  # (N, H, W, 3)
+            frames = np.stack([self._frame_set(episode_index, camera)[t] for t in times])  # (N, H, W, 3)
         except (OSError, KeyError) as error:
-            raise LiberoFileError(f"{episode.path} data/{episode.demo}: reading {self.config.camera} frames "
+            raise LiberoFileError(f"{episode.path} data/{episode.demo}: reading obs/{camera} frames "
                                   f"{times} failed: {error}") from error
         if episode.upside_down:
             frames = frames[:, ::-1]  # robosuite's opengl convention stores rows bottom-up
@@ -233,7 +239,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         episode_index, t = int(self._episode_of[index]), int(self._t_of[index])
         episode, k = self.episodes[episode_index], self.config.frame_gap
         last = episode.length - 1
-        frames = self._frames(episode_index, [t, min(t + k, last)])  # (2, 3, H, W)
+        frames = self._frames(episode_index, self.config.camera, [t, min(t + k, last)])  # (2, 3, H, W)
         sample = {
             "lam_frames": frames,
             "lam_valid": torch.tensor(t + k <= last),
@@ -242,6 +248,8 @@ class LiberoDataset(torch.utils.data.Dataset):
             "episode_index": episode_index,
             "frame_index": t,
         }
+        for camera in self.config.extra_cameras:
+            sample[camera] = self._frames(episode_index, camera, [t])[0]
         if episode.actions is not None:
             sample["actions"], sample["action_mask"] = _chunk(episode.actions, t, self.config.action_horizon)
             sample["lam_actions"], sample["lam_action_mask"] = _chunk(episode.actions, t, k)

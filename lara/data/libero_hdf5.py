@@ -149,7 +149,12 @@ class LiberoHDF5Writer:
         if eye_in_hand_rgb is not None:
             wrist = _check_array("eye_in_hand_rgb", eye_in_hand_rgb, (T, None, None, 3), kind="uint8")
         states = np.zeros((T, 0)) if states is None else _check_array("states", states, (T, None), kind="float")
-        attrs = dict(attrs or {})
+        attrs = {key: json.dumps(value) if isinstance(value, (dict, list)) else value
+                 for key, value in (attrs or {}).items()}
+        for key, value in attrs.items():
+            if np.asarray(value).dtype == object:
+                raise LiberoFileError(f"add_demo: attrs[{key!r}] = {value!r} cannot be stored as an HDF5 attribute; "
+                                      "expected a number, string, bool, numeric array, or a JSON-able dict/list.")
         if dones is None:
             dones = np.zeros(T, dtype=np.uint8)
             dones[-1] = 1
@@ -179,9 +184,8 @@ class LiberoHDF5Writer:
         obs.create_dataset("ee_states", data=ee_states.astype(np.float64))
         obs.create_dataset("gripper_states", data=gripper_states.astype(np.float64))
         obs.create_dataset("joint_states", data=joint_states.astype(np.float64))
+        demo.attrs.update(attrs)
         demo.attrs["num_samples"] = T
-        for key, value in attrs.items():
-            demo.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
         self.num_demos += 1
         self.total += T
         return name

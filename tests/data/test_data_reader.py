@@ -185,6 +185,23 @@ def test_dataloader_workers_give_the_same_samples(libero_dir):
     serial = batches(0)  # opens HDF5 handles in this process before the workers fork
     parallel = batches(2)
     assert len(serial) == len(parallel) == 8
+    assert_same_batches(serial, parallel)
+
+
+def test_spawned_workers_give_the_same_samples(libero_dir):
+    root, _ = libero_dir
+    data = LiberoDataset(paths=root, frame_gap=4, action_horizon=5)
+    data[0]  # an open handle in this process must not travel to the spawned worker
+    order = list(range(0, len(data), 5))
+    serial = [data[i] for i in order]
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=1, sampler=order,
+                                         multiprocessing_context="spawn")
+    assert_same_batches([torch.utils.data.default_collate([s]) for s in serial],
+                        [torch.utils.data.default_collate([s]) for s in loader])
+
+
+def assert_same_batches(serial, parallel):
+    assert len(serial) == len(parallel)
     for a, b in zip(serial, parallel):
         assert a.keys() == b.keys()
         for key in a:
@@ -208,6 +225,33 @@ def test_truncated_file_named_and_others_still_read(libero_dir, write_file):
     with pytest.raises(LiberoFileError, match="no readable episodes"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         LiberoDataset(paths=bad, skip_bad_files=True)
+
+
+def test_corrupt_frame_chunk_names_file_and_demo(libero_dir):
+    root, written = libero_dir
+    path = root / "b_demo.hdf5"
+    with h5py.File(path, "r") as f:
+        chunk = f["data/demo_0/obs/agentview_rgb"].id.get_chunk_info(7)  # frame 7 of the only demo
+    with open(path, "r+b") as handle:
+        handle.seek(chunk.byte_offset)
+        handle.write(b"\xff" * chunk.size)
+    data = LiberoDataset(paths=root, frame_gap=4)
+    bad = next(i for i in range(len(data)) if data.episodes[int(data._episode_of[i])].path == path
+               and int(data._t_of[i]) == 7)
+    with pytest.raises(LiberoFileError, match=r"b_demo.hdf5 data/demo_0: reading obs/agentview_rgb frames \[7, 11\]"):
+        data[bad]
+    np.testing.assert_array_equal(data[0]["image"].permute(1, 2, 0).numpy(), written["a_demo.hdf5"][0]["agentview_rgb"][0])
+
+
+def test_extra_cameras(libero_dir):
+    root, written = libero_dir
+    sample = LiberoDataset(paths=root, extra_cameras=["eye_in_hand_rgb"], image_size=8)[5]
+    assert sample["eye_in_hand_rgb"].shape == (3, 8, 8) and sample["eye_in_hand_rgb"].dtype == torch.uint8
+    full = LiberoDataset(paths=root, extra_cameras=["eye_in_hand_rgb"])[5]
+    np.testing.assert_array_equal(full["eye_in_hand_rgb"].permute(1, 2, 0).numpy(),
+                                  written["a_demo.hdf5"][0]["eye_in_hand_rgb"][5])
+    with pytest.raises(ValidationError, match="must be distinct"):
+        LiberoDataConfig(paths=[root], extra_cameras=["agentview_rgb"])
 
 
 def test_missing_camera_lists_available(libero_dir):

@@ -86,6 +86,15 @@ def test_add_demo_validation_names_field(tmp_path, demo_arrays, write_file, fiel
     assert inspect_libero_hdf5(tmp_path / "v.hdf5").num_demos == 1
 
 
+def test_unstorable_attr_is_rejected_before_writing(tmp_path, demo_arrays):
+    with LiberoHDF5Writer(tmp_path / "a.hdf5", language="pick up the cup") as writer:
+        with pytest.raises(LiberoFileError, match=r"attrs\['operator'\] = None cannot be stored"):
+            writer.add_demo(**demo_arrays(5, seed=0), attrs={"operator": None})
+        assert writer.add_demo(**demo_arrays(5, seed=0), attrs={"meta": {"fps": 20}}) == "demo_0"
+    with h5py.File(tmp_path / "a.hdf5", "r") as f:
+        assert json.loads(f["data/demo_0"].attrs["meta"]) == {"fps": 20}
+
+
 def test_no_demo_writes_nothing(tmp_path):
     with pytest.raises(LiberoFileError, match="no demo was added"):
         with LiberoHDF5Writer(tmp_path / "empty.hdf5", language="pick up the cup"):
