@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -123,3 +125,18 @@ def test_instruction_from_official_file_names():
     assert instruction_from_file_name("KITCHEN_SCENE3_turn_on_the_stove_demo.hdf5") == "turn on the stove"
     assert (instruction_from_file_name("/x/pick_up_the_black_bowl_on_the_plate_demo.hdf5")
             == "pick up the black bowl on the plate")
+
+
+def test_writer_imports_without_torch(tmp_path):
+    """The robot recorder may run under the system python (Debian h5py/numpy, no torch)."""
+    script = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "import numpy as np\n"
+        "from lara.data.libero_hdf5 import LiberoHDF5Writer\n"
+        "T = 3; z = lambda *s: np.zeros(s)\n"
+        f"with LiberoHDF5Writer({str(tmp_path / 'r.hdf5')!r}, language='wave') as w:\n"
+        "    w.add_demo(actions=z(T, 7), agentview_rgb=np.zeros((T, 4, 4, 3), np.uint8), ee_states=z(T, 6),\n"
+        "               gripper_states=z(T, 2), joint_states=z(T, 7))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
+    assert inspect_libero_hdf5(tmp_path / "r.hdf5").total == 3
