@@ -96,7 +96,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         if config is not None and fields:
             raise TypeError("pass either a LiberoDataConfig or its fields as keywords, not both.")
         self.config = config if config is not None else LiberoDataConfig(**fields)
-        raw = self._scan(resolve_files(self.config.paths))  # [(episode without normalisation, raw actions)]
+        raw = self._scan(resolve_files(self.config.paths))  # [(episode fields, raw actions, proprio)]
         self.statistics: DatasetStatistics | None = None
         if not self.config.action_free:
             self.statistics = self._statistics([r for _, r, _ in raw], [p for _, _, p in raw])
@@ -127,7 +127,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         for path in files:
             try:
                 episodes += self._scan_file(path)
-            except (LiberoFileError, OSError) as error:
+            except (OSError, ValueError, KeyError) as error:  # h5py errors, LiberoFileError, bad JSON attrs
                 if not self.config.skip_bad_files:
                     raise LiberoFileError(f"{error} (set skip_bad_files=True to read the other files)") from error
                 bad.append(f"{path}: {error}")

@@ -11,6 +11,7 @@ from lara.data.libero_hdf5 import (
     LiberoHDF5Writer,
     inspect_libero_hdf5,
     instruction_from_file_name,
+    main,
     open_libero_hdf5,
 )
 
@@ -140,3 +141,12 @@ def test_writer_imports_without_torch(tmp_path):
     )
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
     assert inspect_libero_hdf5(tmp_path / "r.hdf5").total == 3
+
+
+def test_inspect_command(tmp_path, write_file, capsys):
+    write_file(tmp_path / "good_demo.hdf5", [6, 4])
+    (tmp_path / "junk.hdf5").write_bytes(b"not hdf5")
+    assert main([str(tmp_path / "good_demo.hdf5"), str(tmp_path / "junk.hdf5")]) == 1
+    out, err = capsys.readouterr()
+    assert "good_demo.hdf5: 2 demos, 10 steps, 'put the bowl on the plate', images (16, 16, 3) upright" in out
+    assert "  demo_1: 4 steps" in out and "junk.hdf5: cannot be read as HDF5" in err
