@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lara
-from conftest import small_config, token_vla_batch
+from core_helpers import small_config, token_vla_batch
 
 
 def no_hooks(model: torch.nn.Module) -> bool:

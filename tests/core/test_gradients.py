@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lara
-from conftest import small_config, token_vla_batch
+from core_helpers import small_config, token_vla_batch
 
 
 def grads_after_align_only(base, detach_target: bool) -> dict:

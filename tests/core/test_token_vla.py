@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lara
-from conftest import small_config, token_vla_batch
+from core_helpers import small_config, token_vla_batch
 from lara.align import action_token_mask
 from lara.vla import TokenVLA, load_policy
 from lara.vla.checks import image_dependence

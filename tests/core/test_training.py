@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lara
-from conftest import GenericPolicy, generic_batch, pi0_batch, small_config, token_vla_batch
+from core_helpers import GenericPolicy, generic_batch, pi0_batch, small_config, token_vla_batch
 from lara.vla.presets import tiny_token_vla
 
 DECREASING = ("base", "align", "lam/recon", "lam/action", "fdm")

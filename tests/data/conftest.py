@@ -15,7 +15,7 @@ def demo_arrays(T: int, *, seed: int, size: int = 16) -> dict:
     frames = np.zeros((T, size, size, 3), dtype=np.uint8)
     frames[:, :, :, 2] = np.arange(size, dtype=np.uint8)[None, :, None]  # row index in the blue channel
     frames[:, 0, 0, 0] = np.arange(T)
-    frames[:, 0, 0, 1] = seed
+    frames[:, 0, 0, 1] = seed % 256  # uint8 marker (numpy >= 2 refuses to wrap silently)
     actions = rng.uniform(-1, 1, size=(T, 7))
     actions[:, :6] *= rng.uniform(0.1, 2.0, size=6)  # different ranges per dimension
     actions[:, 6] = np.where(rng.random(T) > 0.5, 1.0, -1.0)  # LIBERO gripper: -1 open, +1 close
