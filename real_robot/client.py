@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 from websockets.exceptions import WebSocketException
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
 from lara.real_robot import wire
@@ -47,7 +48,8 @@ class PolicyClient:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        """True while the connection is open (turns False as soon as the server side goes away)."""
+        return self._ws is not None and self._ws.state is State.OPEN
 
     def connect(self) -> Dict[str, Any]:
         """Open the connection (respecting the backoff) and read the server's metadata."""

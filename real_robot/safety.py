@@ -129,12 +129,15 @@ class SafetyLayer:
         return Command(self.hold_pose, None, True, reason)
 
     def command(self, action, pose: Optional[Pose], observation_age_s: float,
-                missing_reason: str = "no action") -> Command:
-        """The command for this period. `action` None means none is available (`missing_reason` says why)."""
+                missing_reason: str = "no action", observation_error: Optional[str] = None) -> Command:
+        """The command for this period. `action` None means none is available (`missing_reason` says why);
+        `observation_error` says the newest camera frame was unusable."""
         if self.estopped:
             return self.hold(pose, f"e-stop: {self.estop_reason}")
         if not pose_is_finite(pose):
             return self.hold(None, "robot state missing or not finite")
+        if observation_error is not None:
+            return self.hold(pose, f"bad observation: {observation_error}")
         if not np.isfinite(observation_age_s) or observation_age_s > self.config.max_observation_age_s:
             return self.hold(pose, f"stale observation ({observation_age_s:.3f} s old > {self.config.max_observation_age_s} s)")
         if action is None:

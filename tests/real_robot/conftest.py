@@ -69,3 +69,85 @@ def server_factory():
     yield make
     for server in servers:
         server.stop()
+
+
+# ---- ROS: a real roscore on a free loopback port, and processes started against it -------------
+
+REPO = HERE.parent.parent
+
+
+@pytest.fixture(scope="session")
+def roscore(tmp_path_factory):
+    """roscore on 127.0.0.1:<free port>; this test process joins it as a rospy node."""
+    port = free_port()
+    ros_home = tmp_path_factory.mktemp("ros_home")
+    os.environ.update(ROS_MASTER_URI=f"http://127.0.0.1:{port}", ROS_IP="127.0.0.1", ROS_HOME=str(ros_home),
+                      ROS_LOG_DIR=str(ros_home / "log"))
+    os.environ.pop("ROS_HOSTNAME", None)
+    proc = subprocess.Popen(["roscore", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for_port(port)
+        from lara.real_robot.ros import import_rospy
+
+        rospy = import_rospy()
+        rospy.init_node("lara_tests", anonymous=True, disable_signals=True)
+        yield rospy
+    finally:
+        os.killpg(proc.pid, 15)  # roscore's own group: rosmaster and rosout
+        proc.wait(10)
+
+
+class Processes:
+    """Processes started by one test; each is stopped by its own id at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir, self.procs = log_dir, {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        self.procs[name] = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=REPO, env=env)
+        return self.procs[name]
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait(10)
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def node_config(path: Path, prefix: str, server_port: int, **overrides) -> Path:
+    """A node config with every topic under `prefix` (tests never hear each other's nodes)."""
+    import yaml
+
+    from lara.real_robot.config import DEFAULT_CONFIG
+
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["topics"] = {k: (f"/{prefix}{v}" if isinstance(v, str) and v.startswith("/") else v)
+                      for k, v in data["topics"].items()}
+    data["topics"]["namespace"] = f"{prefix}/lara"
+    data["server"].update(port=server_port, timeout_s=0.3, connect_timeout_s=0.3, backoff_s=0.1, max_backoff_s=0.3)
+    data.update(image_size=[96, 96], episodes_dir=str(path.parent / "episodes"), **overrides)
+    path.write_text(yaml.safe_dump(data))
+    return path

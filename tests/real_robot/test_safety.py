@@ -118,3 +118,8 @@ def test_estop_latches_until_reset():
         assert command.hold and command.reason == "e-stop: operator button"
     layer.reset_estop()
     assert not layer.command(np.zeros(7), home(), 0.0).hold
+
+
+def test_a_bad_frame_holds_even_when_the_last_good_one_is_fresh():
+    command = SafetyLayer().command(np.zeros(7), home(), 0.01, observation_error="encoding 'mono8'")
+    assert command.hold and command.reason == "bad observation: encoding 'mono8'"
