@@ -180,6 +180,7 @@ def publish_fake_robot(rospy, prefix, stop, image_fn, pose=(0.5, 0.0, 0.3)):
     ("mono8", "encoding 'mono8' is not supported"),
     ("wrong_size", "configured for 96x96"),
     ("bad_server_reply", "bad server reply"),
+    ("late_server", "server"),  # replies after 600 ms, timeout 300 ms: "waiting for the server", "server lost"
 ])
 def test_faults_give_clear_reasons_and_no_motion(roscore, processes, tmp_path, fault, reason):
     from sensor_msgs.msg import Image
@@ -189,10 +190,12 @@ def test_faults_give_clear_reasons_and_no_motion(roscore, processes, tmp_path, f
     config = node_config(tmp_path / "node.yaml", prefix, port)
     if fault == "bad_server_reply":
         processes.start("server", "tests/real_robot/bad_server.py", str(port))
+    elif fault == "late_server":
+        start_server(processes, port, "--delay-ms", "600")
     else:
         start_server(processes, port)
     good = lambda: Image(height=96, width=96, encoding="rgb8", step=288, data=bytes(96 * 96 * 3))  # noqa: E731
-    frames = {"stale_camera": good, "bad_server_reply": good,
+    frames = {"stale_camera": good, "bad_server_reply": good, "late_server": good,
               "mono8": lambda: Image(height=96, width=96, encoding="mono8", step=96, data=bytes(96 * 96)),
               "wrong_size": lambda: Image(height=64, width=64, encoding="rgb8", step=192, data=bytes(64 * 64 * 3))}
     camera_on = threading.Event()
