@@ -11,6 +11,7 @@ from typing import Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from lara.real_robot.gripper import GripperConfig
 from lara.real_robot.safety import SafetyConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
@@ -54,6 +55,7 @@ class NodeConfig(BaseModel):
     topics: TopicsConfig
     server: ServerConfig
     safety: SafetyConfig = Field(default_factory=SafetyConfig, description="clamps, workspace, watchdog (see safety.py)")
+    gripper: GripperConfig = Field(default_factory=GripperConfig, description="franka_gripper action goals (see gripper.py)")
 
 
 def load_config(path: str | Path | None = None, **overrides) -> NodeConfig:

@@ -27,6 +27,7 @@ import numpy as np
 
 from lara.real_robot.client import PolicyClient, ServerUnavailable
 from lara.real_robot.config import NodeConfig, load_config
+from lara.real_robot.gripper import GripperCommander
 from lara.real_robot.images import ImageError, check_size, compressed_to_rgb, raw_to_rgb
 from lara.real_robot.recorder import EpisodeRecorder
 from lara.real_robot.ros import import_rospy
@@ -36,7 +37,7 @@ from lara.real_robot.safety import Command, Pose, SafetyLayer
 rospy = import_rospy()
 from geometry_msgs.msg import PoseStamped  # noqa: E402  (needs import_rospy first)
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
-from std_msgs.msg import Bool, Float64, String  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
 from std_srvs.srv import Trigger, TriggerResponse  # noqa: E402
 
 try:
@@ -138,6 +139,7 @@ class PolicyNode:
         self._server_state = "not queried yet"
         self.lock = threading.Lock()  # guards episode state against the service threads
         self.running = False
+        self._new_episode = False  # the next request asks the server to reset the policy
         self.instruction = ""
         self.success = False
         self.tick = 0
@@ -156,7 +158,7 @@ class PolicyNode:
             rospy.Subscriber(t.ee_pose, PoseStamped, self.sensors.on_pose, queue_size=1)
         rospy.Subscriber(t.joint_states, JointState, self.sensors.on_joint_states, queue_size=1)
         self.pose_pub = rospy.Publisher(t.equilibrium_pose, PoseStamped, queue_size=1)
-        self.gripper_pub = rospy.Publisher(t.gripper_command, Float64, queue_size=1)
+        self.gripper = GripperCommander(rospy, t.gripper_command, self.config.gripper)
         self.status_pub = rospy.Publisher(f"{ns}/status", String, queue_size=10)
         rospy.Subscriber(f"{ns}/instruction", String, self._on_instruction, queue_size=1)
         rospy.Subscriber(f"{ns}/success", Bool, self._on_success, queue_size=1)
@@ -185,7 +187,7 @@ class PolicyNode:
                 return TriggerResponse(False, f"e-stop latched ({self.safety.estop_reason}): call reset_estop first")
             if not self.instruction:
                 return TriggerResponse(False, "no instruction: publish one on the instruction topic first")
-            self.running, self.success = True, False
+            self.running, self.success, self._new_episode = True, False, True
             self._queue.clear()
             if self.config.record:
                 self.recorder.begin(self.instruction)
@@ -219,6 +221,7 @@ class PolicyNode:
         if not self._queue and self._future is None and obs is not None:
             request = {k: v for k, v in obs.items() if k != "ee_quat"}
             request["instruction"] = self.instruction
+            request["reset"], self._new_episode = self._new_episode, False
             self._future, self._future_start = self._executor.submit(self.client.infer, request), now
         if self._future is not None:
             try:
@@ -272,7 +275,7 @@ class PolicyNode:
         (q.x, q.y, q.z, q.w) = map(float, command.pose.quat)
         self.pose_pub.publish(msg)
         if command.gripper is not None:
-            self.gripper_pub.publish(Float64(command.gripper))
+            self.gripper.command(command.gripper)
 
     def spin(self) -> None:
         """Run `step` at the configured rate against absolute deadlines (no drift) until shutdown."""
@@ -304,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         config.server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
     rospy.init_node("lara_policy", disable_signals=False)
     node = PolicyNode(config)
-    rospy.loginfo(f"lara_policy: {config.rate_hz} Hz, server ws://{config.server.host}:{config.server.port}")
+    rospy.loginfo(f"lara_policy: {config.rate_hz} Hz, server ws://{config.server.host}:{config.server.port}, "
+                  f"state from {'FrankaState' if FrankaState else 'JointState + PoseStamped'}, "
+                  f"gripper {'actions + topic' if node.gripper.uses_actions else 'topic only'}")
     node.spin()
     return 0
 

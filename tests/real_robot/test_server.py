@@ -38,6 +38,8 @@ def test_openpi_client_drives_the_server(server_factory):
     del openpi_style["instruction"]
     client.infer(openpi_style)  # openpi's `prompt` key stands for the instruction
     assert policy.instructions == ["pick up the cup", "open the drawer", "put the bowl away"]
+    client.infer(observation(instruction="put the bowl away", reset=True))  # a new episode, same task
+    assert policy.instructions[-2:] == ["put the bowl away"] * 2
 
 
 def test_errors_are_replied_and_the_server_keeps_serving(server_factory):
@@ -119,3 +121,27 @@ def test_wire_matches_openpi_encoding():
     import msgpack
     with pytest.raises(wire.WireError, match="needs 24"):
         wire.unpackb(msgpack.packb(short))
+
+
+def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
+    """`lara serve --checkpoint DIR` -> lara.vla.load_policy(DIR); load_policy is stood in by the tiny policy."""
+    import subprocess
+    import sys
+
+    from conftest import HERE, free_port, wait_for_port
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    port = free_port()
+    launcher = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import lara.vla, tiny_policy; "
+                "lara.vla.load_policy = lambda d: tiny_policy.TinyMLPPolicy(horizon=3); "
+                f"from lara.cli import main; main(['serve', '--checkpoint', {str(tmp_path)!r}, "
+                f"'--host', '127.0.0.1', '--port', '{port}'])")
+    proc = subprocess.Popen([sys.executable, "-c", launcher])
+    try:
+        wait_for_port(port)
+        client = WebsocketClientPolicy("127.0.0.1", port)
+        assert client.get_server_metadata()["checkpoint"] == str(tmp_path)
+        assert client.infer(observation())["actions"].shape == (3, 7)
+    finally:
+        proc.kill()
+        proc.wait(5)
