@@ -232,3 +232,79 @@ def test_faults_give_clear_reasons_and_no_motion(roscore, processes, tmp_path, f
         stop.set()
         thread.join(2)
         rig.close()
+
+
+def generate_franka_state(out_dir):
+    """franka_msgs/FrankaState (header, q, O_T_EE: the fields the node reads) generated with Debian's genpy;
+    franka_ros itself is not packaged for Debian."""
+    import subprocess
+
+    msg_dir, std_dir, pkg = out_dir / "msg_src", out_dir / "std_src", out_dir / "py" / "franka_msgs"
+    for d in (msg_dir, std_dir, pkg / "msg"):
+        d.mkdir(parents=True)
+    (msg_dir / "FrankaState.msg").write_text("std_msgs/Header header\nfloat64[7] q\nfloat64[16] O_T_EE\n")
+    (std_dir / "Header.msg").write_text("uint32 seq\ntime stamp\nstring frame_id\n")  # std_msgs/Header, verbatim
+    gen = ["/usr/bin/python3", "/usr/lib/genpy/genmsg_py.py", "-p", "franka_msgs"]
+    subprocess.run(gen + [f"-Ifranka_msgs:{msg_dir}", f"-Istd_msgs:{std_dir}", "-o", str(pkg / "msg"),
+                          str(msg_dir / "FrankaState.msg")], check=True)
+    subprocess.run(gen + ["--initpy", "-o", str(pkg / "msg")], check=True)
+    (pkg / "__init__.py").write_text("")
+    return out_dir / "py"
+
+
+def test_franka_state_pose_is_read_column_major(roscore, processes, tmp_path, monkeypatch):
+    import sys
+
+    from lara.real_robot.rotations import axis_angle_to_quat, quat_to_matrix
+
+    py_dir = generate_franka_state(tmp_path / "franka_msgs")
+    monkeypatch.syspath_prepend(str(py_dir))
+    monkeypatch.setenv("PYTHONPATH", str(py_dir))
+    sys.modules.pop("franka_msgs", None)
+    from franka_msgs.msg import FrankaState
+    from sensor_msgs.msg import Image
+
+    prefix, port = "franka_state", free_port()
+    config = node_config(tmp_path / "node.yaml", prefix, port)
+    processes.start("server", "tests/real_robot/bad_server.py", str(port))  # no motion: the node holds the pose
+    processes.start("node", "-m", "lara.real_robot.ros_node", "--config", str(config))
+    position, quat = np.array([0.5, 0.1, 0.3]), axis_angle_to_quat(np.array([2.5, 0.4, -0.3]))
+    transform = np.eye(4)
+    transform[:3, :3], transform[:3, 3] = quat_to_matrix(quat), position
+    state_pub = roscore.Publisher(f"/{prefix}/franka_state_controller/franka_states", FrankaState, queue_size=1)
+    image_pub = roscore.Publisher(f"/{prefix}/camera/agentview/image_raw", Image, queue_size=1)
+    rig = Rig(roscore, config, prefix)
+    held_quats = []
+    from geometry_msgs.msg import PoseStamped
+    quat_sub = roscore.Subscriber(f"/{prefix}/cartesian_impedance_example_controller/equilibrium_pose", PoseStamped,
+                                  lambda m: held_quats.append([m.pose.orientation.x, m.pose.orientation.y,
+                                                               m.pose.orientation.z, m.pose.orientation.w]))
+    stop = threading.Event()
+
+    def publish():
+        while not stop.is_set():
+            state = FrankaState(q=list(np.linspace(-1, 1, 7)), O_T_EE=list(transform.T.flatten()))  # column-major
+            state.header.stamp = roscore.Time.now()
+            state_pub.publish(state)
+            image = Image(height=96, width=96, encoding="rgb8", step=288, data=bytes(96 * 96 * 3))
+            image.header.stamp = roscore.Time.now()
+            image_pub.publish(image)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        rig.wait_status(lambda s: s["state"] == "idle", timeout_s=30)
+        rig.instruction.publish("stay")
+        time.sleep(0.3)
+        assert rig.call("start").success
+        rig.wait_status(lambda s: s["hold"] and "bad server reply" in s["reason"], timeout_s=10)
+        time.sleep(0.5)
+        poses = rig.poses_between(0)
+        assert poses and all(np.allclose(p, position) for p in poses)
+        assert held_quats and all(abs(np.dot(q, quat)) > 1 - 1e-9 for q in held_quats)
+    finally:
+        stop.set()
+        thread.join(2)
+        quat_sub.unregister()
+        rig.close()
