@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import HERE, free_port, wait_for_port
+from robot_test_support import HERE, free_port, wait_for_port
 from PIL import Image as PILImage
 
 from lara.real_robot.client import PolicyClient, ServerError

@@ -9,7 +9,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import free_port, node_config, wait_for_port
+from robot_test_support import free_port, node_config, wait_for_port
 
 pytestmark = pytest.mark.slow
 PERIOD = 0.1  # config.yaml: 10 Hz

@@ -128,7 +128,7 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
     import subprocess
     import sys
 
-    from conftest import HERE, free_port, wait_for_port
+    from robot_test_support import HERE, free_port, wait_for_port
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
     port = free_port()
