@@ -9,7 +9,8 @@ or `ServerError` (the server answered with an error, or with something that is n
 After a failure the connection is dropped; the next `infer` reconnects, but not before a backoff
 delay that doubles with each failed attempt (capped), so a control loop calling `infer` every
 period never blocks on a dead server for more than one connect timeout per backoff window.
-Python >= 3.8 syntax on purpose: robot PCs often run older interpreters.
+Python >= 3.8 syntax on purpose: robot PCs often run older interpreters (ROS Noetic: 3.8). Where
+`lara` cannot be installed, copy `client.py` and `wire.py` into one folder and `import client`.
 """
 
 import time
@@ -22,7 +23,10 @@ from websockets.exceptions import WebSocketException
 from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
-from lara.real_robot import wire
+try:
+    from lara.real_robot import wire
+except ImportError:  # a standalone copy of client.py + wire.py on a robot PC that cannot install lara
+    import wire
 
 
 class ServerUnavailable(ConnectionError):

@@ -135,6 +135,7 @@ class PolicyNode:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         self._future: Optional[Future] = None
         self._future_start = 0.0
+        self._request_image_time = 0.0
         self._queue: collections.deque = collections.deque()
         self._server_state = "not queried yet"
         self.lock = threading.Lock()  # guards episode state against the service threads
@@ -213,16 +214,18 @@ class PolicyNode:
         return TriggerResponse(True, "e-stop cleared")
 
     # ---- control loop -------------------------------------------------------------------------
-    def _next_action(self, obs: Optional[dict], now: float) -> tuple[Optional[np.ndarray], str]:
-        """The action for this period, or (None, why not). Never blocks longer than half a period."""
+    def _next_action(self, obs: dict, age: float, now: float) -> tuple[Optional[np.ndarray], str]:
+        """The action for this period, or (None, why not). Never blocks longer than half a period.
+        A chunk whose reply comes later than `max_observation_age_s` after its image was taken is dropped."""
         if self._queue and not self.client.connected:
             self._queue.clear()  # the server went away: a chunk computed before is not trusted
             self._server_state = "server lost (connection closed)"
-        if not self._queue and self._future is None and obs is not None:
+        if not self._queue and self._future is None:
             request = {k: v for k, v in obs.items() if k != "ee_quat"}
             request["instruction"] = self.instruction
             request["reset"], self._new_episode = self._new_episode, False
             self._future, self._future_start = self._executor.submit(self.client.infer, request), now
+            self._request_image_time = now - age  # time.monotonic() when its oldest part was captured
         if self._future is not None:
             try:
                 reply = self._future.result(timeout=max(0.0, self._future_start + 0.5 * self.period - time.monotonic()))
@@ -234,6 +237,10 @@ class PolicyNode:
                 self._future, self._server_state = None, f"{kind}: {exc}"
                 return None, self._server_state
             self._future, self._server_state = None, "ok"
+            image_age = time.monotonic() - self._request_image_time
+            if image_age > self.config.safety.max_observation_age_s:
+                self._server_state = f"reply too late: its image is {image_age:.3f} s old"
+                return None, self._server_state
             self._queue.extend(reply["actions"][: self.config.execute_steps])
         if not self._queue:
             return None, self._server_state
@@ -248,7 +255,7 @@ class PolicyNode:
             fresh = obs is not None and age <= self.config.safety.max_observation_age_s
             error = self.sensors.image_error
             if running and fresh and error is None and not self.safety.estopped:
-                action, why = self._next_action(obs, now)
+                action, why = self._next_action(obs, age, now)
             else:
                 action, why = None, "no fresh observation"
             command = self.safety.command(action, self.sensors.latest_pose(), age, missing_reason=why,

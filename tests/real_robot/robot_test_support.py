@@ -89,7 +89,7 @@ class Processes:
                 proc.wait(5)
 
 
-def node_config(path: Path, prefix: str, server_port: int, **overrides) -> Path:
+def node_config(path: Path, prefix: str, server_port: int, server: dict | None = None, **overrides) -> Path:
     """A node config with every topic under `prefix` (tests never hear each other's nodes)."""
     import yaml
 
@@ -100,6 +100,7 @@ def node_config(path: Path, prefix: str, server_port: int, **overrides) -> Path:
                       for k, v in data["topics"].items()}
     data["topics"]["namespace"] = f"{prefix}/lara"
     data["server"].update(port=server_port, timeout_s=0.3, connect_timeout_s=0.3, backoff_s=0.1, max_backoff_s=0.3)
+    data["server"].update(server or {})
     data.update(image_size=[96, 96], episodes_dir=str(path.parent / "episodes"), **overrides)
     path.write_text(yaml.safe_dump(data))
     return path

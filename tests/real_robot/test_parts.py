@@ -98,3 +98,22 @@ def test_robot_pc_files_parse_as_python_38(name):
     assert "from __future__ import annotations" not in source  # so annotations must be 3.8-valid as written
     assert not re.search(r"(->|:)\s*(dict|list|tuple|set)\[|\|\s*None", source)  # 3.9+/3.10+ annotations
     assert "import torch" not in source and "pydantic" not in source
+
+
+def test_client_works_as_a_standalone_copy(tmp_path):
+    """client.py + wire.py copied next to each other, with no `lara` importable at all."""
+    import shutil
+
+    for name in ("client.py", "wire.py"):
+        shutil.copy(Path(__file__).parents[2] / "real_robot" / name, tmp_path / name)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(HERE / "bad_server.py"), str(port)])
+    try:
+        wait_for_port(port)
+        code = ("import sys; sys.modules['lara'] = None; import client; "
+                f"c = client.PolicyClient('127.0.0.1', {port}); print(c.connect()['name'])")
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip() == "garbage", out.stderr
+    finally:
+        server.kill()
+        server.wait(5)
