@@ -256,7 +256,8 @@ class PolicyNode:
             error = self.sensors.image_error
             if running and fresh and error is None and not self.safety.estopped:
                 action, why = self._next_action(obs, age, now)
-            else:
+            else:  # actions computed from images before this pause must not run after it
+                self._queue.clear()
                 action, why = None, "no fresh observation"
             command = self.safety.command(action, self.sensors.latest_pose(), age, missing_reason=why,
                                           observation_error=error)
