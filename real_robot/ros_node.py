@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     if args.host or args.port:
         config.server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
+    sys.setswitchinterval(0.001)  # the control thread gets the GIL back within 1 ms, not Python's default 5 ms
     rospy.init_node("lara_policy", disable_signals=False)
     node = PolicyNode(config)
     rospy.loginfo(f"lara_policy: {config.rate_hz} Hz, server ws://{config.server.host}:{config.server.port}, "
