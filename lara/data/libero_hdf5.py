@@ -107,7 +107,11 @@ class LiberoHDF5Writer:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self._tmp_path = Path(tmp)
-        self._file = h5py.File(self._tmp_path, "w")
+        try:
+            self._file = h5py.File(self._tmp_path, "w")
+        except OSError:
+            self._tmp_path.unlink(missing_ok=True)
+            raise
         self._data = self._file.create_group("data")
         self._data.attrs["problem_info"] = json.dumps(problem_info)
         self._data.attrs["env_args"] = json.dumps(env_args or {})
@@ -149,7 +153,12 @@ class LiberoHDF5Writer:
         if eye_in_hand_rgb is not None:
             wrist = _check_array("eye_in_hand_rgb", eye_in_hand_rgb, (T, None, None, 3), kind="uint8")
         states = np.zeros((T, 0)) if states is None else _check_array("states", states, (T, None), kind="float")
-        attrs = dict(attrs or {})
+        attrs = {key: json.dumps(value) if isinstance(value, (dict, list)) else value
+                 for key, value in (attrs or {}).items()}
+        for key, value in attrs.items():
+            if np.asarray(value).dtype == object:
+                raise LiberoFileError(f"add_demo: attrs[{key!r}] = {value!r} cannot be stored as an HDF5 attribute; "
+                                      "expected a number, string, bool, numeric array, or a JSON-able dict/list.")
         if dones is None:
             dones = np.zeros(T, dtype=np.uint8)
             dones[-1] = 1
@@ -179,9 +188,8 @@ class LiberoHDF5Writer:
         obs.create_dataset("ee_states", data=ee_states.astype(np.float64))
         obs.create_dataset("gripper_states", data=gripper_states.astype(np.float64))
         obs.create_dataset("joint_states", data=joint_states.astype(np.float64))
+        demo.attrs.update(attrs)
         demo.attrs["num_samples"] = T
-        for key, value in attrs.items():
-            demo.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
         self.num_demos += 1
         self.total += T
         return name
@@ -261,8 +269,11 @@ def read_instruction(handle: h5py.File, path: str | os.PathLike) -> str:
     """problem_info.language_instruction when present, else the instruction in the file name."""
     raw = handle["data"].attrs.get("problem_info")
     if raw is not None:
-        info = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        if info.get("language_instruction"):
+        try:
+            info = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        except ValueError as error:
+            raise LiberoFileError(f"{path}: data.attrs['problem_info'] is not valid JSON: {error}.") from error
+        if isinstance(info, dict) and info.get("language_instruction"):
             return str(info["language_instruction"])
     return instruction_from_file_name(path)
 
@@ -323,3 +334,31 @@ def inspect_libero_hdf5(path: str | os.PathLike) -> LiberoFileInfo:
             upside_down=images_upside_down(handle),
             has_actions="actions" in first,
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lara.data.libero_hdf5 FILE...`: one summary line per file and per demo."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m lara.data.libero_hdf5 FILE.hdf5 [FILE.hdf5 ...]", file=sys.stderr)
+        return 2
+    status = 0
+    for path in paths:
+        try:
+            info = inspect_libero_hdf5(path)
+        except (OSError, LiberoFileError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{info.path}: {info.num_demos} demos, {info.total} steps, {info.instruction!r}, "
+              f"images {info.image_shape} {'upside-down (opengl)' if info.upside_down else 'upright (opencv)'}, "
+              f"actions {'yes' if info.has_actions else 'no'}, obs {list(info.obs_keys)}")
+        for name, length in info.demo_lengths.items():
+            print(f"  {name}: {length} steps")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -9,6 +11,7 @@ from lara.data.libero_hdf5 import (
     LiberoHDF5Writer,
     inspect_libero_hdf5,
     instruction_from_file_name,
+    main,
     open_libero_hdf5,
 )
 
@@ -71,10 +74,12 @@ def test_failed_write_keeps_previous_file(tmp_path, demo_arrays, write_file):
     [
         ("actions", np.zeros((5, 6)), r"`actions` must have shape \[\*, 7\], got \[5, 6\]"),
         ("agentview_rgb", np.zeros((5, 16, 16, 3)), r"`agentview_rgb` must be uint8 .* got dtype float64"),
-        ("agentview_rgb", np.zeros((4, 16, 16, 3), np.uint8), r"`agentview_rgb` must have shape \[5, \*, \*, 3\], got \[4, 16, 16, 3\]"),
+        ("agentview_rgb", np.zeros((4, 16, 16, 3), np.uint8),
+         r"`agentview_rgb` must have shape \[5, \*, \*, 3\], got \[4, 16, 16, 3\]"),
         ("ee_states", np.zeros((5, 7)), r"`ee_states` must have shape \[5, 6\], got \[5, 7\]"),
         ("gripper_states", np.full((5, 2), np.nan), r"`gripper_states` contains NaN"),
-        ("eye_in_hand_rgb", np.zeros((5, 16, 16), np.uint8), r"`eye_in_hand_rgb` must have shape \[5, \*, \*, 3\], got \[5, 16, 16\]"),
+        ("eye_in_hand_rgb", np.zeros((5, 16, 16), np.uint8),
+         r"`eye_in_hand_rgb` must have shape \[5, \*, \*, 3\], got \[5, 16, 16\]"),
     ],
 )
 def test_add_demo_validation_names_field(tmp_path, demo_arrays, write_file, field, value, message):
@@ -84,6 +89,15 @@ def test_add_demo_validation_names_field(tmp_path, demo_arrays, write_file, fiel
             writer.add_demo(**arrays)
         writer.add_demo(**demo_arrays(5, seed=0))  # the writer stays usable after a rejected demo
     assert inspect_libero_hdf5(tmp_path / "v.hdf5").num_demos == 1
+
+
+def test_unstorable_attr_is_rejected_before_writing(tmp_path, demo_arrays):
+    with LiberoHDF5Writer(tmp_path / "a.hdf5", language="pick up the cup") as writer:
+        with pytest.raises(LiberoFileError, match=r"attrs\['operator'\] = None cannot be stored"):
+            writer.add_demo(**demo_arrays(5, seed=0), attrs={"operator": None})
+        assert writer.add_demo(**demo_arrays(5, seed=0), attrs={"meta": {"fps": 20}}) == "demo_0"
+    with h5py.File(tmp_path / "a.hdf5", "r") as f:
+        assert json.loads(f["data/demo_0"].attrs["meta"]) == {"fps": 20}
 
 
 def test_no_demo_writes_nothing(tmp_path):
@@ -114,3 +128,27 @@ def test_instruction_from_official_file_names():
     assert instruction_from_file_name("KITCHEN_SCENE3_turn_on_the_stove_demo.hdf5") == "turn on the stove"
     assert (instruction_from_file_name("/x/pick_up_the_black_bowl_on_the_plate_demo.hdf5")
             == "pick up the black bowl on the plate")
+
+
+def test_writer_imports_without_torch(tmp_path):
+    """The robot recorder may run under the system python (Debian h5py/numpy, no torch)."""
+    script = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "import numpy as np\n"
+        "from lara.data.libero_hdf5 import LiberoHDF5Writer\n"
+        "T = 3; z = lambda *s: np.zeros(s)\n"
+        f"with LiberoHDF5Writer({str(tmp_path / 'r.hdf5')!r}, language='wave') as w:\n"
+        "    w.add_demo(actions=z(T, 7), agentview_rgb=np.zeros((T, 4, 4, 3), np.uint8), ee_states=z(T, 6),\n"
+        "               gripper_states=z(T, 2), joint_states=z(T, 7))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
+    assert inspect_libero_hdf5(tmp_path / "r.hdf5").total == 3
+
+
+def test_inspect_command(tmp_path, write_file, capsys):
+    write_file(tmp_path / "good_demo.hdf5", [6, 4])
+    (tmp_path / "junk.hdf5").write_bytes(b"not hdf5")
+    assert main([str(tmp_path / "good_demo.hdf5"), str(tmp_path / "junk.hdf5")]) == 1
+    out, err = capsys.readouterr()
+    assert "good_demo.hdf5: 2 demos, 10 steps, 'put the bowl on the plate', images (16, 16, 3) upright" in out
+    assert "  demo_1: 4 steps" in out and "junk.hdf5: cannot be read as HDF5" in err

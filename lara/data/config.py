@@ -1,0 +1,97 @@
+"""Configuration of the LIBERO HDF5 reader (`lara.data.LiberoDataset`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SAMPLE_KEYS = {"lam_frames", "lam_valid", "image", "instruction", "episode_index", "frame_index", "actions",
+               "action_mask", "lam_actions", "lam_action_mask", "proprio"}
+
+
+class LiberoDataConfig(BaseModel):
+    """Which LIBERO HDF5 files to read and how to cut them into LARA training samples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    paths: list[Path] = Field(
+        description="LIBERO HDF5 files and/or directories; a directory contributes its *.hdf5 and *.h5 "
+        "files (not recursive), in sorted order. A single path may be given instead of a list.",
+    )
+    camera: str = Field(
+        "agentview_rgb",
+        description="obs key of the camera giving `image` and `lam_frames` (e.g. agentview_rgb, eye_in_hand_rgb).",
+    )
+    extra_cameras: list[str] = Field(
+        default_factory=list,
+        description="More obs camera keys to return at time t, each under its own key (e.g. "
+        "['eye_in_hand_rgb'] adds sample['eye_in_hand_rgb'] uint8 [3, H, W]) for multi-view policies.",
+    )
+    frame_gap: int = Field(
+        9, ge=1,
+        description="k: the LAM sees (o_t, o_{t+k}) and `lam_actions` holds the k actions a_t..a_{t+k-1}. "
+        "LARA release: 9 for pi0.5 on LIBERO (action horizon 10), 15 for GR00T.",
+    )
+    action_horizon: int = Field(
+        10, ge=1, description="H: length of the `actions` chunk a_t..a_{t+H-1} the policy is trained to predict.",
+    )
+    drop_incomplete: bool = Field(
+        False,
+        description="Drop samples whose future frame o_{t+k} lies past the episode end. False keeps them "
+        "with the last frame as the future frame and `lam_valid` = False.",
+    )
+    image_size: int | tuple[int, int] | None = Field(
+        None,
+        description="Resize frames to this size (int = square, or (height, width)) with antialiased "
+        "bilinear interpolation; None keeps the stored size.",
+    )
+    action_free: bool = Field(
+        False,
+        description="Frames only (video pre-training): no actions, proprio or statistics are read, so files "
+        "without `actions` work. Samples then hold lam_frames, lam_valid, image, instruction and indices.",
+    )
+    statistics_path: Path | None = Field(
+        None,
+        description="dataset_statistics.json (or its directory) to normalise actions with, e.g. the one a "
+        "VLA was trained with. None: compute q01/q99/mean/std from the files being read.",
+    )
+    dataset_name: str = Field(
+        "libero",
+        description="Key of these statistics in dataset_statistics.json (OpenVLA's `unnorm_key`).",
+    )
+    skip_bad_files: bool = Field(
+        False,
+        description="Skip files that cannot be read (corrupt, truncated, missing keys) with one warning "
+        "listing them, instead of raising. An error is still raised when no readable file is left.",
+    )
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path_is_a_list(cls, value):
+        return [value] if isinstance(value, (str, Path)) else value
+
+    @field_validator("paths")
+    @classmethod
+    def _not_empty(cls, value):
+        if not value:
+            raise ValueError("paths is empty; give at least one LIBERO HDF5 file or directory.")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value):
+        sizes = (value,) if isinstance(value, int) else (value or ())
+        if any(size < 1 for size in sizes):
+            raise ValueError(f"image_size must be positive, got {value}.")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_cameras(self):
+        cameras = [self.camera, *self.extra_cameras]
+        if len(set(cameras)) != len(cameras):
+            raise ValueError(f"camera and extra_cameras must be distinct, got {cameras}.")
+        clash = SAMPLE_KEYS & set(self.extra_cameras)
+        if clash:
+            raise ValueError(f"extra_cameras {sorted(clash)} would overwrite sample keys of the same name.")
+        return self
