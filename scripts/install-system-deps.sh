@@ -8,6 +8,9 @@ PACKAGES=(
     libegl1 libgl1 libosmesa6 libglfw3
     # video writing for rollout MP4s
     ffmpeg
+    # ROS 1 for the real-robot node and its tests (real_robot/ros.py puts these on the venv's path)
+    ros-core python3-rospy python3-sensor-msgs python3-geometry-msgs python3-std-msgs python3-std-srvs
+    python3-genpy  # generates franka_msgs classes (franka_ros is not packaged for Debian)
 )
 
 missing=()

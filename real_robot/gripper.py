@@ -1,0 +1,61 @@
+"""Gripper commands: always a std_msgs/Float64 topic (-1 open, +1 close); with franka_ros installed
+(franka_gripper importable) also franka_gripper's Grasp / Move actions, sent only when the binarised
+command changes (the gripper firmware takes one goal at a time; re-sending every period would abort
+the running grasp).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+try:
+    import actionlib
+    from franka_gripper.msg import GraspAction, GraspEpsilon, GraspGoal, MoveAction, MoveGoal
+except ImportError:  # not on Debian: franka_ros comes from the ROS Noetic repositories on the robot PC
+    actionlib = None
+
+
+class GripperConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    use_franka_actions: bool = Field(True, description="send franka_gripper Grasp/Move goals when franka_gripper is importable")
+    action_namespace: str = Field("/franka_gripper", description="namespace of the franka_gripper action servers (grasp, move)")
+    open_width_m: float = Field(0.08, gt=0, description="finger opening commanded by 'open' (Panda hand: 0.08 m max)")
+    grasp_width_m: float = Field(0.0, ge=0, description="nominal object width for 'close'; the epsilons make any width succeed")
+    grasp_epsilon_m: float = Field(0.08, ge=0, description="inner and outer width tolerance of the grasp")
+    speed_m_s: float = Field(0.1, gt=0, description="finger speed")
+    force_n: float = Field(20.0, gt=0, description="grasp force")
+
+
+class GripperCommander:
+    def __init__(self, rospy, topic: str, config: GripperConfig) -> None:
+        from std_msgs.msg import Float64
+
+        self._float64 = Float64
+        self.config = config
+        self.publisher = rospy.Publisher(topic, Float64, queue_size=1)
+        self.last: Optional[float] = None
+        self.grasp = self.move = None
+        if config.use_franka_actions and actionlib is not None:
+            self.grasp = actionlib.SimpleActionClient(f"{config.action_namespace}/grasp", GraspAction)
+            self.move = actionlib.SimpleActionClient(f"{config.action_namespace}/move", MoveAction)
+
+    @property
+    def uses_actions(self) -> bool:
+        return self.grasp is not None
+
+    def command(self, value: float) -> None:
+        """value: +1 close, -1 open (already binarised by the safety layer)."""
+        self.publisher.publish(self._float64(value))
+        if self.grasp is None or value == self.last:
+            self.last = value
+            return
+        self.last = value
+        c = self.config
+        if value > 0:
+            epsilon = GraspEpsilon(inner=c.grasp_epsilon_m, outer=c.grasp_epsilon_m)
+            self.grasp.send_goal(GraspGoal(width=c.grasp_width_m, epsilon=epsilon, speed=c.speed_m_s, force=c.force_n))
+        else:
+            self.move.send_goal(MoveGoal(width=c.open_width_m, speed=c.speed_m_s))

@@ -1,0 +1,328 @@
+"""The ROS 1 node that runs a remote LARA policy on a Franka (franka_ros Cartesian impedance control).
+
+    python -m lara.real_robot.ros_node --config real_robot/config.yaml
+
+Every 1/rate_hz seconds: take the newest camera image and robot state; if the action chunk is used
+up, ask the policy server for a new one (waiting at most half a period, then holding while the
+reply is out); pass the next action through the safety layer; publish the target pose on the
+impedance controller's `equilibrium_pose` and the gripper command; record the step.
+
+Its own interface (under /<namespace>/, default /lara/):
+    services (std_srvs/Trigger): start, stop (saves the episode), reset (discards it), reset_estop
+    topics in:  instruction (std_msgs/String), success (std_msgs/Bool, operator's flag), estop (std_msgs/Bool, True latches)
+    topic out:  status (std_msgs/String, JSON per period: state, hold, reason, tick_time, ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Optional
+
+import numpy as np
+
+from lara.real_robot.client import PolicyClient, ServerUnavailable
+from lara.real_robot.config import NodeConfig, load_config
+from lara.real_robot.gripper import GripperCommander
+from lara.real_robot.images import ImageError, check_size, compressed_to_rgb, raw_to_rgb
+from lara.real_robot.recorder import EpisodeRecorder
+from lara.real_robot.ros import import_rospy
+from lara.real_robot.rotations import matrix_to_quat, quat_to_axis_angle
+from lara.real_robot.safety import Command, Pose, SafetyLayer
+
+rospy = import_rospy()
+from geometry_msgs.msg import PoseStamped  # noqa: E402  (needs import_rospy first)
+from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
+from std_srvs.srv import Trigger, TriggerResponse  # noqa: E402
+
+try:
+    from franka_msgs.msg import FrankaState
+except ImportError:  # franka_ros is not on Debian: JointState + PoseStamped instead
+    FrankaState = None
+
+ARM_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
+
+
+class Sensors:
+    """The newest image, pose and joints, written by subscriber threads and read by the control loop."""
+
+    def __init__(self, image_size) -> None:
+        self.image_size = image_size
+        self.lock = threading.Lock()
+        self.images: dict = {}  # key -> (uint8 [H, W, 3], stamp seconds)
+        self.pose: Optional[Pose] = None
+        self.pose_stamp = 0.0
+        self.joints = np.zeros(7)
+        self.fingers = np.zeros(2)
+        self.image_error: Optional[str] = None
+
+    def on_image(self, key: str, msg) -> None:
+        try:
+            if isinstance(msg, CompressedImage):
+                image = compressed_to_rgb(msg.format, msg.data)
+            else:
+                image = raw_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+            image = check_size(image, self.image_size)
+        except ImageError as exc:
+            with self.lock:
+                self.image_error = f"{key}: {exc}"
+            rospy.logwarn_throttle(1.0, f"dropped {key} frame: {exc}")
+            return
+        with self.lock:
+            self.images[key] = (image, _stamp(msg))
+            self.image_error = None
+
+    def on_pose(self, msg) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        with self.lock:
+            self.pose = Pose(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
+            self.pose_stamp = _stamp(msg)
+
+    def on_franka_state(self, msg) -> None:
+        transform = np.array(msg.O_T_EE).reshape(4, 4).T  # column-major in franka_msgs
+        with self.lock:
+            self.pose = Pose(transform[:3, 3].copy(), matrix_to_quat(transform[:3, :3]))
+            self.pose_stamp = _stamp(msg)
+            self.joints = np.array(msg.q, dtype=np.float64)
+
+    def on_joint_states(self, msg) -> None:
+        positions = dict(zip(msg.name, msg.position))
+        with self.lock:
+            if all(name in positions for name in ARM_JOINTS):
+                self.joints = np.array([positions[n] for n in ARM_JOINTS])
+            if all(name in positions for name in FINGER_JOINTS):
+                self.fingers = np.array([positions[n] for n in FINGER_JOINTS])
+
+    def latest_pose(self) -> Optional[Pose]:
+        with self.lock:
+            return self.pose
+
+    def snapshot(self, now: float) -> tuple[Optional[dict], float]:
+        """(observation dict or None, age in seconds of its oldest part: images and pose)."""
+        with self.lock:
+            if "agentview_rgb" not in self.images or self.pose is None:
+                return None, float("inf")
+            obs = {key: image for key, (image, _) in self.images.items()}
+            stamps = [stamp for _, stamp in self.images.values()] + [self.pose_stamp]
+            obs.update(ee_pos=self.pose.position.copy(), ee_quat=self.pose.quat.copy(),
+                       ee_ori=quat_to_axis_angle(self.pose.quat), gripper_qpos=self.fingers.copy(),
+                       joint_qpos=self.joints.copy())
+        return obs, now - min(stamps)
+
+
+def _stamp(msg) -> float:
+    """Capture time from the header; receipt time when the publisher left it at zero."""
+    stamp = msg.header.stamp.to_sec()
+    return stamp if stamp > 0 else rospy.get_time()
+
+
+class PolicyNode:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.period = 1.0 / config.rate_hz
+        self.safety = SafetyLayer(config.safety)
+        self.sensors = Sensors(config.image_size)
+        self.recorder = EpisodeRecorder(config.episodes_dir)
+        s = config.server
+        self.client = PolicyClient(s.host, s.port, timeout_s=s.timeout_s, connect_timeout_s=s.connect_timeout_s,
+                                   backoff_s=s.backoff_s, max_backoff_s=s.max_backoff_s)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        self._future: Optional[Future] = None
+        self._future_start = 0.0
+        self._request_image_time = 0.0
+        self._queue: collections.deque = collections.deque()
+        self._server_state = "not queried yet"
+        self.lock = threading.Lock()  # guards episode state against the service threads
+        self.running = False
+        self._new_episode = False  # the next request asks the server to reset the policy
+        self.instruction = ""
+        self.success = False
+        self.tick = 0
+        self._subscribe_and_advertise()
+
+    def _subscribe_and_advertise(self) -> None:
+        t, ns = self.config.topics, "/" + self.config.topics.namespace.strip("/")
+        rospy.Subscriber(t.agentview_image, CompressedImage if t.agentview_compressed else Image,
+                         lambda m: self.sensors.on_image("agentview_rgb", m), queue_size=1, buff_size=2**24)
+        if t.wrist_image:
+            rospy.Subscriber(t.wrist_image, CompressedImage if t.wrist_compressed else Image,
+                             lambda m: self.sensors.on_image("eye_in_hand_rgb", m), queue_size=1, buff_size=2**24)
+        if FrankaState is not None:
+            rospy.Subscriber(t.franka_state, FrankaState, self.sensors.on_franka_state, queue_size=1)
+        else:
+            rospy.Subscriber(t.ee_pose, PoseStamped, self.sensors.on_pose, queue_size=1)
+        rospy.Subscriber(t.joint_states, JointState, self.sensors.on_joint_states, queue_size=1)
+        self.pose_pub = rospy.Publisher(t.equilibrium_pose, PoseStamped, queue_size=1)
+        self.gripper = GripperCommander(rospy, t.gripper_command, self.config.gripper)
+        self.status_pub = rospy.Publisher(f"{ns}/status", String, queue_size=10)
+        rospy.Subscriber(f"{ns}/instruction", String, self._on_instruction, queue_size=1)
+        rospy.Subscriber(f"{ns}/success", Bool, self._on_success, queue_size=1)
+        rospy.Subscriber(f"{ns}/estop", Bool, self._on_estop, queue_size=10)
+        for name, handler in (("start", self._start), ("stop", self._stop), ("reset", self._reset),
+                              ("reset_estop", self._reset_estop)):
+            rospy.Service(f"{ns}/{name}", Trigger, handler)
+
+    # ---- operator interface -------------------------------------------------------------------
+    def _on_instruction(self, msg) -> None:
+        with self.lock:
+            self.instruction = msg.data.strip()
+
+    def _on_success(self, msg) -> None:
+        with self.lock:
+            self.success = bool(msg.data)
+
+    def _on_estop(self, msg) -> None:
+        if msg.data:
+            self.safety.estop("operator e-stop")
+            rospy.logerr("e-stop latched; call the reset_estop service to clear it")
+
+    def _start(self, _req):
+        with self.lock:
+            if self.safety.estopped:
+                return TriggerResponse(False, f"e-stop latched ({self.safety.estop_reason}): call reset_estop first")
+            if not self.instruction:
+                return TriggerResponse(False, "no instruction: publish one on the instruction topic first")
+            self.running, self.success, self._new_episode = True, False, True
+            self._queue.clear()
+            if self.config.record:
+                self.recorder.begin(self.instruction)
+        return TriggerResponse(True, f"episode started: {self.instruction!r}")
+
+    def _stop(self, _req):
+        with self.lock:
+            self.running = False
+            self._queue.clear()
+            success = self.success
+        path = self.recorder.save(success) if self.config.record else None
+        return TriggerResponse(True, str(path) if path else "stopped; no executed step to save")
+
+    def _reset(self, _req):
+        with self.lock:
+            self.running = False
+            self._queue.clear()
+            self.recorder.discard()
+        return TriggerResponse(True, "episode discarded")
+
+    def _reset_estop(self, _req):
+        self.safety.reset_estop()
+        return TriggerResponse(True, "e-stop cleared")
+
+    # ---- control loop -------------------------------------------------------------------------
+    def _next_action(self, obs: dict, age: float, now: float) -> tuple[Optional[np.ndarray], str]:
+        """The action for this period, or (None, why not). Never blocks longer than half a period.
+        A chunk whose reply comes later than `max_observation_age_s` after its image was taken is dropped."""
+        if self._queue and not self.client.connected:
+            self._queue.clear()  # the server went away: a chunk computed before is not trusted
+            self._server_state = "server lost (connection closed)"
+        if not self._queue and self._future is None:
+            request = {k: v for k, v in obs.items() if k != "ee_quat"}
+            request["instruction"] = self.instruction
+            request["reset"], self._new_episode = self._new_episode, False
+            self._future, self._future_start = self._executor.submit(self.client.infer, request), now
+            self._request_image_time = now - age  # time.monotonic() when its oldest part was captured
+        if self._future is not None:
+            try:
+                reply = self._future.result(timeout=max(0.0, self._future_start + 0.5 * self.period - time.monotonic()))
+            except TimeoutError:
+                waited = time.monotonic() - self._future_start
+                return None, f"waiting for the server ({waited * 1000:.0f} ms)"
+            except Exception as exc:  # ServerUnavailable, ServerError, or a bug: never motion from it
+                kind = "server lost" if isinstance(exc, ServerUnavailable) else "bad server reply"
+                self._future, self._server_state = None, f"{kind}: {exc}"
+                return None, self._server_state
+            self._future, self._server_state = None, "ok"
+            image_age = time.monotonic() - self._request_image_time
+            if image_age > self.config.safety.max_observation_age_s:
+                self._server_state = f"reply too late: its image is {image_age:.3f} s old"
+                return None, self._server_state
+            self._queue.extend(reply["actions"][: self.config.execute_steps])
+        if not self._queue:
+            return None, self._server_state
+        return self._queue.popleft(), "ok"
+
+    def step(self) -> Command:
+        """One control period."""
+        now = time.monotonic()
+        obs, age = self.sensors.snapshot(rospy.get_time())
+        with self.lock:
+            running = self.running
+            fresh = obs is not None and age <= self.config.safety.max_observation_age_s
+            error = self.sensors.image_error
+            if running and fresh and error is None and not self.safety.estopped:
+                action, why = self._next_action(obs, age, now)
+            else:  # actions computed from images before this pause must not run after it
+                self._queue.clear()
+                action, why = None, "no fresh observation"
+            command = self.safety.command(action, self.sensors.latest_pose(), age, missing_reason=why,
+                                          observation_error=error)
+            if running and command.pose is not None:
+                self._publish(command)
+            if running and not command.hold and self.config.record:
+                self.recorder.add_step(action=command.executed_action, agentview_rgb=obs["agentview_rgb"],
+                                       eye_in_hand_rgb=obs.get("eye_in_hand_rgb"), ee_pos=obs["ee_pos"],
+                                       ee_ori=obs["ee_ori"], gripper_qpos=obs["gripper_qpos"],
+                                       joint_qpos=obs["joint_qpos"])
+        self.status_pub.publish(String(json.dumps({
+            "tick": self.tick, "tick_time": now, "state": "running" if running else "idle", "hold": command.hold,
+            "reason": command.reason, "estop": self.safety.estop_reason, "observation_age_s": min(age, 1e9),
+            "recorded_steps": self.recorder.num_steps})))
+        self.tick += 1
+        return command
+
+    def _publish(self, command: Command) -> None:
+        msg = PoseStamped()
+        msg.header.stamp, msg.header.frame_id = rospy.Time.now(), self.config.frame_id
+        (msg.pose.position.x, msg.pose.position.y, msg.pose.position.z) = map(float, command.pose.position)
+        q = msg.pose.orientation
+        (q.x, q.y, q.z, q.w) = map(float, command.pose.quat)
+        self.pose_pub.publish(msg)
+        if command.gripper is not None:
+            self.gripper.command(command.gripper)
+
+    def spin(self) -> None:
+        """Run `step` at the configured rate against absolute deadlines (no drift) until shutdown."""
+        deadline = time.monotonic()
+        while not rospy.is_shutdown():
+            try:
+                self.step()
+            except Exception as exc:  # a bug in one period must not leave the arm following a stale target
+                self.safety.estop(f"control loop error: {type(exc).__name__}: {exc}")
+                rospy.logerr(f"control loop error, e-stop latched: {exc}")
+            deadline += self.period
+            delay = deadline - time.monotonic()
+            if delay < 0:  # overran: skip the missed periods rather than bursting to catch up
+                deadline += self.period * np.ceil(-delay / self.period)
+                delay = deadline - time.monotonic()
+            time.sleep(max(0.0, delay))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="LARA policy node for a Franka (ROS 1)")
+    parser.add_argument("--config", default=None, help="YAML config (default: the packaged config.yaml)")
+    parser.add_argument("--host", default=None, help="override server.host")
+    parser.add_argument("--port", type=int, default=None, help="override server.port")
+    args, _ = parser.parse_known_args(argv)  # rospy appends remapping arguments (name:=value)
+    config = load_config(args.config)
+    if args.host or args.port:
+        config.server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
+    sys.setswitchinterval(0.001)  # the control thread gets the GIL back within 1 ms, not Python's default 5 ms
+    rospy.init_node("lara_policy", disable_signals=False)
+    node = PolicyNode(config)
+    rospy.loginfo(f"lara_policy: {config.rate_hz} Hz, server ws://{config.server.host}:{config.server.port}, "
+                  f"state from {'FrankaState' if FrankaState else 'JointState + PoseStamped'}, "
+                  f"gripper {'actions + topic' if node.gripper.uses_actions else 'topic only'}")
+    node.spin()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Serve any `lara.policy.Policy` over openpi's websocket policy protocol.
+
+    lara serve --checkpoint runs/my_policy --port 8000
+
+Protocol (openpi's `WebsocketPolicyServer`, so `openpi_client.WebsocketClientPolicy` works unchanged):
+- on connect the server sends the metadata dict (msgpack-numpy, see `wire.py`);
+- each binary frame from the client is an observation dict; the reply is
+  {"actions": float32 [T, 7], "server_timing": {"infer_ms": ..., "prev_total_ms": ...}};
+- a failure (undecodable frame, malformed observation, policy exception, bad policy output) is
+  answered with a text frame holding the error, which openpi's client raises as RuntimeError.
+  Unlike openpi, the connection stays open: the next observation is served normally;
+- plain HTTP `GET /healthz` answers 200 "OK".
+
+Observation keys are those of `lara.policy` (`agentview_rgb` uint8 [H, W, 3] required, the others
+optional); openpi's `prompt` is accepted for `instruction`. The policy is reset when a connection
+sends its first observation, when the instruction changes, and when the observation has `reset: True`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import websockets
+from websockets.asyncio.server import Request, ServerConnection
+from websockets.asyncio.server import serve as _ws_serve
+
+from lara.policy import ACTION_DIM, Policy
+from lara.real_robot import wire
+
+logger = logging.getLogger(__name__)
+
+# key -> (shape with None = any size, dtype kind: "u8" = uint8 image, "f" = real numbers)
+OBSERVATION_SPEC = {
+    "agentview_rgb": ((None, None, 3), "u8"),
+    "eye_in_hand_rgb": ((None, None, 3), "u8"),
+    "ee_pos": ((3,), "f"),
+    "ee_ori": ((3,), "f"),
+    "gripper_qpos": ((2,), "f"),
+    "joint_qpos": ((7,), "f"),
+}
+REQUIRED_KEYS = ("agentview_rgb",)
+
+
+class ObservationError(ValueError):
+    """An observation that does not match `OBSERVATION_SPEC`."""
+
+
+def check_observation(obs: Any) -> dict:
+    """Validate one decoded observation; returns it with `instruction` filled from `prompt` if needed."""
+    if not isinstance(obs, dict):
+        raise ObservationError(f"expected an observation dict, got {type(obs).__name__}.")
+    for key in REQUIRED_KEYS:
+        if key not in obs:
+            raise ObservationError(f"observation lacks `{key}`; got keys {sorted(map(str, obs))}.")
+    for key, (shape, kind) in OBSERVATION_SPEC.items():
+        if key not in obs:
+            continue
+        value = obs[key]
+        if not isinstance(value, np.ndarray):
+            raise ObservationError(f"`{key}` must be a numpy array, got {type(value).__name__}.")
+        shape_ok = value.ndim == len(shape) and all(e is None or e == g for e, g in zip(shape, value.shape))
+        if not shape_ok:
+            expected = "[" + ", ".join("*" if e is None else str(e) for e in shape) + "]"
+            raise ObservationError(f"`{key}` must have shape {expected}, got {list(value.shape)}.")
+        if kind == "u8" and value.dtype != np.uint8:
+            raise ObservationError(f"`{key}` must be uint8 RGB, got dtype {value.dtype}.")
+        if kind == "f":
+            if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
+                raise ObservationError(f"`{key}` must hold finite real numbers, got {value.dtype} {value}.")
+    instruction = obs.get("instruction", obs.get("prompt", ""))
+    if not isinstance(instruction, str):
+        raise ObservationError(f"`instruction` must be a string, got {type(instruction).__name__}.")
+    return {**obs, "instruction": instruction}
+
+
+def check_actions(actions: Any) -> np.ndarray:
+    """The policy's output must be a finite float [T, 7] chunk; returns it as float32."""
+    actions = np.asarray(actions)
+    if actions.ndim != 2 or actions.shape[0] < 1 or actions.shape[1] != ACTION_DIM:
+        raise ValueError(f"policy returned actions of shape {list(actions.shape)}; expected [T, {ACTION_DIM}], T >= 1.")
+    if not np.all(np.isfinite(actions)):
+        raise ValueError("policy returned NaN or inf actions.")
+    return actions.astype(np.float32)
+
+
+class _Session:
+    """One client connection: the instruction the policy was last reset with."""
+
+    def __init__(self) -> None:
+        self.instruction: str | None = None
+
+
+class PolicyServer:
+    """Runs `policy.act` on one worker thread (one model, one request at a time) so `/healthz` answers
+    while a slow model computes."""
+
+    def __init__(self, policy: Policy, metadata: dict | None = None) -> None:
+        if not isinstance(policy, Policy):
+            raise TypeError(f"expected a lara.policy.Policy (reset + act), got {type(policy).__name__}.")
+        self.policy = policy
+        self.metadata = {"protocol": "openpi-websocket", "action_dim": ACTION_DIM,
+                         "policy": type(policy).__name__, **(metadata or {})}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+
+    def infer(self, session: _Session, obs: Any) -> dict:
+        obs = check_observation(obs)
+        if obs.get("reset", False) or obs["instruction"] != session.instruction:
+            self.policy.reset(obs["instruction"])
+            session.instruction = obs["instruction"]
+        return {"actions": check_actions(self.policy.act(obs))}
+
+    async def handle(self, websocket: ServerConnection) -> None:
+        session = _Session()
+        loop = asyncio.get_running_loop()
+        await websocket.send(wire.packb(self.metadata))
+        prev_total_ms = None
+        while True:
+            try:
+                frame = await websocket.recv()
+            except websockets.ConnectionClosed:
+                return
+            start = time.monotonic()
+            try:
+                obs = wire.unpackb(frame)
+                infer_start = time.monotonic()
+                reply = await loop.run_in_executor(self._executor, self.infer, session, obs)
+                timing = {"infer_ms": (time.monotonic() - infer_start) * 1000.0}
+                if prev_total_ms is not None:
+                    timing["prev_total_ms"] = prev_total_ms
+                reply["server_timing"] = timing
+                payload: bytes | str = wire.packb(reply)
+            except Exception as exc:  # any failure goes back to the client; the server keeps serving
+                logger.warning("request failed: %s: %s", type(exc).__name__, exc)
+                payload = f"{type(exc).__name__}: {exc}"
+            try:
+                await websocket.send(payload)
+            except websockets.ConnectionClosed:
+                return
+            prev_total_ms = (time.monotonic() - start) * 1000.0
+
+
+def _health_check(connection: ServerConnection, request: Request):
+    if request.path == "/healthz":
+        return connection.respond(http.HTTPStatus.OK, "OK\n")
+    return None
+
+
+async def serve_async(policy: Policy, host: str, port: int, metadata: dict | None = None,
+                      ready: threading.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or forever); `ready` is set once the socket listens."""
+    server = PolicyServer(policy, metadata)
+    async with _ws_serve(server.handle, host, port, compression=None, max_size=None,
+                         process_request=_health_check, ping_interval=None) as ws_server:
+        logger.info("serving %s on ws://%s:%d", type(policy).__name__, host, port)
+        if ready is not None:
+            ready.set()
+        if stop is None:
+            await ws_server.serve_forever()
+        else:
+            await stop.wait()
+
+
+def serve(policy: Policy, host: str = "0.0.0.0", port: int = 8000, metadata: dict | None = None) -> None:
+    """Block serving `policy` on ws://host:port (Ctrl-C stops)."""
+    asyncio.run(serve_async(policy, host, port, metadata))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lara serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="policy directory, loaded by lara.vla.load_policy")
+    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (0.0.0.0 = all)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from lara.vla import load_policy  # the model stack is needed only when a checkpoint is served
+
+    policy = load_policy(args.checkpoint)
+    try:
+        serve(policy, args.host, args.port, metadata={"checkpoint": str(args.checkpoint)})
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

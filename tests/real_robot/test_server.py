@@ -1,0 +1,147 @@
+"""The policy server against the real openpi client and against our own client."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tiny_policy import TinyMLPPolicy
+from websockets.sync.client import connect
+
+from lara.real_robot import wire
+from lara.real_robot.client import PolicyClient, ServerError, ServerUnavailable
+
+
+def observation(size=224, **extra):
+    rng = np.random.default_rng(0)
+    return {"agentview_rgb": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+            "ee_pos": np.array([0.4, 0.0, 0.3]), "ee_ori": np.zeros(3), "gripper_qpos": np.zeros(2),
+            "joint_qpos": np.zeros(7), "instruction": "pick up the cup", **extra}
+
+
+def test_openpi_client_drives_the_server(server_factory):
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    policy = TinyMLPPolicy(horizon=5)
+    server = server_factory(policy, metadata={"name": "tiny"})
+    client = WebsocketClientPolicy("127.0.0.1", server.port)
+    meta = client.get_server_metadata()
+    assert meta["name"] == "tiny" and meta["action_dim"] == 7
+    reply = client.infer(observation())
+    assert reply["actions"].shape == (5, 7) and reply["actions"].dtype == np.float32
+    np.testing.assert_allclose(reply["actions"], policy.act(observation()), rtol=1e-6)
+    assert reply["server_timing"]["infer_ms"] > 0
+    second = client.infer(observation())
+    assert "prev_total_ms" in second["server_timing"]
+    assert policy.instructions == ["pick up the cup"]  # reset once, on the first observation
+    client.infer(observation(instruction="open the drawer"))
+    openpi_style = observation(prompt="put the bowl away")
+    del openpi_style["instruction"]
+    client.infer(openpi_style)  # openpi's `prompt` key stands for the instruction
+    assert policy.instructions == ["pick up the cup", "open the drawer", "put the bowl away"]
+    client.infer(observation(instruction="put the bowl away", reset=True))  # a new episode, same task
+    assert policy.instructions[-2:] == ["put the bowl away"] * 2
+
+
+def test_errors_are_replied_and_the_server_keeps_serving(server_factory):
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    class Exploding(TinyMLPPolicy):
+        def act(self, obs):
+            if obs["instruction"] == "explode":
+                raise RuntimeError("boom")
+            if obs["instruction"] == "nan":
+                return np.full((2, 7), np.nan, np.float32)
+            return super().act(obs)
+
+    server = server_factory(Exploding())
+    client = WebsocketClientPolicy("127.0.0.1", server.port)
+    cases = [
+        (observation(instruction="explode"), "RuntimeError: boom"),
+        (observation(instruction="nan"), "NaN or inf"),
+        ({"ee_pos": np.zeros(3)}, "lacks `agentview_rgb`"),
+        (observation(agentview_rgb=np.zeros((8, 8, 3), np.float32)), "must be uint8"),
+        (observation(agentview_rgb=np.zeros((8, 8), np.uint8)), "must have shape [*, *, 3]"),
+        (observation(ee_pos=np.array([np.inf, 0, 0])), "finite"),
+    ]
+    for obs, message in cases:
+        with pytest.raises(RuntimeError, match=message.replace("[", r"\[").replace("*", r"\*")):
+            client.infer(obs)
+        assert client.infer(observation())["actions"].shape == (4, 7)  # still serving, same connection
+    with connect(f"ws://127.0.0.1:{server.port}", max_size=None) as ws:
+        wire.unpackb(ws.recv())
+        ws.send(b"\xc1 definitely not msgpack")
+        assert "not a msgpack-numpy message" in ws.recv()
+        ws.send(wire.packb(observation()))
+        assert wire.unpackb(ws.recv())["actions"].shape == (4, 7)
+
+
+def test_own_client_health_timeout_and_reconnect(server_factory):
+    server = server_factory(TinyMLPPolicy(delay_ms=300))
+    client = PolicyClient("127.0.0.1", server.port, timeout_s=0.1, backoff_s=0.05)
+    assert client.health()
+    with pytest.raises(ServerUnavailable, match="no reply within"):
+        client.infer(observation())
+    assert not client.connected  # the late reply must not be read as the next one
+    with pytest.raises(ServerUnavailable, match="not retrying"):
+        client.infer(observation())  # inside the backoff window: fails fast, no blocking connect
+    client.timeout_s = 2.0
+    client._next_attempt = 0.0
+    assert client.infer(observation())["actions"].shape == (4, 7)
+    server.stop()
+    assert not client.health()
+    with pytest.raises(ServerUnavailable):
+        client.infer(observation())
+
+
+def test_client_rejects_garbage_replies(server_factory):
+    class Garbage(TinyMLPPolicy):
+        def act(self, obs):
+            return np.zeros((3, 6), np.float32)
+
+    server = server_factory(Garbage())
+    with pytest.raises(ServerError, match=r"expected \[T, 7\]"):
+        PolicyClient("127.0.0.1", server.port).infer(observation())
+
+
+def test_wire_matches_openpi_encoding():
+    from openpi_client import msgpack_numpy
+
+    value = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.int64(3), "s": "text", "n": [1, 2.5]}
+    for packed in (wire.packb(value), msgpack_numpy.packb(value)):
+        for unpack in (wire.unpackb, msgpack_numpy.unpackb):
+            out = unpack(packed)
+            np.testing.assert_array_equal(out["a"], value["a"])
+            assert out["b"] == 3 and out["s"] == "text" and out["n"] == [1, 2.5]
+    with pytest.raises(wire.WireError, match="dtype object"):
+        wire.packb(np.array([object()]))
+    bad = msgpack_numpy.packb(np.zeros(3))[:-4]
+    with pytest.raises(wire.WireError):
+        wire.unpackb(bad)
+    short = {b"__ndarray__": True, b"data": b"\x00" * 4, b"dtype": "<f8", b"shape": [3]}
+    import msgpack
+    with pytest.raises(wire.WireError, match="needs 24"):
+        wire.unpackb(msgpack.packb(short))
+
+
+def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
+    """`lara serve --checkpoint DIR` -> lara.vla.load_policy(DIR); load_policy is stood in by the tiny policy."""
+    import subprocess
+    import sys
+
+    from robot_test_support import HERE, free_port, wait_for_port
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    port = free_port()
+    launcher = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import lara.vla, tiny_policy; "
+                "lara.vla.load_policy = lambda d: tiny_policy.TinyMLPPolicy(horizon=3); "
+                f"from lara.cli import main; main(['serve', '--checkpoint', {str(tmp_path)!r}, "
+                f"'--host', '127.0.0.1', '--port', '{port}'])")
+    proc = subprocess.Popen([sys.executable, "-c", launcher])
+    try:
+        wait_for_port(port)
+        client = WebsocketClientPolicy("127.0.0.1", port)
+        assert client.get_server_metadata()["checkpoint"] == str(tmp_path)
+        assert client.infer(observation())["actions"].shape == (3, 7)
+    finally:
+        proc.kill()
+        proc.wait(5)
