@@ -28,10 +28,14 @@ $(VENV_TF440)/.installed: pyproject.toml setup.py
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# One intra-op thread per process: the tests run small models, where torch's thread pool on 2 cores
+# costs more than it gains (the LAM probe test ran 2x slower with 2 threads).
+test: export OMP_NUM_THREADS = 1
 test: system-deps $(VENV)/.installed $(VENV_TF440)/.installed
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory test-core-tf440
 
+test-core-tf440: export OMP_NUM_THREADS = 1
 test-core-tf440: $(VENV_TF440)/.installed
 	$(VENV_TF440)/bin/python -m pytest -q -m tf440 tests/core -p no:cacheprovider
 
