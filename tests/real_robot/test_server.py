@@ -124,24 +124,27 @@ def test_wire_matches_openpi_encoding():
 
 
 def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
-    """`lara serve --checkpoint DIR` -> lara.vla.load_policy(DIR); load_policy is stood in by the tiny policy."""
+    """`lara serve --checkpoint DIR` serves a TokenVLA saved with save_pretrained (LARA detached)."""
     import subprocess
     import sys
 
-    from robot_test_support import HERE, free_port, wait_for_port
+    from robot_test_support import free_port, wait_for_port
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
+    from lara.vla.presets import tiny_token_vla
+
+    tiny_token_vla().save_pretrained(tmp_path)
     port = free_port()
-    launcher = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import lara.vla, tiny_policy; "
-                "lara.vla.load_policy = lambda d: tiny_policy.TinyMLPPolicy(horizon=3); "
-                f"from lara.cli import main; main(['serve', '--checkpoint', {str(tmp_path)!r}, "
-                f"'--host', '127.0.0.1', '--port', '{port}'])")
-    proc = subprocess.Popen([sys.executable, "-c", launcher])
+    proc = subprocess.Popen([sys.executable, "-m", "lara.cli", "serve", "--checkpoint", str(tmp_path),
+                             "--host", "127.0.0.1", "--port", str(port)])
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout_s=60)
         client = WebsocketClientPolicy("127.0.0.1", port)
         assert client.get_server_metadata()["checkpoint"] == str(tmp_path)
-        assert client.infer(observation())["actions"].shape == (3, 7)
+        obs = observation()
+        obs["instruction"] = "put the bowl on the plate"
+        actions = client.infer(obs)["actions"]
+        assert actions.shape == (1, 7) and np.isfinite(actions).all()
     finally:
         proc.kill()
         proc.wait(5)
