@@ -9,23 +9,34 @@ from __future__ import annotations
 import torch
 
 
-def moving_object_pairs(n: int, size: int = 32, square: int = 6, max_shift: int = 5, seed: int = 0,
-                        toward_centre: bool = False):
-    """-> frames uint8 (n, 2, 3, size, size), actions float32 (n, 2) in [-1, 1] (shift / max_shift).
+TARGETS = {"the centre": (0.5, 0.5), "the top left": (0.0, 0.0), "the top right": (0.0, 1.0),
+           "the bottom left": (1.0, 0.0), "the bottom right": (1.0, 1.0)}
 
-    Shifts are random, or with `toward_centre` the move a policy should make from o_t alone:
-    towards the centre of the frame, at most `max_shift` pixels per axis.
+
+def moving_object_pairs(n: int, size: int = 32, square: int = 6, max_shift: int = 5, seed: int = 0,
+                        instructed: bool = False):
+    """-> frames uint8 (n, 2, 3, size, size), actions float32 (n, 2) in [-1, 1] (shift / max_shift),
+    instructions (n strings, or None).
+
+    Shifts are random, or with `instructed` the move towards a target named in the instruction
+    ("move the square to the top left"), at most `max_shift` pixels per axis: a policy can infer it
+    from o_t and the instruction, while a language-free LAM must read it from (o_t, o_{t+k}).
     """
     g = torch.Generator().manual_seed(seed)
     lo, hi = max_shift, size - square - max_shift
     start = torch.randint(lo, hi + 1, (n, 2), generator=g)
     shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=g)
-    if toward_centre:
-        shifts = ((size - square) // 2 - start).clamp(-max_shift, max_shift)
+    instructions = None
+    if instructed:
+        names = list(TARGETS)
+        which = torch.randint(0, len(names), (n,), generator=g)
+        goal = torch.tensor([TARGETS[names[i]] for i in which]) * (size - square)  # (n, 2) pixel (y, x)
+        shifts = (goal.round().long() - start).clamp(-max_shift, max_shift)
+        instructions = [f"move the square to {names[i]}" for i in which]
     background = torch.randint(0, 60, (n, 3, 1, 1), generator=g).expand(n, 3, size, size)
     colour = torch.randint(150, 256, (n, 3), generator=g)
     frames = background[:, None].repeat(1, 2, 1, 1, 1).clone()  # (n, 2, 3, S, S)
     for i in range(n):
         for t, (y, x) in enumerate((start[i], start[i] + shifts[i])):
             frames[i, t, :, y : y + square, x : x + square] = colour[i][:, None, None]
-    return frames.to(torch.uint8), shifts.float() / max_shift
+    return frames.to(torch.uint8), shifts.float() / max_shift, instructions

@@ -19,7 +19,7 @@ from lara.benchmarks.probes.synthetic import moving_object_pairs
 @pytest.mark.parametrize("quantizer, floor", [("none", 0.9), ("vq", 0.85)])
 def test_linear_probe_recovers_the_action(quantizer, floor):
     torch.manual_seed(0)
-    frames, actions = moving_object_pairs(2000, size=16, square=4, max_shift=3, seed=0)
+    frames, actions, _ = moving_object_pairs(2000, size=16, square=4, max_shift=3, seed=0)
     train, held_out = slice(0, 1000), slice(1000, 2000)
     cfg = lara.LAMConfig(image_size=16, patch_size=4, width=64, heads=4, idm_layers=2, fdm_layers=2, quantizer=quantizer)
     lam = lara.LatentActionModel(cfg)
