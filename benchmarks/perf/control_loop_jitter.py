@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 import yaml
 
 from lara.real_robot.config import DEFAULT_CONFIG
+from lara.real_robot.ports import free_port, wait_for_port
 
 SERVER = """
 import sys, numpy as np
@@ -36,22 +36,6 @@ serve(ZeroWork(), "127.0.0.1", int(sys.argv[1]))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the measured episode")
@@ -60,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--execute-steps", type=int, default=1, help="actions executed per query")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="lara_jitter_"))
-    master_port, server_port = _free_port(), _free_port()
+    master_port, server_port = free_port(), free_port()
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     config.update(rate_hz=args.rate_hz, image_size=[args.image_size] * 2, record=False,
                   episodes_dir=str(work / "episodes"), execute_steps=args.execute_steps)
@@ -74,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
                                start_new_session=True)
     procs = []
     try:
-        _wait_for_port(master_port)
+        wait_for_port(master_port)
         spawn = lambda *a: procs.append(subprocess.Popen([sys.executable, *a], stdout=log, stderr=log, env=env))  # noqa: E731
         spawn("-c", SERVER, str(server_port))
         spawn("-m", "lara.real_robot.sim_franka", "--config", str(work / "node.yaml"),
               "--image-size", str(args.image_size))
         spawn("-m", "lara.real_robot.ros_node", "--config", str(work / "node.yaml"))
-        _wait_for_port(server_port)
+        wait_for_port(server_port)
         from lara.real_robot.ros import import_rospy
 
         rospy = import_rospy()

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 import lara
-from lara.vla.presets import tiny_token_vla
 from lara.vla.tokenizer import build_example, collate
 
 SMALL_LAM = dict(image_size=32, patch_size=8, width=32, heads=2, idm_layers=1, fdm_layers=1)

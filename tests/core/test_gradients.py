@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import lara
 from core_helpers import small_config, token_vla_batch
