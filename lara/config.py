@@ -49,7 +49,8 @@ class LAMConfig(_Strict):
         "restarted from a latent of the current batch (against codebook collapse).",
     )
     target: Literal["pixels", "features"] = Field(
-        "pixels", description="What the FDM predicts: pixels (MSE) or the frozen features of o_{t+k} (MSE)."
+        "pixels", description="What the FDM predicts: pixels (MSE) or the frozen features of o_{t+k} (MSE); "
+        "must equal `input`."
     )
     action_dim: int = Field(7, ge=1, description="Robot action dims for the optional action head.")
     action_horizon: int = Field(
@@ -67,8 +68,11 @@ class LAMConfig(_Strict):
             )
         if (self.input == "features" or self.target == "features") and self.vision_model is None:
             raise ValueError("input='features' or target='features' needs vision_model (a local path or a config dict)")
-        if self.target == "features" and self.input != "features":
-            raise ValueError("target='features' needs input='features' (the FDM predicts tokens on the same grid)")
+        if self.target != self.input:
+            raise ValueError(
+                f"target='{self.target}' with input='{self.input}': the FDM predicts o_{{t+k}} on its input token grid, "
+                "so target and input must be the same ('pixels' or 'features')"
+            )
         return self
 
 
