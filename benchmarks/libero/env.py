@@ -12,6 +12,7 @@ protocol: OpenVLA, openpi) so that policies see them upright.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import subprocess
@@ -198,4 +199,7 @@ class LiberoEnv:
         return obs
 
     def close(self) -> None:
+        """Free the sim and its GL context now (at interpreter exit EGL is torn down first and
+        robosuite's late `__del__` prints EGL errors)."""
         self.env.close()
+        gc.collect()
