@@ -12,6 +12,7 @@ protocol: OpenVLA, openpi) so that policies see them upright.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import io
 import os
@@ -92,6 +93,7 @@ def versions() -> dict[str, str]:
     return found
 
 
+@functools.lru_cache(maxsize=None)
 def _benchmark(suite: str):
     """The libero benchmark object of a suite (its import prints robosuite chatter: keep it quiet)."""
     select_gl_backend()

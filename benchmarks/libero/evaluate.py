@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lara.benchmarks.libero.env import NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv
+from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
+                                        resolve_task, select_gl_backend, task_names, versions)
 from lara.policy import ACTION_DIM
 
 _WORKER: dict = {}  # per-process state: the policy and the env of the current task
@@ -134,7 +135,7 @@ def run_episode(job: tuple) -> dict:
             "video": video}
 
 
-def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int, progress=None):
+def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int):
     """Run episodes in `workers` spawned processes (in-process for 1); yields records as they finish."""
     if workers <= 1:
         _init_worker(policy_spec, camera_size, seed)
@@ -200,8 +201,6 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
              video: bool = True, progress: bool = True) -> dict:
     """Run the protocol on every (suite, task, trial); writes OUT/results.json, OUT/success.png, OUT/videos/."""
     from tqdm import tqdm
-
-    from lara.benchmarks.libero.env import resolve_suite, resolve_task, select_gl_backend, task_names, versions
 
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     suites = [resolve_suite(s) for s in suites]

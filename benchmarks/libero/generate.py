@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
+from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite, resolve_task,
                                         select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.expert import ScriptedExpert
 
@@ -120,11 +120,8 @@ def _generate_task_star(args: tuple) -> dict:
 
 def parse_tasks(text: str | None, suite: str) -> list[int]:
     """'0,1' -> [0, 1]; None -> every task of the suite."""
-    count = len(task_names(suite))
     if text is None:
-        return list(range(count))
-    from lara.benchmarks.libero.env import resolve_task
-
+        return list(range(len(task_names(suite))))
     return [resolve_task(suite, t.strip()) for t in text.split(",") if t.strip()]
 
 
