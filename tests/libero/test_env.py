@@ -58,3 +58,27 @@ def test_versions_are_recorded_and_mujoco_is_pinned():
     found = versions()
     assert found["mujoco"] == "3.3.2" and found["robosuite"] == "1.4.0"
     assert found["mujoco_gl"] in ("egl", "osmesa")
+
+
+def test_versions_warn_on_another_mujoco(monkeypatch):
+    from lara.benchmarks.libero import env as env_module
+
+    real = env_module.metadata.version
+    monkeypatch.setattr(env_module.metadata, "version", lambda d: "3.3.5" if d == "mujoco" else real(d))
+    with pytest.warns(UserWarning, match="mujoco 3.3.5 is installed.*pip install mujoco==3.3.2"):
+        assert versions()["mujoco"] == "3.3.5"
+
+
+def test_gl_backend_probe_and_missing_library_error(monkeypatch):
+    import subprocess
+
+    from lara.benchmarks.libero import env as env_module
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    assert env_module.select_gl_backend() in ("egl", "osmesa")  # a real probe in a subprocess
+    monkeypatch.delenv("MUJOCO_GL")
+    failed = subprocess.CompletedProcess([], 1, "", "ImportError: Cannot initialize a headless display")
+    monkeypatch.setattr(env_module.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(RuntimeError, match="libegl1.*libosmesa6"):
+        env_module.select_gl_backend()
