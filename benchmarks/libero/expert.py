@@ -101,8 +101,9 @@ class ScriptedExpert:
         self.waypoints, self._index, self._steps = [], 0, 0
 
     # ----- planning ---------------------------------------------------------------------------
-    def _goal(self) -> tuple[str, str, str]:
-        """(relation, object, target object) from the BDDL goal, e.g. ('in', 'milk_1', 'basket_1')."""
+    def _goal(self) -> tuple[str, str, str, str]:
+        """(relation, object, target object, target name) from the BDDL goal, e.g.
+        ('in', 'milk_1', 'basket_1', 'basket_1_contain_region')."""
         goal = self.env.parsed_problem["goal_state"]
         if len(goal) != 1 or goal[0][0].lower() not in ("on", "in"):
             raise ValueError(f"The scripted expert handles one On/In goal (pick and place); "
@@ -112,7 +113,7 @@ class ScriptedExpert:
         owner = [n for n in names if target == n or target.startswith(n + "_")]
         if not owner:
             raise ValueError(f"Goal target {target!r} names no object of the scene ({sorted(names)}).")
-        return relation, obj, max(owner, key=len)
+        return relation, obj, max(owner, key=len), target
 
     def _boxes(self) -> dict[str, tuple[np.ndarray, np.ndarray, list[int]]]:
         model, data = self.env.sim.model._model, self.env.sim.data._data
@@ -159,7 +160,7 @@ class ScriptedExpert:
         return np.array([xy[0], xy[1], grasp_z]), _yaw_of(direction)
 
     def _plan(self, obs) -> list[Waypoint]:
-        relation, obj, target = self._goal()
+        relation, obj, target, region = self._goal()
         boxes = self._boxes()
         grasp, yaw = self._grasp(obj, boxes)
         obj_lo, obj_hi, _ = boxes[obj]
@@ -172,6 +173,9 @@ class ScriptedExpert:
         tallest = max(b[1][2] for n, b in boxes.items() if n != obj)
         carry_z = max(grasp[2] + 0.10, release_z + 0.05, min(tallest, release_z + 0.15) + 0.02 + below)
         goal_xy = (tgt_lo[:2] + tgt_hi[:2]) / 2
+        sites = self.env.env.env.object_sites_dict
+        if relation == "on" and region != target and region in sites:  # e.g. a stove's cook region
+            goal_xy = self.env.sim.data.site_xpos[self.env.sim.model.site_name2id(sites[region].name)][:2]
         here = obs["ee_pos"]
         above = np.array([grasp[0], grasp[1], max(grasp[2] + 0.10, here[2])])
         return [
