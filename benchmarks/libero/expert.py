@@ -176,6 +176,7 @@ class ScriptedExpert:
         sites = self.env.env.env.object_sites_dict
         if relation == "on" and region != target and region in sites:  # e.g. a stove's cook region
             goal_xy = self.env.sim.data.site_xpos[self.env.sim.model.site_name2id(sites[region].name)][:2]
+        goal_xy = goal_xy + grasp[:2] - (obj_lo[:2] + obj_hi[:2]) / 2  # the object's centre, not the hand, on goal
         here = obs["ee_pos"]
         above = np.array([grasp[0], grasp[1], max(grasp[2] + 0.10, here[2])])
         return [
