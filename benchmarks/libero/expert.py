@@ -23,6 +23,7 @@ POS_GAIN = 12.0  # action per metre of error, before clipping (full speed beyond
 ROT_GAIN = 2.0
 MAX_OPENING = 0.075  # the Panda gripper opens 8 cm; grasp widths above this don't fit
 HAND_HALF_LENGTH = 0.10  # the hand extends this far along the finger-closing direction
+ROBOT_BASE_XY = np.array([-0.6, 0.0])  # LIBERO's Panda mount: shorter reaches track better
 TALL = 0.06  # neighbours taller than this can hit the palm when grasping low objects
 
 
@@ -136,6 +137,8 @@ class ScriptedExpert:
             for angle in np.arange(4) * np.pi / 2:
                 radial = np.array([np.cos(angle), np.sin(angle)])
                 candidates.append((center[:2] + (radius - 0.012) * radial, radial))
+            # unrotated hand first (fingers close along y), then the side nearest the robot's base
+            candidates.sort(key=lambda c: (round(abs(_yaw_of(c[1])), 3), np.linalg.norm(c[0] - ROBOT_BASE_XY)))
             grasp_z = hi[2] - 0.015
         else:
             body = self.env.env.env.obj_body_id[obj]
