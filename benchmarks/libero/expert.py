@@ -24,7 +24,7 @@ ROT_GAIN = 2.0
 MAX_OPENING = 0.075  # the Panda gripper opens 8 cm; grasp widths above this don't fit
 HAND_HALF_LENGTH = 0.10  # the hand extends this far along the finger-closing direction
 ROBOT_BASE_XY = np.array([-0.6, 0.0])  # LIBERO's Panda mount: shorter reaches track better
-TALL = 0.06  # neighbours taller than this can hit the palm when grasping low objects
+TALL = 0.03  # neighbours taller than this, reaching above the grasp, can hit the hand
 
 
 @dataclass
@@ -150,7 +150,7 @@ class ScriptedExpert:
                     candidates.append((center[:2], direction))
             grasp_z = max(lo[2] + 0.5 * height, hi[2] - 0.035, lo[2] + 0.012)
         neighbours = [(b[0][:2], b[1][:2]) for n, b in boxes.items()
-                      if n != obj and b[1][2] > grasp_z + 0.02 and b[1][2] - b[0][2] > TALL * 0.5]
+                      if n != obj and b[1][2] > grasp_z + 0.02 and b[1][2] - b[0][2] > TALL]
 
         def clearance(candidate):
             xy, direction = candidate
