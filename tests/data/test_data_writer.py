@@ -74,10 +74,12 @@ def test_failed_write_keeps_previous_file(tmp_path, demo_arrays, write_file):
     [
         ("actions", np.zeros((5, 6)), r"`actions` must have shape \[\*, 7\], got \[5, 6\]"),
         ("agentview_rgb", np.zeros((5, 16, 16, 3)), r"`agentview_rgb` must be uint8 .* got dtype float64"),
-        ("agentview_rgb", np.zeros((4, 16, 16, 3), np.uint8), r"`agentview_rgb` must have shape \[5, \*, \*, 3\], got \[4, 16, 16, 3\]"),
+        ("agentview_rgb", np.zeros((4, 16, 16, 3), np.uint8),
+         r"`agentview_rgb` must have shape \[5, \*, \*, 3\], got \[4, 16, 16, 3\]"),
         ("ee_states", np.zeros((5, 7)), r"`ee_states` must have shape \[5, 6\], got \[5, 7\]"),
         ("gripper_states", np.full((5, 2), np.nan), r"`gripper_states` contains NaN"),
-        ("eye_in_hand_rgb", np.zeros((5, 16, 16), np.uint8), r"`eye_in_hand_rgb` must have shape \[5, \*, \*, 3\], got \[5, 16, 16\]"),
+        ("eye_in_hand_rgb", np.zeros((5, 16, 16), np.uint8),
+         r"`eye_in_hand_rgb` must have shape \[5, \*, \*, 3\], got \[5, 16, 16\]"),
     ],
 )
 def test_add_demo_validation_names_field(tmp_path, demo_arrays, write_file, field, value, message):
