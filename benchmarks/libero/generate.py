@@ -66,8 +66,10 @@ def render(env: LiberoEnv, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.stack([f["agentview_rgb"] for f in frames]), np.stack([f["eye_in_hand_rgb"] for f in frames]))
 
 
-def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: str, seed: int) -> dict:
-    """Roll out init states until `episodes` successes (or the init states run out); write the file."""
+def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: str, seed: int,
+                  dry_run: bool = False) -> dict:
+    """Roll out init states until `episodes` successes (or the init states run out); write the file
+    (`dry_run`: roll out and count only, no rendering, no file)."""
     from lara.data.libero_hdf5 import LiberoHDF5Writer
 
     start = time.time()
@@ -84,14 +86,14 @@ def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: s
         if episode["success"]:
             kept.append((index, episode))
     rollout_s = time.time() - start
-    camera = LiberoEnv(suite, task, camera_size=camera_size, seed=seed)
     path = Path(out) / f"{physics.task_name}_demo.hdf5"
     problem_info = {"problem_name": physics.env.problem_name, "domain_name": physics.env.domain_name}
     env_args = {"env_name": physics.env.problem_name, "type": 1, "suite": physics.suite, "task_id": task,
                 "env_kwargs": {"camera_heights": camera_size, "camera_widths": camera_size,
                                "camera_names": ["agentview", "robot0_eye_in_hand"], "controller": "OSC_POSE"}}
     render_start = time.time()
-    if kept:
+    if kept and not dry_run:
+        camera = LiberoEnv(suite, task, camera_size=camera_size, seed=seed)
         with LiberoHDF5Writer(path, language=physics.instruction, problem_info=problem_info, env_args=env_args,
                               bddl_file_name=physics.bddl_file) as writer:
             for index, ep in kept:
@@ -100,12 +102,12 @@ def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: s
                                 ee_states=ep["ee_states"], gripper_states=ep["gripper_states"],
                                 joint_states=ep["joint_states"], states=ep["states"],
                                 attrs={"success": True, "init_state_index": index, "scripted": True})
+        camera.close()
     render_s = time.time() - render_start
     physics.close()
-    camera.close()
     return {
         "suite": physics.suite, "task_id": task, "task_name": physics.task_name,
-        "instruction": physics.instruction, "file": str(path) if kept else None,
+        "instruction": physics.instruction, "file": str(path) if kept and not dry_run else None,
         "attempts": len(attempts), "successes": len(kept),
         "success_rate": len(kept) / max(len(attempts), 1),
         "rollout_s_per_episode": round(rollout_s / max(len(attempts), 1), 2),
@@ -134,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (one task each)")
     p.add_argument("--seed", type=int, default=0, help="env seed")
+    p.add_argument("--dry-run", action="store_true",
+                   help="measure the expert only: roll out and count successes, render and write nothing")
     p.add_argument("--out", required=True, help="output folder")
     return p
 
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
-    jobs = [(suite, t, args.episodes, args.camera_size, args.out, args.seed) for t in tasks]
+    jobs = [(suite, t, args.episodes, args.camera_size, args.out, args.seed, args.dry_run) for t in tasks]
     start = time.time()
     if args.workers > 1:
         with mp.get_context("spawn").Pool(args.workers) as pool:
