@@ -151,6 +151,10 @@ class ScriptedExpert:
             grasp_z = max(lo[2] + 0.5 * height, hi[2] - 0.035, lo[2] + 0.012)
         neighbours = [(b[0][:2], b[1][:2]) for n, b in boxes.items()
                       if n != obj and b[1][2] > grasp_z + 0.02 and b[1][2] - b[0][2] > TALL]
+        if any(np.all(nlo <= center[:2]) and np.all(center[:2] <= nhi) for nlo, nhi in neighbours):
+            # inside a tall fixture (a cabinet drawer): its box says nothing about clearance; close the
+            # fingers along x so that the hand's long axis lies along the drawer's pull direction
+            candidates.sort(key=lambda c: abs(c[1][1]))
 
         def clearance(candidate):
             xy, direction = candidate
