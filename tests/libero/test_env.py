@@ -1,0 +1,84 @@
+"""The LIBERO env wrapper: fixed init states, observation keys and shapes, upright images, name errors."""
+
+import numpy as np
+import pytest
+
+from lara.benchmarks.libero.env import SUITE_MAX_STEPS, LiberoEnv, resolve_suite, resolve_task, versions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = LiberoEnv("object", 1, camera_size=64)
+    yield env
+    env.close()
+
+
+def test_reset_from_fixed_init_state(env):
+    obs = env.reset(3)
+    assert env.suite == "libero_object" and env.max_steps == SUITE_MAX_STEPS["libero_object"] == 280
+    assert obs["instruction"] == env.instruction and "cream cheese" in env.instruction
+    assert obs["agentview_rgb"].shape == obs["eye_in_hand_rgb"].shape == (64, 64, 3)
+    assert obs["agentview_rgb"].dtype == np.uint8
+    for key, size in (("ee_pos", 3), ("ee_ori", 3), ("gripper_qpos", 2), ("joint_qpos", 7)):
+        assert obs[key].shape == (size,) and np.all(np.isfinite(obs[key])), key
+    state = env.sim_state()
+    env.step(np.array([0.5, 0, 0, 0, 0, 0, -1]))
+    assert not np.allclose(env.sim_state(), state)
+    env.reset(3)
+    np.testing.assert_allclose(env.sim_state(), state)  # the same fixed init state again
+    env.reset(4)
+    assert not np.allclose(env.sim_state(), state)
+
+
+def test_images_are_rotated_180_degrees(env):
+    obs = env.reset(0)
+    raw = env._raw  # robosuite's own (upside-down) rendering
+    np.testing.assert_array_equal(obs["agentview_rgb"], raw["agentview_image"][::-1, ::-1])
+    np.testing.assert_array_equal(obs["eye_in_hand_rgb"], raw["robot0_eye_in_hand_image"][::-1, ::-1])
+    assert obs["agentview_rgb"].std() > 5  # a real rendering, not a blank frame
+
+
+def test_suite_and_task_names():
+    assert resolve_suite("spatial") == resolve_suite("libero_spatial") == "libero_spatial"
+    assert resolve_suite("10") == "libero_10"
+    with pytest.raises(ValueError, match="libero_goal .goal.") as error:
+        resolve_suite("libero_long")
+    assert "libero_90" in str(error.value)
+    assert resolve_task("object", "2") == 2
+    assert resolve_task("object", "pick_up_the_butter_and_place_it_in_the_basket") == 6
+    with pytest.raises(ValueError, match="pick_up_the_alphabet_soup_and_place_it_in_the_basket"):
+        resolve_task("object", 10)
+    with pytest.raises(ValueError, match="Unknown task 'open_the_door'"):
+        resolve_task("spatial", "open_the_door")
+
+
+def test_versions_are_recorded_and_mujoco_is_pinned():
+    found = versions()
+    assert found["mujoco"] == "3.3.2" and found["robosuite"] == "1.4.0"
+    assert found["mujoco_gl"] in ("egl", "osmesa")
+
+
+def test_versions_warn_on_another_mujoco(monkeypatch):
+    from lara.benchmarks.libero import env as env_module
+
+    real = env_module.metadata.version
+    monkeypatch.setattr(env_module.metadata, "version", lambda d: "3.3.5" if d == "mujoco" else real(d))
+    with pytest.warns(UserWarning, match="mujoco 3.3.5 is installed.*pip install mujoco==3.3.2"):
+        assert versions()["mujoco"] == "3.3.5"
+
+
+def test_gl_backend_probe_and_missing_library_error(monkeypatch):
+    import subprocess
+
+    from lara.benchmarks.libero import env as env_module
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    assert env_module.select_gl_backend() in ("egl", "osmesa")  # a real probe in a subprocess
+    monkeypatch.delenv("MUJOCO_GL")
+    failed = subprocess.CompletedProcess([], 1, "", "ImportError: Cannot initialize a headless display")
+    monkeypatch.setattr(env_module.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(RuntimeError, match="libegl1.*libosmesa6"):
+        env_module.select_gl_backend()

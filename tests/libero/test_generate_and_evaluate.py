@@ -1,0 +1,64 @@
+"""Scripted demos (expert success, HDF5 output) and the evaluation protocol (workers, videos, failures)."""
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from lara.benchmarks.libero import generate
+from lara.benchmarks.libero.evaluate import check_chunk, evaluate
+
+pytestmark = pytest.mark.slow
+POLICIES = Path(__file__).parent / "policies.py"
+
+
+def test_expert_demo_on_libero_object(tmp_path):
+    assert generate.main(["generate", "--suite", "object", "--tasks", "1", "--episodes", "1",
+                          "--camera-size", "32", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "generation.json").read_text())
+    task = summary["tasks"][0]
+    assert task["successes"] == task["attempts"] == 1 and task["success_rate"] == 1.0
+    assert summary["versions"]["mujoco"] == "3.3.2"
+    with h5py.File(tmp_path / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5") as f:
+        demo = f["data/demo_0"]
+        T = demo.attrs["num_samples"]
+        assert demo.attrs["success"] and 60 < T < 280 + generate.TAIL_STEPS
+        assert demo["obs/agentview_rgb"].shape == (T, 32, 32, 3)
+        assert demo["obs/eye_in_hand_rgb"].shape == (T, 32, 32, 3)
+        assert demo["actions"].shape == (T, 7) and demo["states"].shape[0] == T
+        gripper = demo["actions"][:, 6]
+        assert gripper[0] == -1 and gripper.max() == 1 and gripper[-1] == -1  # grasp, then release
+        assert "cream cheese" in json.loads(f["data"].attrs["problem_info"])["language_instruction"]
+
+
+def test_scripted_policy_with_two_workers(tmp_path):
+    results = evaluate("scripted", ["object"], tmp_path, tasks=[1], trials=2, workers=2, camera_size=64,
+                       max_steps=15, progress=False)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["average_success_rate"] == results["average_success_rate"]
+    task = on_disk["tasks"][0]
+    assert task["trials"] == 2 and [e["trial"] for e in task["episodes"]] == [0, 1]
+    assert all(e["steps"] == 15 and e["env_steps"] == 25 and e["failure_reason"] is None for e in task["episodes"])
+    assert on_disk["versions"]["mujoco"] == "3.3.2" and on_disk["env_steps"] == 50
+    assert on_disk["env_steps_per_s"] > 0 and "libero_object" in on_disk["suites"]
+    for trial in (0, 1):
+        assert (tmp_path / "videos" / "libero_object" / f"task01_trial{trial:03d}.mp4").stat().st_size > 1000
+    assert (tmp_path / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_actions_fail_their_episode_and_evaluation_goes_on(tmp_path):
+    results = evaluate(f"{POLICIES}:flaky_policy", ["object"], tmp_path, tasks=[0], trials=3, workers=1,
+                       camera_size=32, max_steps=6, video=False, progress=False)
+    episodes = results["tasks"][0]["episodes"]
+    assert [e["success"] for e in episodes] == [False, False, False]
+    assert "NaN" in episodes[0]["failure_reason"] and episodes[0]["steps"] == 0
+    assert "shape [4, 6]" in episodes[1]["failure_reason"]
+    assert episodes[2]["failure_reason"] is None and episodes[2]["steps"] == 6
+
+
+def test_check_chunk():
+    assert check_chunk(np.zeros((3, 7))) is None and check_chunk(np.zeros(7)) is None
+    assert "shape [0, 7]" in check_chunk(np.zeros((0, 7)))
+    assert "NaN" in check_chunk(np.array([[0, 0, 0, np.inf, 0, 0, 1]]))
