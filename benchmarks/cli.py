@@ -2,7 +2,7 @@
 
     lara eval libero --policy scripted --suite object --tasks 0,1 --trials 50 --workers 2 --out runs/eval
 
---policy is `scripted` (the privileged LIBERO expert) or `module:factory` / `file.py:factory`, a
+--policy is `scripted` (the privileged LIBERO expert), `checkpoint:DIR` (a saved VLA) or `module:factory` / `file.py:factory`, a
 callable returning a `lara.policy.Policy`.
 """
 
@@ -16,7 +16,7 @@ BENCHMARKS = ("libero",)
 
 def build_libero_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lara eval libero", description="Standard LIBERO evaluation protocol.")
-    p.add_argument("--policy", required=True, help="'scripted' or 'module:factory' returning a Policy")
+    p.add_argument("--policy", required=True, help="'scripted', 'checkpoint:DIR' or 'module:factory' returning a Policy")
     p.add_argument("--suite", required=True,
                    help="comma-separated suites: spatial, object, goal, 10, 90 (or libero_spatial, ...)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")

@@ -32,14 +32,19 @@ _WORKER: dict = {}  # per-process state: the policy and the env of the current t
 
 
 def load_policy(spec: str):
-    """`scripted` (the privileged expert) or `module:factory` / `path/to/file.py:factory`."""
+    """`scripted` (the privileged expert), `checkpoint:DIR` (a VLA saved with save_pretrained, e.g. a LARA
+    run's detached TokenVLA) or `module:factory` / `path/to/file.py:factory`."""
     if spec == "scripted":
         from lara.benchmarks.libero.expert import ScriptedExpert
 
         return ScriptedExpert()
+    if spec.startswith("checkpoint:"):
+        from lara.vla import load_policy as load_checkpoint
+
+        return load_checkpoint(spec[len("checkpoint:"):])
     module_name, sep, factory = spec.rpartition(":")
     if not sep or not module_name or not factory:
-        raise ValueError(f"--policy must be 'scripted' or 'module:factory' (a callable returning a Policy), "
+        raise ValueError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
                          f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.")
     if module_name.endswith(".py"):
         loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
