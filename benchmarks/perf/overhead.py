@@ -149,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
           f"with LARA {median_ms(timed[True]):.1f} ms (median of {repeats})")
 
     detached = lara.detach(model).eval()
+    never_attached.load_state_dict(detached.state_dict())  # same (trained) weights: only the attach history differs
     infer_inputs = {k: batch[k] for k in ("state", "input_ids", "attention_mask", "pixel_values", "pixel_attention_mask")}
     noise = batch["noise"]
+    with torch.no_grad():
+        same = torch.equal(detached.sample_actions(noise=noise, **infer_inputs),
+                           never_attached.sample_actions(noise=noise, **infer_inputs))
+    print(f"detached and never-attached actions bitwise equal: {same}")
     latency = {"never": [], "detached": []}
     with torch.no_grad():
         for r in range(2 + repeats):
