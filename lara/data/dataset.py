@@ -222,7 +222,9 @@ class LiberoDataset(torch.utils.data.Dataset):
             raise LiberoFileError(f"{episode.path} data/{episode.demo}: reading obs/{camera} frames "
                                   f"{times} failed: {error}") from error
         if episode.upside_down:
-            frames = frames[:, ::-1]  # robosuite's opengl convention stores rows bottom-up
+            # robosuite's raw opengl render; rotate 180 degrees (rows and columns) like the evaluation
+            # protocol does to live observations, so training and evaluation see the same image
+            frames = frames[:, ::-1, ::-1]
         frames = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (N, 3, H, W)
         size = self.config.image_size
         if size is not None:

@@ -15,7 +15,8 @@ Layout (official LIBERO, as written by LIBERO's `scripts/create_dataset.py`):
         obs/ee_pos [T, 3], obs/ee_ori [T, 3] (axis-angle), obs/ee_states [T, 6],
         obs/gripper_states [T, 2], obs/joint_states [T, 7]
 
-Official files store images upside-down (robosuite's "opengl" convention, attr absent or "opengl");
+Official files store robosuite's raw render ("opengl" convention, attr absent or "opengl"), which the reader
+rotates 180 degrees as the LIBERO evaluation protocol does to live observations;
 files written here store them upright and say so with macros_image_convention = "opencv".
 """
 

@@ -124,11 +124,12 @@ def test_official_upside_down_convention_is_flipped(tmp_path, write_file):
     arrays = write_file(path, [12], seed=5)[0]
     with h5py.File(path, "r+") as f:  # make it look like an official LIBERO file
         del f["data"].attrs["macros_image_convention"]
-        f["data/demo_0/obs/agentview_rgb"][...] = arrays["agentview_rgb"][:, ::-1]
+        f["data/demo_0/obs/agentview_rgb"][...] = arrays["agentview_rgb"][:, ::-1, ::-1]  # raw opengl render
         f["data"].attrs["problem_info"] = json.dumps({"problem_name": "x"})
     sample = LiberoDataset(paths=path, frame_gap=3)[2]
     np.testing.assert_array_equal(sample["image"].permute(1, 2, 0).numpy(), arrays["agentview_rgb"][2])
     assert sample["image"][2, :, 0].tolist() == list(range(16))  # rows upright again
+    assert sample["image"][0, 0, 0] == 2 and sample["image"][0, 0, -1] != 2  # not mirrored: the 180-degree rotation
     assert sample["instruction"] == "open the top drawer"  # from the file name, as for official files
     with h5py.File(path, "r+") as f:
         f["data"].attrs["macros_image_convention"] = "opengl"
