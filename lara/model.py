@@ -18,7 +18,7 @@ from torch import nn
 from lara.align import action_token_mask, alignment_loss, build_projector, capture, find_module, pool
 from lara.config import LaraConfig
 from lara.lam import LatentActionModel, masked_mean
-from lara.specs import BackboneSpec, infer_hidden_size, resolve_alignment, resolve_spec
+from lara.specs import BackboneSpec, infer_hidden_size, resolve_alignment, resolve_spec, unwrap
 
 LARA_KEYS = ("lam_frames", "lam_actions", "lam_valid", "lam_action_mask", "lam_token_mask")
 _MARK = "_lara_attached"
@@ -36,6 +36,8 @@ class LaraModel(nn.Module):
         self.lam = lam if lam is not None else LatentActionModel(config.lam)
         align = config.align.model_copy(update={"hidden_size": width})
         self.config = config.model_copy(update={"backbone": spec.name, "lam": self.lam.cfg, "align": align})
+        # (first, last) action-token id, read once from the unwrapped model's config (peft/DDP hide it)
+        self.action_token_ids = spec.action_token_ids(unwrap(base).config) if spec.action_token_ids else None
         self.projector = build_projector(config.align, width, self.lam.cfg.latent_tokens * self.lam.cfg.latent_dim)
         device = next(base.parameters()).device
         self.lam.to(device)
@@ -149,7 +151,7 @@ class LaraModel(nn.Module):
         labels = batch.get("labels")
         if labels is None:
             raise KeyError("positions='action_tokens' finds the action positions from `labels`; the batch has none")
-        first, last = self.spec.action_token_ids(self.base.config) if self.spec.action_token_ids else (None, None)
+        first, last = self.action_token_ids
         mask = action_token_mask(labels, first, last, hidden.shape[1], self.spec.insert_at)
         return pool(hidden, mask, align.pool)
 

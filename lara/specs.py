@@ -93,6 +93,11 @@ def resolve_alignment(model: nn.Module, spec: BackboneSpec, align: AlignConfig) 
             "to the dotted name of the module whose output is the policy hidden state"
         )
     positions = align.positions or spec.positions
+    if positions == "action_tokens" and spec.action_token_ids is None:
+        raise ValueError(
+            f"align.positions='action_tokens' needs the action-token ids, which spec '{spec.name}' does not define: "
+            "use backbone='openvla' or 'token_vla', or positions='mask' with a `lam_token_mask` in the batch"
+        )
     chunk = align.chunk or (spec.chunk(cfg) if spec.chunk else None)
     if positions == "last_k" and chunk is None:
         raise ValueError("align.positions='last_k' needs align.chunk (how many trailing tokens are actions)")

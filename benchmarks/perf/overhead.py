@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import lara
-from lara.vla.presets import pi0_config
+from lara.vla.presets import pi0_batch, pi0_config
 
 
 
@@ -29,22 +29,6 @@ def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
-
-
-def pi0_batch(cfg, batch_size: int, text_len: int = 16, device: str = "cpu", seed: int = 0) -> dict:
-    vision = cfg.vlm_config.vision_config
-    n_image = (vision.image_size // vision.patch_size) ** 2
-    g = torch.Generator().manual_seed(seed)
-    text = torch.randint(0, cfg.vlm_config.image_token_id, (batch_size, text_len), generator=g)
-    ids = torch.cat([torch.full((batch_size, n_image), cfg.vlm_config.image_token_id), text], 1).to(device)
-    return dict(
-        state=torch.randn(batch_size, cfg.max_state_dim, generator=g).to(device),
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        pixel_values=torch.randn(batch_size, 1, 3, vision.image_size, vision.image_size, generator=g).to(device),
-        pixel_attention_mask=torch.ones(batch_size, 1, dtype=torch.bool, device=device),
-        actions=torch.randn(batch_size, cfg.chunk_size, cfg.max_action_dim, generator=g).to(device),
-    )
 
 
 def lam_flops(cfg: lara.LAMConfig) -> int:

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from lara.vla.token_vla import TokenVLA, TokenVLAConfig
 
 
@@ -49,6 +51,23 @@ def pi0_config(width: int = 32, expert_width: int = 16, layers: int = 2, image_s
                         intermediate_size=4 * expert_width, num_attention_heads=heads, num_key_value_heads=1,
                         head_dim=head_dim),
         chunk_size=chunk_size, max_state_dim=action_dim, max_action_dim=action_dim, num_inference_steps=2,
+    )
+
+
+def pi0_batch(cfg, batch_size: int, text_len: int = 16, device: str = "cpu", seed: int = 0) -> dict:
+    """Training inputs of PI0ForConditionalGeneration for `cfg`: one camera, random text, state and actions."""
+    vision = cfg.vlm_config.vision_config
+    n_image = (vision.image_size // vision.patch_size) ** 2
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, cfg.vlm_config.image_token_id, (batch_size, text_len), generator=g)
+    ids = torch.cat([torch.full((batch_size, n_image), cfg.vlm_config.image_token_id), text], 1).to(device)
+    return dict(
+        state=torch.randn(batch_size, cfg.max_state_dim, generator=g).to(device),
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        pixel_values=torch.randn(batch_size, 1, 3, vision.image_size, vision.image_size, generator=g).to(device),
+        pixel_attention_mask=torch.ones(batch_size, 1, dtype=torch.bool, device=device),
+        actions=torch.randn(batch_size, cfg.chunk_size, cfg.max_action_dim, generator=g).to(device),
     )
 
 

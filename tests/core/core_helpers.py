@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import lara
+from lara.vla import presets
 from lara.vla.tokenizer import build_example, collate
 
 SMALL_LAM = dict(image_size=32, patch_size=8, width=32, heads=2, idm_layers=1, fdm_layers=1)
@@ -29,14 +30,8 @@ def token_vla_batch(model, batch_size: int = 4, seed: int = 0) -> dict:
 
 def pi0_batch(batch_size: int = 4, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    ids = torch.cat([torch.full((batch_size, 16), 127), torch.randint(0, 100, (batch_size, 5), generator=g)], 1)
     return dict(
-        state=torch.randn(batch_size, 8, generator=g),
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        pixel_values=torch.randn(batch_size, 1, 3, 32, 32, generator=g),
-        pixel_attention_mask=torch.ones(batch_size, 1, dtype=torch.bool),
-        actions=torch.randn(batch_size, 4, 8, generator=g),
+        presets.pi0_batch(presets.pi0_config(), batch_size, text_len=5, seed=seed),
         noise=torch.randn(batch_size, 4, 8, generator=g),  # fixed noise and time: a deterministic flow loss
         timestep=torch.full((batch_size,), 0.5),
         lam_frames=torch.randint(0, 256, (batch_size, 2, 3, 32, 32), dtype=torch.uint8, generator=g),

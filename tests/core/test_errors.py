@@ -89,3 +89,10 @@ def test_config_validates_at_construction():
     assert lara.LaraConfig.model_validate_json(cfg.model_dump_json()) == cfg
     for model in (lara.LaraConfig, lara.AlignConfig, lara.LAMConfig):
         assert all(f.description for f in model.model_fields.values()), model
+
+
+@pytest.mark.tf440
+def test_action_token_positions_need_a_spec_with_token_ids():
+    cfg = small_config(align=lara.AlignConfig(layer="encoder", positions="action_tokens"))
+    with pytest.raises(ValueError, match="action-token ids.*spec 'generic'"):
+        lara.attach(GenericPolicy(), cfg)
