@@ -19,6 +19,8 @@ _EXPORTS = {
     "LaraModel": "lara.model",
     "save": "lara.checkpoint",
     "load": "lara.checkpoint",
+    "load_lam": "lara.checkpoint",
+    "save_lam": "lara.checkpoint",
     "LaraConfig": "lara.config",
     "AlignConfig": "lara.config",
     "LAMConfig": "lara.config",

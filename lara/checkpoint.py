@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lara.config import LaraConfig
+from lara.lam import LatentActionModel
 from lara.model import LaraModel, attach
 
 CONFIG_NAME, WEIGHTS_NAME = "lara_config.json", "lara.safetensors"
@@ -53,3 +54,26 @@ def load(model: nn.Module, directory: str | Path) -> LaraModel:
     wrapped.projector.load_state_dict({k[len("projector.") :]: v for k, v in saved.items() if k.startswith("projector.")})
     wrapped.lam.load_state_dict({k[len("lam.") :]: v for k, v in saved.items() if k.startswith("lam.")})
     return wrapped
+
+
+def load_lam(directory: str | Path) -> LatentActionModel:
+    """The latent action model alone from a LARA checkpoint (LAM refinement, probes, latent-action policies)."""
+    directory = Path(directory)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory / name} not found: a LARA checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    config = LaraConfig.model_validate_json((directory / CONFIG_NAME).read_text())
+    lam = LatentActionModel(config.lam)
+    saved = {k[len("lam."):]: v for k, v in load_file(directory / WEIGHTS_NAME).items() if k.startswith("lam.")}
+    lam.load_state_dict(saved)
+    return lam
+
+
+def save_lam(lam: LatentActionModel, directory: str | Path) -> Path:
+    """A LAM alone (e.g. after LAM-only pre-training), in the LARA checkpoint format `load_lam` reads."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_NAME).write_text(LaraConfig(lam=lam.cfg).model_dump_json(indent=2))
+    tensors = {f"lam.{k}": v.detach().contiguous().cpu() for k, v in lam.state_dict().items()}
+    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "lara"})
+    return directory

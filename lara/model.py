@@ -20,7 +20,7 @@ from lara.config import LaraConfig
 from lara.lam import LatentActionModel, masked_mean
 from lara.specs import BackboneSpec, infer_hidden_size, resolve_alignment, resolve_spec, unwrap
 
-LARA_KEYS = ("lam_frames", "lam_actions", "lam_valid", "lam_action_mask", "lam_token_mask")
+LARA_KEYS = ("lam_frames", "lam_actions", "lam_valid", "lam_action_mask", "lam_token_mask", "lam_action_free")
 _MARK = "_lara_attached"
 
 
@@ -83,8 +83,8 @@ class LaraModel(nn.Module):
         base_loss = out.get("loss")
         cfg = self.config
         total = cfg.align_weight * align + cfg.lam_weight * lam_out.losses["total"] + cfg.fdm_weight * fdm
-        if base_loss is not None:
-            total = total + base_loss
+        if base_loss is not None and not lara_in.get("lam_action_free", False):
+            total = total + base_loss  # action-free batches (video): the base runs for h, its loss is left out
         components = {
             "base": (base_loss if base_loss is not None else align.new_zeros(())).detach(),
             "align": align.detach(),

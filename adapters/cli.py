@@ -1,0 +1,47 @@
+"""`lara train <preset> [key=value ...]`: run a recipe from a preset in adapters/configs (or a YAML path).
+
+    lara train --list
+    lara train posttrain_token_vla data.paths=[data/scripted_object] train.steps=200
+    lara train posttrain_token_vla baseline=true output_dir=runs/baseline    # the same recipe without LARA
+    accelerate launch --num_processes 2 -m lara.adapters.cli posttrain_pi0 ...   # DDP
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+import yaml
+
+from .config import PRESETS_DIR, available_presets, load_recipe
+
+RECIPES = {"pretrain": "pretrain", "posttrain": "posttrain", "refine_lam": "refine_lam"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lara train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", nargs="?", help=f"a preset name ({PRESETS_DIR}) or a .yaml path")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=100")
+    parser.add_argument("--list", action="store_true", help="list the presets and exit")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = parser.parse_args(argv)
+    if args.list or args.preset is None:
+        print("presets:\n" + "\n".join(f"  {name}" for name in available_presets()))
+        return 0
+    try:
+        cfg = load_recipe(args.preset, args.overrides)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"lara train: {error}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        return 0
+    result = import_module(f"lara.adapters.{RECIPES[cfg.recipe]}").run(cfg)
+    print({k: str(v) for k, v in result.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""What the three recipes share: data, the VLA (with LoRA), LARA or the baseline, losses and exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import lara
+from lara.data import LiberoDataset
+from lara.model import LARA_KEYS
+
+from .config import LoraConfig, RecipeConfig
+from .families import Family, family_class
+
+
+def load_data(cfg: RecipeConfig) -> LiberoDataset:
+    return LiberoDataset(cfg.data)
+
+
+def video_data(cfg: RecipeConfig, paths: list[Path]) -> LiberoDataset:
+    """Action-free frames cut like the demonstrations (same camera, frame gap and size)."""
+    return LiberoDataset(cfg.data.model_copy(update={"paths": paths, "action_free": True, "statistics_path": None}))
+
+
+def apply_lora(model: nn.Module, lora: LoraConfig | None) -> nn.Module:
+    if lora is None:
+        return model
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=lora.target_modules)
+    return get_peft_model(model, peft_config)
+
+
+def build_vla(cfg: RecipeConfig, data: LiberoDataset) -> tuple[Family, nn.Module]:
+    family = family_class(cfg.model.family)(cfg.model, data.statistics)
+    vla = family.build()
+    if cfg.model.freeze:
+        vla.requires_grad_(False)
+    return family, apply_lora(vla, cfg.model.lora)
+
+
+def lara_step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    out = model(**batch)
+    return out.loss, dict(out["lara"])
+
+
+def baseline_step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    """The VLA alone on the same batches (LARA keys dropped): the ablation without LARA."""
+    if batch.get("lam_action_free"):
+        raise ValueError("the baseline has no loss on action-free (video) batches; set pretrain.video_every=0")
+    out = model(**{k: v for k, v in batch.items() if k not in LARA_KEYS})
+    return out.loss, {"base": out.loss.detach()}
+
+
+def exporter(family: Family, baseline: bool):
+    """Checkpoint exports: `vla/` natively and, with LARA, the artifact `lara/` (projector + LAM)."""
+    def export(model: nn.Module, directory: Path) -> None:
+        family.save(model if baseline else model.base, directory / "vla")
+        if not baseline:
+            lara.save(model, directory / "lara")
+    return export
+
+
+def final_export(cfg: RecipeConfig, family: Family, model: nn.Module, data: LiberoDataset | None) -> Path:
+    """RUN/final: the VLA with LoRA merged (what `lara eval libero --policy checkpoint:RUN/final/vla`
+    and `lara serve` load), the LARA artifact, and the action statistics it was trained with."""
+    final = cfg.output_dir / "final"
+    vla = model if cfg.baseline else model.base
+    if hasattr(vla, "merge_and_unload"):  # peft: fold the adapters into the weights
+        vla = vla.merge_and_unload()
+    family.save(vla, final / "vla")
+    if not cfg.baseline:
+        lara.save(model, final / "lara")
+    if data is not None and data.statistics is not None:
+        data.save_statistics(final)
+    (final / "recipe.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+    return final

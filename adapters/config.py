@@ -1,0 +1,205 @@
+"""Recipe configuration: what `lara train <preset> key=value ...` validates before anything runs.
+
+A preset is a YAML file in `adapters/configs/` (or any path) holding a `RecipeConfig`. Overrides use
+dotted keys (`train.steps=200 lara.align_weight=0.05 model.lora.r=8`), values parsed as YAML. Unknown
+presets and keys get a "did you mean".
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lara.config import LaraConfig
+from lara.data.config import LiberoDataConfig
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WandbConfig(_Strict):
+    mode: Literal["offline", "online", "disabled"] = Field(
+        "offline", description="wandb mode: 'offline' (default: files under the run folder, `wandb sync` later), "
+        "'online' (needs network and a login) or 'disabled'.",
+    )
+    project: str = Field("lara", description="wandb project name.")
+    name: str | None = Field(None, description="wandb run name; None: the run folder's name.")
+
+
+class TrainConfig(_Strict):
+    """The optimisation loop, shared by every recipe (adapters/trainer.py)."""
+
+    steps: int = Field(1000, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(32, ge=1, description="Samples per process per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    schedule: Literal["constant", "cosine"] = Field("cosine", description="LR schedule after the warm-up.")
+    warmup_steps: int = Field(0, ge=0, description="Linear LR warm-up steps.")
+    clip_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; None: no clipping.")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="Keep an exponential moving average of the trainable weights with this "
+        "decay (e.g. 0.999); the exported model then uses the averaged weights. None: no EMA.",
+    )
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="accelerate mixed precision; 'auto': bf16 on a GPU that supports it, else 'no'.",
+    )
+    checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N optimizer steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
+    log_every: int = Field(10, ge=1, description="Log averaged losses every N optimizer steps (JSONL + wandb).")
+    seed: int = Field(0, description="Seed of the weights' initialisation, the data order and the model's noise.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    resume: bool = Field(True, description="Continue from the newest intact checkpoint in the run folder, if any.")
+    progress: bool = Field(True, description="Show a progress bar (main process only).")
+    wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases logging.")
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Modules to adapt (peft's `target_modules`; 'all-linear' as OpenVLA's fine-tuning).",
+    )
+
+
+class ModelConfig(_Strict):
+    """The VLA a recipe trains."""
+
+    family: Literal["token_vla", "pi0", "openvla"] = Field(
+        description="'token_vla' (lara.vla.TokenVLA), 'pi0' (transformers PI0ForConditionalGeneration) or "
+        "'openvla' (OpenVLA / OpenVLA-OFT with trust_remote_code).",
+    )
+    path: Path | None = Field(
+        None, description="A local pretrained model directory (save_pretrained layout). None: build a new model "
+        "from `build` (token_vla and pi0 only; openvla needs its weights).",
+    )
+    build: dict[str, Any] = Field(
+        default_factory=dict, description="Size of a newly built model: keyword arguments of "
+        "lara.vla.presets.token_vla_config / pi0_config (e.g. width, layers, image_size).",
+    )
+    lora: LoraConfig | None = Field(None, description="Fine-tune through LoRA adapters (peft); None: full fine-tuning.")
+    freeze: bool = Field(False, description="Freeze the whole VLA (LAM refinement: only the projector and LAM learn).")
+    camera: str = Field("agentview_rgb", description="Camera the VLA sees (an obs key of the HDF5 files).")
+
+    @model_validator(mode="after")
+    def _weights(self) -> ModelConfig:
+        if self.family == "openvla" and self.path is None:
+            raise ValueError("model.family='openvla' needs model.path: a local OpenVLA checkpoint directory "
+                             "(e.g. a snapshot of openvla/openvla-7b); it cannot be built from scratch")
+        return self
+
+
+class PretrainConfig(_Strict):
+    lam_steps: int = Field(
+        500, ge=0, description="LAM-only steps on frames before joint training (reconstruction; action-free data "
+        "allowed). Without them bidirectional alignment can collapse a fresh LAM's latent.",
+    )
+    lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM-only phase.")
+    video_paths: list[Path] = Field(
+        default_factory=list, description="Action-free LIBERO-layout files or folders (video): used in the LAM "
+        "phase, and in the joint phase for the LAM and alignment losses only.",
+    )
+    video_every: int = Field(
+        0, ge=0, description="In the joint phase, every N-th micro-batch comes from `video_paths` (0: none).",
+    )
+
+
+class RefineConfig(_Strict):
+    lam_from: Path | None = Field(
+        None, description="A LARA artifact folder (lara_config.json + lara.safetensors) whose LAM is refined; "
+        "None: the LAM is trained from scratch.",
+    )
+    probe_samples: int = Field(512, ge=16, description="Held-out samples for the latent-action linear probe.")
+
+
+class RecipeConfig(_Strict):
+    """One training run: recipe, VLA, data, LARA settings and the loop."""
+
+    recipe: Literal["pretrain", "posttrain", "refine_lam"] = Field(description="Which paradigm runs.")
+    output_dir: Path = Field(Path("outputs/run"), description="Run folder: checkpoints, metrics.jsonl, wandb, exports.")
+    model: ModelConfig = Field(description="The VLA.")
+    data: LiberoDataConfig = Field(description="Demonstrations (LIBERO HDF5) and how samples are cut.")
+    lara: LaraConfig = Field(default_factory=LaraConfig, description="LAM and alignment settings (lara.LaraConfig).")
+    baseline: bool = Field(False, description="Alignment off: the identical recipe without LARA (ablations).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The optimisation loop.")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Pre-training only.")
+    refine: RefineConfig = Field(default_factory=RefineConfig, description="LAM refinement only.")
+
+
+# -------------------------------------------------------------------------------------------------
+# Presets and overrides
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"preset file {path} not found")
+        return path
+    if (PRESETS_DIR / f"{name}.yaml").is_file():
+        return PRESETS_DIR / f"{name}.yaml"
+    close = difflib.get_close_matches(name, available_presets(), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ValueError(f"unknown preset '{name}'.{hint} Presets: {', '.join(available_presets())} (or a .yaml path)")
+
+
+def _field_names(model: type[BaseModel], keys: list[str]) -> list[str]:
+    """Field names at the dotted position `keys` of the config tree ([] when it is a free-form dict)."""
+    for key in keys:
+        annotation = model.model_fields[key].annotation
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        nested = [a for a in candidates if issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """`a.b.c=value` into the nested dict `raw`, checking each key against RecipeConfig's fields."""
+    if "=" not in assignment:
+        raise ValueError(f"override '{assignment}' must look like key=value, e.g. train.steps=100")
+    dotted, value = assignment.split("=", 1)
+    keys, node = dotted.strip().split("."), raw
+    for depth, key in enumerate(keys):
+        names = _field_names(RecipeConfig, keys[:depth])
+        if names and key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean '{'.'.join(keys[:depth] + [close[0]])}'?" if close else ""
+            where = ".".join(keys[:depth]) or "the top level"
+            raise ValueError(f"unknown key '{dotted}'.{hint} Keys at {where}: {', '.join(names)}")
+        if depth == len(keys) - 1:
+            node[key] = yaml.safe_load(value)
+        else:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ValueError(f"'{'.'.join(keys[: depth + 1])}' is a value, not a section; cannot set '{dotted}'")
+            node = child
+
+
+def load_recipe(preset: str, overrides: list[str] = ()) -> RecipeConfig:
+    """Read a preset, apply `key=value` overrides, validate. Errors name the preset and the bad keys."""
+    path = preset_path(preset)
+    raw = yaml.safe_load(path.read_text()) or {}
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return RecipeConfig.model_validate(raw)
+    except ValidationError as error:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
+        raise ValueError(f"invalid config from {path} with overrides {list(overrides)}:\n" + "\n".join(lines)) from None

@@ -1,0 +1,51 @@
+"""The `Family` interface and the LARA part of every batch."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lara.data.statistics import DatasetStatistics
+
+
+def lara_inputs(samples: list[dict]) -> dict:
+    """The LARA keys of a batch: lam_frames [B, 2, 3, H, W] uint8, lam_valid [B], and, where the samples have
+    robot actions, lam_actions [B, k, 7] + lam_action_mask [B, k]; `lam_action_free` when none has actions."""
+    batch = {
+        "lam_frames": torch.stack([s["lam_frames"] for s in samples]),
+        "lam_valid": torch.stack([torch.as_tensor(s["lam_valid"]) for s in samples]),
+    }
+    with_actions = ["lam_actions" in s for s in samples]
+    if any(with_actions) and not all(with_actions):
+        raise ValueError("a batch mixes samples with and without actions; the sampler draws each batch from one source")
+    if all(with_actions):
+        batch["lam_actions"] = torch.stack([s["lam_actions"] for s in samples])
+        batch["lam_action_mask"] = torch.stack([s["lam_action_mask"] for s in samples])
+    else:
+        batch["lam_action_free"] = True
+    return batch
+
+
+class Family(ABC):
+    """Build / load a VLA, turn samples into its inputs, save it natively."""
+
+    name = "family"
+
+    def __init__(self, config, statistics: DatasetStatistics | None):
+        self.config = config  # adapters.config.ModelConfig
+        self.statistics = statistics  # action normalisation of the training data (None: action-free only)
+
+    @abstractmethod
+    def build(self) -> nn.Module:
+        """The VLA: loaded from `config.path`, or newly built from `config.build`."""
+
+    @abstractmethod
+    def collate(self, samples: list[dict]) -> dict:
+        """Reader samples -> the VLA's training inputs + `lara_inputs(samples)`."""
+
+    def save(self, model: nn.Module, directory: Path) -> None:
+        """The VLA in its native format (`save_pretrained`; a peft model saves its adapter)."""
+        model.save_pretrained(directory)

@@ -1,0 +1,38 @@
+"""Paradigm 2, post-training: a pretrained VLA fine-tuned on robot demonstrations with LARA added.
+
+    lara train posttrain_token_vla model.path=runs/pretrained/vla data.paths=[data/libero_object]
+    lara train posttrain_pi0 baseline=true            # the identical run without LARA
+
+Full fine-tuning or LoRA (`model.lora`, through peft). The LAM trains jointly from scratch unless
+`refine.lam_from` names a LARA artifact whose LAM to continue from (e.g. one from `pretrain`).
+Writes RUN/checkpoints/step_N (resumable), RUN/metrics.jsonl, RUN/final/{vla, lara}.
+"""
+
+from __future__ import annotations
+
+import lara
+
+from .common import baseline_step, build_vla, exporter, final_export, lara_step, load_data
+from .config import RecipeConfig
+from .trainer import Trainer, seed_everything
+
+
+def run(cfg: RecipeConfig) -> dict:
+    seed_everything(cfg.train.seed)
+    data = load_data(cfg)
+    family, vla = build_vla(cfg, data)
+    if cfg.baseline:
+        model = vla
+    else:
+        lam = lara.load_lam(cfg.refine.lam_from) if cfg.refine.lam_from else None
+        model = lara.attach(vla, cfg.lara, lam=lam)
+        print(model.trainable_parameters())
+    trainer = Trainer(cfg.train, cfg.output_dir, model, baseline_step if cfg.baseline else lara_step,
+                      datasets=[data], collate=family.collate, export=exporter(family, cfg.baseline),
+                      run_config=cfg.model_dump(mode="json"))
+    checkpoint = trainer.fit()
+    if trainer.ema is not None:
+        trainer.ema.copy_to(trainer.unwrapped)
+    final = final_export(cfg, family, trainer.unwrapped, data) if trainer.accelerator.is_main_process else None
+    trainer.accelerator.wait_for_everyone()
+    return {"checkpoint": checkpoint, "final": final, "samples": len(data)}
