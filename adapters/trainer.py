@@ -45,7 +45,8 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     # some VLA parameters take no part in the loss (pi0's VLM head, the LAM action head on video batches)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp])
+    # cpu=True on a machine without a GPU makes `accelerate launch --multi_gpu` (torchrun) run DDP over gloo
+    accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
     if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
         raise ValueError(f"the LARA trainer runs single-process or DDP; the accelerate config asks for "
                          f"{accelerator.distributed_type.value}, whose checkpoints it does not write yet")

@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 from collections.abc import Iterator, Mapping
+from typing import Optional
 
 import torch
 from torch import nn
@@ -80,11 +83,12 @@ class LaraModel(nn.Module):
         align, cos = alignment_loss(pred, target, valid, self.config.align)
         fdm = self._fdm_loss(pred, lam_out, valid) if self.config.fdm_weight > 0 else align.new_zeros(())
 
-        base_loss = out.get("loss")
+        # action-free batches (video): the base runs for its hidden states only, its loss is left out
+        base_loss = None if lara_in.get("lam_action_free", False) else out.get("loss")
         cfg = self.config
         total = cfg.align_weight * align + cfg.lam_weight * lam_out.losses["total"] + cfg.fdm_weight * fdm
-        if base_loss is not None and not lara_in.get("lam_action_free", False):
-            total = total + base_loss  # action-free batches (video): the base runs for h, its loss is left out
+        if base_loss is not None:
+            total = total + base_loss
         components = {
             "base": (base_loss if base_loss is not None else align.new_zeros(())).detach(),
             "align": align.detach(),
@@ -97,8 +101,7 @@ class LaraModel(nn.Module):
             "fdm": fdm.detach(),
         }
         out["loss"] = total
-        out["lara"] = components
-        return out
+        return _with_lara(out, components)
 
     @property
     def projector_dtype(self) -> torch.dtype:
@@ -175,6 +178,19 @@ class LaraModel(nn.Module):
             f"trainable params: VLA {base:,} || projector {proj:,} || LAM {lam:,} || "
             f"all params {total:,} || trainable% {100 * (base + proj + lam) / max(total, 1):.4f}"
         )
+
+
+@functools.cache
+def _output_type_with_lara(cls: type) -> type:
+    """`cls` plus a `lara` field: DDP and torch.compile rebuild ModelOutputs from their fields only."""
+    return dataclasses.make_dataclass(cls.__name__, [("lara", Optional[dict], None)], bases=(cls,))
+
+
+def _with_lara(out: Mapping, components: dict) -> Mapping:
+    if dataclasses.is_dataclass(out):  # a transformers ModelOutput: same type plus the `lara` field
+        return _output_type_with_lara(type(out))(**out, lara=components)
+    out["lara"] = components
+    return out
 
 
 def attach(model: nn.Module, config: LaraConfig | None = None, *, lam: LatentActionModel | None = None) -> LaraModel:

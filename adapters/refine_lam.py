@@ -1,0 +1,86 @@
+"""Paradigm 3, LAM refinement: the LAM learns from action trajectories and the alignment signal.
+
+    lara train refine_lam refine.lam_from=runs/pre/final/lara model.path=runs/pre/final/vla
+
+The LAM (from `refine.lam_from`, or new) gets an action head A(z) -> a_{t:t+k} trained on the robot
+actions, and the alignment loss against a VLA (frozen by default: `model.freeze`) pulls its latents
+towards what the policy represents. The refined LAM is exported (RUN/final/lara, read with
+`lara.load_lam`) and judged by a linear probe of its latents against the true action chunks on
+held-out episodes, before and after: RUN/final/probe.json.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+import lara
+from lara.benchmarks.probes.linear_probe import ridge_r2
+from lara.data import LiberoDataset
+
+from .common import build_vla, exporter, final_export, lara_step, load_data
+from .config import RecipeConfig
+from .trainer import Trainer, seed_everything
+
+
+def with_action_head(cfg: RecipeConfig) -> lara.LatentActionModel:
+    """The LAM to refine, with an action head over the frame gap (added to a saved LAM that has none)."""
+    k = cfg.data.frame_gap
+    if cfg.refine.lam_from is None:
+        lam_cfg = cfg.lara.lam
+        return lara.LatentActionModel(lam_cfg if lam_cfg.action_horizon else lam_cfg.model_copy(update={"action_horizon": k}))
+    saved = lara.load_lam(cfg.refine.lam_from)
+    if saved.action_head is not None:
+        return saved
+    lam = lara.LatentActionModel(saved.cfg.model_copy(update={"action_horizon": k}))
+    missing, unexpected = lam.load_state_dict(saved.state_dict(), strict=False)
+    assert not unexpected and all(name.startswith("action_head.") for name in missing), (missing, unexpected)
+    return lam
+
+
+@torch.no_grad()
+def probe(lam: lara.LatentActionModel, data: LiberoDataset, samples: int) -> float:
+    """R^2 of a ridge probe z -> a_{t:t+k} (normalised), fit on the first 70% of evenly spread samples
+    (earlier episodes) and scored on the rest (later episodes)."""
+    picks = [int(i) for i in np.linspace(0, len(data) - 1, min(samples, len(data)))]
+    items = [data[i] for i in picks]
+    items = [s for s in items if bool(s["lam_valid"]) and bool(s["lam_action_mask"].all())]
+    if len(items) < 16:
+        raise ValueError(f"only {len(items)} probe samples have a full future window; the data are too short for "
+                         f"frame_gap={data.config.frame_gap}")
+    frames = torch.stack([s["lam_frames"] for s in items]).float() / 255.0
+    actions = torch.stack([s["lam_actions"] for s in items]).flatten(1)
+    was_training = lam.training
+    lam.eval()
+    device = next(lam.parameters()).device
+    z = torch.cat([lam.encode(chunk.to(device)).flatten(1).cpu() for chunk in frames.split(64)])
+    lam.train(was_training)
+    cut = int(0.7 * len(z))
+    return ridge_r2(z[:cut], actions[:cut], z[cut:], actions[cut:])
+
+
+def run(cfg: RecipeConfig) -> dict:
+    if cfg.baseline:
+        raise ValueError("refine_lam has no baseline: it trains the LAM, which the baseline does not have")
+    seed_everything(cfg.train.seed)
+    data = load_data(cfg)
+    family, vla = build_vla(cfg, data)
+    lam = with_action_head(cfg)
+    before = probe(lam, data, cfg.refine.probe_samples)
+    model = lara.attach(vla, cfg.lara, lam=lam)
+    print(model.trainable_parameters())
+    trainer = Trainer(cfg.train, cfg.output_dir, model, lara_step, datasets=[data], collate=family.collate,
+                      export=exporter(family, baseline=False), run_config=cfg.model_dump(mode="json"))
+    checkpoint = trainer.fit()
+    if trainer.ema is not None:
+        trainer.ema.copy_to(trainer.unwrapped)
+    result = {"checkpoint": checkpoint, "probe_r2_before": before,
+              "probe_r2_after": probe(trainer.unwrapped.lam, data, cfg.refine.probe_samples)}
+    if trainer.accelerator.is_main_process:
+        result["final"] = final_export(cfg, family, trainer.unwrapped, data)
+        (result["final"] / "probe.json").write_text(json.dumps(
+            {k: result[k] for k in ("probe_r2_before", "probe_r2_after")}, indent=1))
+    trainer.accelerator.wait_for_everyone()
+    return result
