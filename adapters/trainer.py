@@ -203,6 +203,7 @@ class Trainer:
                 if not sync:
                     continue
                 grad_norm = acc.clip_grad_norm_(self.params, cfg.clip_grad_norm) if cfg.clip_grad_norm else None
+                lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -217,7 +218,7 @@ class Trainer:
                     means = acc.reduce(torch.stack([sums[n] for n in names]) / window_micro, "mean").tolist()
                     values = dict(zip(names, means))
                     elapsed = time.perf_counter() - window_start
-                    values["lr"] = self.scheduler.get_last_lr()[0]
+                    values["lr"] = lr
                     values["samples_per_s"] = window_micro * cfg.batch_size * acc.num_processes / elapsed
                     if log is not None:
                         log.log(self.step, values)

@@ -1,0 +1,112 @@
+"""Each recipe runs a few steps from its preset; the baseline switch; presets and config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import lara
+from lara.adapters import posttrain, pretrain, refine_lam
+from lara.adapters.config import available_presets, load_recipe
+from lara.adapters.metrics import read_metrics
+from lara.vla import load_policy
+
+from recipe_files import tiny, write_demos
+
+LARA_COMPONENTS = {"base", "align", "align/cos", "lam/recon", "lam/commit", "lam/perplexity", "lam/code_usage"}
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    return write_demos(tmp_path_factory.mktemp("demos"))
+
+
+def test_posttrain_exports_a_policy_and_logs_every_lara_component(demos, tmp_path):
+    result = posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, tmp_path / "run", steps=3, every=3)
+                                       + ["train.ema_decay=0.5"]))
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert LARA_COMPONENTS <= records[-1].keys() and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert records[0]["lr"] < records[1]["lr"] > records[2]["lr"]  # warm-up, then the cosine decay
+    final = result["final"]
+    policy = load_policy(final / "vla")
+    policy.reset("put the bowl on the plate")
+    action = policy.act({"agentview_rgb": torch.zeros(64, 64, 3, dtype=torch.uint8).numpy()})
+    assert action.shape == (1, 7)
+    assert policy.model.config.norm_stats["q99"] != [1.0] * 7  # the demonstrations' statistics travel with it
+    assert (final / "dataset_statistics.json").is_file()
+    # with EMA the export holds the averaged weights, not the last ones
+    raw = torch.load(result["checkpoint"] / "state" / "model.pt", weights_only=True)
+    ema = torch.load(result["checkpoint"] / "state" / "ema.pt", weights_only=True)
+    exported = load_file(final / "lara" / "lara.safetensors")
+    name = "projector.weight"
+    assert torch.equal(exported[name], ema[name]) and not torch.equal(exported[name], raw[name])
+
+
+def test_baseline_runs_the_same_recipe_without_lara(demos, tmp_path):
+    result = posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, tmp_path / "base", steps=2) + ["baseline=true"]))
+    record = read_metrics(tmp_path / "base" / "metrics.jsonl")[-1]
+    assert set(record) == {"step", "loss", "base", "grad_norm", "lr", "samples_per_s"}
+    assert not (result["final"] / "lara").exists() and (result["final"] / "vla" / "config.json").is_file()
+
+
+def test_pretrain_trains_the_lam_first_then_jointly_with_video_batches(demos, tmp_path):
+    cfg = load_recipe("pretrain_token_vla", tiny(demos, tmp_path / "pre", steps=4)
+                      + [f"pretrain.video_paths=[{demos / 'b_demo.hdf5'}]", "pretrain.video_every=2",
+                         "pretrain.lam_steps=3"])
+    result = pretrain.run(cfg)
+    lam_log = read_metrics(tmp_path / "pre" / "lam" / "metrics.jsonl")
+    assert [r["step"] for r in lam_log] == [1, 2, 3] and "base" not in lam_log[0]
+    joint = read_metrics(tmp_path / "pre" / "joint" / "metrics.jsonl")
+    video_steps = [r for r in joint if r["step"] % 2 == 0]  # micro-steps 1, 3: every 2nd batch is video
+    assert all(r["base"] == 0 and r["loss"] < 1 for r in video_steps)  # LAM + alignment only
+    assert all(r["base"] > 1 for r in joint if r["step"] % 2 == 1)
+    lam = lara.load_lam(result["final"] / "lara")
+    assert lam.cfg == cfg.lara.lam
+
+
+def test_refine_lam_continues_a_saved_lam_with_an_action_head(demos, tmp_path):
+    pre = pretrain.run(load_recipe("pretrain_token_vla", tiny(demos, tmp_path / "pre", steps=2)
+                                   + ["pretrain.lam_steps=2"]))
+    result = refine_lam.run(load_recipe("refine_lam", tiny(demos, tmp_path / "ref", steps=3, every=3) + [
+        f"refine.lam_from={pre['final'] / 'lara'}", f"model.path={pre['final'] / 'vla'}", "refine.probe_samples=64"]))
+    records = read_metrics(tmp_path / "ref" / "metrics.jsonl")
+    assert all(r["lam/action"] > 0 for r in records)  # the action head learns from the trajectories
+    refined, saved = lara.load_lam(result["final"] / "lara"), lara.load_lam(pre["final"] / "lara")
+    assert refined.action_head is not None and saved.action_head is None
+    assert any(not torch.equal(a, b) for a, b in zip(refined.idm.parameters(), saved.idm.parameters()))
+    frozen = torch.load(result["checkpoint"] / "state" / "model.pt", weights_only=True)
+    assert not any(k.startswith("base.") and "weight" in k for k in frozen)  # the VLA stayed frozen
+    assert {"probe_r2_before", "probe_r2_after"} <= set(result)
+
+
+def test_every_preset_validates():
+    for name in available_presets():
+        extra = ["model.path=/models/openvla-7b"] if "openvla" in name else []
+        assert load_recipe(name, extra).recipe in {"pretrain", "posttrain", "refine_lam"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.stesp=5"], r"unknown key 'train.stesp'. Did you mean 'train.steps'\?"),
+    (["lara.lam.quantiser=fsq"], r"Did you mean 'lara.lam.quantizer'\?"),
+    (["train.steps=-1"], r"train.steps: Input should be greater than or equal to 1"),
+    (["lara.lam.quantizer=kmeans"], r"lara.lam.quantizer: Input should be 'vq', 'nsvq', 'fsq' or 'none'"),
+    (["train.steps"], r"must look like key=value"),
+    (["train.steps.max=3"], r"'train.steps' is a value, not a section"),
+])
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe("posttrain_token_vla", overrides)
+
+
+def test_unknown_preset_suggests_the_closest():
+    with pytest.raises(ValueError, match=r"unknown preset 'posttrain_tokenvla'. Did you mean 'posttrain_token_vla'\?"):
+        load_recipe("posttrain_tokenvla")
+
+
+def test_checkpoint_and_log_intervals_must_align(demos, tmp_path):
+    with pytest.raises(ValueError, match=r"checkpoint_every \(3\) must be a multiple of train.log_every \(2\)"):
+        posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, tmp_path, steps=3, every=3) + ["train.log_every=2"]))

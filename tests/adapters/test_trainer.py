@@ -1,0 +1,105 @@
+"""The trainer's promises: exact resume after a kill, corrupt checkpoints skipped, DDP = a bigger batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lara.adapters import checkpoints, posttrain
+from lara.adapters.config import load_recipe
+from lara.adapters.metrics import read_metrics
+
+from recipe_files import tiny, write_demos
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    return write_demos(tmp_path_factory.mktemp("demos"))
+
+
+def losses(run: Path) -> list[dict]:
+    """Every logged value except wall-clock throughput."""
+    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in read_metrics(run / "metrics.jsonl")]
+
+
+def train_command(demos: Path, out: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "lara.adapters.cli", "posttrain_token_vla", *tiny(demos, out, steps=steps, every=2)]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_the_identical_loss_sequence(demos, tmp_path):
+    steps = 16
+    subprocess.run(train_command(demos, tmp_path / "straight", steps), check=True, env=ENV, cwd=ROOT,
+                   capture_output=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(train_command(demos, run, steps), env=ENV, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "step_000004" / checkpoints.MANIFEST).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its 4th step was saved"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "checkpoints" / "step_000016").exists(), "the kill came too late to test anything"
+    interrupted_at = max(r["step"] for r in read_metrics(run / "metrics.jsonl"))
+
+    resumed = subprocess.run(train_command(demos, run, steps), check=True, env=ENV, cwd=ROOT,
+                             capture_output=True, text=True)
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert interrupted_at < steps
+    assert [r["step"] for r in losses(run)] == list(range(1, steps + 1))
+    assert losses(run) == losses(tmp_path / "straight")  # bit for bit, every component and the LR
+
+
+def test_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(demos, tmp_path):
+    run = tmp_path / "run"
+    posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, run, steps=4)))
+    newest = run / "checkpoints" / "step_000004"
+    optimizer = newest / "state" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:-100])  # a truncated file
+    (run / "checkpoints" / "step_000006.tmp").mkdir()  # a crash while writing step 6: no manifest
+
+    assert checkpoints.verify(newest) is not None
+    with pytest.warns(UserWarning, match=r"step_000004 is corrupt \(state/optimizer.pt has"):
+        result = posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, run, steps=6)))
+    assert result["checkpoint"].name == "step_000006"
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert not (run / "checkpoints" / "step_000006.tmp").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000004", "step_000006"]
+    assert checkpoints.verify(run / "checkpoints" / "step_000004") is None  # rewritten intact by the resumed run
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes_matches_one_process_with_the_doubled_batch(demos, tmp_path):
+    # fsq: no codebook buffers (DDP broadcasts rank 0's buffers, an EMA codebook would differ); complete
+    # samples only, so per-process means average to the global mean
+    common = ["data.drop_incomplete=true", "lara.lam.quantizer=fsq"]
+    two = tiny(demos, tmp_path / "two", steps=3, every=3) + common
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "-m", "lara.adapters.cli", "posttrain_token_vla", *two],
+                   check=True, env=ENV, cwd=ROOT, capture_output=True)
+    one = tiny(demos, tmp_path / "one", steps=3, every=3) + common + ["train.batch_size=8"]
+    subprocess.run([sys.executable, "-m", "lara.adapters.cli", "posttrain_token_vla", *one],
+                   check=True, env=ENV, cwd=ROOT, capture_output=True)
+
+    state = {name: checkpoints.checkpoints(tmp_path / name / "checkpoints")[0] for name in ("two", "one")}
+    assert '"world_size": 2' in (state["two"] / "trainer_state.json").read_text()
+    a, b = (torch.load(state[n] / "state" / "model.pt", weights_only=True) for n in ("two", "one"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    two_losses, one_losses = ([r["loss"] for r in losses(tmp_path / n)] for n in ("two", "one"))
+    assert two_losses == pytest.approx(one_losses, rel=1e-5)
+    assert len(set(one_losses)) == 3  # the weights did move: every step saw a different loss
