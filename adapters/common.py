@@ -56,6 +56,31 @@ def baseline_step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
     return out.loss, {"base": out.loss.detach()}
 
 
+def lam_step(lam: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    out = lam(batch["lam_frames"].float() / 255.0, valid=batch["lam_valid"])
+    parts = {f"lam/{k}": v.detach() for k, v in {**out.losses, **out.stats}.items() if k != "total"}
+    return out.losses["total"], parts
+
+
+def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: float) -> lara.LatentActionModel:
+    """A fresh LAM trained alone on frames (reconstruction) for `steps` steps in RUN/lam (resumable).
+    Bidirectional alignment against an untrained LAM can collapse its latent (measured: a single code in
+    use), which is why the LARA release trains its LAM first."""
+    from .families import lara_inputs
+    from .trainer import Trainer
+
+    lam = lara.LatentActionModel(cfg.lara.lam)
+    if not steps:
+        return lam
+    lam_train = cfg.train.model_copy(update={"steps": steps, "warmup_steps": 0, "ema_decay": None})
+    phase = Trainer(lam_train, cfg.output_dir / "lam", lam, lam_step,
+                    datasets=[torch.utils.data.ConcatDataset(frames)], collate=lara_inputs,
+                    export=lambda m, d: lara.save_lam(m, d / "lam"), lr=lr, run_config=cfg.model_dump(mode="json"))
+    phase.fit()
+    phase.accelerator.free_memory()
+    return phase.unwrapped
+
+
 def exporter(family: Family, baseline: bool):
     """Checkpoint exports: `vla/` natively and, with LARA, the artifact `lara/` (projector + LAM)."""
     def export(model: nn.Module, directory: Path) -> None:

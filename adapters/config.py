@@ -113,6 +113,14 @@ class PretrainConfig(_Strict):
     )
 
 
+class PosttrainConfig(_Strict):
+    lam_warmup_steps: int = Field(
+        0, ge=0, description="With a fresh LAM (no refine.lam_from): LAM-only steps on the demonstrations' frames "
+        "before joint training (0: none). Alignment against an untrained LAM can collapse its latent.",
+    )
+    lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM warm-up.")
+
+
 class RefineConfig(_Strict):
     lam_from: Path | None = Field(
         None, description="A LARA artifact folder (lara_config.json + lara.safetensors) whose LAM is refined; "
@@ -132,6 +140,7 @@ class RecipeConfig(_Strict):
     baseline: bool = Field(False, description="Alignment off: the identical recipe without LARA (ablations).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The optimisation loop.")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Pre-training only.")
+    posttrain: PosttrainConfig = Field(default_factory=PosttrainConfig, description="Post-training only.")
     refine: RefineConfig = Field(default_factory=RefineConfig, description="LAM refinement only.")
 
 

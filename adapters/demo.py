@@ -1,104 +1,229 @@
-"""`make demo`: a short LARA training of the reference TokenVLA on generated moving-object frames.
+"""`make demo` / `lara demo`: the main job end to end on a CPU, no GPU and no downloads.
 
-The task: an instruction names a target ("move the square to the top left"); the robot action
-(dx, dy) is the move towards it, which the policy infers from o_t and the instruction while the
-language-free LAM must read it from (o_t, o_{t+k}). The TokenVLA learns it as OpenVLA-style action tokens while the
-jointly trained LAM learns latent actions from (o_t, o_{t+k}) and the two are aligned. It prints the
-loss components as it trains, then the held-out action-token accuracy and the linear-probe R^2 of the
-LAM latents (how much of the true action they carry), and saves the VLA and the LARA artifact.
-CPU only, no downloads, about a minute on 2 cores.
+1. Demonstrations: the privileged scripted expert solves libero_object tasks in the real LIBERO simulator;
+   the successful episodes are written in the LIBERO HDF5 schema and cached (`--data`), so a second
+   run skips this step.
+2. Post-training with LARA: the `posttrain_token_vla` preset (the reference TokenVLA, a fresh LAM warmed
+   up alone, then joint training with the alignment loss), shrunk to minutes by the overrides it prints.
+3. Evaluation: the standard LIBERO protocol on the same tasks for a few trials, 2 worker processes.
+4. Report: OUT/report/{results.json, loss.png, rollout.mp4, summary.txt}; the summary is printed.
+
+At this scale (a few demonstrations, a 1M-parameter VLA, minutes of CPU) the policy is not expected to
+solve the tasks: the demo shows the whole pipeline and its figures, not a result.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-import lara
-from lara.benchmarks.probes.linear_probe import probe_latents
-from lara.benchmarks.probes.synthetic import moving_object_pairs
-from lara.vla.presets import tiny_token_vla
-from lara.vla.token_vla import preprocess_images
-from lara.vla.tokenizer import build_example, collate
+DEFAULT_TASKS = "0,1"  # libero_object: the alphabet soup and the cream cheese into the basket
 
 
-def make_batch(model, frames: torch.Tensor, shifts: torch.Tensor, instructions: list[str]) -> dict:
-    """VLA inputs (image o_t, prompt, action tokens) + the LARA frames (o_t, o_{t+k})."""
-    actions = np.zeros((len(shifts), 7), np.float32)
-    actions[:, :2] = shifts.numpy()  # (dx, dy) in [-1, 1]; the other dims stay 0 (gripper open = -1 not needed)
-    ids = model.action_tokenizer.encode(actions)
-    batch = collate([build_example(text, row) for text, row in zip(instructions, ids)])
-    batch["pixel_values"] = preprocess_images(frames[:, 0], model.config.vision_config.image_size)
-    batch["lam_frames"] = frames
-    return batch
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lara demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="run, evaluation and report folder")
+    p.add_argument("--data", type=Path, default=Path("outputs/demo_data"),
+                   help="cache of the generated demonstrations (reused when its settings match)")
+    p.add_argument("--suite", default="object", help="LIBERO suite of the demonstrations and the evaluation")
+    p.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated task indices")
+    p.add_argument("--episodes", type=int, default=5, help="scripted demonstrations per task")
+    p.add_argument("--camera-size", type=int, default=64, help="rendered image size of demos and evaluation")
+    p.add_argument("--lam-warmup", type=int, default=300, help="LAM-only steps before joint training")
+    p.add_argument("--steps", type=int, default=400, help="joint VLA + LAM training steps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--trials", type=int, default=2, help="evaluation episodes per task")
+    p.add_argument("--max-steps", type=int, default=None, help="evaluation step budget (default: the suite's)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes for generation and evaluation")
+    p.add_argument("--baseline", action="store_true", help="the identical run without LARA (alignment off)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
 
 
-@torch.no_grad()
-def action_accuracy(model, frames: torch.Tensor, shifts: torch.Tensor, instructions: list[str]) -> float:
-    """Fraction of (dx, dy) decoded within 8 bins of the truth (greedy, held-out frames)."""
-    pixels = preprocess_images(frames[:, 0], model.config.vision_config.image_size)
-    pred = np.concatenate(
-        [model.predict_action(pixels[i : i + 1], [instructions[i]], unnorm=False) for i in range(len(pixels))]
-    )
-    return float((np.abs(pred[:, :2] - shifts.numpy()) < 8 / 255).all(1).mean())
+# ------------------------------------------------------------------------------------------------
+# 1. demonstrations
+
+
+def _cache_matches(data: Path, suite: str, tasks: list[int], episodes: int, camera_size: int) -> bool:
+    summary_path = data / "generation.json"
+    if not summary_path.is_file():
+        return False
+    summary = json.loads(summary_path.read_text())
+    entries = {t["task_id"]: t for t in summary.get("tasks", [])}
+    return (summary.get("suite") == suite and summary.get("episodes_per_task") == episodes
+            and summary.get("camera_size") == camera_size and sorted(entries) == sorted(tasks)
+            and all(t.get("file") and Path(t["file"]).is_file() for t in entries.values()))
+
+
+def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
+    """The cached demonstrations, generated first when missing (into a staging folder renamed at the end,
+    so an interrupted generation never looks like a cache)."""
+    from lara.benchmarks.libero import generate
+
+    if _cache_matches(args.data, suite, tasks, args.episodes, args.camera_size):
+        return json.loads((args.data / "generation.json").read_text()), True
+    staging = args.data.with_name(args.data.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    code = generate.main(["generate", "--suite", suite, "--tasks", ",".join(map(str, tasks)),
+                          "--episodes", str(args.episodes), "--camera-size", str(args.camera_size),
+                          "--workers", str(min(args.workers, len(tasks))), "--seed", str(args.seed),
+                          "--out", str(staging)])
+    summary = json.loads((staging / "generation.json").read_text())
+    if code != 0:
+        raise RuntimeError(f"the scripted expert solved no episode of some task; see {staging / 'generation.json'}")
+    for task in summary["tasks"]:  # the summary names files by their final place
+        task["file"] = str(args.data / Path(task["file"]).name)
+    (staging / "generation.json").write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(args.data, ignore_errors=True)
+    staging.rename(args.data)
+    return summary, False
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. training
+
+
+def training_overrides(args, run: Path) -> list[str]:
+    every = max(10, args.steps // 4 // 10 * 10)
+    return [f"data.paths=[{args.data}]", f"output_dir={run}", f"train.steps={args.steps}",
+            f"train.batch_size={args.batch_size}", f"posttrain.lam_warmup_steps={args.lam_warmup}",
+            "train.log_every=10", f"train.checkpoint_every={every}", "train.keep_checkpoints=1",
+            "train.warmup_steps=20", "train.lr=1e-3", "train.wandb.mode=disabled", f"train.seed={args.seed}",
+            f"baseline={str(args.baseline).lower()}", f"data.image_size={args.camera_size}",
+            f"model.build={{width: 128, layers: 4, image_size: {args.camera_size}}}",
+            f"lara.lam.image_size={args.camera_size}"]
+
+
+def train(args, run: Path) -> dict:
+    from lara.adapters import posttrain
+    from lara.adapters.config import load_recipe
+    from lara.adapters.metrics import read_metrics
+
+    overrides = training_overrides(args, run)
+    print("\n[2/4] post-training, the same as:\n  lara train posttrain_token_vla " + " ".join(
+        f"'{o}'" if " " in o else o for o in overrides), flush=True)
+    start = time.time()
+    result = posttrain.run(load_recipe("posttrain_token_vla", overrides))
+    wall = time.time() - start
+    records = read_metrics(run / "metrics.jsonl")
+    speeds = sorted(r["samples_per_s"] for r in records[1:] or records)
+    return {"final": str(result["final"]), "samples": result["samples"], "wall_s": round(wall, 1),
+            "joint_steps": args.steps, "lam_warmup_steps": 0 if args.baseline else args.lam_warmup,
+            "median_samples_per_s": round(speeds[len(speeds) // 2], 1), "last": records[-1],
+            "metrics": str(run / "metrics.jsonl")}
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. evaluation and 4. report
+
+
+def loss_plot(run: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lara.adapters.metrics import read_metrics
+
+    joint = read_metrics(run / "metrics.jsonl")
+    warm = read_metrics(run / "lam" / "metrics.jsonl") if (run / "lam" / "metrics.jsonl").is_file() else []
+    offset = warm[-1]["step"] if warm else 0
+    panels = [("VLA action-token loss", "base", joint), ("alignment (1 - cos)", "align", joint),
+              ("LAM reconstruction", "lam/recon", warm + [{**r, "step": r["step"] + offset} for r in joint])]
+    panels = [p for p in panels if p[2] and p[1] in p[2][-1]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (title, key, records) in zip(list(axes) if len(panels) > 1 else [axes], panels):
+        ax.plot([r["step"] for r in records], [r[key] for r in records])
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step (LAM warm-up first)" if key == "lam/recon" and warm else "step")
+        ax.set_yscale("log")
+        if key == "lam/recon" and warm:
+            ax.axvline(offset, color="grey", linestyle=":", linewidth=1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary_text(report: dict, folder: Path) -> str:
+    data, training, evaluation, timing = report["data"], report["train"], report["eval"], report["timing"]
+    lines = [f"LARA demo ({'baseline, no LARA' if report['baseline'] else 'TokenVLA + LARA'}) "
+             f"on {evaluation['suite']} tasks {report['tasks']}",
+             f"  demonstrations: {data['episodes']} scripted episodes "
+             f"({'cached' if data['cached'] else 'generated'}, expert success {data['expert_success']})"]
+    last = training["last"]
+    parts = ", ".join(f"{k}={last[k]:.3f}" for k in ("base", "align", "lam/recon") if k in last)
+    lines += [f"  training: {training['lam_warmup_steps']} LAM warm-up + {training['joint_steps']} joint steps "
+              f"on {training['samples']} samples, {training['median_samples_per_s']} samples/s; last {parts}",
+              f"  evaluation: {evaluation['successes']}/{evaluation['episodes']} successful episodes "
+              f"({100 * evaluation['success_rate']:.0f}%), {evaluation['env_steps_per_s']} env steps/s",
+              "  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()),
+              f"  report: {folder} (results.json, loss.png, rollout.mp4)",
+              f"  policy: {training['final']}/vla  (lara eval libero --policy checkpoint:{training['final']}/vla)"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lam-warmup", type=int, default=900,
-                        help="LAM-only steps on the frames before joint training (the release pre-trains its LAM)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight bars (workers inherit it)
+    from lara.benchmarks.libero.env import resolve_suite
+    from lara.benchmarks.libero.evaluate import evaluate
+    from lara.benchmarks.libero.generate import parse_tasks
 
-    torch.manual_seed(args.seed)
-    frames, shifts, texts = moving_object_pairs(2000, size=16, square=4, max_shift=3, seed=args.seed, instructed=True)
-    train, held_out = slice(0, 1600), slice(1600, 2000)
-    vla = tiny_token_vla(width=64, layers=2, image_size=16)
-    lam_cfg = lara.LAMConfig(image_size=16, patch_size=4, width=64, heads=4, idm_layers=2, fdm_layers=2)
-    model = lara.attach(vla, lara.LaraConfig(lam=lam_cfg))
-    print(model.trainable_parameters())
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    suite = resolve_suite(args.suite)
+    tasks = parse_tasks(args.tasks, suite)
+    run, eval_dir, folder = args.out / "run", args.out / "eval", args.out / "report"
+    for stale in (run, eval_dir, folder):  # each demo run starts fresh; the demonstrations cache stays
+        shutil.rmtree(stale, ignore_errors=True)
+    timing, start = {}, time.time()
 
-    start = time.perf_counter()
-    g = torch.Generator().manual_seed(args.seed)
-    lam_opt = torch.optim.AdamW(model.lam.parameters(), lr=1e-3)
-    for step in range(1, args.lam_warmup + 1):  # paradigm 1: the LAM learns from frames alone first
-        idx = torch.randint(train.start, train.stop, (args.batch_size,), generator=g)
-        lam_out = model.lam(frames[idx].float() / 255)
-        lam_out.losses["total"].backward()
-        lam_opt.step()
-        lam_opt.zero_grad(set_to_none=True)
-        if step % 100 == 0:
-            print(f"LAM warm-up {step:4d} recon={lam_out.losses['recon'].item():.4f} "
-                  f"code_usage={lam_out.stats['code_usage'].item():.3f}", flush=True)
-    print(f"LAM probe R^2 after warm-up: {probe_latents(model.lam, frames[held_out], shifts[held_out]):.3f}")
-    for step in range(1, args.steps + 1):
-        idx = torch.randint(train.start, train.stop, (args.batch_size,), generator=g)
-        out = model(**make_batch(vla, frames[idx], shifts[idx], [texts[i] for i in idx]))
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 25 == 0 or step == 1:  # .item() only at the logging interval
-            parts = " ".join(f"{k}={v.item():.4f}" for k, v in out["lara"].items())
-            print(f"step {step:4d} loss={out.loss.item():.4f} {parts}", flush=True)
-    elapsed = time.perf_counter() - start
+    print(f"[1/4] scripted demonstrations: {suite} tasks {tasks}, {args.episodes} episodes each -> {args.data}",
+          flush=True)
+    generation, cached = demonstrations(args, suite, tasks)
+    timing["data"] = time.time() - start
 
-    model.eval()
-    r2 = probe_latents(model.lam, frames[held_out], shifts[held_out])
-    accuracy = action_accuracy(vla, frames[held_out][:100], shifts[held_out][:100], texts[held_out][:100])
-    lara.save(model, args.out / "lara")
-    lara.detach(model).save_pretrained(args.out / "vla")
-    print(f"\ntrained {args.steps} steps in {elapsed:.0f} s")
-    print(f"held-out action accuracy (dx, dy within 8 bins): {accuracy:.2f}")
-    print(f"LAM latent probe R^2 (true action from z, held-out): {r2:.3f}")
-    print(f"saved: {args.out / 'vla'} (VLA, save_pretrained) and {args.out / 'lara'} (projector + LAM)")
+    t0 = time.time()
+    training = train(args, run)
+    timing["train"] = time.time() - t0
+
+    print(f"\n[3/4] evaluation: {args.trials} trials per task, {args.workers} workers", flush=True)
+    t0 = time.time()
+    policy = f"checkpoint:{training['final']}/vla"
+    results = evaluate(policy, [suite], eval_dir, tasks=tasks, trials=args.trials, workers=args.workers,
+                       seed=args.seed, camera_size=args.camera_size, max_steps=args.max_steps)
+    timing["eval"] = time.time() - t0
+
+    folder.mkdir(parents=True, exist_ok=True)
+    loss_plot(run, folder / "loss.png")
+    episodes = [e for t in results["tasks"] for e in t["episodes"]]
+    shown = next((e for e in episodes if e["success"]), episodes[0])
+    shutil.copy(shown["video"], folder / "rollout.mp4")
+    timing["total"] = time.time() - start
+    report = {
+        "baseline": args.baseline, "tasks": tasks, "settings": {k: str(v) for k, v in vars(args).items()},
+        "data": {"folder": str(args.data), "cached": cached, "episodes": sum(t["successes"] for t in generation["tasks"]),
+                 "expert_success": f"{sum(t['successes'] for t in generation['tasks'])}/"
+                                   f"{sum(t['attempts'] for t in generation['tasks'])}",
+                 "tasks": [{k: t[k] for k in ("task_id", "task_name", "successes", "attempts",
+                                               "rollout_s_per_episode", "render_s_per_episode")}
+                           for t in generation["tasks"]]},
+        "train": training,
+        "eval": {"suite": suite, "episodes": len(episodes), "successes": sum(e["success"] for e in episodes),
+                 "success_rate": results["average_success_rate"], "env_steps_per_s": results["env_steps_per_s"],
+                 "per_task": {t["task_name"]: f"{t['successes']}/{t['trials']}" for t in results["tasks"]},
+                 "results": str(eval_dir / "results.json"), "rollout_video": str(shown["video"]),
+                 "rollout_success": shown["success"]},
+        "timing": {k: round(v, 1) for k, v in timing.items()},
+    }
+    (folder / "results.json").write_text(json.dumps(report, indent=2))
+    text = summary_text(report, folder)
+    (folder / "summary.txt").write_text(text + "\n")
+    print("\n[4/4] " + text)
     return 0
 
 

@@ -3,16 +3,18 @@
     lara train posttrain_token_vla model.path=runs/pretrained/vla data.paths=[data/libero_object]
     lara train posttrain_pi0 baseline=true            # the identical run without LARA
 
-Full fine-tuning or LoRA (`model.lora`, through peft). The LAM trains jointly from scratch unless
-`refine.lam_from` names a LARA artifact whose LAM to continue from (e.g. one from `pretrain`).
-Writes RUN/checkpoints/step_N (resumable), RUN/metrics.jsonl, RUN/final/{vla, lara}.
+Full fine-tuning or LoRA (`model.lora`, through peft). The LAM continues from `refine.lam_from` (a LARA
+artifact, e.g. from `pretrain`) or starts fresh; a fresh LAM first trains alone on the demonstrations'
+frames for `posttrain.lam_warmup_steps` steps (RUN/lam), since alignment against an untrained LAM can
+collapse its latent. Writes RUN/checkpoints/step_N (resumable), RUN/metrics.jsonl, RUN/final/{vla, lara}.
 """
 
 from __future__ import annotations
 
 import lara
 
-from .common import baseline_step, build_vla, exporter, final_export, lara_step, load_data
+from .common import (baseline_step, build_vla, exporter, final_export, lara_step, load_data, video_data,
+                     warm_up_lam)
 from .config import RecipeConfig
 from .trainer import Trainer, seed_everything
 
@@ -24,7 +26,11 @@ def run(cfg: RecipeConfig) -> dict:
     if cfg.baseline:
         model = vla
     else:
-        lam = lara.load_lam(cfg.refine.lam_from) if cfg.refine.lam_from else None
+        if cfg.refine.lam_from:
+            lam = lara.load_lam(cfg.refine.lam_from)
+        else:
+            lam = warm_up_lam(cfg, [video_data(cfg, cfg.data.paths)], cfg.posttrain.lam_warmup_steps,
+                              cfg.posttrain.lam_lr)
         model = lara.attach(vla, cfg.lara, lam=lam)
         print(model.trainable_parameters())
     trainer = Trainer(cfg.train, cfg.output_dir, model, baseline_step if cfg.baseline else lara_step,

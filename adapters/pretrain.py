@@ -12,20 +12,12 @@ contributes the LAM and alignment losses only. Both phases resume from their own
 
 from __future__ import annotations
 
-import torch
-
 import lara
 
-from .common import baseline_step, build_vla, exporter, final_export, lara_step, load_data, video_data
+from .common import (baseline_step, build_vla, exporter, final_export, lara_step, load_data, video_data,
+                     warm_up_lam)
 from .config import RecipeConfig
-from .families import lara_inputs
 from .trainer import Trainer, seed_everything
-
-
-def lam_step(lam: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-    out = lam(batch["lam_frames"].float() / 255.0, valid=batch["lam_valid"])
-    parts = {f"lam/{k}": v.detach() for k, v in {**out.losses, **out.stats}.items() if k != "total"}
-    return out.losses["total"], parts
 
 
 def run(cfg: RecipeConfig) -> dict:
@@ -36,19 +28,10 @@ def run(cfg: RecipeConfig) -> dict:
         raise ValueError("baseline=true trains the VLA alone, which cannot use action-free videos: "
                          "set pretrain.video_every=0 (or baseline=false)")
     family, vla = build_vla(cfg, data)
-    lam = lara.LatentActionModel(cfg.lara.lam)
-
-    if not cfg.baseline and cfg.pretrain.lam_steps:
+    lam = None
+    if not cfg.baseline:
         frames = [video_data(cfg, cfg.data.paths)] + ([videos] if videos is not None else [])
-        lam_train = cfg.train.model_copy(update={"steps": cfg.pretrain.lam_steps, "warmup_steps": 0,
-                                                 "ema_decay": None})
-        phase = Trainer(lam_train, cfg.output_dir / "lam", lam, lam_step,
-                        datasets=[torch.utils.data.ConcatDataset(frames)], collate=lara_inputs,
-                        export=lambda m, d: lara.save_lam(m, d / "lam"), lr=cfg.pretrain.lam_lr,
-                        run_config=cfg.model_dump(mode="json"))
-        phase.fit()
-        lam = phase.unwrapped
-        phase.accelerator.free_memory()
+        lam = warm_up_lam(cfg, frames, cfg.pretrain.lam_steps, cfg.pretrain.lam_lr)
 
     seed_everything(cfg.train.seed + 1)  # phase 2's noise does not depend on whether phase 1 ran or resumed
     model = vla if cfg.baseline else lara.attach(vla, cfg.lara, lam=lam)

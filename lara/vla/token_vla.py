@@ -12,6 +12,8 @@ tokens on the last vocabulary ids and the q01/q99 statistics in the config are O
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -100,10 +102,12 @@ class TokenVLA(PreTrainedModel):
         if (batch["attention_mask"] == 0).any():
             raise ValueError("predict_action decodes instructions of one tokenized length per batch; call it per instruction")
         embeds = self.embed(input_ids, pixel_values)
+        # the KV cache argument is `past_key_values` in transformers 4.x and `cache` in 5.x
+        cache_kw = "cache" if "cache" in inspect.signature(self.language_model.forward).parameters else "past_key_values"
         tok, past, generated = self.action_tokenizer, None, []
         for _ in range(self.config.action_dim):
-            out = self.language_model(inputs_embeds=embeds, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = self.language_model(inputs_embeds=embeds, use_cache=True, **{cache_kw: past})
+            past = out[cache_kw]
             logits = out.logits[:, -1, tok.first_id : tok.last_id + 1]  # (B, n_bins)
             next_id = logits.argmax(-1) + tok.first_id  # (B,)
             generated.append(next_id)

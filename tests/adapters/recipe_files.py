@@ -36,4 +36,5 @@ def tiny(data: Path, out: Path, steps: int = 4, every: int = 2) -> list[str]:
     return [f"data.paths=[{data}]", f"output_dir={out}", f"train.steps={steps}", f"train.checkpoint_every={every}",
             "train.log_every=1", "train.batch_size=4", "train.warmup_steps=1", "train.wandb.mode=disabled",
             "train.progress=false", "model.build={width: 32, layers: 1, image_size: 32}", "data.image_size=32",
-            "lara.lam.image_size=32", "lara.lam.width=32", "lara.lam.idm_layers=1", "lara.lam.fdm_layers=1"]
+            "lara.lam.image_size=32", "lara.lam.width=32", "lara.lam.idm_layers=1", "lara.lam.fdm_layers=1",
+            "posttrain.lam_warmup_steps=0"]
