@@ -68,6 +68,9 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
 
     if _cache_matches(args.data, suite, tasks, args.episodes, args.camera_size):
         return json.loads((args.data / "generation.json").read_text()), True
+    if args.data.exists() and any(args.data.iterdir()) and not (args.data / "generation.json").is_file():
+        raise FileExistsError(f"--data {args.data} holds files but no generation.json, so it is not a demo cache; "
+                              "the demo replaces its cache when settings change: name an empty or new folder")
     staging = args.data.with_name(args.data.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     code = generate.main(["generate", "--suite", suite, "--tasks", ",".join(map(str, tasks)),
@@ -96,8 +99,8 @@ def training_overrides(args, run: Path) -> list[str]:
             "train.log_every=10", f"train.checkpoint_every={every}", "train.keep_checkpoints=1",
             "train.warmup_steps=20", "train.lr=1e-3", "train.wandb.mode=disabled", f"train.seed={args.seed}",
             f"baseline={str(args.baseline).lower()}", f"data.image_size={args.camera_size}",
-            f"model.build={{width: 128, layers: 4, image_size: {args.camera_size}}}",
-            f"lara.lam.image_size={args.camera_size}"]
+            f"model.build={{width: 128, layers: 4, image_size: {args.camera_size}, patch_size: 16}}",
+            f"lara.lam.image_size={args.camera_size}", "lara.lam.patch_size=16"]
 
 
 def train(args, run: Path) -> dict:

@@ -11,9 +11,10 @@ import torch
 from lara.vla.token_vla import TokenVLA, TokenVLAConfig
 
 
-def token_vla_config(width: int = 64, layers: int = 2, image_size: int = 32, vocab_size: int = 1024, **kw) -> TokenVLAConfig:
+def token_vla_config(width: int = 64, layers: int = 2, image_size: int = 32, vocab_size: int = 1024,
+                     patch_size: int = 8, **kw) -> TokenVLAConfig:
     vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=image_size, patch_size=8)
+                  image_size=image_size, patch_size=patch_size)
     text = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=2,
                 num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512, pad_token_id=0,
                 bos_token_id=1, eos_token_id=2)
