@@ -37,7 +37,7 @@ def apply_lora(model: nn.Module, lora: LoraConfig | None) -> nn.Module:
 
 def build_vla(cfg: RecipeConfig, data: LiberoDataset) -> tuple[Family, nn.Module]:
     cameras = (cfg.data.camera, *cfg.data.extra_cameras)
-    family = family_class(cfg.model.family)(cfg.model, data.statistics, cameras)
+    family = family_class(cfg.model.family)(cfg.model, data.statistics, cameras, cfg.data.dataset_name)
     vla = family.build()
     if cfg.model.freeze:
         vla.requires_grad_(False)

@@ -67,7 +67,7 @@ class PI0Family(Family):
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(directory)
         if self.statistics is not None:
-            save_statistics(self.statistics, directory)
+            save_statistics(self.statistics, directory, self.dataset_name)
 
 
 def check_pi0_directory(path: Path) -> None:
