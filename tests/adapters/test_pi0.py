@@ -104,6 +104,44 @@ def test_pi0_collate_of_video_samples_is_action_free(demos, pi0_run):
     assert (batch["input_ids"][:, :n_image] == 511).all() and (batch["input_ids"][:, n_image:] != 511).all()
 
 
+def test_pi0_sees_every_configured_camera(demos):
+    cfg = load_recipe("posttrain_pi0", tiny(demos, Path("unused"), family="pi0")
+                      + ["data.extra_cameras=[eye_in_hand_rgb]"])
+    data = LiberoDataset(cfg.data)
+    family = family_class("pi0")(cfg.model, data.statistics, ("agentview_rgb", "eye_in_hand_rgb"))
+    model = family.build()
+    batch = family.collate([data[i] for i in range(2)])
+    assert batch["pixel_values"].shape == (2, 2, 3, 32, 32) and batch["pixel_attention_mask"].all()
+    assert (batch["input_ids"] == 511).sum(1).tolist() == [2 * 16, 2 * 16]  # 16 patches per camera
+    assert not torch.equal(batch["pixel_values"][:, 0], batch["pixel_values"][:, 1])
+    assert model.config.lara_cameras == ["agentview_rgb", "eye_in_hand_rgb"]  # what the policy will read
+    batch.pop("lam_frames"), batch.pop("lam_valid"), batch.pop("lam_actions"), batch.pop("lam_action_mask")
+    assert torch.isfinite(model(**batch).loss)
+
+
+def test_pi0_from_a_path_uses_the_tokenizer_saved_there(demos, tmp_path):
+    """A converted pi0 checkpoint comes with its tokenizer: training, export and the policy all use it."""
+    from openvla_standin import standin_tokenizer  # any Llama-style sentencepiece tokenizer will do
+
+    seed_everything(0)
+    build = dict(yaml.safe_load(TINY_BUILD["pi0"]), vocab_size=32064)
+    PI0ForConditionalGeneration(pi0_config(**build)).save_pretrained(tmp_path / "pi0")
+    tokenizer = standin_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "pi0")
+    cfg = load_recipe("posttrain_pi0", tiny(demos, tmp_path / "run", steps=1, every=1, family="pi0")
+                      + [f"model.path={tmp_path / 'pi0'}", "model.lora=null"])
+    family = family_class("pi0")(cfg.model, None)
+    family.build()
+    ids = family.collate([LiberoDataset(cfg.data)[0]])["input_ids"][0, 16:].tolist()  # after the image tokens
+    assert ids == tokenizer("<s>put the bowl on the plate\n", add_special_tokens=False)["input_ids"]
+    final = posttrain.run(cfg)["final"] / "vla"
+    assert (final / "tokenizer.json").is_file()
+    policy = load_policy(f"checkpoint:{final}")
+    assert policy.inputs.tokenizer is not None
+    policy.reset("put the bowl on the plate")
+    assert check_chunk(policy.act(libero_obs())) is None
+
+
 def test_resumed_pi0_run_repeats_the_uninterrupted_losses(demos, tmp_path):
     """A run resumed from step 4 of 6 logs the same values bit for bit (flow noise and time included)."""
     overrides = tiny(demos, tmp_path / "run", steps=6, every=2, family="pi0") + ["train.keep_checkpoints=3"]
