@@ -31,11 +31,11 @@ from PIL import Image
 from torch import nn
 
 from lara.data.statistics import save_statistics
+from lara.policy import ACTION_DIM
 from lara.vla.tokenizer import IGNORE_INDEX, ActionTokenizer
 
 from .base import Family, lara_inputs
 
-ACTION_DIM = 7
 AUTO_CLASS = "AutoModelForVision2Seq"  # the auto_map entry of OpenVLA's config.json
 # what an OpenVLA checkpoint holds besides config and weights: remote code, tokenizer and image processor
 PROCESSOR_FILES = ("*.py", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "preprocessor_config.json",
