@@ -36,7 +36,8 @@ def apply_lora(model: nn.Module, lora: LoraConfig | None) -> nn.Module:
 
 
 def build_vla(cfg: RecipeConfig, data: LiberoDataset) -> tuple[Family, nn.Module]:
-    family = family_class(cfg.model.family)(cfg.model, data.statistics)
+    cameras = (cfg.data.camera, *cfg.data.extra_cameras)
+    family = family_class(cfg.model.family)(cfg.model, data.statistics, cameras, cfg.data.dataset_name)
     vla = family.build()
     if cfg.model.freeze:
         vla.requires_grad_(False)

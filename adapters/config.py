@@ -88,7 +88,6 @@ class ModelConfig(_Strict):
     )
     lora: LoraConfig | None = Field(None, description="Fine-tune through LoRA adapters (peft); None: full fine-tuning.")
     freeze: bool = Field(False, description="Freeze the whole VLA (LAM refinement: only the projector and LAM learn).")
-    camera: str = Field("agentview_rgb", description="Camera the VLA sees (an obs key of the HDF5 files).")
 
     @model_validator(mode="after")
     def _weights(self) -> ModelConfig:

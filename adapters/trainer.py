@@ -171,9 +171,11 @@ class Trainer:
                                    world_size=acc.num_processes, rank=acc.process_index,
                                    video_every=self.video_every, start_step=self.micro_step,
                                    total_steps=cfg.steps * cfg.grad_accum)
+        # its own generator: a DataLoader without one draws its workers' base seed from the global RNG, which
+        # shifts the restored RNG stream of a resumed run (pi0 samples its flow noise and time from that stream)
         return torch.utils.data.DataLoader(torch.utils.data.ConcatDataset(self.datasets), batch_sampler=sampler,
                                            collate_fn=self.collate, num_workers=cfg.num_workers,
-                                           persistent_workers=False)
+                                           persistent_workers=False, generator=torch.Generator().manual_seed(cfg.seed))
 
     def fit(self) -> Path:
         """Train to `cfg.steps` (resuming when a checkpoint exists); returns the last checkpoint."""

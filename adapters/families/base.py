@@ -34,9 +34,13 @@ class Family(ABC):
 
     name = "family"
 
-    def __init__(self, config, statistics: DatasetStatistics | None):
+    def __init__(self, config, statistics: DatasetStatistics | None, cameras: tuple[str, ...] = ("agentview_rgb",),
+                 dataset_name: str = "libero"):
         self.config = config  # adapters.config.ModelConfig
         self.statistics = statistics  # action normalisation of the training data (None: action-free only)
+        # obs keys of the images a sample holds: the reader's `image` (data.camera), then data.extra_cameras
+        self.cameras = tuple(cameras)
+        self.dataset_name = dataset_name  # key of `statistics` in dataset_statistics.json / norm_stats
 
     @abstractmethod
     def build(self) -> nn.Module:

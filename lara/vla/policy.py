@@ -1,7 +1,9 @@
-"""A TokenVLA checkpoint as a `lara.policy.Policy`: what LIBERO evaluation and `lara serve` run."""
+"""A saved VLA as a `lara.policy.Policy`: what LIBERO evaluation and `lara serve` run (TokenVLA here, pi0 in
+lara/vla/pi0.py; `load_policy` picks by the checkpoint's `model_type`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,14 @@ class TokenVLAPolicy:
         return self.model.predict_action(pixels, [self.instruction])  # (1, 7)
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu") -> TokenVLAPolicy:
-    """A policy from a directory written by `TokenVLA.save_pretrained` (LARA detached: VLA weights only)."""
+def load_policy(path: str | Path, device: str | torch.device = "cpu"):
+    """A policy from a directory written by `save_pretrained` (LARA detached: VLA weights only): a pi0
+    (config.json `model_type` 'pi0', e.g. RUN/final/vla of a pi0 run) or a TokenVLA."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} holds no config.json: expected a directory written by save_pretrained")
+    if json.loads((path / "config.json").read_text()).get("model_type") == "pi0":
+        from lara.vla.pi0 import load_pi0_policy
+
+        return load_pi0_policy(path, device)
     return TokenVLAPolicy(TokenVLA.from_pretrained(path).to(device))

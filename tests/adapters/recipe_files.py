@@ -31,10 +31,15 @@ def write_demos(directory: Path, size: int = 32) -> Path:
     return directory
 
 
-def tiny(data: Path, out: Path, steps: int = 4, every: int = 2) -> list[str]:
-    """Overrides for a token_vla preset: a 32-px model and LAM, `steps` steps, a checkpoint every `every`."""
+# a 32-px model of each family that builds from a config (pi0: chunks of the preset's action_horizon, 10)
+TINY_BUILD = {"token_vla": "{width: 32, layers: 1, image_size: 32}",
+              "pi0": "{width: 32, expert_width: 16, layers: 1, image_size: 32, chunk_size: 10, vocab_size: 512}"}
+
+
+def tiny(data: Path, out: Path, steps: int = 4, every: int = 2, family: str = "token_vla") -> list[str]:
+    """Overrides for a preset: a 32-px model and LAM, `steps` steps, a checkpoint every `every`."""
     return [f"data.paths=[{data}]", f"output_dir={out}", f"train.steps={steps}", f"train.checkpoint_every={every}",
             "train.log_every=1", "train.batch_size=4", "train.warmup_steps=1", "train.wandb.mode=disabled",
-            "train.progress=false", "model.build={width: 32, layers: 1, image_size: 32}", "data.image_size=32",
+            "train.progress=false", f"model.build={TINY_BUILD[family]}", "data.image_size=32",
             "lara.lam.image_size=32", "lara.lam.width=32", "lara.lam.idm_layers=1", "lara.lam.fdm_layers=1",
             "posttrain.lam_warmup_steps=0"]

@@ -32,18 +32,20 @@ def losses(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in read_metrics(run / "metrics.jsonl")]
 
 
-def train_command(demos: Path, out: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "lara.adapters.cli", "posttrain_token_vla", *tiny(demos, out, steps=steps, every=2)]
+def train_command(demos: Path, out: Path, steps: int, family: str = "token_vla") -> list[str]:
+    return [sys.executable, "-m", "lara.adapters.cli", f"posttrain_{family}",
+            *tiny(demos, out, steps=steps, every=2, family=family)]
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_the_identical_loss_sequence(demos, tmp_path):
+@pytest.mark.parametrize("family", ["token_vla", "pi0"])  # pi0 draws its flow noise and time inside forward
+def test_killed_run_resumes_with_the_identical_loss_sequence(demos, tmp_path, family):
     steps = 16
-    subprocess.run(train_command(demos, tmp_path / "straight", steps), check=True, env=ENV, cwd=ROOT,
+    subprocess.run(train_command(demos, tmp_path / "straight", steps, family), check=True, env=ENV, cwd=ROOT,
                    capture_output=True)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(train_command(demos, run, steps), env=ENV, cwd=ROOT,
+    proc = subprocess.Popen(train_command(demos, run, steps, family), env=ENV, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "step_000004" / checkpoints.MANIFEST).exists():
@@ -54,7 +56,7 @@ def test_killed_run_resumes_with_the_identical_loss_sequence(demos, tmp_path):
     assert not (run / "checkpoints" / "step_000016").exists(), "the kill came too late to test anything"
     interrupted_at = max(r["step"] for r in read_metrics(run / "metrics.jsonl"))
 
-    resumed = subprocess.run(train_command(demos, run, steps), check=True, env=ENV, cwd=ROOT,
+    resumed = subprocess.run(train_command(demos, run, steps, family), check=True, env=ENV, cwd=ROOT,
                              capture_output=True, text=True)
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert interrupted_at < steps

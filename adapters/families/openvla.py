@@ -1,0 +1,134 @@
+"""OpenVLA (and OpenVLA-OFT) from a local checkpoint, fed as OpenVLA's own fine-tuning feeds it.
+
+The model and processor load with `trust_remote_code=True` (the checkpoint's modeling_prismatic /
+processing_prismatic run), local files only. A batch is what OpenVLA's vla-scripts/finetune.py builds with
+prismatic's RLDSBatchTransform and PaddedCollatorForActionPrediction:
+
+    input_ids   [BOS] "In: What action should the robot take to {instruction}?\\nOut:" "▁" a_1 .. a_7 [EOS]
+    labels      IGNORE everywhere but the 7 action tokens and EOS
+    pixel_values  the processor's image transform of each image (OpenVLA: SigLIP + DINOv2, 6 channels)
+
+with a_i = ActionTokenizer on the q01/q99-normalised action: 256 uniform bins on [-1, 1], bin b is token id
+`tokenizer.vocab_size - b` (31744..31999 for Llama-2), right padding with the tokenizer's pad id. The
+training statistics go into `config.norm_stats[dataset]` (what OpenVLA's predict_action un-normalises with)
+and beside the weights as dataset_statistics.json.
+
+Verified on a tiny stand-in checkpoint with OpenVLA's model_type, module paths, processor layout and token
+ids (tests/adapters/openvla_standin); real OpenVLA weights are unverified here (they cannot be downloaded).
+OpenVLA's remote code needs transformers 4.40 (`.venv-tf440`): under transformers >= 4.50 it silently drops
+the vision tower (lara.vla.checks.image_dependence catches that).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from lara.data.statistics import save_statistics
+from lara.policy import ACTION_DIM
+from lara.vla.tokenizer import IGNORE_INDEX, ActionTokenizer
+
+from .base import Family, lara_inputs
+
+AUTO_CLASS = "AutoModelForVision2Seq"  # the auto_map entry of OpenVLA's config.json
+# what an OpenVLA checkpoint holds besides config and weights: remote code, tokenizer and image processor
+PROCESSOR_FILES = ("*.py", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "preprocessor_config.json",
+                   "processor_config.json")
+
+
+def prompt(instruction: str) -> str:
+    """OpenVLA's PurePromptBuilder turn, as finetune.py builds it (instruction lower-cased)."""
+    return f"In: What action should the robot take to {instruction.strip().lower()}?\nOut:"
+
+
+class OpenVLAFamily(Family):
+    name = "openvla"
+
+    def build(self) -> nn.Module:
+        from transformers import AutoProcessor
+
+        path = Path(self.config.path)
+        check_openvla_directory(path)
+        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True, local_files_only=True)
+        self.tokenizer = self.processor.tokenizer
+        model = load_openvla(path)
+        self.action_tokenizer = ActionTokenizer(self.tokenizer.vocab_size)
+        self.space_id = self.tokenizer.convert_tokens_to_ids("▁")  # Llama's 29871: OpenVLA's predict_action appends it
+        if self.space_id in (None, self.tokenizer.unk_token_id) or self.tokenizer.pad_token_id is None:
+            raise ValueError(f"{path}: OpenVLA's tokenizer (Llama-2 sentencepiece with a pad token) was expected; "
+                             f"this one has no '▁' token or no pad token")
+        if self.statistics is not None:
+            model.config.norm_stats = {**(getattr(model.config, "norm_stats", None) or {}),
+                                       self.dataset_name: self.statistics.to_json()}
+        self.source = path
+        return model
+
+    def collate(self, samples: list[dict]) -> dict:
+        lara = lara_inputs(samples)
+        if lara.get("lam_action_free"):
+            # no robot action: the neutral action (bin of 0) keeps the action positions; LaraModel leaves the
+            # base loss of this batch out
+            actions = np.zeros((len(samples), ACTION_DIM), np.float32)
+        else:
+            actions = torch.stack([s["actions"][0] for s in samples]).numpy()  # a_t, normalised
+        rows = []
+        for sample, action_ids in zip(samples, self.action_tokenizer.encode(actions)):
+            ids = self.tokenizer(prompt(sample["instruction"]), add_special_tokens=True)["input_ids"]
+            tail = [int(t) for t in action_ids] + [self.tokenizer.eos_token_id]
+            ids = ids + [self.space_id] + tail
+            rows.append((ids, [IGNORE_INDEX] * (len(ids) - len(tail)) + tail))  # loss on actions + EOS only
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (ids, row_labels) in enumerate(rows):
+            input_ids[i, : len(ids)], labels[i, : len(ids)] = torch.tensor(ids), torch.tensor(row_labels)
+        transform = self.processor.image_processor.apply_transform  # finetune.py's per-image transform
+        images = [Image.fromarray(s["image"].permute(1, 2, 0).numpy()) for s in samples]  # uint8 (H, W, 3)
+        batch = dict(input_ids=input_ids, attention_mask=input_ids.ne(self.tokenizer.pad_token_id).long(),
+                     labels=labels, pixel_values=torch.stack([transform(image) for image in images]))
+        return {**batch, **lara}
+
+    def save(self, model: nn.Module, directory: Path) -> None:
+        """Weights (a peft model: its adapter), the checkpoint's own remote code and processor files as they
+        were (so `trust_remote_code` loading works from here as from the original) and the training statistics."""
+        model.save_pretrained(directory)
+        for pattern in PROCESSOR_FILES:
+            for source in self.source.glob(pattern):
+                shutil.copy(source, directory / source.name)
+        if self.statistics is not None:
+            save_statistics(self.statistics, directory, self.dataset_name)
+
+
+def load_openvla(path: Path) -> nn.Module:
+    """AutoModelForVision2Seq with trust_remote_code (transformers 4.x, OpenVLA's own loading); transformers 5
+    has no such Auto class any more, so there the class its config.json's auto_map names is loaded directly."""
+    import transformers
+
+    auto = getattr(transformers, AUTO_CLASS, None)
+    if auto is not None:
+        return auto.from_pretrained(path, trust_remote_code=True, local_files_only=True)
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    reference = json.loads((path / "config.json").read_text())["auto_map"][AUTO_CLASS]
+    return get_class_from_dynamic_module(reference, path, local_files_only=True).from_pretrained(path)
+
+
+def check_openvla_directory(path: Path) -> None:
+    """A clear error for a model.path that is not a local OpenVLA checkpoint with its remote code."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"model.path={path} holds no config.json: expected a local OpenVLA checkpoint "
+                                "(a snapshot of openvla/openvla-7b with its modeling_prismatic.py)")
+    content = json.loads(config.read_text())
+    if content.get("model_type") != "openvla":
+        raise ValueError(f"model.path={path} holds a {content.get('model_type')!r} model, but model.family='openvla' "
+                         "needs an OpenVLA checkpoint (config.json model_type 'openvla')")
+    if AUTO_CLASS not in content.get("auto_map", {}):
+        raise ValueError(f"model.path={path}: config.json has no auto_map entry {AUTO_CLASS!r}; OpenVLA checkpoints "
+                         "name their remote modeling class there (modeling_prismatic.OpenVLAForActionPrediction)")
