@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# transformers 4.40.x: the version OpenVLA's remote code needs; the core is tested against it too.
+# transformers 4.40.x (+ peft 0.11.1, pillow): what OpenVLA's remote code and fine-tuning need; the core is tested against it too.
 VENV_TF440 := .venv-tf440
 EXTRAS := dev,train,libero,robot
 
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 $(VENV_TF440)/.installed: pyproject.toml setup.py
 	test -x $(VENV_TF440)/bin/python || $(PYTHON) -m venv $(VENV_TF440)
 	$(VENV_TF440)/bin/python -m pip install -q --upgrade pip
-	$(VENV_TF440)/bin/python -m pip install -q torch==2.13.0 "transformers==4.40.*" "numpy<2.3" pytest peft
+	$(VENV_TF440)/bin/python -m pip install -q torch==2.13.0 "transformers==4.40.*" "numpy<2.3" pytest "peft==0.11.1" pillow
 	$(VENV_TF440)/bin/python -m pip install -q -e .
 	touch $@
 

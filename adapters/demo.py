@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated task indices")
     p.add_argument("--episodes", type=int, default=5, help="scripted demonstrations per task")
     p.add_argument("--camera-size", type=int, default=64, help="rendered image size of demos and evaluation")
-    p.add_argument("--lam-warmup", type=int, default=300, help="LAM-only steps before joint training")
-    p.add_argument("--steps", type=int, default=400, help="joint VLA + LAM training steps")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lam-warmup", type=int, default=200, help="LAM-only steps before joint training")
+    p.add_argument("--steps", type=int, default=300, help="joint VLA + LAM training steps")
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--trials", type=int, default=2, help="evaluation episodes per task")
     p.add_argument("--max-steps", type=int, default=None, help="evaluation step budget (default: the suite's)")
     p.add_argument("--workers", type=int, default=2, help="worker processes for generation and evaluation")
@@ -99,7 +99,7 @@ def training_overrides(args, run: Path) -> list[str]:
             "train.log_every=10", f"train.checkpoint_every={every}", "train.keep_checkpoints=1",
             "train.warmup_steps=20", "train.lr=1e-3", "train.wandb.mode=disabled", f"train.seed={args.seed}",
             f"baseline={str(args.baseline).lower()}", f"data.image_size={args.camera_size}",
-            f"model.build={{width: 128, layers: 4, image_size: {args.camera_size}, patch_size: 16}}",
+            f"model.build={{width: 128, layers: 2, image_size: {args.camera_size}, patch_size: 16}}",
             f"lara.lam.image_size={args.camera_size}", "lara.lam.patch_size=16"]
 
 

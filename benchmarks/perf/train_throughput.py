@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("outputs/demo_data"), help="LIBERO HDF5 folder (default: the demo's cache, generated if missing)")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (each variant once per round)")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per variant and round")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
