@@ -9,70 +9,10 @@ import time
 import h5py
 import numpy as np
 import pytest
-from robot_test_support import free_port, node_config, wait_for_port
+from robot_test_support import Rig, free_port, node_config, wait_for_port
 
 pytestmark = pytest.mark.slow
 PERIOD = 0.1  # config.yaml: 10 Hz
-
-
-class Rig:
-    """The test process's view of one node: its status, the poses and gripper commands it publishes."""
-
-    def __init__(self, rospy, config_path, prefix):
-        from geometry_msgs.msg import PoseStamped
-        from std_msgs.msg import Bool, Float64, String
-
-        self.rospy, self.ns, self.prefix = rospy, f"/{prefix}/lara", prefix
-        self.lock = threading.Lock()
-        self.status, self.poses, self.grippers = [], [], []
-        self.subs = [
-            rospy.Subscriber(f"{self.ns}/status", String, self._on_status, queue_size=100),
-            rospy.Subscriber(f"/{prefix}/cartesian_impedance_example_controller/equilibrium_pose", PoseStamped,
-                             self._on_pose, queue_size=100),
-            rospy.Subscriber(f"/{prefix}/lara/gripper_command", Float64,
-                             lambda m: self.grippers.append(m.data), queue_size=100),
-        ]
-        self.instruction = rospy.Publisher(f"{self.ns}/instruction", String, queue_size=1, latch=True)
-        self.success = rospy.Publisher(f"{self.ns}/success", Bool, queue_size=1, latch=True)
-        self.estop = rospy.Publisher(f"{self.ns}/estop", Bool, queue_size=1)
-
-    def _on_status(self, msg):
-        with self.lock:
-            self.status.append((time.monotonic(), json.loads(msg.data)))
-
-    def _on_pose(self, msg):
-        p = msg.pose.position
-        with self.lock:
-            self.poses.append((time.monotonic(), np.array([p.x, p.y, p.z])))
-
-    def call(self, name):
-        from std_srvs.srv import Trigger
-
-        self.rospy.wait_for_service(f"{self.ns}/{name}", timeout=30)
-        return self.rospy.ServiceProxy(f"{self.ns}/{name}", Trigger)()
-
-    def wait_status(self, predicate, timeout_s=10.0, since=0.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.lock:
-                for t, status in self.status:
-                    if t >= since and predicate(status):
-                        return t, status
-            time.sleep(0.02)
-        last = self.status[-1][1] if self.status else None
-        raise AssertionError(f"no matching status within {timeout_s} s; last status: {last}")
-
-    def statuses(self, since=0.0, until=float("inf")):
-        with self.lock:
-            return [s for t, s in self.status if since <= t <= until]
-
-    def poses_between(self, since, until=float("inf")):
-        with self.lock:
-            return [p for t, p in self.poses if since <= t <= until]
-
-    def close(self):
-        for sub in self.subs:
-            sub.unregister()
 
 
 def start_server(processes, port, *args):
@@ -84,7 +24,7 @@ def test_closed_loop_clamps_server_loss_estop_and_recording(roscore, processes, 
     port = free_port()
     config = node_config(tmp_path / "node.yaml", "loop", port)
     start_server(processes, port, "--scale", "5")  # tanh * 5: requests far beyond the step clamps
-    processes.start("sim", "-m", "lara.real_robot.sim_franka", "--config", str(config), "--image-size", "96")
+    processes.start("sim", "-m", "lara.real_robot.sim_franka", "--config", str(config), "--backend", "kinematic")
     processes.start("node", "-m", "lara.real_robot.ros_node", "--config", str(config))
     rig = Rig(roscore, config, "loop")
     try:
