@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -22,7 +23,7 @@ def start_server(processes, port, *args):
 
 def test_closed_loop_clamps_server_loss_estop_and_recording(roscore, processes, tmp_path):
     port = free_port()
-    config = node_config(tmp_path / "node.yaml", "loop", port)
+    config = node_config(tmp_path / "node.yaml", "loop", port, realtime={"enabled": True})
     start_server(processes, port, "--scale", "5")  # tanh * 5: requests far beyond the step clamps
     processes.start("sim", "-m", "lara.real_robot.sim_franka", "--config", str(config), "--backend", "kinematic")
     processes.start("node", "-m", "lara.real_robot.ros_node", "--config", str(config))
@@ -42,6 +43,8 @@ def test_closed_loop_clamps_server_loss_estop_and_recording(roscore, processes, 
         assert len(moving) >= 20, [s["reason"] for s in running][:10]
         periods = np.diff([s["tick_time"] for s in running])
         assert abs(np.median(periods) - PERIOD) < 0.005 and np.percentile(np.abs(periods - PERIOD), 99) < 0.04
+        if os.sched_getscheduler(processes.procs["node"].pid) == os.SCHED_FIFO:  # realtime granted (root here)
+            assert np.abs(periods - PERIOD).max() < 0.005, periods
 
         poses = np.array(rig.poses_between(t0))
         cfg_lo, cfg_hi = np.array([0.2, -0.5, 0.02]), np.array([0.8, 0.5, 0.8])
