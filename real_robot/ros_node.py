@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="YAML config (default: the packaged config.yaml)")
     parser.add_argument("--host", default=None, help="override server.host")
     parser.add_argument("--port", type=int, default=None, help="override server.port")
-    parser.add_argument("--realtime", action="store_true", help="override realtime.enabled: SCHED_FIFO + early-wake spin")
+    parser.add_argument("--realtime", action="store_true", help="set realtime.enabled: SCHED_FIFO + early-wake spin")
     args, _ = parser.parse_known_args(argv)  # rospy appends remapping arguments (name:=value)
     config = load_config(args.config)
     if args.realtime:

@@ -21,6 +21,8 @@ panda_finger_joint1..2) every period, franka_state (franka_msgs/FrankaState: O_T
 franka_msgs is importable, the agentview camera (Image rgb8) at --camera-hz, and `~ready`
 (std_msgs/Bool, latched, True once the arm is up: wait for it). Subscribes: equilibrium_pose
 (PoseStamped, absolute target in the base frame), gripper_command (Float64, +1 close, -1 open).
+Serves franka_gripper's grasp and move actions under `gripper.action_namespace` when franka_gripper
+is importable (`python -m lara.real_robot.franka_gripper_msgs` generates it).
 Topic names come from the node config (`--config`), so the node and the sim always agree; the image
 size defaults to the config's `image_size`.
 """
@@ -33,6 +35,7 @@ import time
 import numpy as np
 
 from lara.real_robot.config import load_config
+from lara.real_robot.gripper import import_franka_gripper
 from lara.real_robot.ros import import_rospy
 from lara.real_robot.rotations import quat_to_matrix
 
@@ -66,8 +69,10 @@ class StatePublisher:
         self.joints = rospy.Publisher(topics.joint_states, JointState, queue_size=1)
         self.franka = rospy.Publisher(topics.franka_state, FrankaState, queue_size=1) if FrankaState else None
         self.image = rospy.Publisher(topics.agentview_image, Image, queue_size=1)
+        self.latest = None  # the last published ArmState, for readers in other threads
 
     def publish_state(self, state) -> None:
+        self.latest = state
         now = rospy.Time.now()
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = now, "panda_link0"
@@ -81,8 +86,10 @@ class StatePublisher:
         if self.franka is not None:
             transform = np.eye(4)
             transform[:3, :3], transform[:3, 3] = quat_to_matrix(state.quat), state.position
-            msg = FrankaState(O_T_EE=list(transform.T.flatten()), q=list(state.joints), dq=list(state.joint_velocities))
-            msg.header.stamp = now  # O_T_EE is column-major, as libfranka sends it
+            msg = FrankaState(O_T_EE=list(transform.T.flatten()), q=list(state.joints))  # column-major, as libfranka
+            if "dq" in msg.__slots__:  # FrankaState varies across franka_ros releases; these three are in all
+                msg.dq = list(state.joint_velocities)
+            msg.header.stamp = now
             self.franka.publish(msg)
 
     def publish_image(self, frame: np.ndarray, stamp) -> None:
@@ -90,6 +97,52 @@ class StatePublisher:
         msg = Image(height=height, width=width, encoding="rgb8", step=3 * width, data=frame.tobytes())
         msg.header.stamp, msg.header.frame_id = stamp, "agentview_camera"
         self.image.publish(msg)
+
+
+class GripperActions:
+    """franka_gripper's `grasp` and `move` action servers on the simulated fingers. The simulated gripper
+    only opens fully or closes: a Move succeeds when the fingers settle within 5 mm of its width, a Grasp
+    when they settle within [width - epsilon.inner, width + epsilon.outer] (franka_gripper's rule)."""
+
+    def __init__(self, franka_gripper, namespace: str, arm, publisher: StatePublisher, timeout_s: float = 3.0) -> None:
+        actionlib, self.msg = franka_gripper
+        self.arm, self.publisher, self.timeout_s = arm, publisher, timeout_s
+        self.grasp = actionlib.SimpleActionServer(f"{namespace}/grasp", self.msg.GraspAction, self._grasp,
+                                                  auto_start=False)
+        self.move = actionlib.SimpleActionServer(f"{namespace}/move", self.msg.MoveAction, self._move, auto_start=False)
+        self.grasp.start()
+        self.move.start()
+
+    def _width(self) -> float:
+        return float(self.publisher.latest.fingers.sum())
+
+    def _settle(self, command: float) -> float:
+        """Drive the fingers until they stop (< 0.5 mm in 0.1 s) or time out; returns the width."""
+        self.arm.set_gripper(command)
+        deadline, width = time.monotonic() + self.timeout_s, self._width()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            width, before = self._width(), width
+            if abs(width - before) < 0.0005:
+                break
+        return width
+
+    def _grasp(self, goal) -> None:
+        width = self._settle(1.0)
+        low, high = goal.width - goal.epsilon.inner, goal.width + goal.epsilon.outer
+        if low <= width <= high:
+            self.grasp.set_succeeded(self.msg.GraspResult(success=True))
+        else:
+            error = f"fingers stopped at {width:.4f} m, outside the grasp tolerance [{low:.4f}, {high:.4f}] m"
+            self.grasp.set_aborted(self.msg.GraspResult(success=False, error=error))
+
+    def _move(self, goal) -> None:
+        width = self._settle(-1.0 if goal.width > self._width() else 1.0)
+        if abs(width - goal.width) <= 0.005:
+            self.move.set_succeeded(self.msg.MoveResult(success=True))
+        else:
+            error = f"fingers stopped at {width:.4f} m, not {goal.width:.4f} m (the sim gripper only opens or closes)"
+            self.move.set_aborted(self.msg.MoveResult(success=False, error=error))
 
 
 def run(arm, publisher: StatePublisher, image_size: int, camera_hz: float) -> None:
@@ -141,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         np.array([m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w])),
         queue_size=1)
     rospy.Subscriber(config.topics.gripper_command, Float64, lambda m: arm.set_gripper(m.data), queue_size=1)
+    publisher.publish_state(arm.state())  # the action servers read the fingers from here
+    franka_gripper = import_franka_gripper()
+    namespace = config.gripper.action_namespace
+    gripper = GripperActions(franka_gripper, namespace, arm, publisher) if franka_gripper else None
     rospy.loginfo(f"sim_franka ready: {args.backend} arm up in {time.monotonic() - started:.1f} s, "
-                  f"state {args.state_hz:g} Hz, camera {image_size} px at {args.camera_hz:g} Hz")
+                  f"state {args.state_hz:g} Hz, camera {image_size} px at {args.camera_hz:g} Hz, "
+                  f"{'FrankaState, ' if FrankaState else ''}gripper "
+                  f"{'topic + franka_gripper actions' if gripper else 'topic only'}")
     ready.publish(True)
     try:
         run(arm, publisher, image_size, args.camera_hz)
