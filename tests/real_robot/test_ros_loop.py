@@ -254,3 +254,42 @@ def test_franka_state_pose_is_read_column_major(roscore, processes, tmp_path, mo
         thread.join(2)
         quat_sub.unregister()
         rig.close()
+
+
+def test_sim_publishes_franka_state_column_major(roscore, processes, tmp_path, monkeypatch):
+    import sys
+
+    from geometry_msgs.msg import PoseStamped
+    from std_msgs.msg import Bool
+
+    from lara.real_robot.rotations import quat_to_matrix
+
+    py_dir = generate_franka_state(tmp_path / "franka_msgs")
+    monkeypatch.syspath_prepend(str(py_dir))
+    monkeypatch.setenv("PYTHONPATH", str(py_dir))
+    sys.modules.pop("franka_msgs", None)
+    sys.modules.pop("franka_msgs.msg", None)
+    from franka_msgs.msg import FrankaState
+
+    prefix = "sim_state"
+    config = node_config(tmp_path / "node.yaml", prefix, free_port())
+    states, poses, ready = [], [], threading.Event()
+    subs = [roscore.Subscriber(f"/{prefix}/franka_state_controller/franka_states", FrankaState, states.append),
+            roscore.Subscriber(f"/{prefix}/franka_state_controller/ee_pose", PoseStamped, poses.append),
+            roscore.Subscriber(f"/{prefix}_sim/ready", Bool, lambda m: m.data and ready.set())]
+    processes.start("sim", "-m", "lara.real_robot.sim_franka", "--config", str(config), "--backend", "kinematic",
+                    f"__name:={prefix}_sim")
+    try:
+        assert ready.wait(30), processes.log("sim")
+        deadline = time.monotonic() + 5
+        while not (states and poses) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state, pose = states[-1], poses[-1]
+        transform = np.array(state.O_T_EE).reshape(4, 4).T  # column-major, as libfranka sends it
+        p, q = pose.pose.position, pose.pose.orientation
+        assert np.allclose(transform[:3, 3], [p.x, p.y, p.z], atol=1e-9)
+        assert np.allclose(transform[:3, :3], quat_to_matrix(np.array([q.x, q.y, q.z, q.w])), atol=1e-9)
+        assert np.allclose(transform[3], [0, 0, 0, 1]) and len(state.q) == 7
+    finally:
+        for sub in subs:
+            sub.unregister()
