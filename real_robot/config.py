@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from lara.real_robot.gripper import GripperConfig
+from lara.real_robot.realtime import RealtimeConfig
 from lara.real_robot.safety import SafetyConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
@@ -56,6 +57,7 @@ class NodeConfig(BaseModel):
     server: ServerConfig
     safety: SafetyConfig = Field(default_factory=SafetyConfig, description="clamps, workspace, watchdog (see safety.py)")
     gripper: GripperConfig = Field(default_factory=GripperConfig, description="franka_gripper action goals (see gripper.py)")
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig, description="SCHED_FIFO + early-wake spin for the control loop (see realtime.py)")
 
 
 def load_config(path: str | Path | None = None, **overrides) -> NodeConfig:

@@ -10,11 +10,17 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-try:
-    import actionlib
-    from franka_gripper.msg import GraspAction, GraspEpsilon, GraspGoal, MoveAction, MoveGoal
-except ImportError:  # not on Debian: franka_ros comes from the ROS Noetic repositories on the robot PC
-    actionlib = None
+
+def import_franka_gripper():
+    """(actionlib, franka_gripper.msg), or None where either is missing. Called late, once `import_rospy()`
+    has put Debian's ROS packages on the path: franka_ros comes from the ROS Noetic repositories on the
+    robot PC, or from `python -m lara.real_robot.franka_gripper_msgs` elsewhere."""
+    try:
+        import actionlib
+        from franka_gripper import msg
+    except ImportError:
+        return None
+    return actionlib, msg
 
 
 class GripperConfig(BaseModel):
@@ -38,9 +44,11 @@ class GripperCommander:
         self.publisher = rospy.Publisher(topic, Float64, queue_size=1)
         self.last: Optional[float] = None
         self.grasp = self.move = None
-        if config.use_franka_actions and actionlib is not None:
-            self.grasp = actionlib.SimpleActionClient(f"{config.action_namespace}/grasp", GraspAction)
-            self.move = actionlib.SimpleActionClient(f"{config.action_namespace}/move", MoveAction)
+        found = import_franka_gripper() if config.use_franka_actions else None
+        if found is not None:
+            actionlib, self._msg = found
+            self.grasp = actionlib.SimpleActionClient(f"{config.action_namespace}/grasp", self._msg.GraspAction)
+            self.move = actionlib.SimpleActionClient(f"{config.action_namespace}/move", self._msg.MoveAction)
 
     @property
     def uses_actions(self) -> bool:
@@ -53,9 +61,10 @@ class GripperCommander:
             self.last = value
             return
         self.last = value
-        c = self.config
+        c, msg = self.config, self._msg
         if value > 0:
-            epsilon = GraspEpsilon(inner=c.grasp_epsilon_m, outer=c.grasp_epsilon_m)
-            self.grasp.send_goal(GraspGoal(width=c.grasp_width_m, epsilon=epsilon, speed=c.speed_m_s, force=c.force_n))
+            epsilon = msg.GraspEpsilon(inner=c.grasp_epsilon_m, outer=c.grasp_epsilon_m)
+            self.grasp.send_goal(msg.GraspGoal(width=c.grasp_width_m, epsilon=epsilon, speed=c.speed_m_s,
+                                               force=c.force_n))
         else:
-            self.move.send_goal(MoveGoal(width=c.open_width_m, speed=c.speed_m_s))
+            self.move.send_goal(msg.MoveGoal(width=c.open_width_m, speed=c.speed_m_s))

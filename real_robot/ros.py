@@ -4,7 +4,8 @@ Debian bookworm ships ROS 1 for its system python3 (3.11), the same minor versio
 the ROS Python packages are pure Python. `import_rospy()` appends Debian's dist-packages to the
 *end* of sys.path when rospy is not otherwise importable, so the venv's own packages (numpy,
 pydantic, yaml, ...) always win and only what the venv lacks (rospy, genpy, *_msgs) comes from
-Debian. Only `ros_node.py`, `sim_franka.py` and their tests call it; nothing else in LARA sees ROS.
+Debian. Only `ros_node.py`, `sim_franka.py`, `franka_gripper_msgs.py` and their tests call it; nothing
+else in LARA sees ROS.
 Install the Debian side with `bash scripts/install-system-deps.sh` (ros-core + message packages).
 """
 

@@ -30,6 +30,7 @@ from lara.real_robot.client import PolicyClient, ServerUnavailable
 from lara.real_robot.config import NodeConfig, load_config
 from lara.real_robot.gripper import GripperCommander
 from lara.real_robot.images import ImageError, check_size, compressed_to_rgb, raw_to_rgb
+from lara.real_robot.realtime import enable_fifo, sleep_until
 from lara.real_robot.recorder import EpisodeRecorder
 from lara.real_robot.ros import import_rospy
 from lara.real_robot.rotations import matrix_to_quat, quat_to_axis_angle
@@ -288,6 +289,14 @@ class PolicyNode:
 
     def spin(self) -> None:
         """Run `step` at the configured rate against absolute deadlines (no drift) until shutdown."""
+        realtime = self.config.realtime
+        spin_s = realtime.spin_ms / 1000.0 if realtime.enabled else 0.0
+        if realtime.enabled:
+            problem = enable_fifo(realtime.priority)
+            if problem:
+                rospy.logwarn(problem)
+            mode = "normal scheduling" if problem else f"SCHED_FIFO {realtime.priority}"
+            rospy.loginfo(f"lara_policy: realtime loop ({mode}), waking {realtime.spin_ms:g} ms early to spin")
         deadline = time.monotonic()
         while not rospy.is_shutdown():
             try:
@@ -299,8 +308,7 @@ class PolicyNode:
             delay = deadline - time.monotonic()
             if delay < 0:  # overran: skip the missed periods rather than bursting to catch up
                 deadline += self.period * np.ceil(-delay / self.period)
-                delay = deadline - time.monotonic()
-            time.sleep(max(0.0, delay))
+            sleep_until(deadline, spin_s)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.client.close()
 
@@ -310,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="YAML config (default: the packaged config.yaml)")
     parser.add_argument("--host", default=None, help="override server.host")
     parser.add_argument("--port", type=int, default=None, help="override server.port")
+    parser.add_argument("--realtime", action="store_true", help="set realtime.enabled: SCHED_FIFO + early-wake spin")
     args, _ = parser.parse_known_args(argv)  # rospy appends remapping arguments (name:=value)
     config = load_config(args.config)
+    if args.realtime:
+        config.realtime = config.realtime.model_copy(update={"enabled": True})
     if args.host or args.port:
         config.server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
     sys.setswitchinterval(0.001)  # the control thread gets the GIL back within 1 ms, not Python's default 5 ms

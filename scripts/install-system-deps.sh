@@ -11,6 +11,8 @@ PACKAGES=(
     # ROS 1 for the real-robot node and its tests (real_robot/ros.py puts these on the venv's path)
     ros-core python3-rospy python3-sensor-msgs python3-geometry-msgs python3-std-msgs python3-std-srvs
     python3-genpy  # generates franka_msgs classes (franka_ros is not packaged for Debian)
+    # franka_gripper actions without franka_ros: actionlib, and the .msg files genpy needs (franka_gripper_msgs.py)
+    python3-actionlib ros-std-msgs ros-actionlib-msgs
 )
 
 missing=()

@@ -4,11 +4,15 @@ conftest module when the whole suite runs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+
+import numpy as np
 
 from lara.real_robot.ports import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 
@@ -85,6 +89,67 @@ def node_config(path: Path, prefix: str, server_port: int, server: dict | None =
     data["topics"]["namespace"] = f"{prefix}/lara"
     data["server"].update(port=server_port, timeout_s=0.3, connect_timeout_s=0.3, backoff_s=0.1, max_backoff_s=0.3)
     data["server"].update(server or {})
-    data.update(image_size=[96, 96], episodes_dir=str(path.parent / "episodes"), **overrides)
+    data.update(image_size=[96, 96], episodes_dir=str(path.parent / "episodes"))
+    data.update(overrides)
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+class Rig:
+    """The test process's view of one node: its status, the poses and gripper commands it publishes."""
+
+    def __init__(self, rospy, config_path, prefix):
+        from geometry_msgs.msg import PoseStamped
+        from std_msgs.msg import Bool, Float64, String
+
+        self.rospy, self.ns, self.prefix = rospy, f"/{prefix}/lara", prefix
+        self.lock = threading.Lock()
+        self.status, self.poses, self.grippers = [], [], []
+        self.subs = [
+            rospy.Subscriber(f"{self.ns}/status", String, self._on_status, queue_size=100),
+            rospy.Subscriber(f"/{prefix}/cartesian_impedance_example_controller/equilibrium_pose", PoseStamped,
+                             self._on_pose, queue_size=100),
+            rospy.Subscriber(f"/{prefix}/lara/gripper_command", Float64,
+                             lambda m: self.grippers.append(m.data), queue_size=100),
+        ]
+        self.instruction = rospy.Publisher(f"{self.ns}/instruction", String, queue_size=1, latch=True)
+        self.success = rospy.Publisher(f"{self.ns}/success", Bool, queue_size=1, latch=True)
+        self.estop = rospy.Publisher(f"{self.ns}/estop", Bool, queue_size=1)
+
+    def _on_status(self, msg):
+        with self.lock:
+            self.status.append((time.monotonic(), json.loads(msg.data)))
+
+    def _on_pose(self, msg):
+        p = msg.pose.position
+        with self.lock:
+            self.poses.append((time.monotonic(), np.array([p.x, p.y, p.z])))
+
+    def call(self, name):
+        from std_srvs.srv import Trigger
+
+        self.rospy.wait_for_service(f"{self.ns}/{name}", timeout=30)
+        return self.rospy.ServiceProxy(f"{self.ns}/{name}", Trigger)()
+
+    def wait_status(self, predicate, timeout_s=10.0, since=0.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                for t, status in self.status:
+                    if t >= since and predicate(status):
+                        return t, status
+            time.sleep(0.02)
+        last = self.status[-1][1] if self.status else None
+        raise AssertionError(f"no matching status within {timeout_s} s; last status: {last}")
+
+    def statuses(self, since=0.0, until=float("inf")):
+        with self.lock:
+            return [s for t, s in self.status if since <= t <= until]
+
+    def poses_between(self, since, until=float("inf")):
+        with self.lock:
+            return [p for t, p in self.poses if since <= t <= until]
+
+    def close(self):
+        for sub in self.subs:
+            sub.unregister()

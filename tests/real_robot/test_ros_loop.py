@@ -3,76 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
 import h5py
 import numpy as np
 import pytest
-from robot_test_support import free_port, node_config, wait_for_port
+from robot_test_support import Rig, free_port, node_config, wait_for_port
 
 pytestmark = pytest.mark.slow
 PERIOD = 0.1  # config.yaml: 10 Hz
-
-
-class Rig:
-    """The test process's view of one node: its status, the poses and gripper commands it publishes."""
-
-    def __init__(self, rospy, config_path, prefix):
-        from geometry_msgs.msg import PoseStamped
-        from std_msgs.msg import Bool, Float64, String
-
-        self.rospy, self.ns, self.prefix = rospy, f"/{prefix}/lara", prefix
-        self.lock = threading.Lock()
-        self.status, self.poses, self.grippers = [], [], []
-        self.subs = [
-            rospy.Subscriber(f"{self.ns}/status", String, self._on_status, queue_size=100),
-            rospy.Subscriber(f"/{prefix}/cartesian_impedance_example_controller/equilibrium_pose", PoseStamped,
-                             self._on_pose, queue_size=100),
-            rospy.Subscriber(f"/{prefix}/lara/gripper_command", Float64,
-                             lambda m: self.grippers.append(m.data), queue_size=100),
-        ]
-        self.instruction = rospy.Publisher(f"{self.ns}/instruction", String, queue_size=1, latch=True)
-        self.success = rospy.Publisher(f"{self.ns}/success", Bool, queue_size=1, latch=True)
-        self.estop = rospy.Publisher(f"{self.ns}/estop", Bool, queue_size=1)
-
-    def _on_status(self, msg):
-        with self.lock:
-            self.status.append((time.monotonic(), json.loads(msg.data)))
-
-    def _on_pose(self, msg):
-        p = msg.pose.position
-        with self.lock:
-            self.poses.append((time.monotonic(), np.array([p.x, p.y, p.z])))
-
-    def call(self, name):
-        from std_srvs.srv import Trigger
-
-        self.rospy.wait_for_service(f"{self.ns}/{name}", timeout=30)
-        return self.rospy.ServiceProxy(f"{self.ns}/{name}", Trigger)()
-
-    def wait_status(self, predicate, timeout_s=10.0, since=0.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.lock:
-                for t, status in self.status:
-                    if t >= since and predicate(status):
-                        return t, status
-            time.sleep(0.02)
-        last = self.status[-1][1] if self.status else None
-        raise AssertionError(f"no matching status within {timeout_s} s; last status: {last}")
-
-    def statuses(self, since=0.0, until=float("inf")):
-        with self.lock:
-            return [s for t, s in self.status if since <= t <= until]
-
-    def poses_between(self, since, until=float("inf")):
-        with self.lock:
-            return [p for t, p in self.poses if since <= t <= until]
-
-    def close(self):
-        for sub in self.subs:
-            sub.unregister()
 
 
 def start_server(processes, port, *args):
@@ -82,9 +23,9 @@ def start_server(processes, port, *args):
 
 def test_closed_loop_clamps_server_loss_estop_and_recording(roscore, processes, tmp_path):
     port = free_port()
-    config = node_config(tmp_path / "node.yaml", "loop", port)
+    config = node_config(tmp_path / "node.yaml", "loop", port, realtime={"enabled": True})
     start_server(processes, port, "--scale", "5")  # tanh * 5: requests far beyond the step clamps
-    processes.start("sim", "-m", "lara.real_robot.sim_franka", "--config", str(config), "--image-size", "96")
+    processes.start("sim", "-m", "lara.real_robot.sim_franka", "--config", str(config), "--backend", "kinematic")
     processes.start("node", "-m", "lara.real_robot.ros_node", "--config", str(config))
     rig = Rig(roscore, config, "loop")
     try:
@@ -102,6 +43,8 @@ def test_closed_loop_clamps_server_loss_estop_and_recording(roscore, processes, 
         assert len(moving) >= 20, [s["reason"] for s in running][:10]
         periods = np.diff([s["tick_time"] for s in running])
         assert abs(np.median(periods) - PERIOD) < 0.005 and np.percentile(np.abs(periods - PERIOD), 99) < 0.04
+        if os.sched_getscheduler(processes.procs["node"].pid) == os.SCHED_FIFO:  # realtime granted (root here)
+            assert np.abs(periods - PERIOD).max() < 0.005, periods
 
         poses = np.array(rig.poses_between(t0))
         cfg_lo, cfg_hi = np.array([0.2, -0.5, 0.02]), np.array([0.8, 0.5, 0.8])
@@ -311,3 +254,42 @@ def test_franka_state_pose_is_read_column_major(roscore, processes, tmp_path, mo
         thread.join(2)
         quat_sub.unregister()
         rig.close()
+
+
+def test_sim_publishes_franka_state_column_major(roscore, processes, tmp_path, monkeypatch):
+    import sys
+
+    from geometry_msgs.msg import PoseStamped
+    from std_msgs.msg import Bool
+
+    from lara.real_robot.rotations import quat_to_matrix
+
+    py_dir = generate_franka_state(tmp_path / "franka_msgs")
+    monkeypatch.syspath_prepend(str(py_dir))
+    monkeypatch.setenv("PYTHONPATH", str(py_dir))
+    sys.modules.pop("franka_msgs", None)
+    sys.modules.pop("franka_msgs.msg", None)
+    from franka_msgs.msg import FrankaState
+
+    prefix = "sim_state"
+    config = node_config(tmp_path / "node.yaml", prefix, free_port())
+    states, poses, ready = [], [], threading.Event()
+    subs = [roscore.Subscriber(f"/{prefix}/franka_state_controller/franka_states", FrankaState, states.append),
+            roscore.Subscriber(f"/{prefix}/franka_state_controller/ee_pose", PoseStamped, poses.append),
+            roscore.Subscriber(f"/{prefix}_sim/ready", Bool, lambda m: m.data and ready.set())]
+    processes.start("sim", "-m", "lara.real_robot.sim_franka", "--config", str(config), "--backend", "kinematic",
+                    f"__name:={prefix}_sim")
+    try:
+        assert ready.wait(30), processes.log("sim")
+        deadline = time.monotonic() + 5
+        while not (states and poses) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state, pose = states[-1], poses[-1]
+        transform = np.array(state.O_T_EE).reshape(4, 4).T  # column-major, as libfranka sends it
+        p, q = pose.pose.position, pose.pose.orientation
+        assert np.allclose(transform[:3, 3], [p.x, p.y, p.z], atol=1e-9)
+        assert np.allclose(transform[:3, :3], quat_to_matrix(np.array([q.x, q.y, q.z, q.w])), atol=1e-9)
+        assert np.allclose(transform[3], [0, 0, 0, 1]) and len(state.q) == 7
+    finally:
+        for sub in subs:
+            sub.unregister()
