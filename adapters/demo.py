@@ -137,16 +137,17 @@ def loss_plot(run: Path, path: Path) -> None:
     joint = read_metrics(run / "metrics.jsonl")
     warm = read_metrics(run / "lam" / "metrics.jsonl") if (run / "lam" / "metrics.jsonl").is_file() else []
     offset = warm[-1]["step"] if warm else 0
+    lam = warm + [{**r, "step": r["step"] + offset} for r in joint]
     panels = [("VLA action-token loss", "base", joint), ("alignment (1 - cos)", "align", joint),
-              ("LAM reconstruction", "lam/recon", warm + [{**r, "step": r["step"] + offset} for r in joint])]
+              ("LAM reconstruction", "lam/recon", lam), ("LAM codes in use (perplexity)", "lam/perplexity", lam)]
     panels = [p for p in panels if p[2] and p[1] in p[2][-1]]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (title, key, records) in zip(list(axes) if len(panels) > 1 else [axes], panels):
         ax.plot([r["step"] for r in records], [r[key] for r in records])
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step (LAM warm-up first)" if key == "lam/recon" and warm else "step")
+        ax.set_xlabel("step (LAM warm-up first)" if records is lam and warm else "step")
         ax.set_yscale("log")
-        if key == "lam/recon" and warm:
+        if records is lam and warm:
             ax.axvline(offset, color="grey", linestyle=":", linewidth=1)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
