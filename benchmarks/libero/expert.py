@@ -92,7 +92,8 @@ class ScriptedExpert:
             return [lambda here: turn_knob(scene, here, args[0])]
         obj, region = args
         target = owner_of(problem, region)
-        if target not in scene.bodies:
+        on_table = category_of(problem, target) == "table"  # the table is no object of the scene: use its region
+        if not on_table and target not in scene.bodies:
             raise ValueError(f"Goal target {region!r} belongs to {target!r}, no object of the scene "
                              f"({sorted(scene.bodies)}).")
         stages = []
@@ -100,11 +101,9 @@ class ScriptedExpert:
         if joint is not None and not self.env.env.env.get_object(target).is_open(scene.joint(joint)[0]):
             stages.append(lambda here: open_drawer(scene, here, region, target))
         lo, hi, _ = scene.boxes()[obj]
-        if scene.sites.get(region) is not None and category_of(problem, target) == "table":
-            if hi[2] - lo[2] < 0.03 and min(hi[:2] - lo[:2]) > MAX_OPENING:  # too wide to grasp, flat: push
-                stages.append(lambda here: push_flat(scene, here, obj, region))
-                return stages
-        stages.append(lambda here: pick_and_place(scene, here, predicate, obj, target, region))
+        if on_table and hi[2] - lo[2] < 0.03 and min(hi[:2] - lo[:2]) > MAX_OPENING:  # too wide to grasp: push
+            return [lambda here: push_flat(scene, here, obj, region)]
+        stages.append(lambda here: pick_and_place(scene, here, predicate, obj, None if on_table else target, region))
         return stages
 
     def release(self) -> None:
@@ -152,7 +151,7 @@ class ScriptedExpert:
         wp = self.waypoints[self._index]
         self._steps += 1
         action = np.zeros(7, dtype=np.float32)
-        action[:3] = np.clip((wp.pos - obs["ee_pos"]) * POS_GAIN, -1, 1)
+        action[:3] = np.clip((wp.pos - obs["ee_pos"]) * POS_GAIN, -wp.speed, wp.speed)
         action[3:6] = np.clip(self._rotation_error(wp.hand_rotation()) * ROT_GAIN, -1, 1)
         action[6] = wp.gripper
         return action[None]  # (1, 7)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite, resolve_task,
-                                        select_gl_backend, task_names, versions)
-from lara.benchmarks.libero.expert import ScriptedExpert
+from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, _benchmark, resolve_suite,
+                                        resolve_task, select_gl_backend, task_names, versions)
+from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 
 TAIL_STEPS = 25  # release-and-retreat steps after the first `done`
 
@@ -127,10 +127,23 @@ def parse_tasks(text: str | None, suite: str) -> list[int]:
     return [resolve_task(suite, t.strip()) for t in text.split(",") if t.strip()]
 
 
+def uncovered_tasks(suite: str, tasks: list[int]) -> dict[int, str]:
+    """Task index -> why the expert has no plan for it, read from the BDDL files (no env is built)."""
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    bench, reasons = _benchmark(suite), {}
+    for task in tasks:
+        try:
+            check_covered(robosuite_parse_problem(bench.get_task_bddl_file_path(task)))
+        except ValueError as error:
+            reasons[task] = str(error)
+    return reasons
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lara data generate", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["generate"], help="what to do (only `generate` for now)")
-    p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object (goal tasks that are On/In)")
+    p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object, goal (all but the wine rack task)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
     p.add_argument("--episodes", type=int, default=20, help="successful episodes to keep per task")
     p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
@@ -143,10 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
+    uncovered = uncovered_tasks(suite, tasks)
+    if uncovered:
+        names = task_names(suite)
+        covered = [t for t in range(len(names)) if t not in uncovered_tasks(suite, list(range(len(names))))]
+        listing = "\n".join(f"  {t}: {names[t]}: {why}" for t, why in uncovered.items())
+        parser.error(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
+                     f"Tasks it covers: --tasks {','.join(map(str, covered))}")
     jobs = [(suite, t, args.episodes, args.camera_size, args.out, args.seed, args.dry_run) for t in tasks]
     start = time.time()
     if args.workers > 1:

@@ -9,7 +9,7 @@ What matters (measured on libero_object / spatial / goal): bowls are grasped at 
 below its top with one finger inside; flat boxes are grasped with the hand's long axis pointing away
 from tall neighbours; drawer handles are grasped with a horizontal hand (fingers closing vertically,
 a top-down palm hits the drawer above); knobs are grasped on their rotation axis and twisted with
-the wrist; plates are pushed from inside their rim.
+the wrist; plates are slid along the table by their rim.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Waypoint:
     max_steps: int = 60  # give up waiting and move on
     rotation: np.ndarray | None = None  # full target hand rotation (3, 3); None: pointing down at `yaw`
     rot_tol: float | None = None  # also wait for the hand rotation to be within this many radians
+    speed: float = 1.0  # cap on the position action (1.0 = 5 cm per step): slower drags slip less
 
     def hand_rotation(self) -> np.ndarray:
         """The target hand rotation matrix in the world frame (columns: closing, palm, approach axes)."""
@@ -132,19 +133,19 @@ def _segment_box_distance(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.n
 
 
 def grasp_pose(scene: Scene, obj: str, boxes) -> tuple[np.ndarray, float]:
-    """Grasp point and hand yaw: bowl rims from the side, other objects across a graspable width."""
+    """Grasp point and hand yaw: bowl and plate rims from the side, other objects across a graspable width."""
     lo, hi, geoms = boxes[obj]
     center = (lo + hi) / 2
     height = hi[2] - lo[2]
     candidates = []  # (grasp xy, closing direction xy)
-    if "bowl" in obj:
+    if "bowl" in obj or "plate" in obj:  # rims: one finger inside, one outside
         radius = min(hi[0] - lo[0], hi[1] - lo[1]) / 2
         for angle in np.arange(4) * np.pi / 2:
             radial = np.array([np.cos(angle), np.sin(angle)])
             candidates.append((center[:2] + (radius - 0.012) * radial, radial))
         # unrotated hand first (fingers close along y), then the side nearest the robot's base
         candidates.sort(key=lambda c: (round(abs(yaw_of(c[1])), 3), np.linalg.norm(c[0] - ROBOT_BASE_XY)))
-        grasp_z = hi[2] - 0.015
+        grasp_z = max(hi[2] - 0.015, lo[2] + 0.014)  # fingertips ~1.3 cm below the grip site: clear the table
     else:
         body = scene.bodies[obj]
         half = scene.half_extent(body, geoms)
@@ -172,12 +173,17 @@ def grasp_pose(scene: Scene, obj: str, boxes) -> tuple[np.ndarray, float]:
     return np.array([xy[0], xy[1], grasp_z]), yaw_of(direction)
 
 
-def pick_and_place(scene: Scene, here: np.ndarray, relation: str, obj: str, target: str, region: str) -> list[Waypoint]:
-    """Grasp `obj`, carry it above the target and release it `on` or `in` it (a drawer region: on its floor)."""
+def pick_and_place(scene: Scene, here: np.ndarray, relation: str, obj: str, target: str | None,
+                   region: str) -> list[Waypoint]:
+    """Grasp `obj`, carry it above the target object and release it `on` or `in` it (a drawer region: on its
+    floor; `target` None: on the table region `region`)."""
     boxes = scene.boxes()
     grasp, yaw = grasp_pose(scene, obj, boxes)
     obj_lo, obj_hi, _ = boxes[obj]
-    tgt_lo, tgt_hi, _ = boxes[target]
+    if target is None:  # a table region: a flat box at the region's site
+        tgt_lo = tgt_hi = scene.site_pos(region)
+    else:
+        tgt_lo, tgt_hi, _ = boxes[target]
     below = grasp[2] - obj_lo[2]  # grip site above the object's bottom while it is held
     goal_xy = (tgt_lo[:2] + tgt_hi[:2]) / 2
     drawer = scene.region_joint(region)
@@ -191,7 +197,7 @@ def pick_and_place(scene: Scene, here: np.ndarray, relation: str, obj: str, targ
         release_z = tgt_hi[2] + 0.015 + below
     if relation == "on" and region != target and region in scene.sites:  # e.g. a stove's cook region
         goal_xy = scene.site_pos(region)[:2]
-    tallest = max(b[1][2] for n, b in boxes.items() if n != obj)
+    tallest = max(b[1][2] for n, b in boxes.items() if n != obj)  # (what the carried object must clear)
     carry_z = max(grasp[2] + 0.10, release_z + 0.05, min(tallest, release_z + 0.15) + 0.02 + below)
     goal_xy = goal_xy + grasp[:2] - (obj_lo[:2] + obj_hi[:2]) / 2  # the object's centre, not the hand, on goal
     above = np.array([grasp[0], grasp[1], max(grasp[2] + 0.10, here[2])])
@@ -260,21 +266,22 @@ def turn_knob(scene: Scene, here: np.ndarray, owner: str) -> list[Waypoint]:
 
 
 def push_flat(scene: Scene, here: np.ndarray, obj: str, region: str) -> list[Waypoint]:
-    """Push a flat, wide object (a plate) along the table until its centre is on `region`, fingers inside its rim."""
-    lo, hi, _ = scene.boxes()[obj]
-    center = (lo + hi) / 2
+    """Slide a flat, wide object (a plate) along the table until its centre is on `region`, pinching its rim.
+
+    Pushing it with closed fingers fails here: its rim slopes (fingers ride over it) and the side to push
+    from is often next to the cabinet (the palm hits the drawer handles)."""
+    boxes = scene.boxes()
+    lo, hi, _ = boxes[obj]
+    grasp, yaw = grasp_pose(scene, obj, boxes)
     goal = scene.site_pos(region)
-    travel = goal[:2] - center[:2]  # (2,)
-    direction = travel / np.linalg.norm(travel)
-    radius = min(hi[:2] - lo[:2]) / 2
-    start_xy = center[:2] - direction * (radius - 0.025)  # inside the rim on the far side from the goal
-    z = lo[2] + 0.015
-    yaw = yaw_of(np.array([-direction[1], direction[0]]))  # fingers side by side across the push
-    start = np.array([start_xy[0], start_xy[1], z])
-    end = np.array([*(start_xy + travel), z])
+    travel = goal[:2] - (lo[:2] + hi[:2]) / 2  # (2,) the plate centre onto the region centre
+    travel = travel * (1 + 0.03 / np.linalg.norm(travel))  # plus 3 cm: the pinched rim lags ~3 cm behind
+    end = np.array([*(grasp[:2] + travel), grasp[2]])
     return [
-        Waypoint(np.array([start[0], start[1], max(here[2], z + 0.10)]), yaw, 1.0, tol=0.02),
-        Waypoint(start, yaw, 1.0, tol=0.008),
-        Waypoint(end, yaw, 1.0, tol=0.008, max_steps=120),
-        Waypoint(end + np.array([0, 0, 0.10]), yaw, 1.0, max_steps=200),
+        Waypoint(np.array([grasp[0], grasp[1], max(here[2], grasp[2] + 0.10)]), yaw, -1.0, tol=0.02),
+        Waypoint(grasp, yaw, -1.0, tol=0.006),
+        Waypoint(grasp, yaw, 1.0, min_steps=12, max_steps=12),
+        Waypoint(end, yaw, 1.0, tol=0.01, max_steps=120),
+        Waypoint(end, yaw, -1.0, min_steps=10, max_steps=10),
+        Waypoint(end + np.array([0, 0, 0.10]), yaw, -1.0, max_steps=200),
     ]
