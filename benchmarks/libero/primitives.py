@@ -215,30 +215,39 @@ def pick_and_place(scene: Scene, here: np.ndarray, relation: str, obj: str, targ
 
 def open_drawer(scene: Scene, here: np.ndarray, region: str, owner: str) -> list[Waypoint]:
     """Grasp the handle of the drawer that carries `region` and pull it along its slide joint until open."""
-    qpos, axis, _, body = scene.joint(scene.region_joint(region))
+    joint = scene.region_joint(region)
+    qpos, axis, _, body = scene.joint(joint)
     open_range = scene.articulation(owner)["default_open_ranges"]
-    target_q = min(open_range) - 0.01  # past the open threshold; the joint limit stops the drawer
-    pull = (target_q - qpos) * axis  # (3,) the handle's displacement
+    lower, upper = scene.model.jnt_range[scene.model.joint(joint).id]
+    target_q = float(np.clip(np.mean(open_range) - 0.01, lower + 0.005, upper - 0.005))  # past the threshold,
+    pull = (target_q - qpos) * axis  # (3,) the handle's displacement                 # short of the limit
     out = pull / np.linalg.norm(pull)  # the drawer's outward direction
     geoms = scene.body_geoms(body)
     boxes = [scene.world_box([g]) for g in geoms]
     lo, hi = max(boxes, key=lambda b: (b[0] + b[1]) @ out)  # the handle: the part furthest out
     handle = (lo + hi) / 2
     # horizontal hand pointing into the drawer, fingers closing vertically across the handle bar
-    closing, approach = np.array([0.0, 0.0, 1.0]), -out
-    rotation = np.stack([closing, np.cross(approach, closing), approach], axis=1)
+    # of the two rolls (fingers closing up or down) take the one nearest the home hand: the other one
+    # turns the wrist by 180 degrees more, to near its joint limit, and it can't turn back down
+    approach = -out
+    rotation = min((np.stack([c, np.cross(approach, c), approach], axis=1) for c in (np.eye(3)[2], -np.eye(3)[2])),
+                   key=lambda r: -np.trace(r @ DOWN.T))  # larger trace = smaller rotation angle
     grasp = handle - 0.005 * out  # the pads a little behind the bar's front face
-    before = grasp + 0.10 * out
+    before, after = grasp + 0.10 * out, grasp + pull + 0.08 * out
+    inward = np.append(ROBOT_BASE_XY - after[:2], 0.0)
+    clear = after + 0.15 * inward / np.linalg.norm(inward) + np.array([0.0, 0.0, 0.06])  # toward the robot: the
+    # arm is near full reach at the pulled-out handle and can't turn the hand down there
     return [
         Waypoint(np.array([before[0], before[1], max(here[2], before[2] + 0.05)]), 0.0, -1.0, tol=0.03,
                  rotation=rotation, max_steps=80),
         Waypoint(before, 0.0, -1.0, tol=0.015, rotation=rotation),
         Waypoint(grasp, 0.0, -1.0, tol=0.008, rotation=rotation),
         Waypoint(grasp, 0.0, 1.0, min_steps=10, max_steps=10, rotation=rotation),
-        Waypoint(grasp + pull + 0.01 * out, 0.0, 1.0, tol=0.01, max_steps=80, rotation=rotation),
+        Waypoint(grasp + pull, 0.0, 1.0, tol=0.01, max_steps=60, rotation=rotation),
         Waypoint(grasp + pull, 0.0, -1.0, min_steps=8, max_steps=8, rotation=rotation),
-        Waypoint(grasp + pull + 0.10 * out, 0.0, -1.0, tol=0.02, rotation=rotation),
-        Waypoint(grasp + pull + 0.10 * out + np.array([0, 0, 0.10]), 0.0, -1.0, tol=0.02, max_steps=40),
+        Waypoint(after, 0.0, -1.0, tol=0.02, rotation=rotation),  # back out, still horizontal
+        Waypoint(clear, 0.0, -1.0, tol=0.02, max_steps=40, rotation=rotation),
+        Waypoint(clear, 0.0, -1.0, tol=0.02, rot_tol=0.1, max_steps=60),  # clear of the drawer: hand down
     ]
 
 
