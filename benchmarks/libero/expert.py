@@ -6,7 +6,7 @@ with a proportional controller in LIBERO's 7-D delta action space. It is a `lara
 that needs the live env: `bind(env)`.
 
     goal                          primitives
-    (On obj target) / (In ...)    pick and place (a flat plate on a table region: push it)
+    (On obj target) / (In ...)    pick and place (a plate onto a table region: slide it by its rim)
     (In obj drawer_region)        open the drawer if it is closed, then pick and place into it
     (Open drawer_region)          grasp the handle, pull along the slide joint
     (Turnon stove)                grasp the knob on its axis, twist it into its on range

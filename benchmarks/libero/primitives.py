@@ -2,7 +2,7 @@
 
 Each primitive reads poses, collision geometry and joint axes from the live sim and returns the
 end-effector `Waypoint`s of one manipulation: pick-and-place, pull a drawer open, twist a stove
-knob, push a flat object along the table. `expert.py` chains them from the parsed BDDL goal and
+knob, slide a flat object along the table. `expert.py` chains them from the parsed BDDL goal and
 tracks the waypoints.
 
 What matters (measured on libero_object / spatial / goal): bowls are grasped at the rim ~1.5 cm
@@ -22,6 +22,8 @@ MAX_OPENING = 0.075  # the Panda gripper opens 8 cm; grasp widths above this don
 HAND_HALF_LENGTH = 0.10  # the hand extends this far along the finger-closing direction
 ROBOT_BASE_XY = np.array([-0.6, 0.0])  # LIBERO's Panda mount: shorter reaches track better
 TALL = 0.03  # neighbours taller than this, reaching above the grasp, can hit the hand
+PALM_HALF = (0.10, 0.035)  # the palm's half extents along / across the finger-closing direction
+PALM_BOTTOM = 0.02  # the palm's lowest point above the grip site (hand pointing down)
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # LIBERO's home hand: columns are the
 # finger-closing axis (world y), the palm's other axis and the approach axis (pointing down)
 
@@ -132,6 +134,22 @@ def _segment_box_distance(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.n
     return float(np.linalg.norm(gap, axis=1).min())
 
 
+def hand_hits(scene: Scene, obj: str, xy: np.ndarray, closing: np.ndarray, grasp_z: float) -> bool:
+    """Would a downward hand grasping at (xy, grasp_z), on its way down, meet another object's collision geom
+    above the grasp? E.g. an opened drawer hanging over a bowl: the objects' boxes can't tell, their geoms can."""
+    across = np.array([-closing[1], closing[0]])
+    s, t = np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 3))
+    palm = xy + PALM_HALF[0] * s.reshape(-1, 1) * closing + PALM_HALF[1] * t.reshape(-1, 1) * across  # (27, 2)
+    for name, body in scene.bodies.items():
+        if name == obj:
+            continue
+        for g in scene.body_geoms(body):
+            lo, hi = scene.world_box([g])
+            if hi[2] > grasp_z + PALM_BOTTOM and np.any(np.all((palm >= lo[:2]) & (palm <= hi[:2]), axis=1)):
+                return True
+    return False
+
+
 def grasp_pose(scene: Scene, obj: str, boxes) -> tuple[np.ndarray, float]:
     """Grasp point and hand yaw: bowl and plate rims from the side, other objects across a graspable width."""
     lo, hi, geoms = boxes[obj]
@@ -161,6 +179,9 @@ def grasp_pose(scene: Scene, obj: str, boxes) -> tuple[np.ndarray, float]:
         # inside a tall fixture (a cabinet drawer): its box says nothing about clearance; close the
         # fingers along x so that the hand's long axis lies along the drawer's pull direction
         candidates.sort(key=lambda c: abs(c[1][1]))
+
+    free = [c for c in candidates if not hand_hits(scene, obj, *c, grasp_z)]
+    candidates = free or candidates
 
     def clearance(candidate):
         xy, direction = candidate
@@ -256,7 +277,7 @@ def turn_knob(scene: Scene, here: np.ndarray, owner: str) -> list[Waypoint]:
     joint = scene.env.env.env.get_object(owner).joints[0]
     qpos, axis, anchor, body = scene.joint(joint)
     target_q = float(np.mean(scene.articulation(owner)["default_turnon_ranges"]))
-    base_lo, base_hi = scene.world_box(scene.body_geoms(body))
+    base_lo, _ = scene.world_box(scene.body_geoms(body))
     geoms = [g for g in scene.body_geoms(body) if scene.world_box([g])[1][2] > base_lo[2] + 0.025]
     lo, hi = scene.world_box(geoms)  # the knob's handle: the parts standing out of the dial
     across = np.argmin((hi - lo)[:2])  # the handle's narrow axis: close the fingers along it
