@@ -108,7 +108,10 @@ class ScriptedExpert:
 
     def release(self) -> None:
         """Switch to the release-and-retreat tail (open, then back off along the hand's approach axis),
-        e.g. after the first `done`."""
+        e.g. after the first `done`; a primitive whose current waypoint says `finish` runs to its end first."""
+        if self.waypoints and self.waypoints[self._index].finish:
+            self._stages = []
+            return
         here = self.env.observation()["ee_pos"]
         rotation = self._hand_rotation().copy()
         back = here - 0.08 * rotation[:, 2]  # the approach axis points out of the fingers

@@ -67,16 +67,16 @@ def render(env: LiberoEnv, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: str, seed: int,
-                  dry_run: bool = False) -> dict:
-    """Roll out init states until `episodes` successes (or the init states run out); write the file
-    (`dry_run`: roll out and count only, no rendering, no file)."""
+                  dry_run: bool = False, attempts: int | None = None) -> dict:
+    """Roll out init states in order until `episodes` successes (or `attempts` tries, or the init states run
+    out); write the file (`dry_run`: roll out and count only, no rendering, no file)."""
     from lara.data.libero_hdf5 import LiberoHDF5Writer
 
     start = time.time()
     physics = LiberoEnv(suite, task, camera_size=None, seed=seed)
     expert = ScriptedExpert()
     kept, attempts = [], []
-    for index in range(len(physics.init_states)):
+    for index in range(min(len(physics.init_states), attempts or len(physics.init_states))):
         if len(kept) == episodes:
             break
         t0 = time.time()
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object, goal (all but the wine rack task)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
     p.add_argument("--episodes", type=int, default=20, help="successful episodes to keep per task")
+    p.add_argument("--attempts", type=int, default=None,
+                   help="try at most this many init states per task (default: all 50); with --dry-run and "
+                        "--episodes equal to it: the success rate over init states 0..N-1")
     p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (one task each)")
     p.add_argument("--seed", type=int, default=0, help="env seed")
@@ -168,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         listing = "\n".join(f"  {t}: {names[t]}: {why}" for t, why in uncovered.items())
         parser.error(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
                      f"Tasks it covers: --tasks {','.join(map(str, covered))}")
-    jobs = [(suite, t, args.episodes, args.camera_size, args.out, args.seed, args.dry_run) for t in tasks]
+    jobs = [(suite, t, args.episodes, args.camera_size, args.out, args.seed, args.dry_run, args.attempts)
+            for t in tasks]
     start = time.time()
     if args.workers > 1:
         with mp.get_context("spawn").Pool(args.workers) as pool:

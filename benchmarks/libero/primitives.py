@@ -24,6 +24,7 @@ ROBOT_BASE_XY = np.array([-0.6, 0.0])  # LIBERO's Panda mount: shorter reaches t
 TALL = 0.03  # neighbours taller than this, reaching above the grasp, can hit the hand
 PALM_HALF = (0.10, 0.035)  # the palm's half extents along / across the finger-closing direction
 PALM_BOTTOM = 0.02  # the palm's lowest point above the grip site (hand pointing down)
+WRIST_JOINT = "robot0_joint7"  # the Panda's last joint: turns the hand about its approach axis
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # LIBERO's home hand: columns are the
 # finger-closing axis (world y), the palm's other axis and the approach axis (pointing down)
 
@@ -39,6 +40,8 @@ class Waypoint:
     rotation: np.ndarray | None = None  # full target hand rotation (3, 3); None: pointing down at `yaw`
     rot_tol: float | None = None  # also wait for the hand rotation to be within this many radians
     speed: float = 1.0  # cap on the position action (1.0 = 5 cm per step): slower drags slip less
+    finish: bool = False  # when the goal is first reached here, finish the primitive before letting go
+    # (a knob turned just past its threshold drifts back when released at once)
 
     def hand_rotation(self) -> np.ndarray:
         """The target hand rotation matrix in the world frame (columns: closing, palm, approach axes)."""
@@ -276,20 +279,32 @@ def turn_knob(scene: Scene, here: np.ndarray, owner: str) -> list[Waypoint]:
     """Grasp the knob of `owner` (a stove) on its rotation axis and twist it with the wrist into its on range."""
     joint = scene.env.env.env.get_object(owner).joints[0]
     qpos, axis, anchor, body = scene.joint(joint)
-    target_q = float(np.mean(scene.articulation(owner)["default_turnon_ranges"]))
+    target_q = min(scene.articulation(owner)["default_turnon_ranges"]) + 0.5  # well inside: it drifts back a little
     base_lo, _ = scene.world_box(scene.body_geoms(body))
     geoms = [g for g in scene.body_geoms(body) if scene.world_box([g])[1][2] > base_lo[2] + 0.025]
     lo, hi = scene.world_box(geoms)  # the knob's handle: the parts standing out of the dial
     across = np.argmin((hi - lo)[:2])  # the handle's narrow axis: close the fingers along it
-    yaw = yaw_of(np.eye(2)[across])
     grasp = np.array([anchor[0], anchor[1], hi[2] - 0.015])
     turn = (target_q - qpos) * np.sign(axis[2])  # hand yaw change (the joint turns about world +-z)
+    # the handle is symmetric: of the two hand yaws that grasp it, take the one that leaves the wrist
+    # (joint 7, which turns with the hand's yaw) furthest from its limits at the end of the twist
+    closing = scene.data.site_xmat[scene.env.env.env.robots[0].eef_site_id].reshape(3, 3)[:, 0]
+    yaw_now = np.arctan2(closing[1], closing[0]) - np.pi / 2
+    wrist_q, _, _, _ = scene.joint(WRIST_JOINT)
+    wrist_lo, wrist_hi = scene.model.jnt_range[scene.model.joint(WRIST_JOINT).id]
+
+    def wrist_margin(yaw):
+        change = (yaw - yaw_now + np.pi) % (2 * np.pi) - np.pi  # the wrist turns the short way
+        end = wrist_q + change + turn
+        return min(end - wrist_lo, wrist_hi - end, wrist_q + change - wrist_lo, wrist_hi - wrist_q - change)
+
+    yaw = max((yaw_of(np.eye(2)[across]) + k * np.pi for k in (-1, 0, 1)), key=wrist_margin)
     steps = [yaw + turn * k / 4 for k in range(1, 5)]
     return [
         Waypoint(np.array([grasp[0], grasp[1], max(here[2], grasp[2] + 0.10)]), yaw, -1.0, tol=0.02),
         Waypoint(grasp, yaw, -1.0, tol=0.008),
         Waypoint(grasp, yaw, 1.0, min_steps=10, max_steps=10),
-        *[Waypoint(grasp, y, 1.0, tol=0.02, rot_tol=0.1, max_steps=30) for y in steps],
+        *[Waypoint(grasp, y, 1.0, tol=0.02, rot_tol=0.1, max_steps=30, finish=True) for y in steps],
         Waypoint(grasp, steps[-1], -1.0, min_steps=8, max_steps=8),
         Waypoint(grasp + np.array([0, 0, 0.10]), steps[-1], -1.0, max_steps=200),
     ]
