@@ -34,11 +34,13 @@ UNCOVERED_TARGETS = {  # fixture category -> why placing on it is not planned
 
 
 def owner_of(problem: dict, name: str) -> str:
-    """The object a BDDL region belongs to ('wooden_cabinet_1_top_region' -> 'wooden_cabinet_1'); objects own themselves."""
+    """The object a BDDL region belongs to ('wooden_cabinet_1_top_region' -> 'wooden_cabinet_1');
+    objects own themselves."""
     return problem["regions"][name]["target"] if name in problem["regions"] else name
 
 
 def category_of(problem: dict, name: str) -> str | None:
+    """The BDDL category of a fixture or object ('wooden_cabinet_1' -> 'wooden_cabinet'), None if unknown."""
     for group in ("fixtures", "objects"):
         for category, names in problem[group].items():
             if name in names:
@@ -135,8 +137,8 @@ class ScriptedExpert:
         """Next waypoint when the current one is reached (or timed out); next primitive after the last."""
         if self._index < len(self.waypoints):
             wp = self.waypoints[self._index]
-            reached = (np.linalg.norm(wp.pos - obs["ee_pos"]) < wp.tol and self._steps >= wp.min_steps
-                       and (wp.rot_tol is None or np.linalg.norm(self._rotation_error(wp.hand_rotation())) < wp.rot_tol))
+            turned = wp.rot_tol is None or np.linalg.norm(self._rotation_error(wp.hand_rotation())) < wp.rot_tol
+            reached = np.linalg.norm(wp.pos - obs["ee_pos"]) < wp.tol and self._steps >= wp.min_steps and turned
             if not (reached or self._steps >= wp.max_steps):
                 return
             if self._index == len(self.waypoints) - 1 and not self._stages:

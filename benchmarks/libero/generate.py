@@ -67,8 +67,8 @@ def render(env: LiberoEnv, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: str, seed: int,
-                  dry_run: bool = False, attempts: int | None = None) -> dict:
-    """Roll out init states in order until `episodes` successes (or `attempts` tries, or the init states run
+                  dry_run: bool = False, max_attempts: int | None = None) -> dict:
+    """Roll out init states in order until `episodes` successes (or `max_attempts` tries, or the init states run
     out); write the file (`dry_run`: roll out and count only, no rendering, no file)."""
     from lara.data.libero_hdf5 import LiberoHDF5Writer
 
@@ -76,7 +76,7 @@ def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: s
     physics = LiberoEnv(suite, task, camera_size=None, seed=seed)
     expert = ScriptedExpert()
     kept, attempts = [], []
-    for index in range(min(len(physics.init_states), attempts or len(physics.init_states))):
+    for index in range(min(len(physics.init_states), max_attempts or len(physics.init_states))):
         if len(kept) == episodes:
             break
         t0 = time.time()

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         medians = {w: statistics.median(r[rate] for r in runs if r["workers"] == w) for w in (1, 2)}
         summary[rate] = {"1": medians[1], "2": medians[2], "ratio": round(medians[2] / medians[1], 2)}
         print(f"{rate}: 1 worker {medians[1]:.2f}, 2 workers {medians[2]:.2f}, ratio {medians[2] / medians[1]:.2f}x")
-    print(f"cpus {summary['cpus']}, load average before {summary['load_avg_before']}, after {summary['load_avg_after']}")
+    print(f"cpus {summary['cpus']}, load average before {summary['load_avg_before']}, "
+          f"after {summary['load_avg_after']}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "libero_workers.json").write_text(json.dumps(summary, indent=2))
     return 0
