@@ -101,7 +101,8 @@ class ScriptedExpert:
         stages = []
         joint = scene.region_joint(region)
         if joint is not None and not self.env.env.env.get_object(target).is_open(scene.joint(joint)[0]):
-            stages.append(lambda here: open_drawer(scene, here, region, target))
+            centre = np.mean(scene.boxes()[obj][:2], axis=0)  # (3,) the object to put in, grasped next
+            stages.append(lambda here: open_drawer(scene, here, region, target, keep_clear=centre))
         lo, hi, _ = scene.boxes()[obj]
         if on_table and hi[2] - lo[2] < 0.03 and min(hi[:2] - lo[:2]) > MAX_OPENING:  # too wide to grasp: push
             return [lambda here: push_flat(scene, here, obj, region)]

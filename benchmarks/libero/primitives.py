@@ -211,10 +211,16 @@ def pick_and_place(scene: Scene, here: np.ndarray, relation: str, obj: str, targ
     below = grasp[2] - obj_lo[2]  # grip site above the object's bottom while it is held
     goal_xy = (tgt_lo[:2] + tgt_hi[:2]) / 2
     drawer = scene.region_joint(region)
-    if drawer is not None:  # into an open drawer: above its floor, at the region's centre
-        floor = scene.world_box(scene.body_geoms(scene.joint(drawer)[3]))[0][2]
+    if drawer is not None:  # into an open drawer: above its floor, centred in its part out of the cabinet
+        qpos, axis, _, body = scene.joint(drawer)
+        out = np.sign(qpos) * axis  # opening moved the drawer this way (by |qpos|)
+        floor = scene.world_box(scene.body_geoms(body))[0][2]
         release_z = floor + 0.02 + below
-        goal_xy = scene.site_pos(region)[:2]
+        _, front = drawer_parts(scene, body, out)
+        radius = np.abs(out) @ (obj_hi - obj_lo) / 2
+        window = (front - abs(qpos) + radius + 0.005, front - 0.01 - radius)  # cabinet front .. panel inside
+        site = scene.site_pos(region)
+        goal_xy = (site + out * (np.mean(window) - site @ out))[:2]
     elif relation == "in":
         release_z = tgt_hi[2] + 0.01 + below  # drop from just above the container's rim
     else:
@@ -237,8 +243,18 @@ def pick_and_place(scene: Scene, here: np.ndarray, relation: str, obj: str, targ
     ]
 
 
-def open_drawer(scene: Scene, here: np.ndarray, region: str, owner: str) -> list[Waypoint]:
-    """Grasp the handle of the drawer that carries `region` and pull it along its slide joint until open."""
+def drawer_parts(scene: Scene, body: int, out: np.ndarray) -> tuple[np.ndarray, float]:
+    """The handle's centre (3,) and the front panel's outer face (its coordinate along `out`) of a drawer."""
+    boxes = sorted((scene.world_box([g]) for g in scene.body_geoms(body)), key=lambda b: (b[0] + b[1]) @ out)
+    handle = (boxes[-1][0] + boxes[-1][1]) / 2  # the part furthest out
+    front = max(max(lo @ out, hi @ out) for lo, hi in boxes[:-1])
+    return handle, float(front)
+
+
+def open_drawer(scene: Scene, here: np.ndarray, region: str, owner: str,
+                keep_clear: np.ndarray | None = None) -> list[Waypoint]:
+    """Grasp the handle of the drawer that carries `region` and pull it along its slide joint until open; with
+    `keep_clear` (an object to grasp next), stop where the front panel still leaves room to reach down to it."""
     joint = scene.region_joint(region)
     qpos, axis, _, body = scene.joint(joint)
     open_range = scene.articulation(owner)["default_open_ranges"]
@@ -246,10 +262,10 @@ def open_drawer(scene: Scene, here: np.ndarray, region: str, owner: str) -> list
     target_q = float(np.clip(np.mean(open_range) - 0.01, lower + 0.005, upper - 0.005))  # past the threshold,
     pull = (target_q - qpos) * axis  # (3,) the handle's displacement                 # short of the limit
     out = pull / np.linalg.norm(pull)  # the drawer's outward direction
-    geoms = scene.body_geoms(body)
-    boxes = [scene.world_box([g]) for g in geoms]
-    lo, hi = max(boxes, key=lambda b: (b[0] + b[1]) @ out)  # the handle: the part furthest out
-    handle = (lo + hi) / 2
+    handle, front = drawer_parts(scene, body, out)
+    if keep_clear is not None:  # the palm reaches PALM_HALF[1] across from the grasp: keep the panel out of its way
+        room = keep_clear @ out - front - PALM_HALF[1] - 0.01
+        pull = out * float(np.clip(room, 0.0, np.linalg.norm(pull)))
     # horizontal hand pointing into the drawer, fingers closing vertically across the handle bar
     # of the two rolls (fingers closing up or down) take the one nearest the home hand: the other one
     # turns the wrist by 180 degrees more, to near its joint limit, and it can't turn back down
