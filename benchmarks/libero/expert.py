@@ -112,8 +112,9 @@ class ScriptedExpert:
     def release(self) -> None:
         """Switch to the release-and-retreat tail (open, then back off along the hand's approach axis),
         e.g. after the first `done`; a primitive whose current waypoint says `finish` runs to its end first."""
-        if self.waypoints and self.waypoints[self._index].finish:
-            self._stages = []
+        if self.waypoints and self.waypoints[self._index].finish:  # straight to the primitive's last such step
+            self._index = max(i for i, wp in enumerate(self.waypoints) if wp.finish)
+            self._steps, self._stages = 0, []
             return
         here = self.env.observation()["ee_pos"]
         rotation = self._hand_rotation().copy()

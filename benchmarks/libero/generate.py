@@ -25,7 +25,8 @@ from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, 
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 
-TAIL_STEPS = 25  # release-and-retreat steps after the first `done`
+TAIL_STEPS = 25  # release-and-retreat steps after the first `done` (at least)
+RELEASED_STEPS = 10  # and the tail ends with the gripper open this long
 
 
 def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int) -> dict:
@@ -37,8 +38,8 @@ def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int) -> di
     expert.reset(env.instruction)
     keys = ("states", "actions", "ee_states", "gripper_states", "joint_states", "dones")
     steps = {k: [] for k in keys}
-    first_done, done = None, False
-    for t in range(env.max_steps + TAIL_STEPS):
+    first_done, done, open_steps = None, False, 0
+    for t in range(env.max_steps + 3 * TAIL_STEPS):
         action = expert.act(obs)[0]
         steps["states"].append(env.sim_state())
         steps["ee_states"].append(np.concatenate([obs["ee_pos"], obs["ee_ori"]]))
@@ -47,13 +48,14 @@ def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int) -> di
         steps["actions"].append(action)
         obs, done = env.step(action)
         steps["dones"].append(done)
+        open_steps = open_steps + 1 if action[6] < 0 else 0
         if done and first_done is None:
             first_done = t
             expert.release()
         if first_done is None and t + 1 >= env.max_steps:
             break
-        if first_done is not None and t - first_done >= TAIL_STEPS:
-            break
+        if first_done is not None and t - first_done >= TAIL_STEPS and open_steps >= RELEASED_STEPS:
+            break  # (a knob twist finishes before the hand lets go: the tail can be longer)
     episode = {k: np.asarray(v) for k, v in steps.items()}
     episode["success"] = first_done is not None and bool(env.env.check_success())
     episode["first_done"] = first_done
