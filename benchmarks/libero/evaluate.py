@@ -113,7 +113,7 @@ def run_episode(job: tuple) -> dict:
     policy = _WORKER["policy"]
     max_steps = max_steps or env.max_steps
     _seed_everything(_WORKER["seed"] + 1000 * task + trial)
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     obs = env.reset(trial)
     if hasattr(policy, "bind"):  # privileged policies (the scripted expert) read the live sim
         policy.bind(env)
@@ -141,7 +141,7 @@ def run_episode(job: tuple) -> dict:
             frames += [obs["agentview_rgb"]] if video else []
             if success or steps >= max_steps:
                 break
-    seconds = time.time() - start
+    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start  # all the worker's threads
     if video:
         import imageio.v2 as imageio
 
@@ -149,7 +149,8 @@ def run_episode(job: tuple) -> dict:
         imageio.mimwrite(video, frames, fps=30, macro_block_size=1)
     return {"suite": env.suite, "task_id": task, "task_name": env.task_name, "instruction": env.instruction,
             "trial": trial, "init_state": trial % len(env.init_states), "success": bool(success),
-            "steps": steps, "env_steps": env_steps, "seconds": round(seconds, 2), "failure_reason": reason,
+            "steps": steps, "env_steps": env_steps, "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason,
             "video": video, "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
             "env_build_s": round(build_s, 2)}
 

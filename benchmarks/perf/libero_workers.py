@@ -8,7 +8,8 @@ workers, interleaved (1, 2, then 2, 1, ...) so that a load change on a shared ma
 Prints env steps/s for each run and the medians, the ratio 2 vs 1, and the load average before and
 after; writes them to OUT/libero_workers.json. Two rates per run: `wall` = env steps / wall time of the
 whole evaluation (worker start-up and env creation included), `steady` = the sum over workers of
-env steps / seconds spent in episodes (start-up excluded: what long evaluations see).
+env steps / seconds spent in episodes (start-up excluded: what long evaluations see). `cpu share` =
+the workers' CPU seconds / wall seconds in episodes: well below 1, other processes had the cores.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ def steady_rate(results: dict) -> float:
             steps, seconds = per_worker.setdefault(ep["worker_pid"], [0.0, 0.0])
             per_worker[ep["worker_pid"]] = [steps + ep["env_steps"], seconds + ep["seconds"]]
     return sum(steps / seconds for steps, seconds in per_worker.values() if seconds > 0)
+
+
+def cpu_share(results: dict) -> float:
+    """CPU seconds / wall seconds of the episodes, per worker: ~1 when each worker had a core to itself."""
+    episodes = [ep for task in results["tasks"] for ep in task["episodes"]]
+    return sum(ep["cpu_seconds"] for ep in episodes) / max(sum(ep["seconds"] for ep in episodes), 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             run = {"repeat": repeat, "workers": workers, "env_steps": results["env_steps"],
                    "wall_s": results["wall_time_s"], "wall_steps_per_s": results["env_steps_per_s"],
                    "steady_steps_per_s": round(steady_rate(results), 2),
-                   "worker_startup_s": results["worker_startup_s"], "env_build_s": results["env_build_s"],
+                   "cpu_share": round(cpu_share(results), 2), "worker_startup_s": results["worker_startup_s"],
+                   "env_build_s": results["env_build_s"],
                    "load_avg_1min": round(os.getloadavg()[0], 2)}
             runs.append(run)
             print(f"repeat {repeat} workers {workers}: {run['env_steps']} env steps in {run['wall_s']} s, "
                   f"wall {run['wall_steps_per_s']} steps/s, steady {run['steady_steps_per_s']} steps/s, "
+                  f"cpu share {run['cpu_share']}, "
                   f"worker start-up {run['worker_startup_s']} s, load {run['load_avg_1min']}", flush=True)
     summary = {"cpus": os.cpu_count(), "threads_per_worker": args.threads_per_worker, "camera_size": args.camera_size,
                "load_avg_before": [round(x, 2) for x in load_before],

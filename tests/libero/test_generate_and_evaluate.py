@@ -46,6 +46,7 @@ def test_scripted_policy_with_two_workers(tmp_path):
     assert on_disk["env_steps_per_s"] > 0 and "libero_object" in on_disk["suites"]
     assert on_disk["threads_per_worker"] == 1 and len(on_disk["worker_startup_s"]) == 2  # one per worker
     assert all(0 < s < on_disk["wall_time_s"] for s in on_disk["worker_startup_s"]) and on_disk["env_build_s"] > 0
+    assert all(e["cpu_seconds"] > 0 for e in task["episodes"])
     for trial in (0, 1):
         assert (tmp_path / "videos" / "libero_object" / f"task01_trial{trial:03d}.mp4").stat().st_size > 1000
     assert (tmp_path / "success.png").read_bytes()[:4] == b"\x89PNG"
