@@ -22,6 +22,8 @@ def build_libero_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
     p.add_argument("--trials", type=int, default=50, help="trials per task; trial i starts from init state i")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes, each with its own env")
+    p.add_argument("--threads-per-worker", type=int, default=1,
+                   help="BLAS/OpenMP/llvmpipe threads in each worker (1: let the workers use the cores)")
     p.add_argument("--seed", type=int, default=7, help="seed for the env and numpy/torch in each episode")
     p.add_argument("--camera-size", type=int, default=256, help="render size in pixels (protocol: 256)")
     p.add_argument("--max-steps", type=int, default=None, help="override the suite's step budget (debugging)")
@@ -41,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     results = evaluate(args.policy, args.suite.split(","), args.out, tasks=tasks, trials=args.trials,
-                       workers=args.workers, seed=args.seed, camera_size=args.camera_size,
-                       max_steps=args.max_steps, video=not args.no_video)
+                       workers=args.workers, threads_per_worker=args.threads_per_worker, seed=args.seed,
+                       camera_size=args.camera_size, max_steps=args.max_steps, video=not args.no_video)
     for task in results["tasks"]:
         print(f"{task['suite']} task {task['task_id']:2d}: {task['successes']}/{task['trials']}  {task['task_name']}")
     for suite, rate in results["suites"].items():

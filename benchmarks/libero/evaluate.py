@@ -5,21 +5,26 @@
 The protocol (OpenVLA, OpenVLA-OFT and openpi agree): the benchmark's fixed init states (trial i uses
 init state i), 10 wait steps with [0,0,0,0,0,0,-1] that do not count towards the suite's step budget
 (220/280/300/520/400), 256 px images rotated 180 degrees, gripper binarised to -1/+1, success = `done`.
-Action chunks run to the end unless the episode ends first. Episodes run in spawned worker processes,
-each with its own env; a policy that returns wrong-shaped or non-finite actions fails that episode
-(with the reason) and the evaluation goes on.
+Action chunks run to the end unless the episode ends first. Episodes run in spawned worker processes
+(one worker too: the same code path, so 1 vs N workers compare fairly), each with its own env and
+with its BLAS/OpenMP/llvmpipe thread pools at `threads_per_worker` (default 1: workers, not threads,
+use the cores); a policy that returns wrong-shaped or non-finite actions fails that episode (with the
+reason) and the evaluation goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import multiprocessing as mp
+import os
 import random
 import sys
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,8 @@ from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_AC
 from lara.policy import ACTION_DIM
 
 _WORKER: dict = {}  # per-process state: the policy and the env of the current task
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",  # numpy / torch pools
+                    "LP_NUM_THREADS")  # Mesa llvmpipe, the CPU renderer behind EGL / OSMesa without a GPU
 
 
 def load_policy(spec: str):
@@ -80,27 +87,33 @@ def _seed_everything(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-def _init_worker(policy_spec: str, camera_size: int, seed: int) -> None:
-    _WORKER.update(policy=load_policy(policy_spec), camera_size=camera_size, seed=seed, env=None, key=None)
+def _init_worker(policy_spec: str, camera_size: int, seed: int, threads: int, spawned_at: float) -> None:
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    _WORKER.update(policy=load_policy(policy_spec), camera_size=camera_size, seed=seed, env=None, key=None,
+                   startup_s=time.time() - spawned_at)  # spawn, imports and policy load
 
 
-def _env_for(suite: str, task: int) -> LiberoEnv:
-    if _WORKER["key"] != (suite, task):
-        if _WORKER["env"] is not None:
-            _WORKER["env"].close()
-        _WORKER["env"] = LiberoEnv(suite, task, camera_size=_WORKER["camera_size"], seed=_WORKER["seed"])
-        _WORKER["key"] = (suite, task)
-    return _WORKER["env"]
+def _env_for(suite: str, task: int) -> tuple[LiberoEnv, float]:
+    """The worker's env for this task (built when the task changes) and the seconds spent building it."""
+    if _WORKER["key"] == (suite, task):
+        return _WORKER["env"], 0.0
+    start = time.time()
+    if _WORKER["env"] is not None:
+        _WORKER["env"].close()
+    _WORKER["env"] = LiberoEnv(suite, task, camera_size=_WORKER["camera_size"], seed=_WORKER["seed"])
+    _WORKER["key"] = (suite, task)
+    return _WORKER["env"], time.time() - start
 
 
 def run_episode(job: tuple) -> dict:
     """One trial: (suite, task, trial, max_steps or None, video path or None) -> episode record."""
     suite, task, trial, max_steps, video = job
-    env = _env_for(suite, task)
+    env, build_s = _env_for(suite, task)
     policy = _WORKER["policy"]
     max_steps = max_steps or env.max_steps
     _seed_everything(_WORKER["seed"] + 1000 * task + trial)
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     obs = env.reset(trial)
     if hasattr(policy, "bind"):  # privileged policies (the scripted expert) read the live sim
         policy.bind(env)
@@ -128,7 +141,7 @@ def run_episode(job: tuple) -> dict:
             frames += [obs["agentview_rgb"]] if video else []
             if success or steps >= max_steps:
                 break
-    seconds = time.time() - start
+    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start  # all the worker's threads
     if video:
         import imageio.v2 as imageio
 
@@ -136,25 +149,42 @@ def run_episode(job: tuple) -> dict:
         imageio.mimwrite(video, frames, fps=30, macro_block_size=1)
     return {"suite": env.suite, "task_id": task, "task_name": env.task_name, "instruction": env.instruction,
             "trial": trial, "init_state": trial % len(env.init_states), "success": bool(success),
-            "steps": steps, "env_steps": env_steps, "seconds": round(seconds, 2), "failure_reason": reason,
-            "video": video}
+            "steps": steps, "env_steps": env_steps, "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason,
+            "video": video, "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
+            "env_build_s": round(build_s, 2)}
 
 
-def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int):
-    """Run episodes in `workers` spawned processes (in-process for 1); yields records as they finish."""
-    if workers <= 1:
-        _init_worker(policy_spec, camera_size, seed)
-        try:
-            for job in jobs:
-                yield run_episode(job)
-        finally:
-            if _WORKER.get("env") is not None:
-                _WORKER["env"].close()
-            _WORKER.clear()
-        return
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker,
-                                      initargs=(policy_spec, camera_size, seed)) as pool:
-        yield from pool.imap_unordered(run_episode, jobs, chunksize=1)
+@contextlib.contextmanager
+def _thread_limits(threads: int):
+    """Set the thread-pool variables for the workers spawned inside (they read them at import)."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int, threads: int = 1):
+    """Run episodes in `workers` spawned processes (also for 1); yields records as they finish.
+
+    At most `workers` episodes are in flight, so the parent sleeps in `wait` until one finishes
+    (no polling) and an episode never queues behind a slow one it could have overtaken."""
+    initargs = (policy_spec, camera_size, seed, threads, time.time())
+    with _thread_limits(threads), ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                                      initializer=_init_worker, initargs=initargs) as pool:
+        pending, queue = set(), list(reversed(jobs))
+        while queue or pending:
+            while queue and len(pending) < workers:
+                pending.add(pool.submit(run_episode, queue.pop()))
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
 
 
 def summarize(records: list[dict], suites: list[str]) -> dict:
@@ -203,7 +233,7 @@ def plot(summary: dict, path: Path) -> None:
 
 def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] | None = None, trials: int = 50,
              workers: int = 1, seed: int = 7, camera_size: int = 256, max_steps: int | None = None,
-             video: bool = True, progress: bool = True) -> dict:
+             video: bool = True, progress: bool = True, threads_per_worker: int = 1) -> dict:
     """Run the protocol on every (suite, task, trial); writes OUT/results.json, OUT/success.png, OUT/videos/."""
     from tqdm import tqdm
 
@@ -221,7 +251,7 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     start = time.time()
     records = []
     bar = tqdm(total=len(jobs), desc="LIBERO episodes", disable=not progress, dynamic_ncols=True)
-    for record in run_jobs(jobs, policy, camera_size, seed, workers):
+    for record in run_jobs(jobs, policy, camera_size, seed, workers, threads_per_worker):
         records.append(record)
         bar.update(1)
         bar.set_postfix(success=f"{100 * np.mean([r['success'] for r in records]):.1f}%")
@@ -231,8 +261,11 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     bar.close()
     wall = time.time() - start
     env_steps = sum(r["env_steps"] for r in records)
+    startup = {r["worker_pid"]: r["worker_startup_s"] for r in records}  # spawn, imports, policy load
     results = {
-        "policy": policy, "seed": seed, "workers": workers, "trials_per_task": trials,
+        "policy": policy, "seed": seed, "workers": workers, "threads_per_worker": threads_per_worker,
+        "worker_startup_s": sorted(startup.values()),
+        "env_build_s": round(sum(r["env_build_s"] for r in records), 1),  # all workers, one env per task each
         "protocol": {"max_steps": {s: max_steps or SUITE_MAX_STEPS[s] for s in suites}, "wait_steps": NUM_WAIT_STEPS,
                      "wait_action": WAIT_ACTION.tolist(), "camera_size": camera_size, "image_rotation_deg": 180,
                      "gripper": "binarised (+1 close, -1 open)", "init_states": "benchmark fixed, trial i -> state i"},

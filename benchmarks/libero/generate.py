@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite, resolve_task,
-                                        select_gl_backend, task_names, versions)
-from lara.benchmarks.libero.expert import ScriptedExpert
+from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, _benchmark, resolve_suite,
+                                        resolve_task, select_gl_backend, task_names, versions)
+from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 
-TAIL_STEPS = 25  # release-and-retreat steps after the first `done`
+TAIL_STEPS = 25  # release-and-retreat steps after the first `done` (at least)
+RELEASED_STEPS = 10  # and the tail ends with the gripper open this long
 
 
 def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int) -> dict:
@@ -37,8 +38,8 @@ def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int) -> di
     expert.reset(env.instruction)
     keys = ("states", "actions", "ee_states", "gripper_states", "joint_states", "dones")
     steps = {k: [] for k in keys}
-    first_done, done = None, False
-    for t in range(env.max_steps + TAIL_STEPS):
+    first_done, done, open_steps = None, False, 0
+    for t in range(env.max_steps + 3 * TAIL_STEPS):
         action = expert.act(obs)[0]
         steps["states"].append(env.sim_state())
         steps["ee_states"].append(np.concatenate([obs["ee_pos"], obs["ee_ori"]]))
@@ -47,13 +48,14 @@ def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int) -> di
         steps["actions"].append(action)
         obs, done = env.step(action)
         steps["dones"].append(done)
+        open_steps = open_steps + 1 if action[6] < 0 else 0
         if done and first_done is None:
             first_done = t
             expert.release()
         if first_done is None and t + 1 >= env.max_steps:
             break
-        if first_done is not None and t - first_done >= TAIL_STEPS:
-            break
+        if first_done is not None and t - first_done >= TAIL_STEPS and open_steps >= RELEASED_STEPS:
+            break  # (a knob twist finishes before the hand lets go: the tail can be longer)
     episode = {k: np.asarray(v) for k, v in steps.items()}
     episode["success"] = first_done is not None and bool(env.env.check_success())
     episode["first_done"] = first_done
@@ -67,16 +69,16 @@ def render(env: LiberoEnv, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: str, seed: int,
-                  dry_run: bool = False) -> dict:
-    """Roll out init states until `episodes` successes (or the init states run out); write the file
-    (`dry_run`: roll out and count only, no rendering, no file)."""
+                  dry_run: bool = False, max_attempts: int | None = None) -> dict:
+    """Roll out init states in order until `episodes` successes (or `max_attempts` tries, or the init states run
+    out); write the file (`dry_run`: roll out and count only, no rendering, no file)."""
     from lara.data.libero_hdf5 import LiberoHDF5Writer
 
     start = time.time()
     physics = LiberoEnv(suite, task, camera_size=None, seed=seed)
     expert = ScriptedExpert()
     kept, attempts = [], []
-    for index in range(len(physics.init_states)):
+    for index in range(min(len(physics.init_states), max_attempts or len(physics.init_states))):
         if len(kept) == episodes:
             break
         t0 = time.time()
@@ -127,12 +129,28 @@ def parse_tasks(text: str | None, suite: str) -> list[int]:
     return [resolve_task(suite, t.strip()) for t in text.split(",") if t.strip()]
 
 
+def uncovered_tasks(suite: str, tasks: list[int]) -> dict[int, str]:
+    """Task index -> why the expert has no plan for it, read from the BDDL files (no env is built)."""
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    bench, reasons = _benchmark(suite), {}
+    for task in tasks:
+        try:
+            check_covered(robosuite_parse_problem(bench.get_task_bddl_file_path(task)))
+        except ValueError as error:
+            reasons[task] = str(error)
+    return reasons
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lara data generate", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["generate"], help="what to do (only `generate` for now)")
-    p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object (goal tasks that are On/In)")
+    p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object, goal (all but the wine rack task)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
     p.add_argument("--episodes", type=int, default=20, help="successful episodes to keep per task")
+    p.add_argument("--attempts", type=int, default=None,
+                   help="try at most this many init states per task (default: all 50); with --dry-run and "
+                        "--episodes equal to it: the success rate over init states 0..N-1")
     p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (one task each)")
     p.add_argument("--seed", type=int, default=0, help="env seed")
@@ -143,11 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
-    jobs = [(suite, t, args.episodes, args.camera_size, args.out, args.seed, args.dry_run) for t in tasks]
+    uncovered = uncovered_tasks(suite, tasks)
+    if uncovered:
+        names = task_names(suite)
+        covered = [t for t in range(len(names)) if t not in uncovered_tasks(suite, list(range(len(names))))]
+        listing = "\n".join(f"  {t}: {names[t]}: {why}" for t, why in uncovered.items())
+        parser.error(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
+                     f"Tasks it covers: --tasks {','.join(map(str, covered))}")
+    jobs = [(suite, t, args.episodes, args.camera_size, args.out, args.seed, args.dry_run, args.attempts)
+            for t in tasks]
     start = time.time()
     if args.workers > 1:
         with mp.get_context("spawn").Pool(args.workers) as pool:

@@ -1,6 +1,7 @@
 """Scripted demos (expert success, HDF5 output) and the evaluation protocol (workers, videos, failures)."""
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -43,6 +44,9 @@ def test_scripted_policy_with_two_workers(tmp_path):
     assert all(e["steps"] == 15 and e["env_steps"] == 25 and e["failure_reason"] is None for e in task["episodes"])
     assert on_disk["versions"]["mujoco"] == "3.3.2" and on_disk["env_steps"] == 50
     assert on_disk["env_steps_per_s"] > 0 and "libero_object" in on_disk["suites"]
+    assert on_disk["threads_per_worker"] == 1 and len(on_disk["worker_startup_s"]) == 2  # one per worker
+    assert all(0 < s < on_disk["wall_time_s"] for s in on_disk["worker_startup_s"]) and on_disk["env_build_s"] > 0
+    assert all(e["cpu_seconds"] > 0 for e in task["episodes"])
     for trial in (0, 1):
         assert (tmp_path / "videos" / "libero_object" / f"task01_trial{trial:03d}.mp4").stat().st_size > 1000
     assert (tmp_path / "success.png").read_bytes()[:4] == b"\x89PNG"
@@ -56,6 +60,7 @@ def test_bad_actions_fail_their_episode_and_evaluation_goes_on(tmp_path):
     assert "NaN" in episodes[0]["failure_reason"] and episodes[0]["steps"] == 0
     assert "shape [4, 6]" in episodes[1]["failure_reason"]
     assert episodes[2]["failure_reason"] is None and episodes[2]["steps"] == 6
+    assert {e["worker_pid"] for e in episodes} != {os.getpid()}  # one worker is a subprocess too
 
 
 def test_check_chunk():
