@@ -161,7 +161,7 @@ def summary_text(report: dict, folder: Path) -> str:
              f"  demonstrations: {data['episodes']} scripted episodes "
              f"({'cached' if data['cached'] else 'generated'}, expert success {data['expert_success']})"]
     last = training["last"]
-    parts = ", ".join(f"{k}={last[k]:.3f}" for k in ("base", "align", "lam/recon") if k in last)
+    parts = ", ".join(f"{k}={last[k]:.3g}" for k in ("base", "align", "lam/recon", "lam/perplexity") if k in last)
     lines += [f"  training: {training['lam_warmup_steps']} LAM warm-up + {training['joint_steps']} joint steps "
               f"on {training['samples']} samples, {training['median_samples_per_s']} samples/s; last {parts}",
               f"  evaluation: {evaluation['successes']}/{evaluation['episodes']} successful episodes "
