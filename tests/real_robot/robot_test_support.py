@@ -131,6 +131,13 @@ class Rig:
         self.rospy.wait_for_service(f"{self.ns}/{name}", timeout=30)
         return self.rospy.ServiceProxy(f"{self.ns}/{name}", Trigger)()
 
+    def start_episode(self, instruction):
+        """Wait for the node to be idle, set the instruction and start an episode."""
+        self.wait_status(lambda s: s["state"] == "idle", timeout_s=30)
+        self.instruction.publish(instruction)
+        time.sleep(0.3)  # the instruction topic is asynchronous: let it arrive before `start`
+        assert self.call("start").success
+
     def wait_status(self, predicate, timeout_s=10.0, since=0.0):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -79,10 +79,7 @@ def test_sim_serves_grasp_and_move_and_the_node_sends_goals(roscore, processes, 
         processes.start("node", "-m", "lara.real_robot.ros_node", "--config", str(config))
         rig = Rig(roscore, config, prefix)
         try:
-            rig.wait_status(lambda s: s["state"] == "idle", timeout_s=30)
-            rig.instruction.publish("grip")
-            time.sleep(0.3)
-            assert rig.call("start").success
+            rig.start_episode("grip")
             deadline = time.monotonic() + 10
             while not results and time.monotonic() < deadline:
                 time.sleep(0.1)

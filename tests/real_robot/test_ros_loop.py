@@ -152,10 +152,7 @@ def test_faults_give_clear_reasons_and_no_motion(roscore, processes, tmp_path, f
     processes.start("node", "-m", "lara.real_robot.ros_node", "--config", str(config))
     rig = Rig(roscore, config, prefix)
     try:
-        rig.wait_status(lambda s: s["state"] == "idle", timeout_s=30)
-        rig.instruction.publish("do not move")
-        time.sleep(0.3)
-        assert rig.call("start").success
+        rig.start_episode("do not move")
         if fault == "stale_camera":
             rig.wait_status(lambda s: not s["hold"], timeout_s=10)  # moving while the camera is live
             camera_on.clear()
@@ -240,10 +237,7 @@ def test_franka_state_pose_is_read_column_major(roscore, processes, tmp_path, mo
     thread = threading.Thread(target=publish, daemon=True)
     thread.start()
     try:
-        rig.wait_status(lambda s: s["state"] == "idle", timeout_s=30)
-        rig.instruction.publish("stay")
-        time.sleep(0.3)
-        assert rig.call("start").success
+        rig.start_episode("stay")
         rig.wait_status(lambda s: s["hold"] and "bad server reply" in s["reason"], timeout_s=10)
         time.sleep(0.5)
         poses = rig.poses_between(0)

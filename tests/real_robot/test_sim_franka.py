@@ -120,10 +120,7 @@ def test_robosuite_franka_tracks_targets_gripper_camera_and_closes_the_loop(rosc
         # the node closes the loop through the physics arm: commands at 10 Hz, the arm follows them
         rig = Rig(roscore, config, prefix)
         try:
-            rig.wait_status(lambda s: s["state"] == "idle", timeout_s=30)
-            rig.instruction.publish("reach")
-            time.sleep(0.3)
-            assert rig.call("start").success
+            rig.start_episode("reach")
             t0, _ = rig.wait_status(lambda s: s["state"] == "running" and not s["hold"], timeout_s=10)
             time.sleep(3.0)
             moving = [s for s in rig.statuses(since=t0) if s["state"] == "running" and not s["hold"]]
