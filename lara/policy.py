@@ -34,3 +34,12 @@ class Policy(Protocol):
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         """One observation in, an action chunk float32 [T, 7] out."""
+
+
+def camera_image(obs: dict[str, Any], key: str) -> np.ndarray:
+    """obs[key] checked to be an image as the protocol defines it: uint8 (H, W, 3)."""
+    image = obs.get(key)
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        given = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"obs['{key}'] must be a uint8 (H, W, 3) image; got {given}")
+    return image

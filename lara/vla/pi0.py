@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lara.data.statistics import STATISTICS_FILE, DatasetStatistics, load_statistics, unnormalize_actions
-from lara.policy import ACTION_DIM
+from lara.policy import ACTION_DIM, camera_image
 
 CAMERAS_KEY = "lara_cameras"  # the obs keys of the cameras a pi0 was trained on, kept in its config.json
 DEFAULT_CAMERAS = ("agentview_rgb",)
@@ -152,10 +152,7 @@ class PI0Policy:
     def _observation(self, obs: dict[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor]:
         views = []
         for camera in self.inputs.cameras:
-            image = obs.get(camera)
-            if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-                given = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image).__name__
-                raise ValueError(f"obs['{camera}'] must be a uint8 (H, W, 3) image; got {given}")
+            image = camera_image(obs, camera)
             views.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])  # (1, 3, H, W)
         missing = [key for key in STATE_KEYS if key not in obs]
         if missing:

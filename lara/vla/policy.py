@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lara.policy import camera_image
 from lara.vla.token_vla import TokenVLA, preprocess_images
 
 
@@ -28,10 +29,7 @@ class TokenVLAPolicy:
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         if self.instruction is None:
             raise RuntimeError("call reset(instruction) before act(obs)")
-        image = obs.get(self.camera)
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            given = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image).__name__
-            raise ValueError(f"obs['{self.camera}'] must be a uint8 (H, W, 3) image; got {given}")
+        image = camera_image(obs, self.camera)
         pixels = preprocess_images(image, self.model.config.vision_config.image_size).to(self.device)
         return self.model.predict_action(pixels, [self.instruction])  # (1, 7)
 
