@@ -52,6 +52,12 @@ class LAMConfig(_Strict):
         "pixels", description="What the FDM predicts: pixels (MSE) or the frozen features of o_{t+k} (MSE); "
         "must equal `input`."
     )
+    recon_weighting: Literal["uniform", "motion"] = Field(
+        "uniform", description="FDM loss: 'uniform' MSE over the target, or 'motion': that MSE plus the MSE "
+        "weighted by how much each target element changed from o_t (most of a robot frame is static, and "
+        "copying o_t would otherwise win the reconstruction without any latent action).",
+    )
+    motion_weight: float = Field(1.0, ge=0, description="Weight of the change-weighted term of recon_weighting='motion'.")
     action_dim: int = Field(7, ge=1, description="Robot action dims for the optional action head.")
     action_horizon: int = Field(
         0, ge=0, description="k of the action head A(z) -> a_{t:t+k}; 0 disables the head."

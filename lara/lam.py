@@ -3,7 +3,7 @@
     IDM  E(o_t, o_{t+k}) -> z                 transformer over both frames' tokens + n learned latent queries
     Q    z -> z_q                             vq / nsvq / fsq / none (lara.quantize)
     FDM  D(o_t, z_q) -> o_{t+k}               transformer over o_t tokens, cross-attending to the latent tokens
-    A    z_q -> a_{t:t+k}                     optional action head, trained where robot actions exist
+    A    z -> a_{t:t+k}                       optional action head on the continuous latent, where robot actions exist
 
 Frames enter as pixels through a patch embedding, or as tokens of a frozen transformers vision model
 (Dinov2Model, SiglipVisionModel, ViTMAEModel) loaded from a local path or built from a config.
@@ -158,6 +158,7 @@ class LAMOutput:
     z: torch.Tensor  # (B, n, d) continuous pre-quantization latent: the alignment target
     z_q: torch.Tensor  # (B, n, d) what the FDM consumed
     now: torch.Tensor  # (B, N, F) tokenized o_t (FDM input)
+    pred: torch.Tensor  # (B, N, F) the FDM's prediction of o_{t+k}
     target: torch.Tensor  # (B, N, F) tokenized o_{t+k} (FDM target)
     losses: dict[str, torch.Tensor]  # recon, commit, action, total
     stats: dict[str, torch.Tensor]  # perplexity, code_usage
@@ -187,6 +188,16 @@ class LatentActionModel(nn.Module):
         nn.init.zeros_(self.fdm.out.weight)
         nn.init.zeros_(self.fdm.out.bias)
 
+    def reconstruction_error(self, pred: torch.Tensor, now: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample FDM error (B,) of pred vs target, both (B, N, F); `now` is o_t's tokens."""
+        err = (pred - target).pow(2)  # (B, N, F)
+        uniform = err.mean(dim=(1, 2))
+        if self.cfg.recon_weighting == "uniform":
+            return uniform
+        change = (target - now).pow(2).detach()  # (B, N, F): where o_{t+k} differs from o_t
+        on_change = (err * change).sum(dim=(1, 2)) / change.sum(dim=(1, 2)).clamp(min=1e-8)
+        return uniform + self.cfg.motion_weight * on_change
+
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, 2, C, H, W) floats in [0, 1] -> continuous latent actions z (B, n, d)."""
         return self.idm(self.tokenizer(frames[:, 0]), self.tokenizer(frames[:, 1]))
@@ -204,11 +215,11 @@ class LatentActionModel(nn.Module):
         z = self.idm(now, target)
         z_q, qstats = self.quantizer(z)
         pred = self.fdm(now, z_q)
-        recon = masked_mean((pred - target).pow(2).mean(dim=(1, 2)), weight)
+        recon = masked_mean(self.reconstruction_error(pred, now, target), weight)
         action = now.new_zeros(())
         if self.action_head is not None and actions is not None:
             k, a = self.cfg.action_horizon, self.cfg.action_dim
-            pred_a = self.action_head(z_q.flatten(1)).view(-1, k, a)  # (B, k, A)
+            pred_a = self.action_head(z.flatten(1)).view(-1, k, a)  # (B, k, A): A(z), the alignment target itself
             err = (pred_a - actions[:, :k].to(pred_a.dtype)).pow(2).mean(-1)  # (B, k)
             step_w = action_mask[:, :k].float() if action_mask is not None else torch.ones_like(err)
             per_sample = (err * step_w).sum(1) / step_w.sum(1).clamp(min=1)
@@ -216,4 +227,4 @@ class LatentActionModel(nn.Module):
         total = recon + qstats["commit"] + self.cfg.action_weight * action
         losses = {"recon": recon, "commit": qstats["commit"], "action": action, "total": total}
         stats = {"perplexity": qstats["perplexity"], "code_usage": qstats["code_usage"]}
-        return LAMOutput(z=z, z_q=z_q, now=now, target=target, losses=losses, stats=stats)
+        return LAMOutput(z=z, z_q=z_q, now=now, pred=pred, target=target, losses=losses, stats=stats)

@@ -98,6 +98,7 @@ class LaraModel(nn.Module):
             "lam/action": lam_out.losses["action"].detach(),
             "lam/perplexity": lam_out.stats["perplexity"].detach(),
             "lam/code_usage": lam_out.stats["code_usage"].detach(),
+            "lam/z_std": latent_spread(target.detach(), valid),
             "fdm": fdm.detach(),
         }
         out["loss"] = total
@@ -167,7 +168,7 @@ class LaraModel(nn.Module):
         params = {k: v.detach() for k, v in fdm.named_parameters()}
         latent = pred.view_as(lam_out.z).to(lam_out.now.dtype)  # (B, n, d)
         out = torch.func.functional_call(fdm, params, (lam_out.now.detach(), latent))
-        return masked_mean((out - lam_out.target.detach()).pow(2).mean(dim=(1, 2)), valid)
+        return masked_mean(self.lam.reconstruction_error(out, lam_out.now.detach(), lam_out.target.detach()), valid)
 
     def trainable_parameters(self) -> str:
         """One line: trainable parameters of the VLA, the projector and the LAM."""
@@ -178,6 +179,16 @@ class LaraModel(nn.Module):
             f"trainable params: VLA {base:,} || projector {proj:,} || LAM {lam:,} || "
             f"all params {total:,} || trainable% {100 * (base + proj + lam) / max(total, 1):.4f}"
         )
+
+
+@functools.cache
+def latent_spread(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Std of the latent z (B, D) across the batch's valid samples, averaged over dims: ~0 when the LAM
+    gives every sample the same latent, which satisfies the alignment trivially."""
+    w = valid[:, None]  # (B, 1)
+    n = w.sum().clamp(min=2)
+    mean = (z * w).sum(0) / n
+    return (((z - mean).pow(2) * w).sum(0) / (n - 1)).sqrt().mean()
 
 
 @functools.cache
