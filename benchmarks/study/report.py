@@ -89,7 +89,7 @@ def markdown(summary: dict) -> str:
               f"Differences are paired by (seed, task, trial); their interval is a hierarchical bootstrap "
               f"({stats.RESAMPLES} resamples, RNG seed {stats.BOOTSTRAP_SEED}): training seeds resampled with "
               "replacement, then each drawn seed's (task, trial) episodes resampled with replacement; percentile "
-              "interval. Code usage and align cos are the last logged values of training, averaged over seeds.", ""]
+              "interval (conservative: episode noise enters at both stages). Code usage and align cos are the last logged values of training, averaged over seeds.", ""]
     return "\n".join(lines)
 
 
