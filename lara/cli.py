@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "eval": ("lara.benchmarks.cli", "evaluate a policy on a benchmark (libero)"),
     "data": ("lara.benchmarks.libero.generate", "generate scripted demonstrations in the LIBERO HDF5 schema"),
     "serve": ("lara.real_robot.server", "serve a policy over openpi's websocket protocol"),
+    "study": ("lara.benchmarks.study.cli", "a with/without-LARA grid of training runs and evaluations, with statistics"),
     "demo": ("lara.adapters.demo", "the main job on the embedded default: a short LARA training run on CPU"),
 }
 

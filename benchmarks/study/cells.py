@@ -1,0 +1,167 @@
+"""One cell of a study, (variant, seed): `lara train` then `lara eval libero`, each a subprocess, and its read-back.
+
+OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json), train.log, eval.log and
+cell.json: the recorded arguments of both commands and, once each finished, its wall time. A cell is
+skipped when its recorded arguments match and eval/results.json exists; a half-done one is re-run (the
+training resumes from its own checkpoints); one whose training arguments changed starts afresh, and one
+whose evaluation arguments changed is evaluated afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import StudyConfig
+
+LAM_METRICS = {"code_usage": "lam/code_usage", "perplexity": "lam/perplexity", "align_cos": "align/cos",
+               "z_std": "lam/z_std"}  # the cell record's name -> the key in the run's metrics.jsonl
+
+
+class CellFailed(RuntimeError):
+    """A cell's training or evaluation exited with an error (its log says why)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    seed: int
+    folder: Path
+    train_args: list[str]  # `lara train` arguments, less output_dir (which follows from the folder)
+    eval_args: list[str]  # `lara eval` arguments that decide the results, less --policy and --out
+    camera_size: int
+
+    @property
+    def run(self) -> Path:
+        return self.folder / "run"
+
+    @property
+    def eval(self) -> Path:
+        return self.folder / "eval"
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+
+def camera_size_of(recipe, name: str) -> int:
+    """The evaluation's render size: the training data's image size, so the policy sees what it was trained on."""
+    size = recipe.data.image_size
+    if isinstance(size, (tuple, list)) and len(set(size)) == 1:
+        size = size[0]
+    if not isinstance(size, int):
+        raise ValueError(f"cell {name}: the recipe's data.image_size is {size!r}, but the evaluation renders square "
+                         "images of the training size; set it for every variant, e.g. --set data.image_size=64")
+    return size
+
+
+def plan_cells(study: StudyConfig) -> list[Cell]:
+    """Every (variant, seed) cell with its commands; each cell's recipe is validated here, before anything runs."""
+    from lara.adapters.config import load_recipe
+
+    data = f"data.paths=[{','.join(str(p) for p in study.data)}]"
+    tasks = ",".join(str(t) for t in study.tasks)
+    cells = []
+    for variant, overrides in study.all_variants().items():
+        for seed in study.seeds:
+            folder = study.out / "cells" / variant / f"seed{seed}"
+            train_args = ["train", study.preset, *study.overrides, *overrides, data, f"train.seed={seed}"]
+            try:
+                recipe = load_recipe(study.preset, train_args[2:] + [f"output_dir={folder / 'run'}"])
+            except (ValueError, FileNotFoundError) as error:
+                raise ValueError(f"cell {variant}/seed{seed}: " + "; ".join(
+                    line.strip() for line in str(error).splitlines())) from None
+            size = camera_size_of(recipe, f"{variant}/seed{seed}")
+            eval_args = ["eval", "libero", "--suite", study.suite, "--tasks", tasks, "--trials", str(study.trials),
+                         "--camera-size", str(size), "--no-video"]
+            eval_args += ["--max-steps", str(study.max_steps)] if study.max_steps else []
+            cells.append(Cell(variant, seed, folder, train_args, eval_args, size))
+    return cells
+
+
+def _read_state(cell: Cell) -> dict:
+    path = cell.folder / "cell.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_state(cell: Cell, state: dict) -> None:
+    tmp = cell.folder / "cell.json.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, cell.folder / "cell.json")
+
+
+def _subprocess(args: list[str], log: Path, threads: int) -> float:
+    """Run `python -m lara.cli ARGS` with capped thread pools, output appended to `log`; its wall seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "lara.cli", *args]
+    start = time.time()
+    with open(log, "a") as handle:
+        handle.write(f"$ {' '.join(command)}\n")
+        handle.flush()
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
+    if code != 0:
+        raise CellFailed(f"`lara {args[0]}` exited with {code}; see {log}")
+    return round(time.time() - start, 1)
+
+
+def prepare(cell: Cell) -> tuple[dict, str]:
+    """The cell's state after discarding what no longer matches its arguments, and what is left to do."""
+    state = _read_state(cell)
+    if not state and cell.folder.is_dir() and any(cell.folder.iterdir()):
+        raise CellFailed(f"{cell.folder} holds files but no cell.json, so it is not a study cell; "
+                         "give the study a new --out or remove that folder")
+    if state and state.get("train") != cell.train_args:
+        shutil.rmtree(cell.folder)  # another recipe: its checkpoints must not be resumed
+        state = {}
+    elif state and state.get("eval") != cell.eval_args:
+        shutil.rmtree(cell.eval, ignore_errors=True)
+        state.pop("eval_s", None)
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    state.update(variant=cell.variant, seed=cell.seed, train=cell.train_args, eval=cell.eval_args)
+    _write_state(cell, state)
+    if state.get("train_s") is None:
+        return state, "train and evaluate"
+    if state.get("eval_s") is None or not (cell.eval / "results.json").is_file():
+        return state, "evaluate"
+    return state, "skip"
+
+
+def run_cell(cell: Cell, eval_workers: int, threads: int, say=print) -> dict:
+    """Train and evaluate a cell where needed, then read it back (see `read_cell`)."""
+    state, todo = prepare(cell)
+    say(f"[{cell.name}] {'done before: skipped' if todo == 'skip' else todo}")
+    if state.get("train_s") is None:
+        output_dir = f"output_dir={cell.run}"
+        state["train_s"] = _subprocess([*cell.train_args, output_dir], cell.folder / "train.log", threads)
+        _write_state(cell, state)
+        say(f"[{cell.name}] trained in {state['train_s']:.0f} s")
+    if todo != "skip":
+        args = [*cell.eval_args, "--policy", f"checkpoint:{cell.run / 'final' / 'vla'}", "--out", str(cell.eval),
+                "--workers", str(eval_workers), "--threads-per-worker", str(threads)]
+        state["eval_s"] = _subprocess(args, cell.folder / "eval.log", threads)
+        _write_state(cell, state)
+        say(f"[{cell.name}] evaluated in {state['eval_s']:.0f} s")
+    return read_cell(cell, state)
+
+
+def read_cell(cell: Cell, state: dict) -> dict:
+    """A finished cell: success k/n per task, per-episode success by (task, trial), the last logged LAM and
+    alignment metrics of its training (None where not logged, e.g. in the baseline) and its wall times."""
+    from lara.adapters.metrics import read_metrics
+
+    results = json.loads((cell.eval / "results.json").read_text())
+    episodes = sorted((e["task_id"], e["trial"], int(e["success"])) for t in results["tasks"] for e in t["episodes"])
+    success = {str(t["task_id"]): [t["successes"], t["trials"]] for t in results["tasks"]}
+    metrics = cell.run / "metrics.jsonl"
+    records = read_metrics(metrics) if metrics.is_file() else []
+    last = {name: next((r[key] for r in reversed(records) if key in r), None) for name, key in LAM_METRICS.items()}
+    return {"variant": cell.variant, "seed": cell.seed, "success": success, **last,
+            "train_s": state["train_s"], "eval_s": state["eval_s"], "camera_size": cell.camera_size,
+            "eval_seed": results["seed"], "episodes": [list(e) for e in episodes], "folder": str(cell.folder),
+            "versions": results.get("versions", {})}

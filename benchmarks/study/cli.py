@@ -1,0 +1,119 @@
+"""`lara study`: a with/without-LARA grid of training runs and LIBERO evaluations, and its statistics.
+
+    lara study --preset posttrain_token_vla --data data/scripted_object --suite object --tasks 0,1 \\
+        --seeds 0,1,2 --trials 20 --out runs/study --variant fsq=lara.lam.quantizer=fsq \\
+        --variant detach=lara.align.detach_target=true --set train.steps=2000 --workers 2
+    lara study benchmarks/study/configs/posttrain_token_vla.yaml --workers 2   # the same fields from a file
+
+A cell is (variant, seed): `lara train PRESET <--set> <variant> data.paths=[DATA] train.seed=S` into
+OUT/cells/<variant>/seed<S>/run, then `lara eval libero --policy checkpoint:<run>/final/vla` on the given
+tasks and trials (trial i from init state i in every cell, rendered at the training data's image size) into
+.../eval. 'baseline' (baseline=true) and 'lara' (the preset as it is) always run. Cells run at most --workers
+at a time; a finished cell is skipped on a re-run, a half-done one resumes. OUT/study.json, study.md and
+study.png hold each variant's success with its Wilson 95 % interval and each variant's paired difference to
+the baseline with a hierarchical bootstrap 95 % interval (benchmarks/study/stats.py says what is resampled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import report, stats
+from .cells import CellFailed, plan_cells, run_cell
+from .config import load_study, read_study_file, split_top_level
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lara study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study_file", nargs="?", type=Path, help="a YAML study file (options given beside it override it)")
+    p.add_argument("--preset", help="the `lara train` preset, e.g. posttrain_token_vla")
+    p.add_argument("--data", help="comma-separated demonstration files or folders")
+    p.add_argument("--suite", help="LIBERO suite of the evaluation: spatial, object, goal, 10, 90")
+    p.add_argument("--tasks", help="comma-separated task indices (or names)")
+    p.add_argument("--seeds", help="comma-separated training seeds, e.g. 0,1,2")
+    p.add_argument("--trials", type=int, help="evaluation trials per task (trial i from init state i)")
+    p.add_argument("--out", type=Path, help="study folder")
+    p.add_argument("--variant", action="extend", nargs="+", metavar="NAME=key=value,...",
+                   help="an extra variant: a name and its recipe overrides, e.g. fsq=lara.lam.quantizer=fsq")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", metavar="key=value",
+                   help="recipe overrides shared by every variant, e.g. train.steps=2000")
+    p.add_argument("--max-steps", type=int, help="evaluation step budget per episode (debugging)")
+    p.add_argument("--workers", type=int, help="cells running at once (default 1)")
+    p.add_argument("--eval-workers", type=int, help="worker processes of each evaluation (default 1)")
+    p.add_argument("--threads", type=int, help="OMP/MKL threads per training process and eval worker (default 1)")
+    return p
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def study_fields(args: argparse.Namespace) -> dict:
+    """The study's raw fields: the study file's, then the options given."""
+    raw = read_study_file(args.study_file) if args.study_file else {}
+    for name in ("preset", "suite", "trials", "out", "max_steps", "workers", "eval_workers", "threads"):
+        if getattr(args, name) is not None:
+            raw[name] = getattr(args, name)
+    if args.data is not None:
+        raw["data"] = _comma_list(args.data)
+    if args.tasks is not None:
+        raw["tasks"] = [int(t) if t.isdigit() else t for t in _comma_list(args.tasks)]
+    if args.seeds is not None:
+        raw["seeds"] = _comma_list(args.seeds)
+    if args.overrides is not None:
+        raw["overrides"] = [*raw.get("overrides", []), *args.overrides]
+    for spec in args.variant or []:
+        name, sep, overrides = spec.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--variant {spec!r} must look like NAME=key=value[,key=value], "
+                             "e.g. fsq=lara.lam.quantizer=fsq")
+        raw.setdefault("variants", {})[name] = split_top_level(overrides)
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        study = load_study(study_fields(args))
+        cells = plan_cells(study)
+    except ValueError as error:
+        print(f"lara study: {error}", file=sys.stderr)
+        return 2
+    command = "lara study " + shlex.join(argv)
+    print(f"{command}\n{len(cells)} cells ({len(study.all_variants())} variants x {len(study.seeds)} seeds), "
+          f"{study.workers} at a time -> {study.out}", flush=True)
+    finished, failed = {}, {}
+    with ThreadPoolExecutor(study.workers) as pool:  # each cell's work runs in its own subprocesses
+        futures = [(cell, pool.submit(run_cell, cell, study.eval_workers, study.threads,
+                                      lambda line: print(line, flush=True))) for cell in cells]
+        for cell, future in futures:
+            try:
+                finished[cell.name] = future.result()
+            except CellFailed as error:
+                failed[cell.name] = str(error)
+                print(f"[{cell.name}] failed: {error}", file=sys.stderr, flush=True)
+    settings = {**study.model_dump(mode="json"),
+                "init_states": "trial i starts from the benchmark's init state i, in every cell",
+                "bootstrap": {"resamples": stats.RESAMPLES, "rng_seed": stats.BOOTSTRAP_SEED,
+                              "resampled": "training seeds with replacement, then within each drawn seed its "
+                                           "(task, trial) episodes with replacement; percentile interval"}}
+    records = [finished[cell.name] for cell in cells if cell.name in finished]
+    if records:
+        summary = report.summarise(command, settings, records, list(study.all_variants()))
+        report.write(summary, study.out)
+        print("\n" + report.markdown(summary))
+    if failed:
+        print(f"lara study: {len(failed)} of {len(cells)} cells failed ({', '.join(failed)}); "
+              "the results above leave them out. Re-run the same command to retry them.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

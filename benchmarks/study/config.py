@@ -1,0 +1,120 @@
+"""What a study is: a preset, its data, the variants and seeds of the grid, and the evaluation protocol.
+
+Given as `lara study` options or as a YAML study file (the same fields, headed by the command that runs it);
+options given beside a file override its fields. Validated before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUILT_IN = {"baseline": ["baseline=true"], "lara": []}  # always run: the recipe without LARA, and as it is
+OWNED_KEYS = ("data.paths", "train.seed", "output_dir", "baseline")  # set per cell by the study itself
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a variant names a folder
+
+
+def split_top_level(text: str) -> list[str]:
+    """'a=1,b=[x,y],c={w: 1, l: 2}' -> ['a=1', 'b=[x,y]', 'c={w: 1, l: 2}']: commas inside brackets stay."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{("
+        depth -= char in "]})"
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+class StudyConfig(BaseModel):
+    """A grid of training runs and evaluations: cells (variant, seed), each `lara train` then `lara eval libero`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field(description="The `lara train` preset (a name in adapters/configs or a .yaml path).")
+    data: list[Path] = Field(min_length=1, description="Demonstration files or folders; every cell trains on them.")
+    suite: str = Field(description="LIBERO suite of the evaluation: spatial, object, goal, 10, 90.")
+    tasks: list[int | str] = Field(min_length=1, description="Task indices (or names) of the evaluation.")
+    seeds: list[int] = Field(min_length=1, description="Training seeds (train.seed); every variant runs each.")
+    trials: int = Field(ge=1, description="Evaluation trials per task; trial i starts from benchmark init state i.")
+    out: Path = Field(description="Study folder: cells/<variant>/seed<S>/{run, eval}, study.json, study.md, study.png.")
+    variants: dict[str, list[str]] = Field(
+        default_factory=dict, description="Extra named variants, each a list of `key=value` recipe overrides "
+        "(e.g. fsq: [lara.lam.quantizer=fsq]). 'baseline' (baseline=true) and 'lara' (the preset) always run.",
+    )
+    overrides: list[str] = Field(
+        default_factory=list, description="`key=value` recipe overrides shared by every variant (`--set`).",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Evaluation step budget per episode instead of the suite's (debugging only).",
+    )
+    workers: int = Field(1, ge=1, description="Cells running at once.")
+    eval_workers: int = Field(1, ge=1, description="Worker processes of each cell's evaluation.")
+    threads: int = Field(
+        1, ge=1, description="OMP/MKL threads of each training process and of each evaluation worker.",
+    )
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variant_lists(cls, value):
+        """YAML may give a variant's overrides as one comma-separated string."""
+        if isinstance(value, dict):
+            return {k: split_top_level(v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        for name, overrides in self.variants.items():
+            if name in BUILT_IN:
+                raise ValueError(f"variant name '{name}' is built in ({name} = {BUILT_IN[name] or 'the preset'}); "
+                                 "give the extra variant another name")
+            if not _NAME.match(name):
+                raise ValueError(f"variant name '{name}' must be letters, digits, '_', '-' or '.' (it names a folder)")
+            if not overrides:
+                raise ValueError(f"variant '{name}' has no overrides, so it is 'lara' again; give it key=value pairs")
+        for where, overrides in [("--set", self.overrides)] + [(f"variant '{n}'", o) for n, o in self.variants.items()]:
+            for assignment in overrides:
+                key = assignment.split("=", 1)[0].strip()
+                if "=" not in assignment:
+                    raise ValueError(f"{where}: override '{assignment}' must look like key=value, e.g. train.steps=100")
+                if key in OWNED_KEYS:
+                    raise ValueError(f"{where}: '{key}' is set by the study for every cell ({', '.join(OWNED_KEYS)}); "
+                                     "use --data, --seeds, --out or the 'baseline' variant instead")
+        missing = [str(p) for p in self.data if not p.exists()]
+        if missing:
+            raise ValueError(f"data: {', '.join(missing)} not found; give LIBERO HDF5 files or folders "
+                             "(e.g. from `lara data generate`)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        return self
+
+    def all_variants(self) -> dict[str, list[str]]:
+        """Variant name -> its overrides, the built-in two first."""
+        return {**BUILT_IN, **self.variants}
+
+
+def load_study(raw: dict) -> StudyConfig:
+    """Validate a study's fields; errors come back as one ValueError line naming the bad fields."""
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'study'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in error.errors())
+        raise ValueError(f"invalid study: {problems}") from None
+
+
+def read_study_file(path: Path) -> dict:
+    """The fields of a YAML study file."""
+    if not path.is_file():
+        raise ValueError(f"study file {path} not found; give a YAML study file or the study's options "
+                         "(--preset, --data, ...)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"study file {path} must hold a mapping of study fields, got {type(raw).__name__}")
+    return raw

@@ -1,0 +1,101 @@
+"""Study options, files and their errors; which cells a re-run skips; the report's sentences (no simulator)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lara.benchmarks.study import cli, report
+from lara.benchmarks.study.cells import Cell, prepare
+from lara.benchmarks.study.config import split_top_level
+
+STUDY_FILE = Path(__file__).parents[2] / "benchmarks" / "study" / "configs" / "posttrain_token_vla.yaml"
+
+
+def options(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--preset", "posttrain_token_vla", "--data", str(data), "--suite", "object", "--tasks", "0,1",
+            "--seeds", "0,1", "--trials", "3", "--out", str(out), *extra]
+
+
+def test_overrides_split_at_top_level_commas_only():
+    assert split_top_level("a=1, b=[x,y],c={w: 1, l: 2}") == ["a=1", "b=[x,y]", "c={w: 1, l: 2}"]
+
+
+def test_options_make_the_variants_and_shared_overrides(tmp_path):
+    args = cli.build_parser().parse_args(options(
+        tmp_path, tmp_path / "out", "--variant", "fsq=lara.lam.quantizer=fsq", "small=train.lr=1e-3,train.steps=5",
+        "--set", "train.steps=4", "model.build={width: 32, layers: 1}"))
+    fields = cli.study_fields(args)
+    assert fields["variants"] == {"fsq": ["lara.lam.quantizer=fsq"], "small": ["train.lr=1e-3", "train.steps=5"]}
+    assert fields["overrides"] == ["train.steps=4", "model.build={width: 32, layers: 1}"]
+    assert fields["tasks"] == [0, 1] and fields["seeds"] == ["0", "1"] and fields["data"] == [str(tmp_path)]
+
+
+def test_the_shipped_study_file_names_its_command_and_options_override_it():
+    assert STUDY_FILE.read_text().startswith(f"# lara study benchmarks/study/configs/{STUDY_FILE.name}")
+    args = cli.build_parser().parse_args([str(STUDY_FILE), "--trials", "2", "--set", "train.steps=9"])
+    fields = cli.study_fields(args)
+    assert fields["trials"] == 2 and fields["overrides"][-1] == "train.steps=9"
+    assert set(fields["variants"]) == {"fsq", "detach", "fdm", "pool_mean"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--variant", "fsq=lara.lam.quantizr=fsq"], "cell fsq/seed0: unknown key 'lara.lam.quantizr'. Did you mean "
+                                                 "'lara.lam.quantizer'?"),
+    (["--set", "train.seed=3"], "--set: 'train.seed' is set by the study for every cell"),
+    (["--variant", "lara=train.steps=3"], "variant name 'lara' is built in"),
+    (["--variant", "fsq"], "--variant 'fsq' must look like NAME=key=value"),
+    (["--set", "data.image_size=null"], "the recipe's data.image_size is None"),
+])
+def test_a_bad_study_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    assert cli.main(options(tmp_path, tmp_path / "out", *extra)) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_missing_data_is_named(tmp_path, capsys):
+    assert cli.main(options(tmp_path / "nowhere", tmp_path / "out")) == 2
+    assert f"data: {tmp_path / 'nowhere'} not found" in capsys.readouterr().err
+
+
+def cell(tmp_path: Path, train: list[str], evaluation: list[str]) -> Cell:
+    return Cell("lara", 0, tmp_path / "cells" / "lara" / "seed0", train, evaluation, 32)
+
+
+def test_a_rerun_skips_finished_cells_and_redoes_only_what_changed(tmp_path):
+    done = cell(tmp_path, ["train", "p", "a=1"], ["eval", "libero", "--trials", "2"])
+    (done.run / "checkpoints").mkdir(parents=True)
+    (done.eval).mkdir()
+    (done.eval / "results.json").write_text("{}")
+    (done.folder / "cell.json").write_text(json.dumps({"train": done.train_args, "eval": done.eval_args,
+                                                       "train_s": 3.0, "eval_s": 4.0}))
+    assert prepare(done)[1] == "skip"
+    more_trials = cell(tmp_path, done.train_args, ["eval", "libero", "--trials", "5"])
+    state, todo = prepare(more_trials)
+    assert todo == "evaluate" and state["train_s"] == 3.0 and "eval_s" not in state
+    assert not done.eval.exists() and (done.run / "checkpoints").is_dir()  # the training is kept
+    other_recipe = cell(tmp_path, ["train", "p", "a=2"], more_trials.eval_args)
+    assert prepare(other_recipe)[1] == "train and evaluate" and not done.run.exists()  # no resuming another recipe
+
+
+def test_a_cell_folder_that_is_not_a_cell_is_left_alone(tmp_path):
+    stranger = cell(tmp_path, ["train", "p"], ["eval"])
+    stranger.folder.mkdir(parents=True)
+    (stranger.folder / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="holds files but no cell.json"):
+        prepare(stranger)
+    assert (stranger.folder / "notes.txt").read_text() == "mine"
+
+
+def test_difference_sentences_say_only_what_the_interval_says():
+    diff = {"mean": 0.05, "ci95": [-0.02, 0.12], "paired_episodes": 120, "paired_seeds": [0, 1, 2],
+            "excludes_zero": False}
+    assert report.difference_sentence("lara", diff) == (
+        "lara - baseline: +5.0 points over 120 paired episodes from 3 seeds, 95 % CI [-2.0, +12.0]; "
+        "the interval includes 0: this study cannot tell the two apart.")
+    lower = {**diff, "mean": -0.1, "ci95": [-0.18, -0.03], "excludes_zero": True}
+    assert report.difference_sentence("fsq", lower).endswith(
+        "the interval excludes 0: fsq's success is lower than the baseline's in this study.")

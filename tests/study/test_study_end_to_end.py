@@ -1,0 +1,50 @@
+"""A miniature study with the real pipeline: two cells trained and evaluated, then resumed without re-running."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lara.benchmarks.study import cli
+
+# the demo's shrinking overrides (adapters/demo.py, tests/adapters/test_demo.py) at the demonstrations' 32 px
+TINY = ["train.steps=2", "posttrain.lam_warmup_steps=2", "train.batch_size=4", "train.log_every=1",
+        "train.checkpoint_every=2", "train.warmup_steps=1", "train.wandb.mode=disabled", "train.progress=false",
+        "model.build={width: 32, layers: 1, image_size: 32}", "data.image_size=32", "lara.lam.image_size=32",
+        "lara.lam.width=32", "lara.lam.idm_layers=1", "lara.lam.fdm_layers=1"]
+
+
+@pytest.mark.slow
+def test_a_miniature_study_runs_its_cells_and_resumes_them(libero_object_demos, tmp_path, capsys):
+    out = tmp_path / "study"
+    argv = ["--preset", "posttrain_token_vla", "--data", str(libero_object_demos), "--suite", "object",
+            "--tasks", "0", "--seeds", "0", "--trials", "1", "--max-steps", "2", "--out", str(out),
+            "--workers", "2", "--set", *TINY]
+    assert cli.main(argv) == 0
+    first = json.loads((out / "study.json").read_text())
+    assert first["command"] == "lara study " + " ".join(f"'{a}'" if " " in a else a for a in argv)
+    cells = {c["variant"]: c for c in first["cells"]}
+    assert set(cells) == {"baseline", "lara"} and all(c["seed"] == 0 for c in cells.values())
+    for cell in cells.values():
+        assert cell["success"] == {"0": [cell["episodes"][0][2], 1]} and cell["episodes"][0][:2] == [0, 0]
+        assert cell["train_s"] > 0 and cell["eval_s"] > 0 and cell["camera_size"] == 32
+    assert cells["baseline"]["code_usage"] is None and cells["baseline"]["align_cos"] is None
+    assert 0 < cells["lara"]["code_usage"] <= 1 and -1 <= cells["lara"]["align_cos"] <= 1
+    recipe = json.loads((out / "cells/lara/seed0/run/final/recipe.json").read_text())
+    assert recipe["train"]["seed"] == 0 and recipe["data"]["paths"] == [str(libero_object_demos)]
+    assert json.loads((out / "cells/baseline/seed0/run/final/recipe.json").read_text())["baseline"] is True
+    results = json.loads((out / "cells/lara/seed0/eval/results.json").read_text())
+    assert results["protocol"]["camera_size"] == 32 and results["protocol"]["max_steps"] == {"libero_object": 2}
+    assert set(first["variants"]) == {"baseline", "lara"} and first["variants"]["lara"]["success"]["n"] == 1
+    assert first["differences"]["lara"]["paired_episodes"] == 1 and set(first["differences"]) == {"lara"}
+    text = (out / "study.md").read_text()
+    assert first["command"] in text.splitlines()[3] and "| lara | 1 |" in text and "lara - baseline" in text
+    assert (out / "study.png").stat().st_size > 1000
+
+    logs = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/seed0/*.log")}
+    assert len(logs) == 4 and "trained in" in capsys.readouterr().out
+    assert cli.main(argv) == 0
+    assert "done before: skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/seed0/*.log")} == logs  # nothing re-ran
+    assert json.loads((out / "study.json").read_text()) == first
