@@ -15,17 +15,19 @@ pytestmark = pytest.mark.slow
 POLICIES = Path(__file__).parent / "policies.py"
 
 
-def test_expert_demo_on_libero_object(tmp_path):
+def test_expert_demo_on_libero_object_from_a_fresh_placement(tmp_path):
     assert generate.main(["generate", "--suite", "object", "--tasks", "1", "--episodes", "1",
-                          "--camera-size", "32", "--out", str(tmp_path)]) == 0
+                          "--camera-size", "32", "--no-progress", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "generation.json").read_text())
     task = summary["tasks"][0]
     assert task["successes"] == task["attempts"] == 1 and task["success_rate"] == 1.0
-    assert summary["versions"]["mujoco"] == "3.3.2"
+    assert task["init_states"] == {"source": "fresh", "seeds": [1009]} and task["max_attempts"] == 3
+    assert summary["versions"]["mujoco"] == "3.3.2" and summary["init_states"] == "fresh"
     with h5py.File(tmp_path / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5") as f:
         demo = f["data/demo_0"]
         T = demo.attrs["num_samples"]
         assert demo.attrs["success"] and 60 < T < 280 + generate.TAIL_STEPS
+        assert demo.attrs["placement_seed"] == 1009 and "init_state_index" not in demo.attrs
         assert demo["obs/agentview_rgb"].shape == (T, 32, 32, 3)
         assert demo["obs/eye_in_hand_rgb"].shape == (T, 32, 32, 3)
         assert demo["actions"].shape == (T, 7) and demo["states"].shape[0] == T
