@@ -56,7 +56,8 @@ class TrainingInitStates:
 
     def add(self, suite: str, task: int, indices) -> None:
         known = set(self.benchmark.get((suite, task), [])) | {int(i) for i in indices}
-        self.benchmark[(suite, task)] = sorted(known)
+        if known:
+            self.benchmark[(suite, task)] = sorted(known)
 
 
 def recipe_of(policy_spec: str) -> Path | None:
@@ -83,9 +84,14 @@ def _from_generation_json(path: Path, found: TrainingInitStates) -> bool:
 
 def _from_hdf5(path: Path, found: TrainingInitStates) -> None:
     """Read the per-demo `init_state_index` attrs of a file written by `lara data generate`."""
-    from lara.data.libero_hdf5 import demo_names, open_libero_hdf5
+    from lara.data.libero_hdf5 import LiberoFileError, demo_names, open_libero_hdf5
 
-    with open_libero_hdf5(path) as handle:
+    try:
+        handle = open_libero_hdf5(path)
+    except LiberoFileError:  # unreadable: training skipped it or failed on it; either way nothing to check
+        found.unknown.append(str(path))
+        return
+    with handle:
         env_args = json.loads(handle["data"].attrs.get("env_args", "{}"))
         demos = [handle["data"][name].attrs for name in demo_names(handle)]
         if "suite" not in env_args or not all("init_state_index" in d or "placement_seed" in d for d in demos):
