@@ -1,8 +1,8 @@
 """`make demo` / `lara demo`: the main job end to end on a CPU, no GPU and no downloads.
 
-1. Demonstrations: the privileged scripted expert solves libero_object tasks in the real LIBERO simulator;
-   the successful episodes are written in the LIBERO HDF5 schema and cached (`--data`), so a second
-   run skips this step.
+1. Demonstrations: the privileged scripted expert solves libero_object tasks in the real LIBERO simulator,
+   from fresh placements (not the benchmark's init states, which step 3 evaluates on); the successful
+   episodes are written in the LIBERO HDF5 schema and cached (`--data`), so a second run skips this step.
 2. Post-training with LARA: the `posttrain_token_vla` preset (the reference TokenVLA, a fresh LAM warmed
    up alone, then joint training with the alignment loss), shrunk to minutes by the overrides it prints.
 3. Evaluation: the standard LIBERO protocol on the same tasks for a few trials, 2 worker processes.
@@ -21,6 +21,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+from lara.benchmarks.libero.protocol import FRESH
 
 DEFAULT_TASKS = "0,1"  # libero_object: the alphabet soup and the cream cheese into the basket
 
@@ -51,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cache_matches(data: Path, suite: str, tasks: list[int], episodes: int, camera_size: int) -> bool:
+    """Whether `data` holds demonstrations generated with these settings from fresh placements (a cache
+    from the benchmark's init states, or from before they were recorded, is regenerated)."""
     summary_path = data / "generation.json"
     if not summary_path.is_file():
         return False
@@ -58,7 +62,8 @@ def _cache_matches(data: Path, suite: str, tasks: list[int], episodes: int, came
     entries = {t["task_id"]: t for t in summary.get("tasks", [])}
     return (summary.get("suite") == suite and summary.get("episodes_per_task") == episodes
             and summary.get("camera_size") == camera_size and sorted(entries) == sorted(tasks)
-            and all(t.get("file") and Path(t["file"]).is_file() for t in entries.values()))
+            and all(t.get("file") and Path(t["file"]).is_file() for t in entries.values())
+            and all(t.get("init_states", {}).get("source") == FRESH for t in entries.values()))
 
 
 def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
@@ -74,8 +79,9 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
     staging = args.data.with_name(args.data.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     code = generate.main(["generate", "--suite", suite, "--tasks", ",".join(map(str, tasks)),
-                          "--episodes", str(args.episodes), "--camera-size", str(args.camera_size),
-                          "--workers", str(min(args.workers, len(tasks))), "--seed", str(args.seed),
+                          "--episodes", str(args.episodes), "--init-states", FRESH,
+                          "--camera-size", str(args.camera_size),
+                          "--workers", str(args.workers), "--seed", str(args.seed),
                           "--out", str(staging)])
     summary = json.loads((staging / "generation.json").read_text())
     if code != 0:

@@ -2,6 +2,7 @@
 
     env = LiberoEnv("object", task=0)              # libero_object, task 0, 256 px cameras
     obs = env.reset(init_state_index=3)             # the benchmark's fixed init state 3
+    obs = env.reset(seed=12)                        # a fresh placement the env samples from the BDDL regions
     obs, done = env.step(np.zeros(7))               # done = LIBERO's success predicate
 
 Headless rendering: `MUJOCO_GL` is chosen before MuJoCo is imported: the user's value when set,
@@ -162,11 +163,25 @@ class LiberoEnv:
         """The parsed BDDL problem: objects, regions, goal_state predicates."""
         return self.env.env.parsed_problem
 
-    def reset(self, init_state_index: int) -> dict[str, Any]:
-        """Reset to the benchmark's fixed init state `init_state_index` (modulo their number)."""
-        self.env.reset()
-        state = self.init_states[init_state_index % len(self.init_states)]
-        self._raw = self.env.set_init_state(state)
+    def reset(self, init_state_index: int | None = None, seed: int | None = None) -> dict[str, Any]:
+        """Reset to the benchmark's fixed init state `init_state_index` (modulo their number), or with
+        `init_state_index=None` to a fresh placement sampled by the env from the BDDL regions.
+
+        `seed` seeds numpy's global generator, which LIBERO's placement samplers draw from, before the
+        env's reset: the same seed gives the same placement, and the same fixture positions (cabinets,
+        stoves: a few mm to cm that live in the model, not in the sim state, and that a fixed init
+        state leaves where the reset put them). Objects start slightly above their surface either way:
+        the 10 settling steps (`NUM_WAIT_STEPS`) apply to both.
+        """
+        if init_state_index is None and seed is None:
+            raise ValueError("reset needs init_state_index (a benchmark init state) or seed (a fresh placement), "
+                             "got neither; an unseeded fresh placement could not be reproduced.")
+        if seed is not None:
+            np.random.seed(seed % 2**32)
+        self._raw = self.env.reset()
+        if init_state_index is not None:
+            state = self.init_states[init_state_index % len(self.init_states)]
+            self._raw = self.env.set_init_state(state)
         return self.observation()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], bool]:

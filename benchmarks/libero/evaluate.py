@@ -5,6 +5,10 @@
 The protocol (OpenVLA, OpenVLA-OFT and openpi agree): the benchmark's fixed init states (trial i uses
 init state i), 10 wait steps with [0,0,0,0,0,0,-1] that do not count towards the suite's step budget
 (220/280/300/520/400), 256 px images rotated 180 degrees, gripper binarised to -1/+1, success = `done`.
+Two checks keep it honest (`protocol.py`): a `checkpoint:RUN/final/vla` whose training data started from
+init states of the evaluated trials is refused (`allow_train_init_states` runs it anyway and records the
+overlap), and images are rendered at the size the checkpoint was trained at unless `camera_size` says
+otherwise (with a warning when it differs); results.json records both.
 Action chunks run to the end unless the episode ends first. Episodes run in spawned worker processes
 (one worker too: the same code path, so 1 vs N workers compare fairly), each with its own env and
 with its BLAS/OpenMP/llvmpipe thread pools at `threads_per_worker` (default 1: workers, not threads,
@@ -14,33 +18,52 @@ reason) and the evaluation goes on.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
-import multiprocessing as mp
 import os
 import random
 import sys
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import warnings
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
 
 from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
+from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
+from lara.benchmarks.libero.workers import spawn_pool
 from lara.policy import ACTION_DIM
 
 _WORKER: dict = {}  # per-process state: the policy and the env of the current task
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",  # numpy / torch pools
-                    "LP_NUM_THREADS")  # Mesa llvmpipe, the CPU renderer behind EGL / OSMesa without a GPU
+
+
+def check_policy_spec(spec: str) -> None:
+    """What can be checked before workers spawn: the spec's form, a checkpoint folder with its config.json,
+    a policy file that exists; raises naming what was expected (loading itself happens in the workers)."""
+    if spec == "scripted":
+        return
+    if spec.startswith("checkpoint:"):
+        folder = Path(spec[len("checkpoint:"):])
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"--policy {spec!r}: {folder} holds no config.json; expected a directory written "
+                                    "by save_pretrained, e.g. checkpoint:RUN/final/vla of a training run.")
+        return
+    module_name, sep, factory = spec.rpartition(":")
+    if not sep or not module_name or not factory:
+        raise ValueError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
+                         f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.")
+    if module_name.endswith(".py") and not Path(module_name).is_file():
+        raise FileNotFoundError(f"--policy {spec!r}: no Python file at {module_name!r}.")
 
 
 def load_policy(spec: str):
     """`scripted` (the privileged expert), `checkpoint:DIR` (a VLA saved with save_pretrained, e.g. a LARA
     run's detached TokenVLA) or `module:factory` / `path/to/file.py:factory`."""
+    check_policy_spec(spec)
     if spec == "scripted":
         from lara.benchmarks.libero.expert import ScriptedExpert
 
@@ -49,14 +72,9 @@ def load_policy(spec: str):
         from lara.vla import load_policy as load_checkpoint
 
         return load_checkpoint(spec[len("checkpoint:"):])
-    module_name, sep, factory = spec.rpartition(":")
-    if not sep or not module_name or not factory:
-        raise ValueError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
-                         f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.")
+    module_name, _, factory = spec.rpartition(":")
     if module_name.endswith(".py"):
         loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-        if loader is None:
-            raise FileNotFoundError(f"--policy {spec!r}: no Python file at {module_name!r}.")
         module = importlib.util.module_from_spec(loader)
         loader.loader.exec_module(module)
     else:
@@ -155,29 +173,13 @@ def run_episode(job: tuple) -> dict:
             "env_build_s": round(build_s, 2)}
 
 
-@contextlib.contextmanager
-def _thread_limits(threads: int):
-    """Set the thread-pool variables for the workers spawned inside (they read them at import)."""
-    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
-    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int, threads: int = 1):
     """Run episodes in `workers` spawned processes (also for 1); yields records as they finish.
 
     At most `workers` episodes are in flight, so the parent sleeps in `wait` until one finishes
     (no polling) and an episode never queues behind a slow one it could have overtaken."""
     initargs = (policy_spec, camera_size, seed, threads, time.time())
-    with _thread_limits(threads), ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                                      initializer=_init_worker, initargs=initargs) as pool:
+    with spawn_pool(workers, threads, _init_worker, initargs) as pool:
         pending, queue = set(), list(reversed(jobs))
         while queue or pending:
             while queue and len(pending) < workers:
@@ -232,15 +234,18 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] | None = None, trials: int = 50,
-             workers: int = 1, seed: int = 7, camera_size: int = 256, max_steps: int | None = None,
-             video: bool = True, progress: bool = True, threads_per_worker: int = 1) -> dict:
-    """Run the protocol on every (suite, task, trial); writes OUT/results.json, OUT/success.png, OUT/videos/."""
+             workers: int = 1, seed: int = 7, camera_size: int | None = None, max_steps: int | None = None,
+             video: bool = True, progress: bool = True, threads_per_worker: int = 1,
+             allow_train_init_states: bool = False) -> dict:
+    """Run the protocol on every (suite, task, trial); writes OUT/results.json, OUT/success.png, OUT/videos/.
+
+    `camera_size=None` renders at the policy's training image size when its checkpoint says it, else 256 px."""
     from tqdm import tqdm
 
+    check_policy_spec(policy)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     suites = [resolve_suite(s) for s in suites]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for suite in suites:
         ids = range(len(task_names(suite))) if tasks is None else [resolve_task(suite, t) for t in tasks]
@@ -248,6 +253,12 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
             for trial in range(trials):
                 path = out / "videos" / suite / f"task{task:02d}_trial{trial:03d}.mp4" if video else None
                 jobs.append((suite, task, trial, max_steps, str(path) if path else None))
+    init_states = check_init_states(policy, jobs, allow_train_init_states)
+    trained_size = policy_image_size(policy)
+    camera_size, size_warning = camera_size_for(camera_size, trained_size)
+    if size_warning:
+        warnings.warn(size_warning, stacklevel=2)
+    out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     records = []
     bar = tqdm(total=len(jobs), desc="LIBERO episodes", disable=not progress, dynamic_ncols=True)
@@ -267,8 +278,10 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
         "worker_startup_s": sorted(startup.values()),
         "env_build_s": round(sum(r["env_build_s"] for r in records), 1),  # all workers, one env per task each
         "protocol": {"max_steps": {s: max_steps or SUITE_MAX_STEPS[s] for s in suites}, "wait_steps": NUM_WAIT_STEPS,
-                     "wait_action": WAIT_ACTION.tolist(), "camera_size": camera_size, "image_rotation_deg": 180,
-                     "gripper": "binarised (+1 close, -1 open)", "init_states": "benchmark fixed, trial i -> state i"},
+                     "wait_action": WAIT_ACTION.tolist(), "camera_size": camera_size,
+                     "policy_image_size": trained_size, "image_rotation_deg": 180,
+                     "gripper": "binarised (+1 close, -1 open)", "init_state_rule": "benchmark fixed, trial i -> state i",
+                     **init_states},
         "versions": versions(), "wall_time_s": round(wall, 1), "env_steps": env_steps,
         "env_steps_per_s": round(env_steps / wall, 2),  # throughput, env creation and video writing included
         "episode_env_steps_per_s": round(env_steps / max(sum(r["seconds"] for r in records), 1e-9), 2),

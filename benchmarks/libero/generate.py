@@ -1,12 +1,17 @@
 """Generate scripted LIBERO demonstrations in the LIBERO HDF5 schema.
 
-    lara data generate --suite object --tasks 0,1 --episodes 20 --camera-size 128 --out data/scripted
+    lara data generate --suite object --tasks 0,1 --episodes 20 --camera-size 128 --workers 2 --out data/scripted
 
-Each episode starts from one of the benchmark's fixed init states, waits the 10 settling steps, then
-the privileged `ScriptedExpert` acts (physics only, no cameras: ~10x faster on CPU); after the first
-`done` the gripper opens and the hand retreats, and the episode is kept only if the task is still
-solved at its end. Kept episodes are rendered afterwards from their stored simulator states (exact by
-construction), written to `OUT/<task_name>_demo.hdf5`, and the per-task success rate and timing go to
+Each episode starts from a fresh placement that the env samples from the task's BDDL regions, seeded per
+attempt (`protocol.placement_seed`) so that it can be reproduced; the benchmark's fixed init states are
+what evaluation runs on, so they are used only on request (`--init-states A:B`). The episode waits the 10
+settling steps, then the privileged `ScriptedExpert` acts (physics only, no cameras: ~10x faster on CPU);
+after the first `done` the gripper opens and the hand retreats, and the episode is kept only if the task
+is still solved at its end. A task's starts are tried in order, in chunks spread over `--workers` spawned
+processes, until `--episodes` successes or `--attempts` tries; the first successes in start order are kept
+(later ones discarded), so the result does not depend on the number of workers. Kept episodes are rendered
+afterwards from their stored simulator states (exact by construction), written in start order to
+`OUT/<task_name>_demo.hdf5`, and per-task success rates, init-state records and timing go to
 `OUT/generation.json`.
 """
 
@@ -14,24 +19,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, _benchmark, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
+from lara.benchmarks.libero.protocol import FRESH, parse_init_states, placement_seed
+from lara.benchmarks.libero.workers import spawn_pool
 
 TAIL_STEPS = 25  # release-and-retreat steps after the first `done` (at least)
 RELEASED_STEPS = 10  # and the tail ends with the gripper open this long
 
 
-def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int) -> dict:
-    """One unrendered expert episode: per-step sim states, actions and proprioception, and success."""
-    obs = env.reset(init_state_index)
+def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int | None = None,
+            seed: int | None = None) -> dict:
+    """One unrendered expert episode from a start (`LiberoEnv.reset`'s arguments): per-step sim states,
+    actions and proprioception, and success."""
+    obs = env.reset(init_state_index, seed)
     for _ in range(NUM_WAIT_STEPS):
         obs, _ = env.step(WAIT_ACTION)
     expert.bind(env)
@@ -68,58 +78,166 @@ def render(env: LiberoEnv, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.stack([f["agentview_rgb"] for f in frames]), np.stack([f["eye_in_hand_rgb"] for f in frames]))
 
 
-def generate_task(suite: str, task: int, episodes: int, camera_size: int, out: str, seed: int,
-                  dry_run: bool = False, max_attempts: int | None = None) -> dict:
-    """Roll out init states in order until `episodes` successes (or `max_attempts` tries, or the init states run
-    out); write the file (`dry_run`: roll out and count only, no rendering, no file)."""
-    from lara.data.libero_hdf5 import LiberoHDF5Writer
+_WORKER: dict = {}  # per-process state: the expert and one physics and one camera env
 
-    start = time.time()
-    physics = LiberoEnv(suite, task, camera_size=None, seed=seed)
-    expert = ScriptedExpert()
-    kept, attempts = [], []
-    for index in range(min(len(physics.init_states), max_attempts or len(physics.init_states))):
+
+def _init_worker() -> None:
+    _WORKER.update(expert=ScriptedExpert(), envs={})
+
+
+def _env_for(suite: str, task: int, camera_size: int | None) -> LiberoEnv:
+    """The worker's physics (`camera_size=None`) or camera env for this task, rebuilt when the task changes."""
+    kind = "physics" if camera_size is None else "camera"
+    env = _WORKER["envs"].get(kind)
+    if env is None or (env.suite, env.task_id, env.camera_size) != (resolve_suite(suite), task, camera_size):
+        if env is not None:
+            env.close()
+        env = _WORKER["envs"][kind] = LiberoEnv(suite, task, camera_size=camera_size)
+    return env
+
+
+def _reset_args(start: dict) -> dict:
+    return {"init_state_index": start.get("init_state_index"), "seed": start["placement_seed"]}
+
+
+def rollout_chunk(job: tuple) -> dict:
+    """(suite, task, starts) -> the task's file metadata and one record per start, with the episode's
+    arrays when it succeeded (failed episodes keep their counts only)."""
+    suite, task, starts = job
+    env = _env_for(suite, task, None)
+    records = []
+    for start in starts:
+        t0 = time.time()
+        episode = rollout(env, _WORKER["expert"], **_reset_args(start))
+        records.append({**start, "success": episode["success"], "steps": len(episode["actions"]),
+                        "seconds": round(time.time() - t0, 2), "episode": episode if episode["success"] else None})
+    meta = {"task_name": env.task_name, "instruction": env.instruction, "bddl_file": env.bddl_file,
+            "problem_info": {"problem_name": env.env.problem_name, "domain_name": env.env.domain_name}}
+    return {"meta": meta, "records": records}
+
+
+def render_episode(job: tuple) -> tuple[np.ndarray, np.ndarray, float]:
+    """(suite, task, camera_size, start, states) -> agentview and wrist images and the seconds it took. The
+    camera env is reset from the same start first: fixture positions live in the model, not in the states."""
+    suite, task, camera_size, start, states = job
+    t0 = time.time()
+    env = _env_for(suite, task, camera_size)
+    env.reset(**_reset_args(start))
+    return (*render(env, states), time.time() - t0)
+
+
+def task_starts(init_states: range | None, task: int, seed: int, attempts: int) -> list[dict]:
+    """The starts to try for a task, in order: fresh placements with their seeds, or benchmark init states
+    (with the seed of the reset before them, which places the fixtures)."""
+    if init_states is None:
+        return [{"placement_seed": placement_seed(seed, task, a)} for a in range(attempts)]
+    return [{"init_state_index": i, "placement_seed": placement_seed(seed, task, i)} for i in init_states[:attempts]]
+
+
+def roll_out(pool, suite: str, starts: dict[int, list[dict]], episodes: int, workers: int, bar=None,
+             run_chunk=rollout_chunk) -> dict[int, dict]:
+    """Roll out each task's starts in chunks of ceil(episodes / workers), at most `workers` in flight, until
+    its finished chunks hold `episodes` successes. Chunks are submitted in start order, so a task's tried
+    starts are always a prefix: the first `episodes` successes in that order do not depend on `workers`.
+    Returns per task its file metadata and the records of every tried start, in start order."""
+    size = max(1, -(-episodes // workers))
+    queue = [(task, offset, ordered[offset:offset + size])
+             for task, ordered in starts.items() for offset in range(0, len(ordered), size)]
+    found = {task: {"meta": None, "records": {}, "successes": 0} for task in starts}
+    pending = {}
+    while queue or pending:
+        while queue and len(pending) < workers:
+            task, offset, chunk = queue.pop(0)
+            if found[task]["successes"] >= episodes:  # enough already: later starts are never needed
+                if bar is not None:
+                    bar.total -= len(chunk)
+                    bar.refresh()
+                continue
+            pending[pool.submit(run_chunk, (suite, task, chunk))] = (task, offset)
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            task, offset = pending.pop(future)
+            result = future.result()
+            found[task]["meta"] = result["meta"]
+            found[task]["records"][offset] = result["records"]
+            found[task]["successes"] += sum(r["success"] for r in result["records"])
+            if bar is not None:
+                bar.update(len(result["records"]))
+                bar.set_postfix(successes=sum(min(f["successes"], episodes) for f in found.values()))
+    return {task: {"meta": f["meta"], "records": [r for offset in sorted(f["records"]) for r in f["records"][offset]]}
+            for task, f in found.items()}
+
+
+def keep_first(records: list[dict], episodes: int) -> tuple[list[dict], list[dict]]:
+    """The first `episodes` successful records in start order, and the attempts up to the last of them
+    (all tried records when fewer succeeded): what a single worker trying starts one by one would have."""
+    kept, used = [], []
+    for record in records:
         if len(kept) == episodes:
             break
-        t0 = time.time()
-        episode = rollout(physics, expert, index)
-        attempts.append({"init_state": index, "success": episode["success"], "steps": len(episode["actions"]),
-                         "seconds": round(time.time() - t0, 2)})
-        if episode["success"]:
-            kept.append((index, episode))
-    rollout_s = time.time() - start
-    path = Path(out) / f"{physics.task_name}_demo.hdf5"
-    problem_info = {"problem_name": physics.env.problem_name, "domain_name": physics.env.domain_name}
-    env_args = {"env_name": physics.env.problem_name, "type": 1, "suite": physics.suite, "task_id": task,
+        used.append(record)
+        if record["success"]:
+            kept.append(record)
+    return kept, used
+
+
+def init_state_record(kept: list[dict], benchmark: bool) -> dict:
+    """generation.json's per-task `init_states`: which starts the kept episodes came from."""
+    seeds = [r["placement_seed"] for r in kept]
+    if benchmark:
+        return {"source": "benchmark", "indices": [r["init_state_index"] for r in kept], "seeds": seeds}
+    return {"source": FRESH, "seeds": seeds}
+
+
+def _start(record: dict) -> dict:
+    """The start of a record: `placement_seed`, and `init_state_index` for a benchmark init state."""
+    return {k: record[k] for k in ("init_state_index", "placement_seed") if k in record}
+
+
+def _writer(path: Path, suite: str, task: int, camera_size: int, meta: dict):
+    from lara.data.libero_hdf5 import LiberoHDF5Writer
+
+    env_args = {"env_name": meta["problem_info"]["problem_name"], "type": 1, "suite": suite, "task_id": task,
                 "env_kwargs": {"camera_heights": camera_size, "camera_widths": camera_size,
                                "camera_names": ["agentview", "robot0_eye_in_hand"], "controller": "OSC_POSE"}}
-    render_start = time.time()
-    if kept and not dry_run:
-        camera = LiberoEnv(suite, task, camera_size=camera_size, seed=seed)
-        with LiberoHDF5Writer(path, language=physics.instruction, problem_info=problem_info, env_args=env_args,
-                              bddl_file_name=physics.bddl_file) as writer:
-            for index, ep in kept:
-                agentview, wrist = render(camera, ep["states"])
-                writer.add_demo(actions=ep["actions"], agentview_rgb=agentview, eye_in_hand_rgb=wrist,
-                                ee_states=ep["ee_states"], gripper_states=ep["gripper_states"],
-                                joint_states=ep["joint_states"], states=ep["states"],
-                                attrs={"success": True, "init_state_index": index, "scripted": True})
-        camera.close()
-    render_s = time.time() - render_start
-    physics.close()
-    return {
-        "suite": physics.suite, "task_id": task, "task_name": physics.task_name,
-        "instruction": physics.instruction, "file": str(path) if kept and not dry_run else None,
-        "attempts": len(attempts), "successes": len(kept),
-        "success_rate": len(kept) / max(len(attempts), 1),
-        "rollout_s_per_episode": round(rollout_s / max(len(attempts), 1), 2),
-        "render_s_per_episode": round(render_s / max(len(kept), 1), 2),
-        "wall_s": round(time.time() - start, 1), "episodes": attempts,
-    }
+    return LiberoHDF5Writer(path, language=meta["instruction"], problem_info=meta["problem_info"],
+                            env_args=env_args, bddl_file_name=meta["bddl_file"])
 
 
-def _generate_task_star(args: tuple) -> dict:
-    return generate_task(*args)
+def write_files(pool, suite: str, camera_size: int, tasks: dict[int, dict], workers: int, bar=None) -> dict[int, float]:
+    """Render every task's kept episodes in the pool (at most `workers` in flight) and write each task's
+    `OUT/<task_name>_demo.hdf5` in start order as they arrive; returns per task its render seconds."""
+    jobs = [(task, record) for task, t in tasks.items() for record in t["kept"]]
+    last = {task: max(i for i, (t, _) in enumerate(jobs) if t == task) for task, t in tasks.items() if t["kept"]}
+    render_s, writers, arrived, pending, submitted, written = dict.fromkeys(tasks, 0.0), {}, {}, {}, 0, 0
+    try:
+        while written < len(jobs):
+            while submitted < len(jobs) and len(pending) < workers:
+                task, record = jobs[submitted]
+                job = (suite, task, camera_size, _start(record), record["episode"]["states"])
+                pending[pool.submit(render_episode, job)] = submitted
+                submitted += 1
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            arrived.update((pending.pop(f), f.result()) for f in finished)
+            while written in arrived:  # in job order: at most `workers` episodes wait in memory
+                (agentview, wrist, seconds), (task, record) = arrived.pop(written), jobs[written]
+                if task not in writers:
+                    writers[task] = _writer(Path(tasks[task]["file"]), suite, task, camera_size, tasks[task]["meta"])
+                ep = record["episode"]
+                writers[task].add_demo(actions=ep["actions"], agentview_rgb=agentview, eye_in_hand_rgb=wrist,
+                                       ee_states=ep["ee_states"], gripper_states=ep["gripper_states"],
+                                       joint_states=ep["joint_states"], states=ep["states"],
+                                       attrs={"success": True, "scripted": True, **_start(record)})
+                render_s[task] += seconds
+                if written == last[task]:
+                    writers.pop(task).close()
+                written += 1
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        for writer in writers.values():  # interrupted: leave no half-written file
+            writer.discard()
+    return render_s
 
 
 def parse_tasks(text: str | None, suite: str) -> list[int]:
@@ -142,20 +260,44 @@ def uncovered_tasks(suite: str, tasks: list[int]) -> dict[int, str]:
     return reasons
 
 
+def task_summary(suite: str, task: int, found: dict, episodes: int, max_attempts: int, render_s: float) -> dict:
+    """generation.json's entry of one task; `attempts` counts the starts a one-by-one run would have tried."""
+    kept, used = keep_first(found["records"], episodes)
+    rollout_s = sum(r["seconds"] for r in found["records"])
+    return {
+        "suite": suite, "task_id": task, "task_name": found["meta"]["task_name"],
+        "instruction": found["meta"]["instruction"], "file": found["file"],
+        "attempts": len(used), "successes": len(kept), "success_rate": len(kept) / max(len(used), 1),
+        "max_attempts": max_attempts, "extra_rollouts": len(found["records"]) - len(used),  # parallel look-ahead
+        "init_states": init_state_record(kept, benchmark="init_state_index" in found["records"][0]),
+        "rollout_s_per_episode": round(rollout_s / max(len(found["records"]), 1), 2),
+        "render_s_per_episode": round(render_s / max(len(kept), 1), 2),
+        "wall_s": round(rollout_s + render_s, 1),  # worker seconds spent on this task
+        "episodes": [{k: v for k, v in r.items() if k != "episode"} for r in used],
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lara data generate", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["generate"], help="what to do (only `generate` for now)")
     p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object, goal (all but the wine rack task)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
     p.add_argument("--episodes", type=int, default=20, help="successful episodes to keep per task")
+    p.add_argument("--init-states", default=FRESH,
+                   help="'fresh' (default): each episode starts from a new placement the env samples, seeded per "
+                        "attempt; 'A:B': the benchmark's fixed init states A..B-1, which evaluation runs on "
+                        "(trial i on state i), so a policy trained on them is refused there unless asked")
     p.add_argument("--attempts", type=int, default=None,
-                   help="try at most this many init states per task (default: all 50); with --dry-run and "
-                        "--episodes equal to it: the success rate over init states 0..N-1")
+                   help="try at most this many starts per task (default: 3x --episodes fresh placements, or all "
+                        "of A:B); with --dry-run and --episodes equal to it: the expert's success rate")
     p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (one task each)")
-    p.add_argument("--seed", type=int, default=0, help="env seed")
+    p.add_argument("--workers", type=int, default=1,
+                   help="spawned worker processes (1 thread each), splitting every task's starts between them")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed: attempt a of task t is placed with seed*100003 + t*1009 + a")
     p.add_argument("--dry-run", action="store_true",
                    help="measure the expert only: roll out and count successes, render and write nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output folder")
     return p
 
@@ -166,6 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
+    for flag in ("episodes", "attempts", "workers"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}.")
+    try:
+        init_states = parse_init_states(args.init_states)
+    except ValueError as error:
+        parser.error(str(error))
+    available = len(_benchmark(suite).get_task_init_states(tasks[0]))
+    if init_states is not None and init_states.stop > available:
+        parser.error(f"--init-states {args.init_states}: {suite} has {available} fixed init states per task "
+                     f"(0..{available - 1}); give A:B with B <= {available}, or 'fresh'.")
     uncovered = uncovered_tasks(suite, tasks)
     if uncovered:
         names = task_names(suite)
@@ -173,22 +326,34 @@ def main(argv: list[str] | None = None) -> int:
         listing = "\n".join(f"  {t}: {names[t]}: {why}" for t, why in uncovered.items())
         parser.error(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
                      f"Tasks it covers: --tasks {','.join(map(str, covered))}")
-    jobs = [(suite, t, args.episodes, args.camera_size, args.out, args.seed, args.dry_run, args.attempts)
-            for t in tasks]
+    max_attempts = args.attempts or (3 * args.episodes if init_states is None else len(init_states))
+    starts = {t: task_starts(init_states, t, args.seed, max_attempts) for t in tasks}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    if args.workers > 1:
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            results = list(pool.imap(_generate_task_star, jobs))
-    else:
-        results = [generate_task(*job) for job in jobs]
+    with spawn_pool(args.workers, 1, _init_worker) as pool:
+        with tqdm(total=sum(map(len, starts.values())), desc="expert rollouts", disable=args.no_progress,
+                  dynamic_ncols=True) as bar:
+            found = roll_out(pool, suite, starts, args.episodes, args.workers, bar)
+        for task, f in found.items():
+            f["kept"] = keep_first(f["records"], args.episodes)[0]
+            f["file"] = str(out / f"{f['meta']['task_name']}_demo.hdf5") if f["kept"] and not args.dry_run else None
+        render_s = dict.fromkeys(tasks, 0.0)
+        if not args.dry_run:
+            with tqdm(total=sum(len(f["kept"]) for f in found.values()), desc="rendering kept episodes",
+                      disable=args.no_progress, dynamic_ncols=True) as bar:
+                render_s = write_files(pool, suite, args.camera_size, found, args.workers, bar)
+    results = [task_summary(suite, t, found[t], args.episodes, max_attempts, render_s[t]) for t in tasks]
     for r in results:
+        capped = " (--attempts cap reached)" if r["successes"] < args.episodes else ""
         print(f"{r['suite']} task {r['task_id']:2d}: {r['successes']}/{r['attempts']} "
-              f"({100 * r['success_rate']:.0f}%) rollout {r['rollout_s_per_episode']} s/ep, "
+              f"({100 * r['success_rate']:.0f}%){capped} rollout {r['rollout_s_per_episode']} s/ep, "
               f"render {r['render_s_per_episode']} s/ep  {r['task_name']}")
     summary = {"suite": suite, "episodes_per_task": args.episodes, "camera_size": args.camera_size,
-               "seed": args.seed, "versions": versions(), "wall_s": round(time.time() - start, 1), "tasks": results}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "generation.json").write_text(json.dumps(summary, indent=2))
+               "init_states": args.init_states, "max_attempts": max_attempts, "seed": args.seed,
+               "workers": args.workers, "versions": versions(), "wall_s": round(time.time() - start, 1),
+               "tasks": results}
+    (out / "generation.json").write_text(json.dumps(summary, indent=2))
     return 0 if all(r["successes"] > 0 for r in results) else 1
 
 

@@ -1,9 +1,11 @@
-"""The LIBERO env wrapper: fixed init states, observation keys and shapes, upright images, name errors."""
+"""The LIBERO env wrapper: fixed init states, fresh placements, observation keys and shapes, upright images,
+name errors."""
 
 import numpy as np
 import pytest
 
-from lara.benchmarks.libero.env import SUITE_MAX_STEPS, LiberoEnv, resolve_suite, resolve_task, versions
+from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
+                                        resolve_task, versions)
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +32,24 @@ def test_reset_from_fixed_init_state(env):
     np.testing.assert_allclose(env.sim_state(), state)  # the same fixed init state again
     env.reset(4)
     assert not np.allclose(env.sim_state(), state)
+
+
+def test_fresh_placements_vary_by_seed_reproduce_and_settle(env):
+    objects = slice(9, None)  # qpos after the 7 arm and 2 finger joints
+    env.reset(seed=1)
+    first, qpos = env.sim_state(), env.sim.data.qpos.copy()
+    for _ in range(NUM_WAIT_STEPS):
+        env.step(WAIT_ACTION)
+    settle = np.abs(env.sim.data.qpos - qpos)[objects].max()
+    env.reset(seed=2)
+    other = env.sim.data.qpos.copy()
+    env.reset(seed=1)
+    np.testing.assert_array_equal(env.sim_state(), first)  # a recorded seed reproduces its placement
+    assert np.abs(other - qpos)[objects].max() > 0.005  # objects moved by more than 5 mm between seeds
+    assert min(np.abs(state - first).max() for state in env.init_states) > 0.005  # none of the fixed states
+    assert settle > 0.001  # placed above their surfaces: the settling steps still matter
+    with pytest.raises(ValueError, match="init_state_index .* or seed"):
+        env.reset()
 
 
 def test_images_are_rotated_180_degrees(env):

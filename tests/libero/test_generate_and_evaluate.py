@@ -1,4 +1,5 @@
-"""Scripted demos (expert success, HDF5 output) and the evaluation protocol (workers, videos, failures)."""
+"""Scripted demos (expert success from a fresh placement, HDF5 output) and the evaluation protocol (workers,
+videos, failures)."""
 
 import json
 import os
@@ -10,28 +11,39 @@ import pytest
 
 from lara.benchmarks.libero import generate
 from lara.benchmarks.libero.evaluate import check_chunk, evaluate
+from lara.benchmarks.libero.protocol import overlap, training_init_states
 
 pytestmark = pytest.mark.slow
 POLICIES = Path(__file__).parent / "policies.py"
 
 
-def test_expert_demo_on_libero_object(tmp_path):
+def test_expert_demo_on_libero_object_from_a_fresh_placement(tmp_path):
     assert generate.main(["generate", "--suite", "object", "--tasks", "1", "--episodes", "1",
-                          "--camera-size", "32", "--out", str(tmp_path)]) == 0
+                          "--camera-size", "32", "--no-progress", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "generation.json").read_text())
     task = summary["tasks"][0]
     assert task["successes"] == task["attempts"] == 1 and task["success_rate"] == 1.0
-    assert summary["versions"]["mujoco"] == "3.3.2"
+    assert task["init_states"] == {"source": "fresh", "seeds": [1009]} and task["max_attempts"] == 3
+    assert summary["versions"]["mujoco"] == "3.3.2" and summary["init_states"] == "fresh"
     with h5py.File(tmp_path / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5") as f:
         demo = f["data/demo_0"]
         T = demo.attrs["num_samples"]
         assert demo.attrs["success"] and 60 < T < 280 + generate.TAIL_STEPS
+        assert demo.attrs["placement_seed"] == 1009 and "init_state_index" not in demo.attrs
         assert demo["obs/agentview_rgb"].shape == (T, 32, 32, 3)
         assert demo["obs/eye_in_hand_rgb"].shape == (T, 32, 32, 3)
         assert demo["actions"].shape == (T, 7) and demo["states"].shape[0] == T
         gripper = demo["actions"][:, 6]
         assert gripper[0] == -1 and gripper.max() == 1 and gripper[-1] == -1  # grasp, then release
         assert "cream cheese" in json.loads(f["data"].attrs["problem_info"])["language_instruction"]
+    # a run trained on these demos overlaps none of the evaluation's fixed init states (folder or file)
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    file = tmp_path / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5"
+    (final / "recipe.json").write_text(json.dumps({"data": {"paths": [str(tmp_path), str(file)]}}))
+    train = training_init_states(f"checkpoint:{final / 'vla'}")
+    assert train.benchmark == {} and train.unknown == []
+    assert overlap({("libero_object", 1): list(range(50))}, train) == []
 
 
 def test_scripted_policy_with_two_workers(tmp_path):
@@ -43,6 +55,10 @@ def test_scripted_policy_with_two_workers(tmp_path):
     assert task["trials"] == 2 and [e["trial"] for e in task["episodes"]] == [0, 1]
     assert all(e["steps"] == 15 and e["env_steps"] == 25 and e["failure_reason"] is None for e in task["episodes"])
     assert on_disk["versions"]["mujoco"] == "3.3.2" and on_disk["env_steps"] == 50
+    protocol = on_disk["protocol"]
+    assert protocol["init_states"] == [{"suite": "libero_object", "task_id": 1, "source": "benchmark", "indices": [0, 1]}]
+    assert protocol["train_init_state_overlap"] == [] and protocol["train_init_states"] is None  # not a checkpoint
+    assert protocol["camera_size"] == 64 and protocol["policy_image_size"] is None
     assert on_disk["env_steps_per_s"] > 0 and "libero_object" in on_disk["suites"]
     assert on_disk["threads_per_worker"] == 1 and len(on_disk["worker_startup_s"]) == 2  # one per worker
     assert all(0 < s < on_disk["wall_time_s"] for s in on_disk["worker_startup_s"]) and on_disk["env_build_s"] > 0

@@ -1,0 +1,40 @@
+"""Spawned worker processes for LIBERO evaluation and generation, each with its own env and small thread pools."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",  # numpy / torch pools
+                    "LP_NUM_THREADS")  # Mesa llvmpipe, the CPU renderer behind EGL / OSMesa without a GPU
+
+
+@contextlib.contextmanager
+def thread_limits(threads: int):
+    """Set the thread-pool variables for the workers spawned inside (they read them at import)."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def spawn_pool(workers: int, threads: int, initializer, initargs: tuple = ()):
+    """A ProcessPoolExecutor of `workers` spawned processes with `threads` threads each; a worker that dies
+    (its initializer raised, or it ran out of memory) raises one RuntimeError instead of BrokenProcessPool."""
+    with thread_limits(threads), ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                                     initializer=initializer, initargs=initargs) as pool:
+        try:
+            yield pool
+        except BrokenProcessPool as error:
+            raise RuntimeError("a LIBERO worker process died (its own traceback is printed above: a failed "
+                               "policy load or env creation, or memory); fix that and run again") from error
