@@ -58,7 +58,8 @@ def baseline_step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
 
 
 def lam_step(lam: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-    out = lam(batch["lam_frames"].float() / 255.0, valid=batch["lam_valid"])
+    out = lam(batch["lam_frames"].float() / 255.0, batch.get("lam_actions"), batch["lam_valid"],
+              batch.get("lam_action_mask"))  # actions where the data has them: the action head learns too
     parts = {f"lam/{k}": v.detach() for k, v in {**out.losses, **out.stats}.items() if k != "total"}
     return out.losses["total"], parts
 

@@ -143,6 +143,15 @@ class RecipeConfig(_Strict):
     refine: RefineConfig = Field(default_factory=RefineConfig, description="LAM refinement only.")
 
 
+    @model_validator(mode="after")
+    def _action_head_fits_the_frame_gap(self) -> RecipeConfig:
+        k, gap = self.lara.lam.action_horizon, self.data.frame_gap
+        if k > gap:
+            raise ValueError(f"lara.lam.action_horizon ({k}) exceeds data.frame_gap ({gap}): the LAM's action head "
+                             f"predicts the actions between o_t and o_{{t+k}}; set lara.lam.action_horizon<={gap}")
+        return self
+
+
 # -------------------------------------------------------------------------------------------------
 # Presets and overrides
 

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated task indices")
     p.add_argument("--episodes", type=int, default=5, help="scripted demonstrations per task")
     p.add_argument("--camera-size", type=int, default=64, help="rendered image size of demos and evaluation")
-    p.add_argument("--lam-warmup", type=int, default=300, help="LAM-only steps before joint training")
+    p.add_argument("--lam-warmup", type=int, default=1000, help="LAM-only steps before joint training")
     p.add_argument("--steps", type=int, default=1000, help="joint VLA + LAM training steps")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--trials", type=int, default=2, help="evaluation episodes per task")

@@ -42,6 +42,10 @@ class LAMConfig(_Strict):
     fsq_levels: list[int] = Field(
         [8, 5, 5, 5], description="FSQ levels per projected dim; the codebook size is their product."
     )
+    codebook_metric: Literal["euclidean", "cosine"] = Field(
+        "cosine", description="vq lookup: nearest code by euclidean distance, or by cosine with latents and codes "
+        "l2-normalised (ViT-VQGAN's remedy for unused codes)."
+    )
     commitment: float = Field(0.25, ge=0, description="Weight of the commitment term ||z - sg(e)||^2 (vq).")
     ema_decay: float = Field(0.99, gt=0, lt=1, description="EMA decay of the vq codebook.")
     dead_code_threshold: float = Field(

@@ -34,12 +34,15 @@ class VectorQuantizer(nn.Module):
         super().__init__()
         self.num_codes, self.dim = cfg.codebook_size, cfg.latent_dim
         self.decay, self.commitment, self.threshold = cfg.ema_decay, cfg.commitment, cfg.dead_code_threshold
+        self.cosine = cfg.codebook_metric == "cosine"
         self.register_buffer("codebook", torch.randn(self.num_codes, self.dim) * 0.1)
         self.register_buffer("ema_count", torch.ones(self.num_codes))
         self.register_buffer("ema_sum", self.codebook.clone())
         self.register_buffer("initialized", torch.tensor(False))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.cosine:  # lookup, commitment and FDM input all on the unit sphere; codes are kept unit-norm
+            z = F.normalize(z, dim=-1)
         flat = z.reshape(-1, self.dim)  # (N, d), N = B * n
         if self.training:
             self._init_from_data(flat.detach().float())
@@ -71,6 +74,8 @@ class VectorQuantizer(nn.Module):
         n = self.ema_count.sum()
         smoothed = (self.ema_count + 1e-5) / (n + self.num_codes * 1e-5) * n  # Laplace smoothing
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        if self.cosine:
+            self.codebook.copy_(F.normalize(self.codebook, dim=-1))
         # Dead-code restart: codes whose usage decayed away jump to random latents of this batch.
         # restarted codes sit exactly at the threshold: one step without a latent and they restart again.
         floor = self.threshold * n / self.num_codes  # a fraction of the mean usage

@@ -14,19 +14,23 @@ TARGETS = {"the centre": (0.5, 0.5), "the top left": (0.0, 0.0), "the top right"
 
 
 def moving_object_pairs(n: int, size: int = 32, square: int = 6, max_shift: int = 5, seed: int = 0,
-                        instructed: bool = False):
+                        instructed: bool = False, towards_centre: bool = False):
     """-> frames uint8 (n, 2, 3, size, size), actions float32 (n, 2) in [-1, 1] (shift / max_shift),
     instructions (n strings, or None).
 
     Shifts are random, or with `instructed` the move towards a target named in the instruction
     ("move the square to the top left"), at most `max_shift` pixels per axis: a policy can infer it
     from o_t and the instruction, while a language-free LAM must read it from (o_t, o_{t+k}).
+    With `towards_centre` the square always moves towards the frame's centre: o_{t+k} follows from o_t
+    alone, as in scripted robot demonstrations, so a reconstruction-only LAM can ignore its latent.
     """
     g = torch.Generator().manual_seed(seed)
     lo, hi = max_shift, size - square - max_shift
     start = torch.randint(lo, hi + 1, (n, 2), generator=g)
     shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=g)
     instructions = None
+    if towards_centre:
+        shifts = ((size - square) // 2 - start).clamp(-max_shift, max_shift)
     if instructed:
         names = list(TARGETS)
         which = torch.randint(0, len(names), (n,), generator=g)
