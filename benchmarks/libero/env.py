@@ -36,6 +36,7 @@ NUM_WAIT_STEPS = 10  # init states place objects slightly off the table: let the
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)  # no motion, gripper open
 EXPECTED_MUJOCO = "3.3.2"  # 3.3.3+ renders LIBERO darker and lowers published scores
 CAMERA_OBSERVABLES = {"agentview_rgb": "agentview_image", "eye_in_hand_rgb": "robot0_eye_in_hand_image"}
+CAMERAS = {"agentview_rgb": "agentview", "eye_in_hand_rgb": "robot0_eye_in_hand"}  # obs key -> robosuite camera
 GL_BACKENDS = {"egl": "libegl1 (and libegl-mesa0 for CPU rendering)", "osmesa": "libosmesa6"}
 
 _GL_PROBE = "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); c.free()"
@@ -129,7 +130,8 @@ class LiberoEnv:
     observations then lack the image keys; `render_state` renders stored sim states afterwards.
     """
 
-    def __init__(self, suite: str, task: int | str, camera_size: int | None = 256, seed: int = 0):
+    def __init__(self, suite: str, task: int | str, camera_size: int | None = 256, seed: int = 0,
+                 cameras: tuple[str, ...] = tuple(CAMERAS)):
         self.suite = resolve_suite(suite)
         self.task_id = resolve_task(self.suite, task)
         bench = _benchmark(self.suite)
@@ -141,11 +143,15 @@ class LiberoEnv:
         self.camera_size = camera_size
         from libero.libero.envs import OffScreenRenderEnv
 
+        unknown = sorted(set(cameras) - set(CAMERAS))
+        if unknown or not cameras:
+            raise ValueError(f"cameras {list(cameras)}: expected one or more of {list(CAMERAS)}")
         size = camera_size or 128
         self.env = OffScreenRenderEnv(
             bddl_file_name=self.bddl_file,
             camera_heights=size,
             camera_widths=size,
+            camera_names=[CAMERAS[c] for c in CAMERAS if c in cameras],  # each camera costs a render per step
             use_camera_obs=camera_size is not None,
         )
         self.instruction = self.env.language_instruction

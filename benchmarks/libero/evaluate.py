@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
+from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.libero.workers import spawn_pool
@@ -108,7 +108,10 @@ def _seed_everything(seed: int) -> None:
 def _init_worker(policy_spec: str, camera_size: int, seed: int, threads: int, spawned_at: float) -> None:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    _WORKER.update(policy=load_policy(policy_spec), camera_size=camera_size, seed=seed, env=None, key=None,
+    policy = load_policy(policy_spec)
+    # render only what the policy reads (a camera costs a render per step) plus agentview for the videos
+    cameras = tuple(CAMERAS) if not hasattr(policy, "cameras") else ("agentview_rgb", *policy.cameras)
+    _WORKER.update(policy=policy, camera_size=camera_size, seed=seed, env=None, key=None, cameras=cameras,
                    startup_s=time.time() - spawned_at)  # spawn, imports and policy load
 
 
@@ -119,7 +122,8 @@ def _env_for(suite: str, task: int) -> tuple[LiberoEnv, float]:
     start = time.time()
     if _WORKER["env"] is not None:
         _WORKER["env"].close()
-    _WORKER["env"] = LiberoEnv(suite, task, camera_size=_WORKER["camera_size"], seed=_WORKER["seed"])
+    _WORKER["env"] = LiberoEnv(suite, task, camera_size=_WORKER["camera_size"], seed=_WORKER["seed"],
+                               cameras=_WORKER["cameras"])
     _WORKER["key"] = (suite, task)
     return _WORKER["env"], time.time() - start
 

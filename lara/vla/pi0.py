@@ -142,6 +142,7 @@ class PI0Policy:
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.inputs = PI0Inputs(model.config, statistics, tokenizer)
+        self.cameras = tuple(self.inputs.cameras)  # what the evaluation must render for it
         self.statistics = statistics
         self.generator = torch.Generator().manual_seed(seed)  # the flow's initial noise: reproducible rollouts
         self.instruction: str | None = None

@@ -20,6 +20,7 @@ class TokenVLAPolicy:
     def __init__(self, model: TokenVLA, camera: str = "agentview_rgb"):
         self.model = model.eval()
         self.camera = camera
+        self.cameras = (camera,)  # what the evaluation must render for it
         self.instruction: str | None = None
         self.device = next(model.parameters()).device
 

@@ -102,3 +102,14 @@ def test_gl_backend_probe_and_missing_library_error(monkeypatch):
     monkeypatch.setattr(env_module.subprocess, "run", lambda *a, **k: failed)
     with pytest.raises(RuntimeError, match="libegl1.*libosmesa6"):
         env_module.select_gl_backend()
+
+
+def test_only_the_cameras_asked_for_are_rendered():
+    with pytest.raises(ValueError, match="expected one or more of"):
+        LiberoEnv("object", 1, camera_size=32, cameras=("front_rgb",))
+    env = LiberoEnv("object", 1, camera_size=32, cameras=("agentview_rgb",))  # a TokenVLA reads agentview only
+    try:
+        obs = env.reset(0)
+        assert obs["agentview_rgb"].shape == (32, 32, 3) and "eye_in_hand_rgb" not in obs
+    finally:
+        env.close()
