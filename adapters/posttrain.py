@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import lara
 
-from .common import (baseline_step, build_vla, exporter, final_export, lara_step, load_data, video_data,
-                     warm_up_lam)
+from .common import baseline_step, build_vla, exporter, final_export, lara_step, load_data, warm_up_lam
 from .config import RecipeConfig
 from .trainer import Trainer, seed_everything
 
@@ -29,8 +28,8 @@ def run(cfg: RecipeConfig) -> dict:
         if cfg.refine.lam_from:
             lam = lara.load_lam(cfg.refine.lam_from)
         else:
-            lam = warm_up_lam(cfg, [video_data(cfg, cfg.data.paths)], cfg.posttrain.lam_warmup_steps,
-                              cfg.posttrain.lam_lr)
+            # the demonstrations with their actions: the LAM's action head (lara.lam.action_horizon) learns too
+            lam = warm_up_lam(cfg, [data], cfg.posttrain.lam_warmup_steps, cfg.posttrain.lam_lr)
         model = lara.attach(vla, cfg.lara, lam=lam)
         print(model.trainable_parameters())
     trainer = Trainer(cfg.train, cfg.output_dir, model, baseline_step if cfg.baseline else lara_step,

@@ -99,6 +99,7 @@ class LaraModel(nn.Module):
             "lam/perplexity": lam_out.stats["perplexity"].detach(),
             "lam/code_usage": lam_out.stats["code_usage"].detach(),
             "lam/z_std": latent_spread(target.detach(), valid),
+            "align/constant": constant_alignment(target.detach(), valid),
             "fdm": fdm.detach(),
         }
         out["loss"] = total
@@ -183,12 +184,21 @@ class LaraModel(nn.Module):
 
 @functools.cache
 def latent_spread(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Std of the latent z (B, D) across the batch's valid samples, averaged over dims: ~0 when the LAM
-    gives every sample the same latent, which satisfies the alignment trivially."""
+    """Std of the latent z (B, D) across the batch's valid samples, averaged over dims, relative to z's RMS:
+    ~0 when the LAM gives every sample the same latent, which a constant projector output matches trivially."""
     w = valid[:, None]  # (B, 1)
     n = w.sum().clamp(min=2)
     mean = (z * w).sum(0) / n
-    return (((z - mean).pow(2) * w).sum(0) / (n - 1)).sqrt().mean()
+    std = (((z - mean).pow(2) * w).sum(0) / (n - 1)).sqrt().mean()
+    return std / ((z.pow(2) * w).sum() / (n * z.shape[1])).sqrt().clamp(min=1e-12)
+
+
+def constant_alignment(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """1 - cos of the batch's mean latent with each valid z (B, D): what a prediction that ignores the
+    sample would reach. An `align` near this has learned nothing beyond the mean latent."""
+    mean = (z * valid[:, None]).sum(0, keepdim=True)  # (1, D)
+    cos = torch.nn.functional.cosine_similarity(z, mean, dim=-1)  # (B,)
+    return ((1 - cos) * valid).sum() / valid.sum().clamp(min=1)
 
 
 @functools.cache

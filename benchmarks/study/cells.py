@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import StudyConfig
 
 LAM_METRICS = {"code_usage": "lam/code_usage", "perplexity": "lam/perplexity", "align_cos": "align/cos",
-               "z_std": "lam/z_std"}  # the cell record's name -> the key in the run's metrics.jsonl
+               "z_std": "lam/z_std", "align_constant": "align/constant"}  # the cell record's name -> the key in the run's metrics.jsonl
 
 
 class CellFailed(RuntimeError):

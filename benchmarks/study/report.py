@@ -32,7 +32,7 @@ def summarise(command: str, settings: dict, cells: list[dict], variants: list[st
         per_seed = {str(seed): entry for seed, entry in success.pop("per_seed").items()}
         summary["variants"][name] = {"seeds": sorted(c["seed"] for c in own), "success": success, "per_seed": per_seed,
                                      **{key: _mean([c[key] for c in own])
-                                        for key in ("code_usage", "perplexity", "align_cos", "z_std")}}
+                                        for key in ("code_usage", "perplexity", "align_cos", "z_std", "align_constant")}}
     baseline = episodes_of(cells, "baseline")
     for name in variants:
         if name != "baseline" and name in summary["variants"] and baseline:
@@ -77,19 +77,23 @@ def markdown(summary: dict) -> str:
              f"{', '.join(map(str, s['tasks']))} with {_count(s['trials'], 'trial')} per task (trial i from init "
              "state i, the same in every cell).", "",
              "| variant | seeds | success | % | 95 % CI (Wilson) | vs baseline, points (95 % CI) | code usage "
-             "| align cos |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| align cos | z spread | 1 − cos of the mean latent |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in summary["variants"].items():
         success, diff = v["success"], summary["differences"].get(name)
         versus = f"{_points(diff['mean'])} {_interval(diff['ci95'], signed=True)}" if diff else "-"
         lines.append(f"| {name} | {len(v['seeds'])} | {success['k']}/{success['n']} | {100 * success['mean']:.1f} | "
                      f"{_interval(success['ci95'])} | {versus} | {_number(v['code_usage'])} | "
-                     f"{_number(v['align_cos'])} |")
+                     f"{_number(v['align_cos'])} | {_number(v['z_std'])} | {_number(v['align_constant'])} |")
     lines += ["", *[f"- {difference_sentence(n, d)}" for n, d in summary["differences"].items()], "",
               f"Differences are paired by (seed, task, trial); their interval is a hierarchical bootstrap "
               f"({stats.RESAMPLES} resamples, RNG seed {stats.BOOTSTRAP_SEED}): training seeds resampled with "
               "replacement, then each drawn seed's (task, trial) episodes resampled with replacement; percentile "
-              "interval (conservative: episode noise enters at both stages). Code usage and align cos are the last logged values of training, averaged over seeds.", ""]
+              "interval (conservative: episode noise enters at both stages). Code usage (the fraction of the codebook a "
+              "training batch used), align cos, z spread (the latent's std across a batch relative to its RMS) and "
+              "1 − cos of the mean latent (what a prediction ignoring the sample would reach: an alignment loss "
+              "near it learned nothing beyond the mean) are the last logged values of training, averaged over "
+              "seeds.", ""]
     return "\n".join(lines)
 
 
