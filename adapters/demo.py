@@ -166,12 +166,17 @@ def summary_text(report: dict, folder: Path) -> str:
              f"on {evaluation['suite']} tasks {report['tasks']}",
              f"  demonstrations: {data['episodes']} scripted episodes "
              f"({'cached' if data['cached'] else 'generated'}, expert success {data['expert_success']})"]
+    from lara.benchmarks.study.stats import wilson_interval
+
     last = training["last"]
-    parts = ", ".join(f"{k}={last[k]:.3g}" for k in ("base", "align", "lam/recon", "lam/perplexity") if k in last)
+    parts = ", ".join(f"{k}={last[k]:.3g}" for k in ("base", "align", "align/constant", "lam/recon", "lam/action",
+                                                      "lam/perplexity", "lam/code_usage", "lam/z_std") if k in last)
+    lo, hi = wilson_interval(evaluation["successes"], evaluation["episodes"])
     lines += [f"  training: {training['lam_warmup_steps']} LAM warm-up + {training['joint_steps']} joint steps "
               f"on {training['samples']} samples, {training['median_samples_per_s']} samples/s; last {parts}",
               f"  evaluation: {evaluation['successes']}/{evaluation['episodes']} successful episodes "
-              f"({100 * evaluation['success_rate']:.0f}%), {evaluation['env_steps_per_s']} env steps/s",
+              f"({100 * evaluation['success_rate']:.0f}%, Wilson 95 % interval {100 * lo:.0f}-{100 * hi:.0f}%) on "
+              f"benchmark init states the demonstrations did not use, {evaluation['env_steps_per_s']} env steps/s",
               "  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()),
               f"  report: {folder} (results.json, loss.png, rollout.mp4)",
               f"  policy: {training['final']}/vla  (lara eval libero --policy checkpoint:{training['final']}/vla)"]

@@ -62,14 +62,15 @@ def camera_size_of(recipe, name: str) -> int:
 
 
 def plan_cells(study: StudyConfig) -> list[Cell]:
-    """Every (variant, seed) cell with its commands; each cell's recipe is validated here, before anything runs."""
+    """Every (variant, seed) cell with its commands; each cell's recipe is validated here, before anything runs.
+    Seed by seed (every variant of seed 0 first): a study stopped early holds complete pairs with the baseline."""
     from lara.adapters.config import load_recipe
 
     data = f"data.paths=[{','.join(str(p) for p in study.data)}]"
     tasks = ",".join(str(t) for t in study.tasks)
     cells = []
-    for variant, overrides in study.all_variants().items():
-        for seed in study.seeds:
+    for seed in study.seeds:
+        for variant, overrides in study.all_variants().items():
             folder = study.out / "cells" / variant / f"seed{seed}"
             train_args = ["train", study.preset, *study.overrides, *overrides, data, f"train.seed={seed}"]
             try:
