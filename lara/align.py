@@ -85,13 +85,16 @@ def action_token_mask(labels: torch.Tensor, first_id: int, last_id: int, seq_len
 def pool(hidden: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
     """hidden (B, T, W), mask (B, T) bool or None (all positions) -> (B, W)."""
     if mask is None:
-        return hidden[:, -1] if how == "last" else hidden.mean(1)
+        return {"last": hidden[:, -1], "first": hidden[:, 0]}[how] if how != "mean" else hidden.mean(1)
     if how == "mean":
         m = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    last = torch.where(mask, positions, -1).amax(1).clamp(min=0)  # (B,) index of the last action position
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if how == "first":
+        index = torch.where(mask, positions, mask.shape[1]).amin(1).clamp(max=mask.shape[1] - 1)  # (B,)
+    else:
+        index = torch.where(mask, positions, -1).amax(1).clamp(min=0)  # (B,) index of the last action position
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
 
 
 def build_projector(cfg: AlignConfig, width: int, target_dim: int) -> nn.Module:

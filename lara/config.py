@@ -102,8 +102,10 @@ class AlignConfig(_Strict):
         "None: the spec's default.",
     )
     chunk: int | None = Field(None, ge=1, description="For positions='last_k': how many trailing tokens. None: spec.")
-    pool: Literal["last", "mean"] = Field(
-        "last", description="Pool the action positions to one vector: the last one (release) or their mean."
+    pool: Literal["last", "mean", "first"] = Field(
+        "last", description="Pool the action positions to one vector: the last one (release), their mean, or the "
+        "first one (with positions='action_tokens': the position predicting the first action token, which sees no "
+        "teacher-forced action token).",
     )
     projector: Literal["linear", "mlp"] = Field("linear", description="P: a single Linear (release) or REPA's 3-layer MLP.")
     projector_hidden: int = Field(1024, ge=1, description="Hidden width of the 'mlp' projector.")

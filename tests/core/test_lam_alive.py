@@ -75,3 +75,4 @@ def test_recipe_refuses_an_action_head_longer_than_the_frame_gap():
 
     with pytest.raises(ValueError, match=r"lara.lam.action_horizon \(12\) exceeds data.frame_gap \(9\)"):
         load_recipe("posttrain_token_vla", ["lara.lam.action_horizon=12"])
+
