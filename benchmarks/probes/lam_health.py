@@ -102,8 +102,8 @@ def train_lam(cfg: lara.LAMConfig, frames: torch.Tensor, actions: torch.Tensor, 
         opt.zero_grad(set_to_none=True)
         if step % log_every == 0 or step == steps:
             copy = (out.target - out.now).pow(2).mean()  # the error of predicting o_{t+k} = o_t
-            mse = (out.pred - out.target).pow(2).mean()
-            log.append({"step": step, "recon": float(out.losses["recon"]), "mse_vs_copy": float(mse / copy),
+            mse = (out.pred.detach() - out.target).pow(2).mean()
+            log.append({"step": step, "recon": float(out.losses["recon"].detach()), "mse_vs_copy": float(mse / copy),
                         "perplexity": float(out.stats["perplexity"]),
                         "code_usage": float(out.stats["code_usage"]), "z_spread": spread(out.z.detach().flatten(1))})
     return lam, log
