@@ -142,7 +142,6 @@ class RecipeConfig(_Strict):
     posttrain: PosttrainConfig = Field(default_factory=PosttrainConfig, description="Post-training only.")
     refine: RefineConfig = Field(default_factory=RefineConfig, description="LAM refinement only.")
 
-
     @model_validator(mode="after")
     def _action_head_fits_the_frame_gap(self) -> RecipeConfig:
         k, gap = self.lara.lam.action_horizon, self.data.frame_gap

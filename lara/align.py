@@ -85,7 +85,9 @@ def action_token_mask(labels: torch.Tensor, first_id: int, last_id: int, seq_len
 def pool(hidden: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
     """hidden (B, T, W), mask (B, T) bool or None (all positions) -> (B, W)."""
     if mask is None:
-        return {"last": hidden[:, -1], "first": hidden[:, 0]}[how] if how != "mean" else hidden.mean(1)
+        if how == "mean":
+            return hidden.mean(1)
+        return hidden[:, 0] if how == "first" else hidden[:, -1]
     if how == "mean":
         m = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1)

@@ -182,7 +182,6 @@ class LaraModel(nn.Module):
         )
 
 
-@functools.cache
 def latent_spread(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Std of the latent z (B, D) across the batch's valid samples, averaged over dims, relative to z's RMS:
     ~0 when the LAM gives every sample the same latent, which a constant projector output matches trivially."""
@@ -196,7 +195,7 @@ def latent_spread(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def constant_alignment(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """1 - cos of the batch's mean latent with each valid z (B, D): what a prediction that ignores the
     sample would reach. An `align` near this has learned nothing beyond the mean latent."""
-    mean = (z * valid[:, None]).sum(0, keepdim=True)  # (1, D)
+    mean = (z * valid[:, None]).sum(0, keepdim=True)  # (1, D): the valid samples' sum, which cos treats as their mean
     cos = torch.nn.functional.cosine_similarity(z, mean, dim=-1)  # (B,)
     return ((1 - cos) * valid).sum() / valid.sum().clamp(min=1)
 

@@ -14,7 +14,7 @@ from torch import nn
 from lara.config import LAMConfig
 
 
-def _usage_stats(indices: torch.Tensor, num_codes: int) -> dict[str, torch.Tensor]:
+def usage_stats(indices: torch.Tensor, num_codes: int) -> dict[str, torch.Tensor]:
     counts = torch.bincount(indices.flatten(), minlength=num_codes).float()  # (K,)
     probs = counts / counts.sum().clamp(min=1)
     perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
@@ -52,7 +52,7 @@ class VectorQuantizer(nn.Module):
         e = self.codebook[idx].view_as(z).to(z.dtype)
         commit = self.commitment * F.mse_loss(z, e.detach())
         z_q = z + (e - z).detach()  # straight-through estimator
-        return z_q, {"commit": commit, "indices": idx.view(z.shape[:-1]), **_usage_stats(idx, self.num_codes)}
+        return z_q, {"commit": commit, "indices": idx.view(z.shape[:-1]), **usage_stats(idx, self.num_codes)}
 
     @torch.no_grad()
     def _init_from_data(self, flat: torch.Tensor) -> None:
@@ -107,7 +107,7 @@ class NoiseSubstitutionVQ(nn.Module):
         else:
             out = e
         zero = z.new_zeros(())
-        return out.view_as(z), {"commit": zero, "indices": idx.view(z.shape[:-1]), **_usage_stats(idx, self.num_codes)}
+        return out.view_as(z), {"commit": zero, "indices": idx.view(z.shape[:-1]), **usage_stats(idx, self.num_codes)}
 
     @torch.no_grad()
     def _restart_dead(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
@@ -140,7 +140,7 @@ class FiniteScalarQuantizer(nn.Module):
         digits = (rounded.detach() + offset + half).long()  # (B, n, L) in [0, level)
         idx = (digits * self.basis).sum(-1)
         normalised = rounded / half  # grid in [-1, 1]
-        return self.up(normalised), {"commit": z.new_zeros(()), "indices": idx, **_usage_stats(idx, self.num_codes)}
+        return self.up(normalised), {"commit": z.new_zeros(()), "indices": idx, **usage_stats(idx, self.num_codes)}
 
 
 class Identity(nn.Module):

@@ -35,8 +35,8 @@ SUITE_MAX_STEPS = {  # the standard protocol's episode budgets (OpenVLA, OpenVLA
 NUM_WAIT_STEPS = 10  # init states place objects slightly off the table: let them settle first
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)  # no motion, gripper open
 EXPECTED_MUJOCO = "3.3.2"  # 3.3.3+ renders LIBERO darker and lowers published scores
-CAMERA_OBSERVABLES = {"agentview_rgb": "agentview_image", "eye_in_hand_rgb": "robot0_eye_in_hand_image"}
 CAMERAS = {"agentview_rgb": "agentview", "eye_in_hand_rgb": "robot0_eye_in_hand"}  # obs key -> robosuite camera
+CAMERA_OBSERVABLES = {key: f"{camera}_image" for key, camera in CAMERAS.items()}  # obs key -> robosuite observable
 GL_BACKENDS = {"egl": "libegl1 (and libegl-mesa0 for CPU rendering)", "osmesa": "libosmesa6"}
 
 _GL_PROBE = "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); c.free()"

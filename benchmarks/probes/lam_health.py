@@ -26,6 +26,8 @@ import torch.nn.functional as F
 import lara
 from lara.benchmarks.probes.linear_probe import ridge_r2
 from lara.data import LiberoDataset
+from lara.model import latent_spread
+from lara.quantize import usage_stats
 
 
 def load_pairs(paths: list[Path], frame_gap: int, image_size: int, held_out_every: int) -> dict:
@@ -61,18 +63,17 @@ def latents(lam: lara.LatentActionModel, frames: torch.Tensor) -> tuple[torch.Te
 
 
 def spread(z: torch.Tensor) -> float:
-    """Std of z across samples (mean over dims) relative to z's RMS: 0 for a constant latent."""
-    return float(z.std(0).mean() / z.pow(2).mean().sqrt().clamp(min=1e-12))
+    """Std of z (N, D) across samples (mean over dims) relative to z's RMS: 0 for a constant latent; the
+    `lam/z_std` that training logs."""
+    return float(latent_spread(z, z.new_ones(len(z))))
 
 
 def code_health(codes: torch.Tensor | None, num_codes: int) -> dict:
     if codes is None:
         return {"codes_used": None, "code_usage": None, "perplexity": None}
-    counts = torch.bincount(codes.flatten(), minlength=num_codes).float()
-    p = counts / counts.sum()
-    perplexity = torch.exp(-(p * p.clamp(min=1e-12).log()).sum())
-    return {"codes_used": int((counts > 0).sum()), "code_usage": float((counts > 0).float().mean()),
-            "perplexity": float(perplexity)}
+    stats = usage_stats(codes, num_codes)
+    return {"codes_used": int(codes.unique().numel()), "code_usage": float(stats["code_usage"]),
+            "perplexity": float(stats["perplexity"])}
 
 
 def pixel_difference(frames: torch.Tensor, pooled: int = 16) -> torch.Tensor:
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recon-weighting", nargs="+", default=[None],
                    help="lam.recon_weighting values to compare (default: the LAMConfig default)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more LAMConfig fields (YAML values)")
-    p.add_argument("--steps", type=int, default=300, help="LAM warm-up steps (make demo: 300)")
+    p.add_argument("--steps", type=int, default=300, help="LAM warm-up steps (make demo and posttrain_token_vla: 1000)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="posttrain.lam_lr's default")
     p.add_argument("--frame-gap", type=int, default=9)
