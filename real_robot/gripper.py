@@ -1,7 +1,9 @@
 """Gripper commands: always a std_msgs/Float64 topic (-1 open, +1 close); with franka_ros installed
 (franka_gripper importable) also franka_gripper's Grasp / Move actions, sent only when the binarised
 command changes (the gripper firmware takes one goal at a time; re-sending every period would abort
-the running grasp).
+the running grasp). A goal is sent only once the action client is connected to its server: ROS drops
+messages published before a subscriber has connected, so an early goal would be lost without a trace.
+Until then the change stays pending and is sent on the first period the server is there.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class GripperCommander:
     def __init__(self, rospy, topic: str, config: GripperConfig) -> None:
         from std_msgs.msg import Float64
 
-        self._float64 = Float64
+        self._float64, self._rospy = Float64, rospy
         self.config = config
         self.publisher = rospy.Publisher(topic, Float64, queue_size=1)
         self.last: Optional[float] = None
@@ -54,11 +56,19 @@ class GripperCommander:
     def uses_actions(self) -> bool:
         return self.grasp is not None
 
+    def _connected(self, client) -> bool:
+        # One check of the goal, cancel, result and feedback connections; a zero timeout would wait forever.
+        return client.wait_for_server(self._rospy.Duration(0.001))
+
     def command(self, value: float) -> None:
         """value: +1 close, -1 open (already binarised by the safety layer)."""
         self.publisher.publish(self._float64(value))
         if self.grasp is None or value == self.last:
             self.last = value
+            return
+        if not self._connected(self.grasp if value > 0 else self.move):
+            self._rospy.logwarn_throttle(5.0, f"franka_gripper {'grasp' if value > 0 else 'move'} server under "
+                                              f"{self.config.action_namespace} not connected yet; goal held back")
             return
         self.last = value
         c, msg = self.config, self._msg

@@ -43,6 +43,7 @@ def roscore(tmp_path_factory):
         rospy = import_rospy()
         rospy.init_node("lara_tests", anonymous=True, disable_signals=True)
         yield rospy
+        rospy.signal_shutdown("tests done")  # ends rospy's loops, e.g. an action server's non-daemon thread
     finally:
         os.killpg(proc.pid, 15)  # roscore's own group: rosmaster and rosout
         proc.wait(10)

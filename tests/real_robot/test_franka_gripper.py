@@ -83,7 +83,7 @@ def test_sim_serves_grasp_and_move_and_the_node_sends_goals(roscore, processes, 
             deadline = time.monotonic() + 10
             while not results and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert goals and results, processes.log("node")[-2000:]
+            assert goals and results, (goals, processes.log("node")[-1500:], processes.log("sim")[-1500:])
             assert all(r.result.success for r in results)
             assert "gripper actions + topic" in processes.log("node")
         finally:
@@ -92,3 +92,34 @@ def test_sim_serves_grasp_and_move_and_the_node_sends_goals(roscore, processes, 
                 sub.unregister()
     finally:
         ready_sub.unregister()
+
+
+def test_a_goal_sent_before_the_server_is_up_is_held_back_not_lost(roscore, franka_gripper):
+    """ROS drops a message published before its subscriber connects: a gripper change commanded while the
+    franka_gripper server is still coming up must reach it once it is there."""
+    import actionlib
+    from lara.real_robot.gripper import GripperCommander, GripperConfig
+
+    namespace = f"/late_{free_port()}/franka_gripper"
+    commander = GripperCommander(roscore, f"{namespace}/command", GripperConfig(action_namespace=namespace))
+    assert commander.uses_actions
+    commander.command(1.0)  # close, while no server exists
+    assert commander.last is None  # the change is pending, not recorded as sent
+
+    received = []
+
+    def execute(goal):
+        received.append(goal.width)
+        server.set_succeeded(franka_gripper.GraspResult(success=True))
+
+    server = actionlib.SimpleActionServer(f"{namespace}/grasp", franka_gripper.GraspAction, execute, auto_start=False)
+    server.start()
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        commander.command(1.0)  # the control loop repeats its command every period
+        time.sleep(0.1)
+    assert received == [0.0] and commander.last == 1.0
+    for _ in range(5):  # once sent, the same command sends nothing more
+        commander.command(1.0)
+        time.sleep(0.05)
+    assert received == [0.0]
