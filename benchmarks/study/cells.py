@@ -3,8 +3,9 @@
 OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json), train.log, eval.log and
 cell.json: the recorded arguments of both commands and, once each finished, its wall time. A cell is
 skipped when its recorded arguments match and eval/results.json exists; a half-done one is re-run (the
-training resumes from its own checkpoints); one whose training arguments changed starts afresh, and one
-whose evaluation arguments changed is evaluated afresh.
+training resumes from its own checkpoints). A cell whose recorded arguments differ from the study's is
+refused (its run may hold hours of training): `replace_changed` retrains one whose training arguments
+changed and re-evaluates one whose evaluation arguments changed.
 """
 
 from __future__ import annotations
@@ -111,12 +112,28 @@ def _subprocess(args: list[str], log: Path, threads: int) -> float:
     return round(time.time() - start, 1)
 
 
-def prepare(cell: Cell) -> tuple[dict, str]:
-    """The cell's state after discarding what no longer matches its arguments, and what is left to do."""
+def changes(cell: Cell) -> list[str]:
+    """What a recorded cell was run with differently from its arguments now: 'training' and/or 'evaluation'."""
+    state = _read_state(cell)
+    if not state:
+        return []
+    if state.get("train") != cell.train_args:
+        return ["training"]  # a retrained cell is evaluated afresh anyway
+    return ["evaluation"] if state.get("eval") != cell.eval_args else []
+
+
+def prepare(cell: Cell, replace_changed: bool = False) -> tuple[dict, str]:
+    """The cell's state, after discarding what no longer matches its arguments where `replace_changed`
+    allows it, and what is left to do."""
     state = _read_state(cell)
     if not state and cell.folder.is_dir() and any(cell.folder.iterdir()):
         raise CellFailed(f"{cell.folder} holds files but no cell.json, so it is not a study cell; "
                          "give the study a new --out or remove that folder")
+    changed = changes(cell)
+    if changed and not replace_changed:
+        raise CellFailed(f"{cell.folder} was run with other {changed[0]} arguments; give the study a new --out, "
+                         "or pass --replace-changed to discard that cell's " +
+                         ("run and evaluation" if changed == ["training"] else "evaluation"))
     if state and state.get("train") != cell.train_args:
         shutil.rmtree(cell.folder)  # another recipe: its checkpoints must not be resumed
         state = {}
@@ -133,9 +150,9 @@ def prepare(cell: Cell) -> tuple[dict, str]:
     return state, "skip"
 
 
-def run_cell(cell: Cell, eval_workers: int, threads: int, say=print) -> dict:
+def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_changed: bool = False) -> dict:
     """Train and evaluate a cell where needed, then read it back (see `read_cell`)."""
-    state, todo = prepare(cell)
+    state, todo = prepare(cell, replace_changed)
     say(f"[{cell.name}] {'done before: skipped' if todo == 'skip' else todo}")
     if state.get("train_s") is None:
         output_dir = f"output_dir={cell.run}"

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import report, stats
-from .cells import CellFailed, plan_cells, run_cell
+from .cells import CellFailed, changes, plan_cells, run_cell
 from .config import load_study, read_study_file, split_top_level
 
 
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="cells running at once (default 1)")
     p.add_argument("--eval-workers", type=int, help="worker processes of each evaluation (default 1)")
     p.add_argument("--threads", type=int, help="OMP/MKL threads per training process and eval worker (default 1)")
+    p.add_argument("--replace-changed", action="store_true",
+                   help="retrain (re-evaluate) cells of --out recorded with other training (evaluation) arguments; "
+                        "without it such a study is refused before anything runs")
     return p
 
 
@@ -85,13 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"lara study: {error}", file=sys.stderr)
         return 2
+    changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}
+    if changed and not args.replace_changed:
+        listed = ", ".join(f"{name} ({what})" for name, what in changed.items())
+        print(f"lara study: {study.out} holds cells run with other arguments: {listed}; give the study a new --out, "
+              "or pass --replace-changed to redo them (their earlier runs are deleted)", file=sys.stderr)
+        return 2
     command = "lara study " + shlex.join(argv)
     print(f"{command}\n{len(cells)} cells ({len(study.all_variants())} variants x {len(study.seeds)} seeds), "
           f"{study.workers} at a time -> {study.out}", flush=True)
     finished, failed = {}, {}
     with ThreadPoolExecutor(study.workers) as pool:  # each cell's work runs in its own subprocesses
         futures = [(cell, pool.submit(run_cell, cell, study.eval_workers, study.threads,
-                                      lambda line: print(line, flush=True))) for cell in cells]
+                                      lambda line: print(line, flush=True), args.replace_changed)) for cell in cells]
         for cell, future in futures:
             try:
                 finished[cell.name] = future.result()

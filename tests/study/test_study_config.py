@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lara.benchmarks.study import cli, report
-from lara.benchmarks.study.cells import Cell, prepare
+from lara.benchmarks.study.cells import Cell, CellFailed, changes, prepare, plan_cells
 from lara.benchmarks.study.config import split_top_level
 
 STUDY_FILE = Path(__file__).parents[2] / "benchmarks" / "study" / "configs" / "posttrain_token_vla.yaml"
@@ -72,13 +72,21 @@ def test_a_rerun_skips_finished_cells_and_redoes_only_what_changed(tmp_path):
     (done.eval / "results.json").write_text("{}")
     (done.folder / "cell.json").write_text(json.dumps({"train": done.train_args, "eval": done.eval_args,
                                                        "train_s": 3.0, "eval_s": 4.0}))
-    assert prepare(done)[1] == "skip"
+    assert prepare(done)[1] == "skip" and changes(done) == []
     more_trials = cell(tmp_path, done.train_args, ["eval", "libero", "--trials", "5"])
-    state, todo = prepare(more_trials)
+    assert changes(more_trials) == ["evaluation"]
+    with pytest.raises(CellFailed, match="other evaluation arguments.*--replace-changed"):
+        prepare(more_trials)  # refused: nothing is discarded unasked
+    assert (done.eval / "results.json").is_file()
+    state, todo = prepare(more_trials, replace_changed=True)
     assert todo == "evaluate" and state["train_s"] == 3.0 and "eval_s" not in state
     assert not done.eval.exists() and (done.run / "checkpoints").is_dir()  # the training is kept
     other_recipe = cell(tmp_path, ["train", "p", "a=2"], more_trials.eval_args)
-    assert prepare(other_recipe)[1] == "train and evaluate" and not done.run.exists()  # no resuming another recipe
+    assert changes(other_recipe) == ["training"]
+    with pytest.raises(CellFailed, match="other training arguments"):
+        prepare(other_recipe)
+    assert (done.run / "checkpoints").is_dir()
+    assert prepare(other_recipe, replace_changed=True)[1] == "train and evaluate" and not done.run.exists()
 
 
 def test_a_cell_folder_that_is_not_a_cell_is_left_alone(tmp_path):
@@ -99,3 +107,19 @@ def test_difference_sentences_say_only_what_the_interval_says():
     lower = {**diff, "mean": -0.1, "ci95": [-0.18, -0.03], "excludes_zero": True}
     assert report.difference_sentence("fsq", lower).endswith(
         "the interval excludes 0: fsq's success is lower than the baseline's in this study.")
+
+
+def test_a_study_over_cells_run_with_other_arguments_is_refused_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = cli.build_parser().parse_args(options(tmp_path, out))
+    from lara.benchmarks.study.config import load_study
+
+    first = plan_cells(load_study(cli.study_fields(args)))[0]
+    first.folder.mkdir(parents=True)
+    recorded = {"train": [*first.train_args, "train.lr=1"], "eval": first.eval_args, "train_s": 1.0}
+    (first.folder / "cell.json").write_text(json.dumps(recorded))
+    (first.folder / "run").mkdir()
+    assert cli.main(options(tmp_path, out)) == 2
+    error = capsys.readouterr().err
+    assert f"{first.name} (training)" in error and "--replace-changed" in error and error.count("\n") == 1
+    assert json.loads((first.folder / "cell.json").read_text()) == recorded and (first.folder / "run").is_dir()
