@@ -30,11 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list or args.preset is None:
         print("presets:\n" + "\n".join(f"  {name}" for name in available_presets()))
         return 0
-    try:
-        cfg = load_recipe(args.preset, args.overrides)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"lara train: {error}", file=sys.stderr)
-        return 2
+    cfg = load_recipe(args.preset, args.overrides)  # a bad config raises lara.errors.InputError: one line, exit 2
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
@@ -43,5 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `accelerate launch -m lara.adapters.cli` ends user errors on one line too
+    from lara.cli import run_command
+
+    raise SystemExit(run_command("lara train", main, sys.argv[1:]))

@@ -12,6 +12,7 @@ import lara
 from lara.adapters import posttrain, pretrain, refine_lam
 from lara.adapters.config import available_presets, load_recipe
 from lara.adapters.metrics import read_metrics
+from lara.errors import InputError
 from lara.vla import load_policy
 
 from recipe_files import tiny, write_demos
@@ -122,5 +123,5 @@ def test_unknown_preset_suggests_the_closest():
 
 
 def test_checkpoint_and_log_intervals_must_align(demos, tmp_path):
-    with pytest.raises(ValueError, match=r"checkpoint_every \(3\) must be a multiple of train.log_every \(2\)"):
-        posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, tmp_path, steps=3, every=3) + ["train.log_every=2"]))
+    with pytest.raises(InputError, match=r"checkpoint_every \(3\) must be a multiple of train.log_every \(2\)"):
+        load_recipe("posttrain_token_vla", tiny(demos, tmp_path, steps=3, every=3) + ["train.log_every=2"])
