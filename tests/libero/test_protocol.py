@@ -110,3 +110,16 @@ def test_a_missing_checkpoint_is_one_error_before_any_worker(tmp_path, capsys):
         evaluate(spec, ["object"], tmp_path / "eval", trials=1, progress=False)
     with pytest.raises(ValueError, match="'module:factory'"):
         evaluate("no_colon", ["object"], tmp_path / "eval", trials=1, progress=False)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tasks", "99"], "Unknown task 99 in libero_object. Valid tasks (index or name):\n  0: pick_up_the_alphabet_soup"),
+    (["--trials", "0"], "--trials must be at least 1, got 0"),
+    (["--workers", "0"], "--workers must be at least 1, got 0"),
+], ids=["task", "trials", "workers"])
+def test_bad_eval_arguments_are_refused_before_any_output_folder(tmp_path, capsys, flags, message):
+    out = tmp_path / "runs" / "eval"
+    assert lara_cli.main(["eval", "libero", "--policy", "scripted", "--suite", "object", *flags, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lara eval: error: ") and message in error and "Traceback" not in error
+    assert not (tmp_path / "runs").exists()
