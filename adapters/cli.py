@@ -4,6 +4,10 @@
     lara train posttrain_token_vla data.paths=[data/scripted_object] train.steps=200
     lara train posttrain_token_vla baseline=true output_dir=runs/baseline    # the same recipe without LARA
     accelerate launch --num_processes 2 -m lara.adapters.cli posttrain_pi0 ...   # DDP
+
+Re-running a command resumes its output_dir; a config that differs in a training-relevant field is refused
+(adapters/run_folder.py), and a finished run's RUN/final is never rewritten. A bad config ends on one line
+with exit 2 (`--debug` shows the traceback).
 """
 
 from __future__ import annotations

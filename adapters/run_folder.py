@@ -9,7 +9,7 @@ trainer_state.json) on every training-relevant field:
 - a finished run (RUN/final/recipe.json) is never retrained or rewritten: a change is refused, and so is
   `train.resume=false`, which would train it afresh over its records;
 - an unfinished one is refused unless `train.allow_config_change=true`, which resumes it under the new
-  config and appends the change to RUN/config_changes.jsonl.
+  config and appends the change to RUN/config_changes.jsonl; `train.resume=false` starts it over, as before.
 
 Training-relevant means anything that can change the trained weights or the data order: every field but
 those in NOT_TRAINING_RELEVANT, so a field added later counts until it is shown not to.
@@ -113,9 +113,11 @@ def check_run_folder(cfg: RecipeConfig) -> bool:
     finished = source.parent.name == "final"
     now = cfg.model_dump(mode="json")
     changed = differences(saved, now)
-    if finished and not cfg.train.resume:
-        raise InputError(f"{cfg.output_dir} holds a finished run ({source}); train.resume=false would train it "
-                         f"afresh over its records. Give a new output_dir")
+    if not cfg.train.resume:
+        if finished:
+            raise InputError(f"{cfg.output_dir} holds a finished run ({source}); train.resume=false would train it "
+                             f"afresh over its records. Give a new output_dir")
+        return False  # the unfinished run is started over: nothing of it is resumed
     if not changed:
         return finished
     where = f"{cfg.output_dir} holds a {'finished' if finished else 'started'} run whose config ({source}) differs " \

@@ -124,3 +124,13 @@ def test_which_fields_count_as_training_relevant():
     older = json.loads(json.dumps(base))
     del older["train"]["allow_config_change"], older["data"]["skip_bad_files"]
     assert differences(older, base) == {}
+
+
+def test_resume_false_starts_an_unfinished_run_over_under_any_config(demos, tmp_path, capsys):
+    run = tmp_path / "run"
+    overrides = killed_after_step_2(demos, run)
+    capsys.readouterr()
+    posttrain.run(load_recipe("posttrain_token_vla", overrides + ["train.lr=1e-3", "train.resume=false"]))
+    assert "resumed from" not in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert json.loads((run / "final" / "recipe.json").read_text())["train"]["lr"] == 1e-3
