@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -15,6 +16,9 @@ from lara.model import LARA_KEYS
 
 from .config import LoraConfig, RecipeConfig
 from .families import Family, family_class
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
 
 def load_data(cfg: RecipeConfig) -> LiberoDataset:
@@ -93,7 +97,7 @@ def exporter(family: Family, baseline: bool):
     return export
 
 
-def export_final(cfg: RecipeConfig, family: Family, trainer, data: LiberoDataset | None, finished: bool,
+def export_final(cfg: RecipeConfig, family: Family, trainer: Trainer, data: LiberoDataset | None, finished: bool,
                  also: Callable[[Path], None] | None = None) -> Path | None:
     """RUN/final from the trained model on the main process (None on the others), then `also(final)`.
 
@@ -102,7 +106,8 @@ def export_final(cfg: RecipeConfig, family: Family, trainer, data: LiberoDataset
     its last steps, exactly, and exports them again."""
     final = cfg.output_dir / "final"
     if finished and not trainer.trained:
-        trainer.accelerator.print(f"{cfg.output_dir} holds this run finished: nothing to train, {final} is kept")
+        trainer.accelerator.print(f"{cfg.output_dir} holds this run, finished before: nothing to train; {final} "
+                                  "is left as it is")
         return final
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.unwrapped)

@@ -39,7 +39,7 @@ NOT_TRAINING_RELEVANT = (
     "train.log_every",  # how many steps a logged average spans: the loop reads values, never changes them
     "train.checkpoint_every",  # when state is saved: resuming from any step is exact (tests/adapters/test_trainer.py)
     "train.keep_checkpoints",  # how many saved states are kept
-    "train.num_workers",  # DataLoader processes: the order is a function of the step and reading draws no random numbers
+    "train.num_workers",  # DataLoader processes: the order is a function of the step, reading draws no random numbers
     "lara.check_inputs",  # a NaN check that raises or changes nothing
     "refine.probe_samples",  # the probe judges the LAM before and after; it trains nothing
 )
@@ -111,17 +111,17 @@ def check_run_folder(cfg: RecipeConfig) -> bool:
         return False
     saved, source = found
     finished = source.parent.name == "final"
-    now = cfg.model_dump(mode="json")
-    changed = differences(saved, now)
     if not cfg.train.resume:
         if finished:
             raise InputError(f"{cfg.output_dir} holds a finished run ({source}); train.resume=false would train it "
                              f"afresh over its records. Give a new output_dir")
         return False  # the unfinished run is started over: nothing of it is resumed
+    changed = differences(saved, cfg.model_dump(mode="json"))
     if not changed:
         return finished
-    where = f"{cfg.output_dir} holds a {'finished' if finished else 'started'} run whose config ({source}) differs " \
-            f"in {len(changed)} training-relevant field{'s' * (len(changed) > 1)} (saved -> now): {_listing(changed)}."
+    fields = f"{len(changed)} training-relevant field{'s' * (len(changed) > 1)}"
+    where = (f"{cfg.output_dir} holds a {'finished' if finished else 'started'} run whose config ({source}) differs "
+             f"in {fields} (saved -> now): {_listing(changed)}.")
     if finished:
         raise InputError(f"{where} A finished run is not changed: give a new output_dir (model.path={cfg.output_dir}"
                          f"/final/vla starts from its weights)")

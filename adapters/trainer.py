@@ -162,7 +162,8 @@ class Trainer:
         unexpected = sorted(set(model_state) - set(shapes))
         if resized or missing or unexpected:  # the model was built from another config than the saved weights
             raise InputError(f"{path}: the saved weights do not fit the model this config builds (shape saved -> now: "
-                             f"{resized[:3]}, missing {missing[:3]}, unexpected {unexpected[:3]}); give a new output_dir")
+                             f"{resized[:3]}, missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                             "give a new output_dir")
         self.unwrapped.load_state_dict(model_state, strict=False)
         self.optimizer.load_state_dict(torch.load(path / "state" / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(path / "state" / "scheduler.pt", weights_only=True))

@@ -31,7 +31,8 @@ def build_keys(family: str) -> list[str]:
         return [p.name for p in parameters if p.kind is not p.VAR_KEYWORD and p.name != "self" and p.name not in skip]
 
     if family == "token_vla":  # the preset builds vision / text configs from its keywords; training sets norm_stats
-        return named(token_vla_config) + named(TokenVLAConfig.__init__, skip=("vision_config", "text_config", "norm_stats"))
+        own = named(TokenVLAConfig.__init__, skip=("vision_config", "text_config", "norm_stats"))
+        return named(token_vla_config) + own
     if family == "pi0":
         return named(pi0_config)
     return []  # openvla: loaded from model.path only

@@ -119,7 +119,8 @@ def test_a_target_layer_without_a_token_axis():
     out = model(**batch)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and model.projector.weight.grad is not None
-    last_k = lara.attach(GenericPolicy(), small_config(align=lara.AlignConfig(layer="head", positions="last_k", chunk=2)))
+    last_k = lara.attach(GenericPolicy(), small_config(align=lara.AlignConfig(layer="head", positions="last_k",
+                                                                              chunk=2)))
     with pytest.raises(ValueError, match=r"target layer 'head' outputs \(4, 7\); LARA expects hidden states \(B, T, W\)"
                                          r".*align.positions='all' takes it as one position per sample \(positions is "
                                          r"'last_k'\)"):

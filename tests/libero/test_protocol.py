@@ -103,7 +103,8 @@ def test_camera_size_defaults_to_the_training_size_and_warns_when_it_differs(tmp
 
 def test_a_missing_checkpoint_is_one_error_before_any_worker(tmp_path, capsys):
     spec = f"checkpoint:{tmp_path / 'nowhere'}"
-    assert lara_cli.main(["eval", "libero", "--policy", spec, "--suite", "object", "--out", str(tmp_path / "eval")]) == 2
+    argv = ["eval", "libero", "--policy", spec, "--suite", "object", "--out", str(tmp_path / "eval")]
+    assert lara_cli.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "holds no config.json" in error and "final/vla" in error
     with pytest.raises(FileNotFoundError, match="holds no config.json"):
@@ -113,13 +114,14 @@ def test_a_missing_checkpoint_is_one_error_before_any_worker(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--tasks", "99"], "Unknown task 99 in libero_object. Valid tasks (index or name):\n  0: pick_up_the_alphabet_soup"),
+    (["--tasks", "99"], "Unknown task 99 in libero_object. Valid tasks (index or name):\n  0: pick_up_the_alphabet"),
     (["--trials", "0"], "--trials must be at least 1, got 0"),
     (["--workers", "0"], "--workers must be at least 1, got 0"),
 ], ids=["task", "trials", "workers"])
 def test_bad_eval_arguments_are_refused_before_any_output_folder(tmp_path, capsys, flags, message):
     out = tmp_path / "runs" / "eval"
-    assert lara_cli.main(["eval", "libero", "--policy", "scripted", "--suite", "object", *flags, "--out", str(out)]) == 2
+    argv = ["eval", "libero", "--policy", "scripted", "--suite", "object", *flags, "--out", str(out)]
+    assert lara_cli.main(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith("lara eval: error: ") and message in error and "Traceback" not in error
     assert not (tmp_path / "runs").exists()
