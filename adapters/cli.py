@@ -4,6 +4,10 @@
     lara train posttrain_token_vla data.paths=[data/scripted_object] train.steps=200
     lara train posttrain_token_vla baseline=true output_dir=runs/baseline    # the same recipe without LARA
     accelerate launch --num_processes 2 -m lara.adapters.cli posttrain_pi0 ...   # DDP
+
+Re-running a command resumes its output_dir; a config that differs in a training-relevant field is refused
+(adapters/run_folder.py), and a finished run's RUN/final is never rewritten. A bad config ends on one line
+with exit 2 (`--debug` shows the traceback).
 """
 
 from __future__ import annotations
@@ -30,11 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list or args.preset is None:
         print("presets:\n" + "\n".join(f"  {name}" for name in available_presets()))
         return 0
-    try:
-        cfg = load_recipe(args.preset, args.overrides)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"lara train: {error}", file=sys.stderr)
-        return 2
+    cfg = load_recipe(args.preset, args.overrides)  # a bad config raises lara.errors.InputError: one line, exit 2
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
@@ -43,5 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `accelerate launch -m lara.adapters.cli` ends user errors on one line too
+    from lara.cli import run_command
+
+    raise SystemExit(run_command("lara train", main, sys.argv[1:]))

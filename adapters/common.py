@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -14,6 +16,9 @@ from lara.model import LARA_KEYS
 
 from .config import LoraConfig, RecipeConfig
 from .families import Family, family_class
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
 
 def load_data(cfg: RecipeConfig) -> LiberoDataset:
@@ -90,6 +95,28 @@ def exporter(family: Family, baseline: bool):
         if not baseline:
             lara.save(model, directory / "lara")
     return export
+
+
+def export_final(cfg: RecipeConfig, family: Family, trainer: Trainer, data: LiberoDataset | None, finished: bool,
+                 also: Callable[[Path], None] | None = None) -> Path | None:
+    """RUN/final from the trained model on the main process (None on the others), then `also(final)`.
+
+    A run that was finished before (adapters/run_folder.py) and trained nothing now keeps its records as they
+    are: re-exporting would rewrite them without new weights. One whose newest checkpoint was corrupt retrains
+    its last steps, exactly, and exports them again."""
+    final = cfg.output_dir / "final"
+    if finished and not trainer.trained:
+        trainer.accelerator.print(f"{cfg.output_dir} holds this run, finished before: nothing to train; {final} "
+                                  "is left as it is")
+        return final
+    if trainer.ema is not None:
+        trainer.ema.copy_to(trainer.unwrapped)
+    if trainer.accelerator.is_main_process:
+        final_export(cfg, family, trainer.unwrapped, data)
+        if also is not None:
+            also(final)
+    trainer.accelerator.wait_for_everyone()
+    return final if trainer.accelerator.is_main_process else None
 
 
 def final_export(cfg: RecipeConfig, family: Family, model: nn.Module, data: LiberoDataset | None) -> Path:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lara.config import LaraConfig
 from lara.data.config import LiberoDataConfig
+from lara.errors import InputError, MissingPath
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -58,8 +59,20 @@ class TrainConfig(_Strict):
     seed: int = Field(0, description="Seed of the weights' initialisation, the data order and the model's noise.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     resume: bool = Field(True, description="Continue from the newest intact checkpoint in the run folder, if any.")
+    allow_config_change: bool = Field(
+        False, description="Resume an unfinished run folder although its checkpoints were written with a different "
+        "training-relevant config (refused otherwise, listing the differences; adapters/run_folder.py says which "
+        "fields count); the change is recorded in RUN/config_changes.jsonl. A finished run is never changed.",
+    )
     progress: bool = Field(True, description="Show a progress bar (main process only).")
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases logging.")
+
+    @model_validator(mode="after")
+    def _checkpoints_fall_on_logged_steps(self) -> TrainConfig:
+        if self.checkpoint_every % self.log_every:
+            raise ValueError(f"train.checkpoint_every ({self.checkpoint_every}) must be a multiple of train.log_every "
+                             f"({self.log_every}), so a resumed run logs the same averages as an uninterrupted one")
+        return self
 
 
 class LoraConfig(_Strict):
@@ -94,6 +107,22 @@ class ModelConfig(_Strict):
         if self.family == "openvla" and self.path is None:
             raise ValueError("model.family='openvla' needs model.path: a local OpenVLA checkpoint directory "
                              "(e.g. a snapshot of openvla/openvla-7b); it cannot be built from scratch")
+        return self
+
+    @model_validator(mode="after")
+    def _known_build_keys(self) -> ModelConfig:
+        """transformers configs store unknown keywords silently (`widht=64` would build the default width)."""
+        if not self.build:
+            return self
+        from lara.vla.presets import build_keys
+
+        known = build_keys(self.family)
+        for key in self.build:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" Did you mean 'model.build.{close[0]}'?" if close else ""
+                keys = ", ".join(known) or f"none: model.family='{self.family}' is loaded from model.path"
+                raise ValueError(f"unknown key 'model.build.{key}'.{hint} Keys at model.build ({self.family}): {keys}")
         return self
 
 
@@ -150,6 +179,16 @@ class RecipeConfig(_Strict):
                              f"predicts the actions between o_t and o_{{t+k}}; set lara.lam.action_horizon<={gap}")
         return self
 
+    @model_validator(mode="after")
+    def _baseline_fits_the_recipe(self) -> RecipeConfig:
+        if self.baseline and self.recipe == "refine_lam":
+            raise ValueError("refine_lam has no baseline: it trains the LAM, which the baseline does not have; "
+                             "set baseline=false")
+        if self.baseline and self.recipe == "pretrain" and self.pretrain.video_paths and self.pretrain.video_every:
+            raise ValueError("baseline=true trains the VLA alone, which cannot use action-free videos: "
+                             "set pretrain.video_every=0 (or baseline=false)")
+        return self
+
 
 # -------------------------------------------------------------------------------------------------
 # Presets and overrides
@@ -163,13 +202,13 @@ def preset_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
-            raise FileNotFoundError(f"preset file {path} not found")
+            raise MissingPath(f"preset file {path} not found")
         return path
     if (PRESETS_DIR / f"{name}.yaml").is_file():
         return PRESETS_DIR / f"{name}.yaml"
     close = difflib.get_close_matches(name, available_presets(), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ValueError(f"unknown preset '{name}'.{hint} Presets: {', '.join(available_presets())} (or a .yaml path)")
+    raise InputError(f"unknown preset '{name}'.{hint} Presets: {', '.join(available_presets())} (or a .yaml path)")
 
 
 def _field_names(model: type[BaseModel], keys: list[str]) -> list[str]:
@@ -187,7 +226,7 @@ def _field_names(model: type[BaseModel], keys: list[str]) -> list[str]:
 def apply_override(raw: dict, assignment: str) -> None:
     """`a.b.c=value` into the nested dict `raw`, checking each key against RecipeConfig's fields."""
     if "=" not in assignment:
-        raise ValueError(f"override '{assignment}' must look like key=value, e.g. train.steps=100")
+        raise InputError(f"override '{assignment}' must look like key=value, e.g. train.steps=100")
     dotted, value = assignment.split("=", 1)
     keys, node = dotted.strip().split("."), raw
     for depth, key in enumerate(keys):
@@ -196,7 +235,7 @@ def apply_override(raw: dict, assignment: str) -> None:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" Did you mean '{'.'.join(keys[:depth] + [close[0]])}'?" if close else ""
             where = ".".join(keys[:depth]) or "the top level"
-            raise ValueError(f"unknown key '{dotted}'.{hint} Keys at {where}: {', '.join(names)}")
+            raise InputError(f"unknown key '{dotted}'.{hint} Keys at {where}: {', '.join(names)}")
         if depth == len(keys) - 1:
             node[key] = yaml.safe_load(value)
         else:
@@ -204,7 +243,7 @@ def apply_override(raw: dict, assignment: str) -> None:
             if child is None:
                 child = node[key] = {}
             if not isinstance(child, dict):
-                raise ValueError(f"'{'.'.join(keys[: depth + 1])}' is a value, not a section; cannot set '{dotted}'")
+                raise InputError(f"'{'.'.join(keys[: depth + 1])}' is a value, not a section; cannot set '{dotted}'")
             node = child
 
 
@@ -217,5 +256,7 @@ def load_recipe(preset: str, overrides: list[str] = ()) -> RecipeConfig:
     try:
         return RecipeConfig.model_validate(raw)
     except ValidationError as error:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
-        raise ValueError(f"invalid config from {path} with overrides {list(overrides)}:\n" + "\n".join(lines)) from None
+        # a validator's own message reads alone; one across sections (loc ()) names its fields itself
+        lines = [f"  {'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}"
+                 for e in error.errors()]
+        raise InputError(f"invalid config from {path} with overrides {list(overrides)}:\n" + "\n".join(lines)) from None

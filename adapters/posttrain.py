@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import lara
 
-from .common import baseline_step, build_vla, exporter, final_export, lara_step, load_data, warm_up_lam
+from .common import baseline_step, build_vla, export_final, exporter, lara_step, load_data, warm_up_lam
 from .config import RecipeConfig
+from .run_folder import check_run_folder
 from .trainer import Trainer, seed_everything
 
 
 def run(cfg: RecipeConfig) -> dict:
+    finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
     family, vla = build_vla(cfg, data)
@@ -36,8 +38,5 @@ def run(cfg: RecipeConfig) -> dict:
                       datasets=[data], collate=family.collate, export=exporter(family, cfg.baseline),
                       run_config=cfg.model_dump(mode="json"))
     checkpoint = trainer.fit()
-    if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.unwrapped)
-    final = final_export(cfg, family, trainer.unwrapped, data) if trainer.accelerator.is_main_process else None
-    trainer.accelerator.wait_for_everyone()
+    final = export_final(cfg, family, trainer, data, finished)
     return {"checkpoint": checkpoint, "final": final, "samples": len(data)}

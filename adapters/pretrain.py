@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import lara
 
-from .common import (baseline_step, build_vla, exporter, final_export, lara_step, load_data, video_data,
+from .common import (baseline_step, build_vla, export_final, exporter, lara_step, load_data, video_data,
                      warm_up_lam)
 from .config import RecipeConfig
+from .run_folder import check_run_folder
 from .trainer import Trainer, seed_everything
 
 
 def run(cfg: RecipeConfig) -> dict:
+    finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
     videos = video_data(cfg, cfg.pretrain.video_paths) if cfg.pretrain.video_paths else None
-    if cfg.baseline and videos is not None and cfg.pretrain.video_every:
-        raise ValueError("baseline=true trains the VLA alone, which cannot use action-free videos: "
-                         "set pretrain.video_every=0 (or baseline=false)")
     family, vla = build_vla(cfg, data)
     lam = None
     if not cfg.baseline:
@@ -41,8 +40,5 @@ def run(cfg: RecipeConfig) -> dict:
                       video_every=cfg.pretrain.video_every if len(sources) > 1 else 0,
                       run_config=cfg.model_dump(mode="json"))
     checkpoint = trainer.fit()
-    if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.unwrapped)
-    final = final_export(cfg, family, trainer.unwrapped, data) if trainer.accelerator.is_main_process else None
-    trainer.accelerator.wait_for_everyone()
+    final = export_final(cfg, family, trainer, data, finished)
     return {"checkpoint": checkpoint, "final": final, "samples": len(data), "videos": len(videos) if videos else 0}

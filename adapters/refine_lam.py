@@ -20,8 +20,9 @@ import lara
 from lara.benchmarks.probes.linear_probe import ridge_r2
 from lara.data import LiberoDataset
 
-from .common import build_vla, exporter, final_export, lara_step, load_data
+from .common import build_vla, export_final, exporter, lara_step, load_data
 from .config import RecipeConfig
+from .run_folder import check_run_folder
 from .trainer import Trainer, seed_everything
 
 
@@ -62,8 +63,7 @@ def probe(lam: lara.LatentActionModel, data: LiberoDataset, samples: int) -> flo
 
 
 def run(cfg: RecipeConfig) -> dict:
-    if cfg.baseline:
-        raise ValueError("refine_lam has no baseline: it trains the LAM, which the baseline does not have")
+    finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
     family, vla = build_vla(cfg, data)
@@ -75,12 +75,12 @@ def run(cfg: RecipeConfig) -> dict:
                       export=exporter(family, baseline=False), run_config=cfg.model_dump(mode="json"))
     checkpoint = trainer.fit()
     if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.unwrapped)
+        trainer.ema.copy_to(trainer.unwrapped)  # the probe judges the weights that are exported
     result = {"checkpoint": checkpoint, "probe_r2_before": before,
               "probe_r2_after": probe(trainer.unwrapped.lam, data, cfg.refine.probe_samples)}
-    if trainer.accelerator.is_main_process:
-        result["final"] = final_export(cfg, family, trainer.unwrapped, data)
-        (result["final"] / "probe.json").write_text(json.dumps(
-            {k: result[k] for k in ("probe_r2_before", "probe_r2_after")}, indent=1))
-    trainer.accelerator.wait_for_everyone()
+    write_probe = lambda final: (final / "probe.json").write_text(json.dumps(  # noqa: E731
+        {k: result[k] for k in ("probe_r2_before", "probe_r2_after")}, indent=1))
+    final = export_final(cfg, family, trainer, data, finished, also=write_probe)
+    if final is not None:
+        result["final"] = final
     return result

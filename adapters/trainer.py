@@ -29,6 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
+from lara.errors import InputError
+
 from . import checkpoints as ckpt
 from .config import TrainConfig
 from .ema import EMA
@@ -78,9 +80,6 @@ class Trainer:
                  datasets: list[torch.utils.data.Dataset], collate: Callable, export: ExportFn | None = None,
                  video_every: int = 0, lr: float | None = None, run_config: dict | None = None,
                  accelerator: Accelerator | None = None):
-        if cfg.checkpoint_every % cfg.log_every:
-            raise ValueError(f"train.checkpoint_every ({cfg.checkpoint_every}) must be a multiple of train.log_every "
-                             f"({cfg.log_every}), so a resumed run logs the same averages as an uninterrupted one")
         self.cfg, self.run_dir, self.loss_fn, self.export = cfg, Path(run_dir), loss_fn, export
         self.accelerator = accelerator or make_accelerator(cfg)
         self.run_config = run_config or {}
@@ -98,10 +97,15 @@ class Trainer:
         self.ema = EMA(self.unwrapped, cfg.ema_decay) if cfg.ema_decay else None
         self.datasets, self.collate, self.video_every = datasets, collate, video_every
         self.step = self.micro_step = 0
+        self.start_step = 0  # the step `fit` resumed from: `trained` says whether this call trained at all
 
     @property
     def unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def trained(self) -> bool:
+        return self.step > self.start_step
 
     @property
     def checkpoint_root(self) -> Path:
@@ -148,13 +152,19 @@ class Trainer:
         here = dict(world_size=acc.num_processes, batch_size=self.cfg.batch_size, grad_accum=self.cfg.grad_accum)
         changed = {k: (state[k], v) for k, v in here.items() if state[k] != v}
         if changed:
-            raise ValueError(f"{path} was written with a different batch layout {changed} (saved, now); exact resume "
-                             f"needs the same processes, batch_size and grad_accum, or train.resume=false")
+            raise InputError(f"{path} was written with a different batch layout {changed} (saved, now); exact resume "
+                             f"needs the same processes, batch_size and grad_accum; give a new output_dir for another")
         model_state = torch.load(path / "state" / "model.pt", weights_only=True)
-        missing, unexpected = self.unwrapped.load_state_dict(model_state, strict=False)
-        if set(missing) != self.frozen & set(self.unwrapped.state_dict()) or unexpected:
-            raise KeyError(f"{path}: saved weights do not match the model (missing {sorted(set(missing) - self.frozen)[:5]}, "
-                           f"unexpected {unexpected[:5]})")
+        shapes = {k: tuple(v.shape) for k, v in self.unwrapped.state_dict().items()}
+        resized = [f"{k} {tuple(v.shape)} -> {shapes[k]}" for k, v in model_state.items()
+                   if k in shapes and tuple(v.shape) != shapes[k]]
+        missing = sorted(set(shapes) - set(model_state) - self.frozen)
+        unexpected = sorted(set(model_state) - set(shapes))
+        if resized or missing or unexpected:  # the model was built from another config than the saved weights
+            raise InputError(f"{path}: the saved weights do not fit the model this config builds (shape saved -> now: "
+                             f"{resized[:3]}, missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                             "give a new output_dir")
+        self.unwrapped.load_state_dict(model_state, strict=False)
         self.optimizer.load_state_dict(torch.load(path / "state" / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(path / "state" / "scheduler.pt", weights_only=True))
         if self.ema is not None:
@@ -184,6 +194,7 @@ class Trainer:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
             acc.print(f"resumed from {resume_from} (step {self.step})")
+        self.start_step = self.step
         if self.step >= cfg.steps:
             return resume_from
         log = MetricsLog(self.run_dir, cfg.wandb, self.run_config, self.step) if acc.is_main_process else None

@@ -45,23 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: lara eval {{{','.join(BENCHMARKS)}}} [options]; got {given!r}.", file=sys.stderr)
         return 2
     args = build_libero_parser().parse_args(argv[1:])
-    from lara.benchmarks.libero.evaluate import check_policy_spec, evaluate
-    from lara.benchmarks.libero.protocol import TrainInitStateOverlap
+    from lara.benchmarks.libero.evaluate import evaluate
 
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
-    try:  # before any worker spawns: one line, not a traceback from a broken pool
-        check_policy_spec(args.policy)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"lara eval libero: error: {error}", file=sys.stderr)
-        return 2
-    try:
-        results = evaluate(args.policy, args.suite.split(","), args.out, tasks=tasks, trials=args.trials,
-                           workers=args.workers, threads_per_worker=args.threads_per_worker, seed=args.seed,
-                           camera_size=args.camera_size, max_steps=args.max_steps, video=not args.no_video,
-                           allow_train_init_states=args.allow_train_init_states)
-    except TrainInitStateOverlap as error:
-        print(f"lara eval libero: error: {error}", file=sys.stderr)
-        return 2
+    # evaluate checks the policy, suites, tasks, counts and init states before any worker or output folder:
+    # a bad one raises lara.errors.InputError, which `lara` ends on one line with exit 2
+    results = evaluate(args.policy, args.suite.split(","), args.out, tasks=tasks, trials=args.trials,
+                       workers=args.workers, threads_per_worker=args.threads_per_worker, seed=args.seed,
+                       camera_size=args.camera_size, max_steps=args.max_steps, video=not args.no_video,
+                       allow_train_init_states=args.allow_train_init_states)
     for task in results["tasks"]:
         print(f"{task['suite']} task {task['task_id']:2d}: {task['successes']}/{task['trials']}  {task['task_name']}")
     for suite, rate in results["suites"].items():
@@ -72,4 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lara.cli import run_command
+
+    sys.exit(run_command("lara eval", main, sys.argv[1:]))

@@ -2,14 +2,20 @@
 
 Each subcommand lives next to the code it runs and exposes `main(argv: list[str] | None) -> int`.
 Modules are imported only when their subcommand runs, so `lara serve` never imports a simulator and
-`lara eval` never imports ROS.
+`lara eval` never imports ROS. A user error (`lara.errors.UserError`: a bad config, flag, path or data
+file) ends on one line with exit 2, for every subcommand alike; `--debug` or LARA_DEBUG=1 shows its
+traceback. Other exceptions are bugs and keep their traceback.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
+from collections.abc import Callable
+
+from lara.errors import UserError
 
 SUBCOMMANDS = {
     "train": ("lara.adapters.cli", "train a preset: pre-training, post-training or LAM refinement"),
@@ -19,16 +25,32 @@ SUBCOMMANDS = {
     "study": ("lara.benchmarks.study.cli", "a with/without-LARA grid of training runs and evaluations, with statistics"),
     "demo": ("lara.adapters.demo", "the main job on the embedded default: a short LARA training run on CPU"),
 }
+DEBUG_FLAG, DEBUG_ENV = "--debug", "LARA_DEBUG"
 
 
 def _usage() -> str:
     rows = "\n".join(f"  {name:<7} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
-    return f"usage: lara <command> [options]\n\ncommands:\n{rows}\n"
+    return (f"usage: lara <command> [options] [{DEBUG_FLAG}]\n\ncommands:\n{rows}\n\n"
+            f"A bad input ends on one line with exit 2; {DEBUG_FLAG} (or {DEBUG_ENV}=1) shows its traceback.\n")
+
+
+def run_command(prog: str, main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """`main(argv)` with user errors ending on one line: what `lara <command>` and `python -m` entry points share."""
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return int(main([a for a in argv if a != DEBUG_FLAG]) or 0)
+    except UserError as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv[:1] == [DEBUG_FLAG]:  # `lara --debug train ...` as well as `lara train ... --debug`
+        argv = argv[1:] + argv[:1]
+    if not argv or argv[0] in ("-h", "--help", DEBUG_FLAG):
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
@@ -38,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lara: unknown command '{name}'.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_command(f"lara {name}", module.main, rest)
 
 
 if __name__ == "__main__":

@@ -130,5 +130,6 @@ class LaraConfig(_Strict):
         0.0, ge=0, description="w_fdm of || D(o_t, P(h)) - target(o_{t+k}) ||; 0 disables the policy FDM loss."
     )
     check_inputs: bool = Field(
-        True, description="Check float `lam_frames` for NaN/inf (one host sync per step; uint8 frames need none)."
+        True, description="Check float `lam_frames` for NaN/inf and values outside [0, 1] (one host sync per step; "
+        "uint8 frames need none)."
     )

@@ -42,6 +42,7 @@ class LaraModel(nn.Module):
         # (first, last) action-token id, read once from the unwrapped model's config (peft/DDP hide it)
         self.action_token_ids = spec.action_token_ids(unwrap(base).config) if spec.action_token_ids else None
         self.projector = build_projector(config.align, width, self.lam.cfg.latent_tokens * self.lam.cfg.latent_dim)
+        self.hidden_width = width
         device = next(base.parameters()).device
         self.lam.to(device)
         self.projector.to(device)
@@ -74,6 +75,9 @@ class LaraModel(nn.Module):
                 f"(e.g. a transformers ModelOutput); {type(self.base).__name__} returned a {type(out).__name__}"
             )
         h = self._policy_hidden(seen[-1], batch, lara_in)  # (B, width)
+        if h.shape[0] != frames.shape[0]:
+            raise ValueError(f"`lam_frames` holds {frames.shape[0]} samples but the model's batch has {h.shape[0]} "
+                             f"(the output of '{self.layer_name}'): give one (o_t, o_{{t+k}}) pair per sample")
         valid = self._valid(lara_in, frames.shape[0], frames.device)  # (B,) float
         lam_out = self.lam(frames, lara_in.get("lam_actions"), valid, lara_in.get("lam_action_mask"))
         pred = self.projector(h.to(self.projector_dtype))  # (B, n*d)
@@ -128,8 +132,14 @@ class LaraModel(nn.Module):
             return f.to(device).float() / 255.0
         if not f.is_floating_point():
             raise ValueError(f"`lam_frames` must be uint8 or floating point; got {f.dtype}")
-        if self.config.check_inputs and not torch.isfinite(f).all():
-            raise ValueError("`lam_frames` contains NaN or inf")
+        if self.config.check_inputs:
+            checks = torch.stack([torch.isfinite(f).all().float(), f.amin().float(), f.amax().float()])
+            finite, low, high = checks.tolist()  # the one host sync of check_inputs
+            if not finite:
+                raise ValueError("`lam_frames` contains NaN or inf")
+            if low < 0 or high > 1:
+                raise ValueError(f"float `lam_frames` must lie in [0, 1]; found values in [{low:.4g}, {high:.4g}]. "
+                                 "Pass 0..255 frames as uint8, or divide them by 255")
         return f.to(device).float()
 
     @staticmethod
@@ -143,6 +153,17 @@ class LaraModel(nn.Module):
 
     def _policy_hidden(self, hidden: torch.Tensor, batch: dict, lara_in: dict) -> torch.Tensor:
         align = self.config.align
+        if hidden.ndim == 2 and align.positions == "all":
+            hidden = hidden[:, None]  # (B, 1, W): a layer with one hidden vector per sample is one position
+        if hidden.ndim != 3:
+            hint = (f"A (B, W) output has no token positions: align.positions='all' takes it as one position per "
+                    f"sample (positions is '{align.positions}'), or hook a layer with a token axis"
+                    if hidden.ndim == 2 else "Hook a layer whose output is (B, T, W)")
+            raise ValueError(f"the target layer '{self.layer_name}' outputs {tuple(hidden.shape)}; LARA expects hidden "
+                             f"states (B, T, W): batch, token positions, width. {hint}")
+        if hidden.shape[-1] != self.hidden_width:
+            raise ValueError(f"the target layer '{self.layer_name}' outputs width {hidden.shape[-1]}, but the projector "
+                             f"takes {self.hidden_width}: set LaraConfig.align.hidden_size={hidden.shape[-1]}")
         if align.positions == "last_k":
             return pool(hidden[:, -align.chunk :], None, align.pool)
         if align.positions == "all":

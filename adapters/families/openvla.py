@@ -31,6 +31,7 @@ from PIL import Image
 from torch import nn
 
 from lara.data.statistics import save_statistics
+from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM
 from lara.vla.tokenizer import IGNORE_INDEX, ActionTokenizer
 
@@ -61,7 +62,7 @@ class OpenVLAFamily(Family):
         self.action_tokenizer = ActionTokenizer(self.tokenizer.vocab_size)
         self.space_id = self.tokenizer.convert_tokens_to_ids("▁")  # Llama's 29871: OpenVLA's predict_action appends it
         if self.space_id in (None, self.tokenizer.unk_token_id) or self.tokenizer.pad_token_id is None:
-            raise ValueError(f"{path}: OpenVLA's tokenizer (Llama-2 sentencepiece with a pad token) was expected; "
+            raise InputError(f"{path}: OpenVLA's tokenizer (Llama-2 sentencepiece with a pad token) was expected; "
                              f"this one has no '▁' token or no pad token")
         if self.statistics is not None:
             model.config.norm_stats = {**(getattr(model.config, "norm_stats", None) or {}),
@@ -123,12 +124,12 @@ def check_openvla_directory(path: Path) -> None:
     """A clear error for a model.path that is not a local OpenVLA checkpoint with its remote code."""
     config = path / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"model.path={path} holds no config.json: expected a local OpenVLA checkpoint "
+        raise MissingPath(f"model.path={path} holds no config.json: expected a local OpenVLA checkpoint "
                                 "(a snapshot of openvla/openvla-7b with its modeling_prismatic.py)")
     content = json.loads(config.read_text())
     if content.get("model_type") != "openvla":
-        raise ValueError(f"model.path={path} holds a {content.get('model_type')!r} model, but model.family='openvla' "
+        raise InputError(f"model.path={path} holds a {content.get('model_type')!r} model, but model.family='openvla' "
                          "needs an OpenVLA checkpoint (config.json model_type 'openvla')")
     if AUTO_CLASS not in content.get("auto_map", {}):
-        raise ValueError(f"model.path={path}: config.json has no auto_map entry {AUTO_CLASS!r}; OpenVLA checkpoints "
+        raise InputError(f"model.path={path}: config.json has no auto_map entry {AUTO_CLASS!r}; OpenVLA checkpoints "
                          "name their remote modeling class there (modeling_prismatic.OpenVLAForActionPrediction)")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lara.data.statistics import save_statistics
+from lara.errors import InputError, MissingPath
 from lara.vla.pi0 import CAMERAS_KEY, PI0Inputs, has_tokenizer
 from lara.vla.presets import pi0_config
 
@@ -74,10 +75,10 @@ def check_pi0_directory(path: Path) -> None:
     """A clear error for a model.path that is not a local pi0 checkpoint."""
     config = Path(path) / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"model.path={path} holds no config.json: expected a local pi0 checkpoint written by "
+        raise MissingPath(f"model.path={path} holds no config.json: expected a local pi0 checkpoint written by "
                                 "PI0ForConditionalGeneration.save_pretrained (or leave model.path unset to build one "
                                 "from model.build)")
     model_type = json.loads(config.read_text()).get("model_type")
     if model_type != "pi0":
-        raise ValueError(f"model.path={path} holds a {model_type!r} model, but model.family='pi0' needs a pi0 "
+        raise InputError(f"model.path={path} holds a {model_type!r} model, but model.family='pi0' needs a pi0 "
                          "checkpoint (config.json model_type 'pi0'); pick the family that matches the checkpoint")

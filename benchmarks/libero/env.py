@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from lara.errors import InputError
+
 SUITE_MAX_STEPS = {  # the standard protocol's episode budgets (OpenVLA, OpenVLA-OFT, openpi agree)
     "libero_spatial": 220,
     "libero_object": 280,
@@ -47,7 +49,7 @@ def resolve_suite(name: str) -> str:
     full = name if name.startswith("libero_") else f"libero_{name}"
     if full not in SUITE_MAX_STEPS:
         valid = ", ".join(f"{s} ({s.removeprefix('libero_')})" for s in SUITE_MAX_STEPS)
-        raise ValueError(f"Unknown LIBERO suite {name!r}. Valid suites (full or short name): {valid}.")
+        raise InputError(f"Unknown LIBERO suite {name!r}. Valid suites (full or short name): {valid}.")
     return full
 
 
@@ -120,7 +122,7 @@ def resolve_task(suite: str, task: int | str) -> int:
     if task in names:
         return names.index(task)
     listing = "\n".join(f"  {i}: {n}" for i, n in enumerate(names))
-    raise ValueError(f"Unknown task {task!r} in {resolve_suite(suite)}. Valid tasks (index or name):\n{listing}")
+    raise InputError(f"Unknown task {task!r} in {resolve_suite(suite)}. Valid tasks (index or name):\n{listing}")
 
 
 class LiberoEnv:

@@ -36,6 +36,7 @@ from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.libero.workers import spawn_pool
+from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM
 
 _WORKER: dict = {}  # per-process state: the policy and the env of the current task
@@ -49,15 +50,15 @@ def check_policy_spec(spec: str) -> None:
     if spec.startswith("checkpoint:"):
         folder = Path(spec[len("checkpoint:"):])
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"--policy {spec!r}: {folder} holds no config.json; expected a directory written "
+            raise MissingPath(f"--policy {spec!r}: {folder} holds no config.json; expected a directory written "
                                     "by save_pretrained, e.g. checkpoint:RUN/final/vla of a training run.")
         return
     module_name, sep, factory = spec.rpartition(":")
     if not sep or not module_name or not factory:
-        raise ValueError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
+        raise InputError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
                          f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.")
     if module_name.endswith(".py") and not Path(module_name).is_file():
-        raise FileNotFoundError(f"--policy {spec!r}: no Python file at {module_name!r}.")
+        raise MissingPath(f"--policy {spec!r}: no Python file at {module_name!r}.")
 
 
 def load_policy(spec: str):
@@ -247,6 +248,10 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     from tqdm import tqdm
 
     check_policy_spec(policy)
+    for name, value in dict(trials=trials, workers=workers, threads_per_worker=threads_per_worker,
+                            camera_size=camera_size, max_steps=max_steps).items():
+        if value is not None and value < 1:  # --trials 0 would report 0 % of nothing as a result
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     suites = [resolve_suite(s) for s in suites]
     out = Path(out)

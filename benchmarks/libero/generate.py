@@ -358,4 +358,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lara.cli import run_command
+
+    sys.exit(run_command("lara data", main, sys.argv[1:]))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lara.benchmarks.libero.env import _benchmark
+from lara.errors import InputError
 
 FRESH = "fresh"
 PROTOCOL_CAMERA_SIZE = 256  # the community protocol's render size, for policies that do not say theirs
@@ -41,7 +42,7 @@ def placement_seed(base_seed: int, task: int, attempt: int) -> int:
     return base_seed * 100003 + task * 1009 + attempt
 
 
-class TrainInitStateOverlap(ValueError):
+class TrainInitStateOverlap(InputError):
     """Evaluation trials would start from init states the policy's training data started from."""
 
 

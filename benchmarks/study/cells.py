@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lara.errors import InputError
+
 from .config import StudyConfig
 
 LAM_METRICS = {"code_usage": "lam/code_usage", "perplexity": "lam/perplexity", "align_cos": "align/cos",
@@ -57,7 +59,7 @@ def camera_size_of(recipe, name: str) -> int:
     if isinstance(size, (tuple, list)) and len(set(size)) == 1:
         size = size[0]
     if not isinstance(size, int):
-        raise ValueError(f"cell {name}: the recipe's data.image_size is {size!r}, but the evaluation renders square "
+        raise InputError(f"cell {name}: the recipe's data.image_size is {size!r}, but the evaluation renders square "
                          "images of the training size; set it for every variant, e.g. --set data.image_size=64")
     return size
 
@@ -77,7 +79,7 @@ def plan_cells(study: StudyConfig) -> list[Cell]:
             try:
                 recipe = load_recipe(study.preset, train_args[2:] + [f"output_dir={folder / 'run'}"])
             except (ValueError, FileNotFoundError) as error:
-                raise ValueError(f"cell {variant}/seed{seed}: " + "; ".join(
+                raise InputError(f"cell {variant}/seed{seed}: " + "; ".join(
                     line.strip() for line in str(error).splitlines())) from None
             size = camera_size_of(recipe, f"{variant}/seed{seed}")
             eval_args = ["eval", "libero", "--suite", study.suite, "--tasks", tasks, "--trials", str(study.trials),

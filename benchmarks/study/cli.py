@@ -22,6 +22,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from lara.errors import InputError
+
 from . import report, stats
 from .cells import CellFailed, changes, plan_cells, run_cell
 from .config import load_study, read_study_file, split_top_level
@@ -73,7 +75,7 @@ def study_fields(args: argparse.Namespace) -> dict:
     for spec in args.variant or []:
         name, sep, overrides = spec.partition("=")
         if not sep or not name:
-            raise ValueError(f"--variant {spec!r} must look like NAME=key=value[,key=value], "
+            raise InputError(f"--variant {spec!r} must look like NAME=key=value[,key=value], "
                              "e.g. fsq=lara.lam.quantizer=fsq")
         raw.setdefault("variants", {})[name] = split_top_level(overrides)
     return raw
@@ -82,18 +84,13 @@ def study_fields(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        study = load_study(study_fields(args))
-        cells = plan_cells(study)
-    except ValueError as error:
-        print(f"lara study: {error}", file=sys.stderr)
-        return 2
+    study = load_study(study_fields(args))  # a bad study raises InputError: one line from the dispatcher, exit 2
+    cells = plan_cells(study)
     changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}
     if changed and not args.replace_changed:
         listed = ", ".join(f"{name} ({what})" for name, what in changed.items())
-        print(f"lara study: {study.out} holds cells run with other arguments: {listed}; give the study a new --out, "
-              "or pass --replace-changed to redo them (their earlier runs are deleted)", file=sys.stderr)
-        return 2
+        raise InputError(f"{study.out} holds cells run with other arguments: {listed}; give the study a new --out, "
+                         "or pass --replace-changed to redo them (their earlier runs are deleted)")
     command = "lara study " + shlex.join(argv)
     print(f"{command}\n{len(cells)} cells ({len(study.all_variants())} variants x {len(study.seeds)} seeds), "
           f"{study.workers} at a time -> {study.out}", flush=True)
@@ -125,4 +122,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lara.cli import run_command
+
+    raise SystemExit(run_command("lara study", main, sys.argv[1:]))

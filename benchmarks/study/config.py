@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lara.errors import InputError
+
 BUILT_IN = {"baseline": ["baseline=true"], "lara": []}  # always run: the recipe without LARA, and as it is
 OWNED_KEYS = ("data.paths", "train.seed", "output_dir", "baseline")  # set per cell by the study itself
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a variant names a folder
@@ -100,21 +102,21 @@ class StudyConfig(BaseModel):
 
 
 def load_study(raw: dict) -> StudyConfig:
-    """Validate a study's fields; errors come back as one ValueError line naming the bad fields."""
+    """Validate a study's fields; errors come back as one InputError line naming the bad fields."""
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'study'}: {e['msg'].removeprefix('Value error, ')}"
                              for e in error.errors())
-        raise ValueError(f"invalid study: {problems}") from None
+        raise InputError(f"invalid study: {problems}") from None
 
 
 def read_study_file(path: Path) -> dict:
     """The fields of a YAML study file."""
     if not path.is_file():
-        raise ValueError(f"study file {path} not found; give a YAML study file or the study's options "
+        raise InputError(f"study file {path} not found; give a YAML study file or the study's options "
                          "(--preset, --data, ...)")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"study file {path} must hold a mapping of study fields, got {type(raw).__name__}")
+        raise InputError(f"study file {path} must hold a mapping of study fields, got {type(raw).__name__}")
     return raw

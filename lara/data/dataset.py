@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lara.errors import MissingPath
+
 from .config import LiberoDataConfig
 from .libero_hdf5 import LiberoFileError, demo_names, images_upside_down, open_libero_hdf5, read_instruction
 from .statistics import (
@@ -67,12 +69,12 @@ def resolve_files(paths: list[Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix in HDF5_SUFFIXES and p.is_file())
             if not found:
-                raise FileNotFoundError(f"{path}: directory holds no *.hdf5 or *.h5 files.")
+                raise MissingPath(f"{path}: directory holds no *.hdf5 or *.h5 files.")
             files += found
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such file or directory (expected LIBERO HDF5 files).")
+            raise MissingPath(f"{path}: no such file or directory (expected LIBERO HDF5 files).")
     return files
 
 

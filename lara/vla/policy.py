@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lara.errors import MissingPath
 from lara.policy import camera_image
 from lara.vla.token_vla import TokenVLA, preprocess_images
 
@@ -40,7 +41,7 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu"):
     (config.json `model_type` 'pi0', e.g. RUN/final/vla of a pi0 run) or a TokenVLA."""
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} holds no config.json: expected a directory written by save_pretrained")
+        raise MissingPath(f"{path} holds no config.json: expected a directory written by save_pretrained")
     if json.loads((path / "config.json").read_text()).get("model_type") == "pi0":
         from lara.vla.pi0 import load_pi0_policy
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from lara.vla.token_vla import TokenVLA, TokenVLAConfig
@@ -19,6 +21,21 @@ def token_vla_config(width: int = 64, layers: int = 2, image_size: int = 32, voc
                 num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512, pad_token_id=0,
                 bos_token_id=1, eos_token_id=2)
     return TokenVLAConfig(vision_config=vision, text_config=text, **kw)
+
+
+def build_keys(family: str) -> list[str]:
+    """The keywords a recipe's `model.build` may hold for `family`: its preset function's and, for token_vla,
+    TokenVLAConfig's own. A transformers config keeps any unknown keyword silently, so recipes check these."""
+    def named(function, skip=()) -> list[str]:
+        parameters = inspect.signature(function).parameters.values()
+        return [p.name for p in parameters if p.kind is not p.VAR_KEYWORD and p.name != "self" and p.name not in skip]
+
+    if family == "token_vla":  # the preset builds vision / text configs from its keywords; training sets norm_stats
+        own = named(TokenVLAConfig.__init__, skip=("vision_config", "text_config", "norm_stats"))
+        return named(token_vla_config) + own
+    if family == "pi0":
+        return named(pi0_config)
+    return []  # openvla: loaded from model.path only
 
 
 def tiny_token_vla(**kw) -> TokenVLA:

@@ -37,9 +37,11 @@ TINY_BUILD = {"token_vla": "{width: 32, layers: 1, image_size: 32}",
 
 
 def tiny(data: Path, out: Path, steps: int = 4, every: int = 2, family: str = "token_vla") -> list[str]:
-    """Overrides for a preset: a 32-px model and LAM, `steps` steps, a checkpoint every `every`."""
+    """Overrides for a preset: a 32-px model (openvla: the one at its model.path) and LAM, `steps` steps, a
+    checkpoint every `every`."""
+    build = [f"model.build={TINY_BUILD[family]}"] if family in TINY_BUILD else []
     return [f"data.paths=[{data}]", f"output_dir={out}", f"train.steps={steps}", f"train.checkpoint_every={every}",
             "train.log_every=1", "train.batch_size=4", "train.warmup_steps=1", "train.wandb.mode=disabled",
-            "train.progress=false", f"model.build={TINY_BUILD[family]}", "data.image_size=32",
+            "train.progress=false", *build, "data.image_size=32",
             "lara.lam.image_size=32", "lara.lam.width=32", "lara.lam.idm_layers=1", "lara.lam.fdm_layers=1",
             "posttrain.lam_warmup_steps=0"]

@@ -38,7 +38,8 @@ def standin(tmp_path_factory) -> Path:
 
 
 def openvla_recipe(demos: Path, out: Path, model: Path, *extra: str):
-    return load_recipe("posttrain_openvla", tiny(demos, out, steps=2, every=2) + [f"model.path={model}", LAYER, *extra])
+    overrides = tiny(demos, out, steps=2, every=2, family="openvla")
+    return load_recipe("posttrain_openvla", overrides + [f"model.path={model}", LAYER, *extra])
 
 
 def test_batches_are_openvla_finetune_batches(demos, standin, tmp_path):

@@ -12,6 +12,7 @@ import lara
 from lara.adapters import posttrain, pretrain, refine_lam
 from lara.adapters.config import available_presets, load_recipe
 from lara.adapters.metrics import read_metrics
+from lara.errors import InputError
 from lara.vla import load_policy
 
 from recipe_files import tiny, write_demos
@@ -110,9 +111,17 @@ def test_every_preset_validates():
     (["lara.lam.quantizer=kmeans"], r"lara.lam.quantizer: Input should be 'vq', 'nsvq', 'fsq' or 'none'"),
     (["train.steps"], r"must look like key=value"),
     (["train.steps.max=3"], r"'train.steps' is a value, not a section"),
+    # model.build is free-form in the schema, but its keys are the family's preset keywords
+    (["model.build.widht=64"], r"model: unknown key 'model.build.widht'. Did you mean 'model.build.width'\? "
+                               r"Keys at model.build \(token_vla\): width, layers, image_size"),
+    (["model.family=pi0", "model.build={width: 32, chunk: 4}"], r"Did you mean 'model.build.chunk_size'\?"),
+    (["model.family=openvla", "model.path=/models/openvla-7b", "model.build.width=8"],
+     r"Keys at model.build \(openvla\): none: model.family='openvla' is loaded from model.path"),
+    # cross-field errors are reported like per-field ones
+    (["recipe=refine_lam", "baseline=true"], r"\n  refine_lam has no baseline"),
 ])
 def test_config_errors_name_the_key(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         load_recipe("posttrain_token_vla", overrides)
 
 
@@ -122,5 +131,5 @@ def test_unknown_preset_suggests_the_closest():
 
 
 def test_checkpoint_and_log_intervals_must_align(demos, tmp_path):
-    with pytest.raises(ValueError, match=r"checkpoint_every \(3\) must be a multiple of train.log_every \(2\)"):
-        posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, tmp_path, steps=3, every=3) + ["train.log_every=2"]))
+    with pytest.raises(InputError, match=r"checkpoint_every \(3\) must be a multiple of train.log_every \(2\)"):
+        load_recipe("posttrain_token_vla", tiny(demos, tmp_path, steps=3, every=3) + ["train.log_every=2"])

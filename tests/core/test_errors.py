@@ -31,8 +31,12 @@ def test_missing_frames(model, token_vla):
         (torch.zeros(4, 2, 3, 4, 4, dtype=torch.uint8), "smaller than one 8x8 LAM patch"),
         (torch.zeros(4, 2, 3, 32, 32, dtype=torch.int32), "uint8 or floating point; got torch.int32"),
         (torch.full((4, 2, 3, 32, 32), float("nan")), "NaN or inf"),
+        (torch.arange(4 * 2 * 3 * 32 * 32).reshape(4, 2, 3, 32, 32) % 256.0,
+         r"float `lam_frames` must lie in \[0, 1\]; found values in \[0, 255\]. Pass 0..255 frames as uint8"),
+        (torch.full((4, 2, 3, 32, 32), -0.5), r"found values in \[-0.5, -0.5\]"),
+        (torch.zeros(3, 2, 3, 32, 32), r"`lam_frames` holds 3 samples but the model's batch has 4"),
     ],
-    ids=["frame-count", "channels", "too-small", "dtype", "nan"],
+    ids=["frame-count", "channels", "too-small", "dtype", "nan", "0-255-floats", "negative", "batch-size"],
 )
 def test_malformed_frames(model, token_vla, frames, message):
     batch = {**token_vla_batch(token_vla), "lam_frames": frames}
@@ -96,3 +100,31 @@ def test_action_token_positions_need_a_spec_with_token_ids():
     cfg = small_config(align=lara.AlignConfig(layer="encoder", positions="action_tokens"))
     with pytest.raises(ValueError, match="action-token ids.*spec 'generic'"):
         lara.attach(GenericPolicy(), cfg)
+
+
+@pytest.mark.tf440
+def test_float_frames_in_0_1_pass_and_a_single_pair_is_not_broadcast(model, token_vla):
+    batch = token_vla_batch(token_vla)
+    out = model(**{**batch, "lam_frames": batch["lam_frames"].float() / 255.0})
+    assert torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match=r"holds 1 samples but the model's batch has 4"):  # (1, D) would broadcast
+        model(**{**batch, "lam_frames": batch["lam_frames"][:1]})
+
+
+@pytest.mark.tf440
+def test_a_target_layer_without_a_token_axis():
+    batch = generic_batch()
+    # GenericPolicy's head outputs (B, 7); 'all' (the generic default) takes that as one position per sample
+    model = lara.attach(GenericPolicy(), small_config(align=lara.AlignConfig(layer="head")))
+    out = model(**batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.projector.weight.grad is not None
+    last_k = lara.attach(GenericPolicy(), small_config(align=lara.AlignConfig(layer="head", positions="last_k",
+                                                                              chunk=2)))
+    with pytest.raises(ValueError, match=r"target layer 'head' outputs \(4, 7\); LARA expects hidden states \(B, T, W\)"
+                                         r".*align.positions='all' takes it as one position per sample \(positions is "
+                                         r"'last_k'\)"):
+        last_k(**batch)
+    wrong_width = lara.attach(GenericPolicy(), small_config(align=lara.AlignConfig(layer="encoder", hidden_size=16)))
+    with pytest.raises(ValueError, match=r"outputs width 32, but the projector takes 16: set .*hidden_size=32"):
+        wrong_width(**batch)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lara.benchmarks import cli
+from lara import cli as lara_cli
 from lara.benchmarks.libero.evaluate import evaluate
 from lara.benchmarks.libero.protocol import (PROTOCOL_CAMERA_SIZE, TrainInitStateOverlap, camera_size_for, overlap,
                                              policy_image_size, training_init_states)
@@ -67,8 +67,8 @@ def test_trials_on_training_init_states_are_refused(tmp_path, capsys):
     with pytest.raises(TrainInitStateOverlap, match="libero_object task 1: init states 0-1.*--allow-train-init-states"):
         evaluate(spec, ["object"], tmp_path / "eval", tasks=[1], trials=2, progress=False)
     assert not (tmp_path / "eval").exists()  # refused before any worker or file
-    assert cli.main(["libero", "--policy", spec, "--suite", "object", "--tasks", "1", "--trials", "3",
-                     "--out", str(tmp_path / "eval")]) == 2
+    assert lara_cli.main(["eval", "libero", "--policy", spec, "--suite", "object", "--tasks", "1", "--trials", "3",
+                          "--out", str(tmp_path / "eval")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "init states 0-1" in error and "--allow-train-init-states" in error
 
@@ -103,10 +103,25 @@ def test_camera_size_defaults_to_the_training_size_and_warns_when_it_differs(tmp
 
 def test_a_missing_checkpoint_is_one_error_before_any_worker(tmp_path, capsys):
     spec = f"checkpoint:{tmp_path / 'nowhere'}"
-    assert cli.main(["libero", "--policy", spec, "--suite", "object", "--out", str(tmp_path / "eval")]) == 2
+    argv = ["eval", "libero", "--policy", spec, "--suite", "object", "--out", str(tmp_path / "eval")]
+    assert lara_cli.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "holds no config.json" in error and "final/vla" in error
     with pytest.raises(FileNotFoundError, match="holds no config.json"):
         evaluate(spec, ["object"], tmp_path / "eval", trials=1, progress=False)
     with pytest.raises(ValueError, match="'module:factory'"):
         evaluate("no_colon", ["object"], tmp_path / "eval", trials=1, progress=False)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tasks", "99"], "Unknown task 99 in libero_object. Valid tasks (index or name):\n  0: pick_up_the_alphabet"),
+    (["--trials", "0"], "--trials must be at least 1, got 0"),
+    (["--workers", "0"], "--workers must be at least 1, got 0"),
+], ids=["task", "trials", "workers"])
+def test_bad_eval_arguments_are_refused_before_any_output_folder(tmp_path, capsys, flags, message):
+    out = tmp_path / "runs" / "eval"
+    argv = ["eval", "libero", "--policy", "scripted", "--suite", "object", *flags, "--out", str(out)]
+    assert lara_cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lara eval: error: ") and message in error and "Traceback" not in error
+    assert not (tmp_path / "runs").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lara import cli as lara_cli
 from lara.benchmarks.study import cli, report
 from lara.benchmarks.study.cells import Cell, CellFailed, changes, prepare, plan_cells
 from lara.benchmarks.study.config import split_top_level
@@ -50,14 +51,14 @@ def test_the_shipped_study_file_names_its_command_and_options_override_it():
     (["--set", "data.image_size=null"], "the recipe's data.image_size is None"),
 ])
 def test_a_bad_study_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
-    assert cli.main(options(tmp_path, tmp_path / "out", *extra)) == 2
+    assert lara_cli.main(["study", *options(tmp_path, tmp_path / "out", *extra)]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
 def test_missing_data_is_named(tmp_path, capsys):
-    assert cli.main(options(tmp_path / "nowhere", tmp_path / "out")) == 2
+    assert lara_cli.main(["study", *options(tmp_path / "nowhere", tmp_path / "out")]) == 2
     assert f"data: {tmp_path / 'nowhere'} not found" in capsys.readouterr().err
 
 
@@ -119,7 +120,7 @@ def test_a_study_over_cells_run_with_other_arguments_is_refused_before_anything_
     recorded = {"train": [*first.train_args, "train.lr=1"], "eval": first.eval_args, "train_s": 1.0}
     (first.folder / "cell.json").write_text(json.dumps(recorded))
     (first.folder / "run").mkdir()
-    assert cli.main(options(tmp_path, out)) == 2
+    assert lara_cli.main(["study", *options(tmp_path, out)]) == 2
     error = capsys.readouterr().err
     assert f"{first.name} (training)" in error and "--replace-changed" in error and error.count("\n") == 1
     assert json.loads((first.folder / "cell.json").read_text()) == recorded and (first.folder / "run").is_dir()
