@@ -101,6 +101,25 @@ def test_camera_size_defaults_to_the_training_size_and_warns_when_it_differs(tmp
     assert policy_image_size("scripted") is None
 
 
+@pytest.mark.parametrize("policy, message", [
+    ("scriptd", "Did you mean 'scripted'?"),
+    ("no_such_module:make_policy", "no module named 'no_such_module' on the Python path"),
+    ("lara.no_such:make_policy", "no module named 'lara.no_such'"),
+    ("RUN", "pass the VLA inside it: --policy checkpoint:RUN/final/vla"),
+])
+def test_a_bad_policy_is_one_line_before_any_worker(tmp_path, capsys, policy, message):
+    """Before the check these died in a worker's initializer, ending in BrokenProcessPool."""
+    if policy == "RUN":
+        run = tmp_path / "run"
+        fake_run(tmp_path, [])
+        policy, message = f"checkpoint:{run}", message.replace("RUN", str(run))
+    out = tmp_path / "eval"
+    assert cli.main(["libero", "--policy", policy, "--suite", "object", "--tasks", "0", "--trials", "1",
+                     "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error and not out.exists()
+
+
 def test_a_missing_checkpoint_is_one_error_before_any_worker(tmp_path, capsys):
     spec = f"checkpoint:{tmp_path / 'nowhere'}"
     assert cli.main(["libero", "--policy", spec, "--suite", "object", "--out", str(tmp_path / "eval")]) == 2
