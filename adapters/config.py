@@ -8,6 +8,7 @@ presets and keys get a "did you mean".
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +61,14 @@ class TrainConfig(_Strict):
     resume: bool = Field(True, description="Continue from the newest intact checkpoint in the run folder, if any.")
     progress: bool = Field(True, description="Show a progress bar (main process only).")
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases logging.")
+
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> TrainConfig:
+        if self.warmup_steps > self.steps:  # legal (a run may be resumed with more steps), rarely meant
+            warnings.warn(f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}: the learning rate "
+                          f"only reaches {self.steps / self.warmup_steps:.2g} x train.lr by the end; lower "
+                          "train.warmup_steps or raise train.steps", UserWarning, stacklevel=2)
+        return self
 
 
 class LoraConfig(_Strict):
