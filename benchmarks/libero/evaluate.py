@@ -282,7 +282,8 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     for record in run_jobs(jobs, policy, camera_size, seed, workers, threads_per_worker):
         records.append(record)
         bar.update(1)
-        bar.set_postfix(success=f"{100 * np.mean([r['success'] for r in records]):.1f}%")
+        successes = sum(r["success"] for r in records)  # beside tqdm's episodes done/total, rate and ETA
+        bar.set_postfix(success=f"{successes}/{len(records)} ({100 * successes / len(records):.1f}%)")
         if record["failure_reason"]:
             bar.write(f"{record['suite']} task {record['task_id']} trial {record['trial']} failed: "
                       f"{record['failure_reason'].splitlines()[0]}")

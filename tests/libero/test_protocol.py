@@ -129,3 +129,22 @@ def test_a_missing_checkpoint_is_one_error_before_any_worker(tmp_path, capsys):
         evaluate(spec, ["object"], tmp_path / "eval", trials=1, progress=False)
     with pytest.raises(ValueError, match="'module:factory'"):
         evaluate("no_colon", ["object"], tmp_path / "eval", trials=1, progress=False)
+
+
+def test_the_progress_bar_shows_episodes_done_and_the_running_success_rate(tmp_path, monkeypatch, capsys):
+    """Episodes stand in for the workers' (run_jobs); the bar is what `lara eval` prints while they finish."""
+    from lara.benchmarks.libero import evaluate as evaluation
+
+    def run_jobs(jobs, *args):
+        for index, (suite, task, trial, _, _) in enumerate(jobs):
+            yield {"suite": suite, "task_id": task, "task_name": "t", "instruction": "i", "trial": trial,
+                   "init_state": trial, "success": index != 1, "steps": 5, "env_steps": 15, "seconds": 0.1,
+                   "cpu_seconds": 0.1, "failure_reason": None, "video": None, "worker_pid": 1,
+                   "worker_startup_s": 0.1, "env_build_s": 0.1}
+
+    monkeypatch.setattr(evaluation, "run_jobs", run_jobs)
+    results = evaluation.evaluate("scripted", ["object"], tmp_path / "eval", tasks=[0], trials=3, video=False)
+    assert results["tasks"][0]["successes"] == 2
+    frames = capsys.readouterr().err.split("\r")
+    assert any("1/3" in f and "success=1/1 (100.0%)" in f for f in frames)
+    assert any("3/3" in f and "success=2/3 (66.7%)" in f for f in frames)
