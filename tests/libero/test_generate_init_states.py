@@ -93,7 +93,6 @@ def test_progress_shows_rollouts_done_kept_rate_and_eta():
     assert any(re.search(r"<\d\d:\d\d", line) for line in text.getvalue().split("\r"))  # elapsed<remaining: the ETA
 
 
-@pytest.mark.slow
 def test_threads_per_worker_reaches_the_generation_workers(tmp_path, monkeypatch):
     """README: every generated episode runs in a worker whose thread pools --threads-per-worker sets."""
     seen = []
