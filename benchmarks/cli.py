@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:  # before any worker spawns: one line, not a traceback from a broken pool
         check_policy_spec(args.policy)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"lara eval libero: error: {error}", file=sys.stderr)
         return 2
     try:

@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lara.errors import MissingPath
+
 ACTION_DIM = 7
 
 
@@ -49,21 +51,21 @@ def camera_image(obs: dict[str, Any], key: str) -> np.ndarray:
 def find_vla_dir(path: str | Path) -> Path:
     """The exported VLA folder (one with config.json) that `path` names: the folder itself, or the VLA inside a
     training run's folders (RUN -> RUN/final/vla; RUN/final and RUN/checkpoints/step_N -> their vla/).
-    Raises FileNotFoundError naming the folder to pass when there is none to pick."""
+    Raises MissingPath (a FileNotFoundError) naming the folder to pass when there is none to pick."""
     path = Path(path)
     for candidate in (path, path / "vla", path / "final" / "vla"):
         if (candidate / "config.json").is_file():
             return candidate
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} holds no config.json (no such folder); expected a VLA saved by save_pretrained "
-                                "(e.g. RUN/final/vla of a training run) or the run folder RUN.")
+        raise MissingPath(f"{path} holds no config.json (no such folder); expected a VLA saved by save_pretrained "
+                          "(e.g. RUN/final/vla of a training run) or the run folder RUN.")
     if (path / "vla" / "adapter_config.json").is_file():
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        raise FileNotFoundError(f"{path / 'vla'} holds a LoRA adapter, not a full VLA (checkpoints keep the adapter; "
-                                f"the final export has it merged): pass {run / 'final' / 'vla'} once the run finished.")
+        raise MissingPath(f"{path / 'vla'} holds a LoRA adapter, not a full VLA (checkpoints keep the adapter; "
+                          f"the final export has it merged): pass {run / 'final' / 'vla'} once the run finished.")
     steps = sorted(p for p in (path / "checkpoints").glob("step_*") if (p / "vla" / "config.json").is_file())
     if steps:
-        raise FileNotFoundError(f"{path} has no final export (final/vla: the run has not finished); pass a "
-                                f"checkpoint's VLA instead, e.g. the newest: {steps[-1] / 'vla'}")
-    raise FileNotFoundError(f"{path} holds no config.json, nor vla/config.json or final/vla/config.json; expected a "
-                            "VLA saved by save_pretrained (e.g. RUN/final/vla of a training run) or the run folder RUN.")
+        raise MissingPath(f"{path} has no final export (final/vla: the run has not finished); pass a "
+                          f"checkpoint's VLA instead, e.g. the newest: {steps[-1] / 'vla'}")
+    raise MissingPath(f"{path} holds no config.json, nor vla/config.json or final/vla/config.json; expected a "
+                      "VLA saved by save_pretrained (e.g. RUN/final/vla of a training run) or the run folder RUN.")

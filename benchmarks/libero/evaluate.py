@@ -37,6 +37,7 @@ from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.libero.workers import spawn_pool
+from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM, find_vla_dir
 
 _WORKER: dict = {}  # per-process state: the policy and the env of the current task
@@ -51,26 +52,26 @@ def check_policy_spec(spec: str) -> None:
         folder = Path(spec[len("checkpoint:"):])
         found = find_vla_dir(folder)  # raises naming the folder to pass
         if found != folder:  # the protocol checks read RUN/final/recipe.json beside the VLA folder itself
-            raise FileNotFoundError(f"--policy {spec!r}: {folder} holds no config.json; pass the VLA inside it: "
-                                    f"--policy checkpoint:{found}")
+            raise MissingPath(f"--policy {spec!r}: {folder} holds no config.json; pass the VLA inside it: "
+                              f"--policy checkpoint:{found}")
         return
     module_name, sep, factory = spec.rpartition(":")
     if not sep or not module_name or not factory:
         close = difflib.get_close_matches(spec, ["scripted"], n=1)
         hint = " Did you mean 'scripted'?" if close else ""
-        raise ValueError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
+        raise InputError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
                          f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.{hint}")
     if module_name.endswith(".py"):
         if not Path(module_name).is_file():
-            raise FileNotFoundError(f"--policy {spec!r}: no Python file at {module_name!r}.")
+            raise MissingPath(f"--policy {spec!r}: no Python file at {module_name!r}.")
         return
     try:
         found_module = importlib.util.find_spec(module_name)
     except ModuleNotFoundError:  # a parent package is missing
         found_module = None
     if found_module is None:
-        raise ModuleNotFoundError(f"--policy {spec!r}: no module named {module_name!r} on the Python path "
-                                  f"(a file needs its path: 'path/to/{module_name.rpartition('.')[2]}.py:{factory}').")
+        raise InputError(f"--policy {spec!r}: no module named {module_name!r} on the Python path "
+                         f"(a file needs its path: 'path/to/{module_name.rpartition('.')[2]}.py:{factory}').")
 
 
 def load_policy(spec: str):

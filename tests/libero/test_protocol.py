@@ -113,9 +113,11 @@ def test_a_bad_policy_is_one_line_before_any_worker(tmp_path, capsys, policy, me
         run = tmp_path / "run"
         fake_run(tmp_path, [])
         policy, message = f"checkpoint:{run}", message.replace("RUN", str(run))
+    from lara.cli import main as lara_main
+
     out = tmp_path / "eval"
-    assert cli.main(["libero", "--policy", policy, "--suite", "object", "--tasks", "0", "--trials", "1",
-                     "--out", str(out)]) == 2
+    assert lara_main(["eval", "libero", "--policy", policy, "--suite", "object", "--tasks", "0", "--trials", "1",
+                      "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and message in error and not out.exists()
 

@@ -188,7 +188,7 @@ def test_openpi_libero_client_observation_keys_are_served(server_factory):
 
 def test_serve_picks_the_vla_of_a_run_folder_or_names_the_folder_to_pass(tmp_path, capsys):
     from lara.policy import find_vla_dir
-    from lara.real_robot.server import main as serve_main
+    from lara.cli import main as lara_main
     from lara.vla.presets import tiny_token_vla
 
     run = tmp_path / "run"
@@ -213,6 +213,6 @@ def test_serve_picks_the_vla_of_a_run_folder_or_names_the_folder_to_pass(tmp_pat
 
     assert isinstance(load_policy(run), TokenVLAPolicy)  # what `lara serve --checkpoint RUN` serves
     capsys.readouterr()
-    assert serve_main(["--checkpoint", str(tmp_path / "empty")]) == 2
+    assert lara_main(["serve", "--checkpoint", str(tmp_path / "empty")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "holds no config.json" in error and "RUN/final/vla" in error

@@ -1,0 +1,21 @@
+"""Errors that are the user's input, not a bug in LARA.
+
+The `lara` commands end such an error on one line (`lara train: error: ...`) with exit status 2; any other
+exception is a bug and keeps its traceback. `InputError` is also a ValueError and `MissingPath` a
+FileNotFoundError, so code that catches the builtin types keeps working. Pure Python: the light parts
+(the HDF5 writer under the system interpreter) import it without torch.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the person running a command: a config, a flag, a path or a data file."""
+
+
+class InputError(UserError, ValueError):
+    """A value the user gave is wrong: a config key or value, a command-line flag, a task name, a data file."""
+
+
+class MissingPath(UserError, FileNotFoundError):
+    """A path the user gave does not exist or lacks the files it must hold."""
