@@ -15,7 +15,9 @@ Observation keys are those of `lara.policy` (`agentview_rgb` uint8 [H, W, 3] req
 optional), or those openpi's LIBERO example client (examples/libero/main.py) sends: `observation/image`
 and `observation/wrist_image` (uint8, upright, 224 px there), `observation/state` float [8] = end-effector
 position (3), axis-angle (3) and gripper qpos (2), and `prompt` for `instruction`. The policy is reset when a connection
-sends its first observation, when the instruction changes, and when the observation has `reset: True`.
+sends its first observation, when the instruction changes, when the observation has `reset: True`, and
+after openpi's `episode_start` control frame (`{"__ctrl__": ...}` frames are acknowledged with
+`{"__ack__": ...}` as openpi's server does; its LIBERO client sends one before and after each episode).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ REQUIRED_KEYS = ("agentview_rgb",)
 # openpi's LIBERO client keys -> ours; its state is the concatenation of these (examples/libero/main.py)
 OPENPI_IMAGES = {"observation/image": "agentview_rgb", "observation/wrist_image": "eye_in_hand_rgb"}
 OPENPI_STATE, OPENPI_STATE_PARTS = "observation/state", (("ee_pos", 3), ("ee_ori", 3), ("gripper_qpos", 2))
+CONTROL_KEY = "__ctrl__"  # openpi's episode_start / episode_end frames
 
 
 class ObservationError(ValueError):
@@ -151,6 +154,15 @@ class PolicyServer:
             session.instruction = obs["instruction"]
         return {"actions": check_actions(self.policy.act(obs))}
 
+    def control(self, session: _Session, message: dict) -> dict:
+        """openpi's control frames (its LIBERO client sends `episode_start` / `episode_end` around each
+        episode): acknowledged as openpi's server does; an episode start resets the policy on the next
+        observation even when the instruction is the same."""
+        kind = message[CONTROL_KEY]
+        if kind == "episode_start":
+            session.instruction = None
+        return {"__ack__": kind if kind in ("episode_start", "episode_end") else "ignored"}
+
     async def handle(self, websocket: ServerConnection) -> None:
         session = _Session()
         loop = asyncio.get_running_loop()
@@ -164,6 +176,9 @@ class PolicyServer:
             start = time.monotonic()
             try:
                 obs = wire.unpackb(frame)
+                if isinstance(obs, dict) and CONTROL_KEY in obs:  # episode framing, not an observation
+                    await websocket.send(wire.packb(self.control(session, obs)))
+                    continue
                 infer_start = time.monotonic()
                 reply = await loop.run_in_executor(self._executor, self.infer, session, obs)
                 timing = {"infer_ms": (time.monotonic() - infer_start) * 1000.0}

@@ -216,3 +216,31 @@ def test_serve_picks_the_vla_of_a_run_folder_or_names_the_folder_to_pass(tmp_pat
     assert lara_main(["serve", "--checkpoint", str(tmp_path / "empty")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "holds no config.json" in error and "RUN/final/vla" in error
+
+
+def test_openpi_episode_control_frames_are_acknowledged(server_factory):
+    """openpi's LIBERO client (examples/libero/main.py) calls episode_start / episode_end around each episode:
+    frames {"__ctrl__": ...} that its client expects a packed reply to (a text frame raises there)."""
+    from openpi_client import msgpack_numpy
+
+    policy = TinyMLPPolicy()
+    server = server_factory(policy)
+    packer = msgpack_numpy.Packer()
+    with connect(f"ws://127.0.0.1:{server.port}", max_size=None) as ws:
+        msgpack_numpy.unpackb(ws.recv())  # metadata
+
+        def call(message):
+            ws.send(packer.pack(message))
+            reply = ws.recv()
+            assert not isinstance(reply, str), reply
+            return msgpack_numpy.unpackb(reply)
+
+        start = {"__ctrl__": "episode_start", "__experiment__": "libero_object", "__task__": "pick up the cup",
+                 "__episode_id__": 0}
+        assert call(start) == {"__ack__": "episode_start"}
+        assert call(observation())["actions"].shape == (4, 7)
+        assert call({"__ctrl__": "episode_end", "__success__": False}) == {"__ack__": "episode_end"}
+        assert call({**start, "__episode_id__": 1}) == {"__ack__": "episode_start"}
+        call(observation())  # same instruction, new episode: the policy is reset again
+        assert policy.instructions == ["pick up the cup", "pick up the cup"]
+        assert call({"__ctrl__": "something_else"}) == {"__ack__": "ignored"}
