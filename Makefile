@@ -39,6 +39,9 @@ test-core-tf440: export OMP_NUM_THREADS = 1
 test-core-tf440: $(VENV_TF440)/.installed
 	$(VENV_TF440)/bin/python -m pytest -q -m tf440 tests/core -p no:cacheprovider
 
+# The same cap for the demo (its training ran at 8 s/step beside other load without it); OMP_NUM_THREADS=N make demo
+# gives it more.
+demo: export OMP_NUM_THREADS ?= 1
 demo: system-deps $(VENV)/.installed
 	$(VENV)/bin/lara demo
 

@@ -8,6 +8,7 @@ presets and keys get a "did you mean".
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,6 +73,14 @@ class TrainConfig(_Strict):
         if self.checkpoint_every % self.log_every:
             raise ValueError(f"train.checkpoint_every ({self.checkpoint_every}) must be a multiple of train.log_every "
                              f"({self.log_every}), so a resumed run logs the same averages as an uninterrupted one")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> TrainConfig:
+        if self.warmup_steps > self.steps:  # legal (a run may be resumed with more steps), rarely meant
+            warnings.warn(f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}: the learning rate "
+                          f"only reaches {self.steps / self.warmup_steps:.2g} x train.lr by the end; lower "
+                          "train.warmup_steps or raise train.steps", UserWarning, stacklevel=2)
         return self
 
 

@@ -103,7 +103,8 @@ def training_overrides(args, run: Path) -> list[str]:
     return [f"data.paths=[{args.data}]", f"output_dir={run}", f"train.steps={args.steps}",
             f"train.batch_size={args.batch_size}", f"posttrain.lam_warmup_steps={args.lam_warmup}",
             "train.log_every=10", f"train.checkpoint_every={every}", "train.keep_checkpoints=1",
-            "train.warmup_steps=20", "train.lr=1e-3", "train.wandb.mode=disabled", f"train.seed={args.seed}",
+            f"train.warmup_steps={min(20, args.steps)}", "train.lr=1e-3", "train.wandb.mode=disabled",
+            f"train.seed={args.seed}",
             f"baseline={str(args.baseline).lower()}", f"data.image_size={args.camera_size}",
             f"model.build={{width: 128, layers: 2, image_size: {args.camera_size}, patch_size: 16}}",
             f"lara.lam.image_size={args.camera_size}", "lara.lam.patch_size=16"]

@@ -63,7 +63,7 @@ class LaraModel(nn.Module):
             raise RuntimeError("this LaraModel was detached; use the model lara.detach() returned")
         lara_in = {k: batch.pop(k) for k in LARA_KEYS if k in batch}
         if not self._alignment_enabled:
-            return self.base(**batch)
+            return _attribute_reads(self.base(**batch))
         frames = self._frames(lara_in)
         with capture(self.base.get_submodule(self.layer_name)) as seen:
             out = self.base(**batch)
@@ -227,9 +227,25 @@ def _output_type_with_lara(cls: type) -> type:
     return dataclasses.make_dataclass(cls.__name__, [("lara", Optional[dict], None)], bases=(cls,))
 
 
+class LaraOutput(dict):
+    """A base model's plain-dict output, still a dict, with attribute reads (`out.loss`, `out.lara`) as a
+    transformers ModelOutput has: the README's loop then runs unchanged on a generic model."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"the model's output has no {name!r}; its keys: {sorted(self)}") from None
+
+
+def _attribute_reads(out):
+    return LaraOutput(out) if type(out) is dict else out
+
+
 def _with_lara(out: Mapping, components: dict) -> Mapping:
     if dataclasses.is_dataclass(out):  # a transformers ModelOutput: same type plus the `lara` field
         return _output_type_with_lara(type(out))(**out, lara=components)
+    out = _attribute_reads(out)
     out["lara"] = components
     return out
 

@@ -20,9 +20,12 @@ LIBERO / OpenVLA convention, gripper in [-1, 1] with -1 = open, +1 = close.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from lara.errors import MissingPath
 
 ACTION_DIM = 7
 
@@ -43,3 +46,26 @@ def camera_image(obs: dict[str, Any], key: str) -> np.ndarray:
         given = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"obs['{key}'] must be a uint8 (H, W, 3) image; got {given}")
     return image
+
+
+def find_vla_dir(path: str | Path) -> Path:
+    """The exported VLA folder (one with config.json) that `path` names: the folder itself, or the VLA inside a
+    training run's folders (RUN -> RUN/final/vla; RUN/final and RUN/checkpoints/step_N -> their vla/).
+    Raises MissingPath (a FileNotFoundError) naming the folder to pass when there is none to pick."""
+    path = Path(path)
+    for candidate in (path, path / "vla", path / "final" / "vla"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    if not path.is_dir():
+        raise MissingPath(f"{path} holds no config.json (no such folder); expected a VLA saved by save_pretrained "
+                          "(e.g. RUN/final/vla of a training run) or the run folder RUN.")
+    if (path / "vla" / "adapter_config.json").is_file():
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        raise MissingPath(f"{path / 'vla'} holds a LoRA adapter, not a full VLA (checkpoints keep the adapter; "
+                          f"the final export has it merged): pass {run / 'final' / 'vla'} once the run finished.")
+    steps = sorted(p for p in (path / "checkpoints").glob("step_*") if (p / "vla" / "config.json").is_file())
+    if steps:
+        raise MissingPath(f"{path} has no final export (final/vla: the run has not finished); pass a "
+                          f"checkpoint's VLA instead, e.g. the newest: {steps[-1] / 'vla'}")
+    raise MissingPath(f"{path} holds no config.json, nor vla/config.json or final/vla/config.json; expected a "
+                      "VLA saved by save_pretrained (e.g. RUN/final/vla of a training run) or the run folder RUN.")

@@ -12,8 +12,12 @@ Protocol (openpi's `WebsocketPolicyServer`, so `openpi_client.WebsocketClientPol
 - plain HTTP `GET /healthz` answers 200 "OK".
 
 Observation keys are those of `lara.policy` (`agentview_rgb` uint8 [H, W, 3] required, the others
-optional); openpi's `prompt` is accepted for `instruction`. The policy is reset when a connection
-sends its first observation, when the instruction changes, and when the observation has `reset: True`.
+optional), or those openpi's LIBERO example client (examples/libero/main.py) sends: `observation/image`
+and `observation/wrist_image` (uint8, upright, 224 px there), `observation/state` float [8] = end-effector
+position (3), axis-angle (3) and gripper qpos (2), and `prompt` for `instruction`. The policy is reset when a connection
+sends its first observation, when the instruction changes, when the observation has `reset: True`, and
+after openpi's `episode_start` control frame (`{"__ctrl__": ...}` frames are acknowledged with
+`{"__ack__": ...}` as openpi's server does; its LIBERO client sends one before and after each episode).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +37,8 @@ import websockets
 from websockets.asyncio.server import Request, ServerConnection
 from websockets.asyncio.server import serve as _ws_serve
 
-from lara.policy import ACTION_DIM, Policy
+from lara.errors import MissingPath
+from lara.policy import ACTION_DIM, Policy, find_vla_dir
 from lara.real_robot import wire
 
 logger = logging.getLogger(__name__)
@@ -47,19 +53,50 @@ OBSERVATION_SPEC = {
     "joint_qpos": ((7,), "f"),
 }
 REQUIRED_KEYS = ("agentview_rgb",)
+# openpi's LIBERO client keys -> ours; its state is the concatenation of these (examples/libero/main.py)
+OPENPI_IMAGES = {"observation/image": "agentview_rgb", "observation/wrist_image": "eye_in_hand_rgb"}
+OPENPI_STATE, OPENPI_STATE_PARTS = "observation/state", (("ee_pos", 3), ("ee_ori", 3), ("gripper_qpos", 2))
+CONTROL_KEY = "__ctrl__"  # openpi's episode_start / episode_end frames
 
 
 class ObservationError(ValueError):
     """An observation that does not match `OBSERVATION_SPEC`."""
 
 
+def _from_openpi(obs: dict) -> dict:
+    """openpi's LIBERO observation keys renamed to ours (and its 8-D state split); sending both spellings of
+    one quantity is refused rather than silently resolved."""
+    out = dict(obs)
+    for theirs, ours in OPENPI_IMAGES.items():
+        if theirs in out:
+            if ours in out:
+                raise ObservationError(f"observation has both `{theirs}` (openpi) and `{ours}`; send one of them.")
+            out[ours] = out.pop(theirs)
+    if OPENPI_STATE in out:
+        state = out.pop(OPENPI_STATE)
+        width = sum(n for _, n in OPENPI_STATE_PARTS)
+        if not isinstance(state, np.ndarray) or state.shape != (width,):
+            got = list(state.shape) if isinstance(state, np.ndarray) else type(state).__name__
+            raise ObservationError(f"`{OPENPI_STATE}` must be a numpy array of shape [{width}] (end-effector position 3, "
+                                   f"axis-angle 3, gripper qpos 2, as openpi's LIBERO client sends), got {got}.")
+        start = 0
+        for key, n in OPENPI_STATE_PARTS:
+            if key in out:
+                raise ObservationError(f"observation has both `{OPENPI_STATE}` (openpi) and `{key}`; send one of them.")
+            out[key], start = state[start:start + n], start + n
+    return out
+
+
 def check_observation(obs: Any) -> dict:
-    """Validate one decoded observation; returns it with `instruction` filled from `prompt` if needed."""
+    """Validate one decoded observation (ours or openpi's LIBERO keys); returns it in our keys, with
+    `instruction` filled from `prompt` if needed."""
     if not isinstance(obs, dict):
         raise ObservationError(f"expected an observation dict, got {type(obs).__name__}.")
+    obs = _from_openpi(obs)
     for key in REQUIRED_KEYS:
         if key not in obs:
-            raise ObservationError(f"observation lacks `{key}`; got keys {sorted(map(str, obs))}.")
+            theirs = next(t for t, o in OPENPI_IMAGES.items() if o == key)
+            raise ObservationError(f"observation lacks `{key}` (openpi: `{theirs}`); got keys {sorted(map(str, obs))}.")
     for key, (shape, kind) in OBSERVATION_SPEC.items():
         if key not in obs:
             continue
@@ -117,6 +154,15 @@ class PolicyServer:
             session.instruction = obs["instruction"]
         return {"actions": check_actions(self.policy.act(obs))}
 
+    def control(self, session: _Session, message: dict) -> dict:
+        """openpi's control frames (its LIBERO client sends `episode_start` / `episode_end` around each
+        episode): acknowledged as openpi's server does; an episode start resets the policy on the next
+        observation even when the instruction is the same."""
+        kind = message[CONTROL_KEY]
+        if kind == "episode_start":
+            session.instruction = None
+        return {"__ack__": kind if kind in ("episode_start", "episode_end") else "ignored"}
+
     async def handle(self, websocket: ServerConnection) -> None:
         session = _Session()
         loop = asyncio.get_running_loop()
@@ -130,6 +176,9 @@ class PolicyServer:
             start = time.monotonic()
             try:
                 obs = wire.unpackb(frame)
+                if isinstance(obs, dict) and CONTROL_KEY in obs:  # episode framing, not an observation
+                    await websocket.send(wire.packb(self.control(session, obs)))
+                    continue
                 infer_start = time.monotonic()
                 reply = await loop.run_in_executor(self._executor, self.infer, session, obs)
                 timing = {"infer_ms": (time.monotonic() - infer_start) * 1000.0}
@@ -175,16 +224,24 @@ def serve(policy: Policy, host: str = "0.0.0.0", port: int = 8000, metadata: dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lara serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="policy directory, loaded by lara.vla.load_policy")
+    parser.add_argument("--checkpoint", required=True,
+                        help="the exported VLA (RUN/final/vla), or the run folder RUN, RUN/final or RUN/checkpoints/step_N "
+                             "(the VLA inside is picked)")
     parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (0.0.0.0 = all)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        checkpoint = find_vla_dir(args.checkpoint)
+    except MissingPath as error:  # one line from the dispatcher, exit 2
+        raise MissingPath(f"--checkpoint {error}") from error
+    if checkpoint != Path(args.checkpoint):
+        logger.info("serving the VLA in %s", checkpoint)
     from lara.vla import load_policy  # the model stack is needed only when a checkpoint is served
 
-    policy = load_policy(args.checkpoint)
+    policy = load_policy(checkpoint)
     try:
-        serve(policy, args.host, args.port, metadata={"checkpoint": str(args.checkpoint)})
+        serve(policy, args.host, args.port, metadata={"checkpoint": str(checkpoint)})
     except KeyboardInterrupt:
         pass
     return 0

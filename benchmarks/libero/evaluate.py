@@ -18,6 +18,7 @@ reason) and the evaluation goes on.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import json
@@ -37,28 +38,40 @@ from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.libero.workers import spawn_pool
 from lara.errors import InputError, MissingPath
-from lara.policy import ACTION_DIM
+from lara.policy import ACTION_DIM, find_vla_dir
 
 _WORKER: dict = {}  # per-process state: the policy and the env of the current task
 
 
 def check_policy_spec(spec: str) -> None:
     """What can be checked before workers spawn: the spec's form, a checkpoint folder with its config.json,
-    a policy file that exists; raises naming what was expected (loading itself happens in the workers)."""
+    a policy file or module that exists; raises naming what was expected (loading itself happens in the workers)."""
     if spec == "scripted":
         return
     if spec.startswith("checkpoint:"):
         folder = Path(spec[len("checkpoint:"):])
-        if not (folder / "config.json").is_file():
-            raise MissingPath(f"--policy {spec!r}: {folder} holds no config.json; expected a directory written "
-                                    "by save_pretrained, e.g. checkpoint:RUN/final/vla of a training run.")
+        found = find_vla_dir(folder)  # raises naming the folder to pass
+        if found != folder:  # the protocol checks read RUN/final/recipe.json beside the VLA folder itself
+            raise MissingPath(f"--policy {spec!r}: {folder} holds no config.json; pass the VLA inside it: "
+                              f"--policy checkpoint:{found}")
         return
     module_name, sep, factory = spec.rpartition(":")
     if not sep or not module_name or not factory:
+        close = difflib.get_close_matches(spec, ["scripted"], n=1)
+        hint = " Did you mean 'scripted'?" if close else ""
         raise InputError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
-                         f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.")
-    if module_name.endswith(".py") and not Path(module_name).is_file():
-        raise MissingPath(f"--policy {spec!r}: no Python file at {module_name!r}.")
+                         f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.{hint}")
+    if module_name.endswith(".py"):
+        if not Path(module_name).is_file():
+            raise MissingPath(f"--policy {spec!r}: no Python file at {module_name!r}.")
+        return
+    try:
+        found_module = importlib.util.find_spec(module_name)
+    except ModuleNotFoundError:  # a parent package is missing
+        found_module = None
+    if found_module is None:
+        raise InputError(f"--policy {spec!r}: no module named {module_name!r} on the Python path "
+                         f"(a file needs its path: 'path/to/{module_name.rpartition('.')[2]}.py:{factory}').")
 
 
 def load_policy(spec: str):
@@ -274,7 +287,8 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     for record in run_jobs(jobs, policy, camera_size, seed, workers, threads_per_worker):
         records.append(record)
         bar.update(1)
-        bar.set_postfix(success=f"{100 * np.mean([r['success'] for r in records]):.1f}%")
+        successes = sum(r["success"] for r in records)  # beside tqdm's episodes done/total, rate and ETA
+        bar.set_postfix(success=f"{successes}/{len(records)} ({100 * successes / len(records):.1f}%)")
         if record["failure_reason"]:
             bar.write(f"{record['suite']} task {record['task_id']} trial {record['trial']} failed: "
                       f"{record['failure_reason'].splitlines()[0]}")

@@ -163,7 +163,8 @@ def roll_out(pool, suite: str, starts: dict[int, list[dict]], episodes: int, wor
             found[task]["successes"] += sum(r["success"] for r in result["records"])
             if bar is not None:
                 bar.update(len(result["records"]))
-                bar.set_postfix(successes=sum(min(f["successes"], episodes) for f in found.values()))
+                kept = sum(min(f["successes"], episodes) for f in found.values())
+                bar.set_postfix(kept=f"{kept}/{episodes * len(found)}")  # beside tqdm's done/total, rate and ETA
     return {task: {"meta": f["meta"], "records": [r for offset in sorted(f["records"]) for r in f["records"][offset]]}
             for task, f in found.items()}
 
@@ -292,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of A:B); with --dry-run and --episodes equal to it: the expert's success rate")
     p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
     p.add_argument("--workers", type=int, default=1,
-                   help="spawned worker processes (1 thread each), splitting every task's starts between them")
+                   help="spawned worker processes, splitting every task's starts between them")
+    p.add_argument("--threads-per-worker", type=int, default=1,
+                   help="BLAS/OpenMP/llvmpipe threads in each worker (1: let the workers use the cores)")
     p.add_argument("--seed", type=int, default=0,
                    help="base seed: attempt a of task t is placed with seed*100003 + t*1009 + a")
     p.add_argument("--dry-run", action="store_true",
@@ -308,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
-    for flag in ("episodes", "attempts", "workers"):
+    for flag in ("episodes", "attempts", "workers", "threads_per_worker"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}.")
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
     try:
         init_states = parse_init_states(args.init_states)
     except ValueError as error:
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with spawn_pool(args.workers, 1, _init_worker) as pool:
+    with spawn_pool(args.workers, args.threads_per_worker, _init_worker) as pool:
         with tqdm(total=sum(map(len, starts.values())), desc="expert rollouts", disable=args.no_progress,
                   dynamic_ncols=True) as bar:
             found = roll_out(pool, suite, starts, args.episodes, args.workers, bar)
@@ -351,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
               f"render {r['render_s_per_episode']} s/ep  {r['task_name']}")
     summary = {"suite": suite, "episodes_per_task": args.episodes, "camera_size": args.camera_size,
                "init_states": args.init_states, "max_attempts": max_attempts, "seed": args.seed,
-               "workers": args.workers, "versions": versions(), "wall_s": round(time.time() - start, 1),
+               "workers": args.workers, "threads_per_worker": args.threads_per_worker, "versions": versions(),
+               "wall_s": round(time.time() - start, 1),
                "tasks": results}
     (out / "generation.json").write_text(json.dumps(summary, indent=2))
     return 0 if all(r["successes"] > 0 for r in results) else 1

@@ -130,9 +130,11 @@ class LiberoDataset(torch.utils.data.Dataset):
             try:
                 episodes += self._scan_file(path)
             except (OSError, ValueError, KeyError) as error:  # h5py errors, LiberoFileError, bad JSON attrs
+                message = str(error) if str(path) in str(error) else f"{path}: {error}"  # the path once
                 if not self.config.skip_bad_files:
-                    raise LiberoFileError(f"{error} (set skip_bad_files=True to read the other files)") from error
-                bad.append(f"{path}: {error}")
+                    raise LiberoFileError(f"{message} (to read the other files: data.skip_bad_files=true on the "
+                                          "lara train command line, skip_bad_files=True in Python)") from error
+                bad.append(message)
         if bad:
             warnings.warn(f"skipped {len(bad)} unreadable LIBERO file(s):\n  " + "\n  ".join(bad), stacklevel=3)
         if not episodes:

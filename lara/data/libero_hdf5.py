@@ -74,6 +74,13 @@ def _check_array(name: str, value: Any, shape: tuple, *, kind: str) -> np.ndarra
     return array
 
 
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process umask (set and restored to read it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class LiberoHDF5Writer:
     """Writes demonstrations in the official LIBERO HDF5 layout, atomically.
 
@@ -108,6 +115,7 @@ class LiberoHDF5Writer:
         self.image_compression = image_compression
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.fchmod(fd, new_file_mode())  # mkstemp's 0600 would make generated data private to its writer
         os.close(fd)
         self._tmp_path = Path(tmp)
         try:

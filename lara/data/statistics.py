@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lara.data.libero_hdf5 import new_file_mode
+
 STATISTICS_FILE = "dataset_statistics.json"
 GRIPPER_NOT_NORMALIZED = (True,) * 6 + (False,)  # LIBERO / OpenVLA 7-D actions
 _EPS = 1e-8  # OpenVLA's guard against a zero q99 - q01 range
@@ -94,6 +96,7 @@ def save_statistics(stats: DatasetStatistics, path: str | os.PathLike, dataset_n
     content = json.loads(path.read_text()) if path.is_file() else {}
     content[dataset_name] = stats.to_json()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, new_file_mode())  # not mkstemp's 0600
     with os.fdopen(fd, "w") as handle:
         json.dump(content, handle, indent=2)
     os.replace(tmp, path)

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lara.errors import MissingPath
-from lara.policy import camera_image
+from lara.policy import camera_image, find_vla_dir
 from lara.vla.token_vla import TokenVLA, preprocess_images
 
 
@@ -37,11 +36,9 @@ class TokenVLAPolicy:
 
 
 def load_policy(path: str | Path, device: str | torch.device = "cpu"):
-    """A policy from a directory written by `save_pretrained` (LARA detached: VLA weights only): a pi0
-    (config.json `model_type` 'pi0', e.g. RUN/final/vla of a pi0 run) or a TokenVLA."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise MissingPath(f"{path} holds no config.json: expected a directory written by save_pretrained")
+    """A policy from a directory written by `save_pretrained` (LARA detached: VLA weights only), or a run
+    folder holding one (`find_vla_dir`): a pi0 (config.json `model_type` 'pi0') or a TokenVLA."""
+    path = find_vla_dir(path)
     if json.loads((path / "config.json").read_text()).get("model_type") == "pi0":
         from lara.vla.pi0 import load_pi0_policy
 

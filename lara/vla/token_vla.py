@@ -24,6 +24,10 @@ from lara.vla.tokenizer import IGNORE_INDEX, ActionTokenizer, build_example, col
 
 
 class TokenVLAConfig(PretrainedConfig):
+    """vision_config / text_config: SiglipVisionConfig / LlamaConfig fields. Left out, they are transformers'
+    defaults: a SigLIP-base tower and a 7B Llama-2-sized LLM (4096 wide, 32 layers, 32000 ids), so
+    `TokenVLA(TokenVLAConfig())` allocates about 7B parameters. Small models: `lara.vla.presets.token_vla_config`."""
+
     model_type = "lara_token_vla"
 
     def __init__(

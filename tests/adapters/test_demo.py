@@ -40,3 +40,30 @@ def test_demo_refuses_to_replace_a_folder_that_is_not_its_cache(tmp_path):
     with pytest.raises(FileExistsError, match="not a demo cache"):
         demo.main([*TINY, "--data", str(tmp_path), "--out", str(tmp_path / "demo")])
     assert (tmp_path / "mine.hdf5").read_bytes() == b"user data"
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("3", "3")])
+def test_make_demo_caps_torchs_threads_as_make_test_does(tmp_path, given, expected):
+    """`make demo` runs `lara demo` with OMP_NUM_THREADS=1 unless the caller sets it (a stand-in venv whose
+    `lara` reports its environment; -o system-deps skips the apt step)."""
+    import os
+    import shutil
+    import stat
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    root = Path(__file__).resolve().parents[2]
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    lara_script = venv / "bin" / "lara"
+    lara_script.write_text('#!/bin/sh\necho "OMP_NUM_THREADS=$OMP_NUM_THREADS $*"\n')
+    lara_script.chmod(lara_script.stat().st_mode | stat.S_IXUSR)
+    (venv / ".installed").touch()  # newer than pyproject.toml: nothing to install
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MAKEFLAGS", "MFLAGS")}
+    if given is not None:
+        env["OMP_NUM_THREADS"] = given
+    out = subprocess.run(["make", "--no-print-directory", "-s", "-o", "system-deps", "demo", f"VENV={venv}"],
+                         cwd=root, env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"OMP_NUM_THREADS={expected} demo"

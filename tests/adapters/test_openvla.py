@@ -96,3 +96,26 @@ def test_a_wrong_model_path_says_what_was_expected(demos, tmp_path, make, messag
     make(tmp_path / "model")
     with pytest.raises((FileNotFoundError, ValueError), match=message):
         posttrain.run(openvla_recipe(demos, tmp_path / "run", tmp_path / "model"))
+
+
+def test_image_dependence_runs_on_openvlas_config_layout(standin):
+    """OpenVLAConfig has `image_sizes` and `use_fused_vision_backbone`, no `vision_config`, and OpenVLA's prompt
+    must come from its own Llama tokenizer (saved beside it), not TokenVLA's byte tokens."""
+    from lara.vla.checks import image_dependence
+    from lara.vla.tokenizer import prompt as policy_prompt
+
+    model = load_openvla(standin)
+    del model.config.vision_config  # the stand-in's network is built; its config now reads as OpenVLA's does
+    model.config.image_sizes, model.config.use_fused_vision_backbone = [32, 32], False
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    assert image_dependence(model) > 0
+    expected = AutoProcessor.from_pretrained(standin, trust_remote_code=True, local_files_only=True).tokenizer(
+        policy_prompt("pick up the object"))["input_ids"]
+    assert [call["input_ids"][0].tolist() for call in seen] == [expected, expected]
+    assert seen[0]["pixel_values"].shape == (1, 3, 32, 32)
+    with torch.no_grad():
+        model.projector.fc2.weight.zero_()
+        model.projector.fc2.bias.zero_()
+    with pytest.raises(RuntimeError, match="do not depend on the image"):
+        image_dependence(model)

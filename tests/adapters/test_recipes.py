@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,12 @@ def test_unknown_preset_suggests_the_closest():
 def test_checkpoint_and_log_intervals_must_align(demos, tmp_path):
     with pytest.raises(InputError, match=r"checkpoint_every \(3\) must be a multiple of train.log_every \(2\)"):
         load_recipe("posttrain_token_vla", tiny(demos, tmp_path, steps=3, every=3) + ["train.log_every=2"])
+
+
+def test_a_warmup_longer_than_the_run_warns():
+    with pytest.warns(UserWarning, match=r"train.warmup_steps=50 exceeds train.steps=10: the learning rate only "
+                                         r"reaches 0.2 x train.lr"):
+        load_recipe("posttrain_token_vla", ["train.steps=10", "train.warmup_steps=50"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_recipe("posttrain_token_vla", ["train.steps=10", "train.warmup_steps=10"])

@@ -93,3 +93,19 @@ def test_alignment_disabled_is_the_base_loss(token_vla):
     assert "lara" not in out
     torch.testing.assert_close(out.loss, expected, rtol=0, atol=0)
     assert "lara" in model(**batch)
+
+
+@pytest.mark.tf440
+def test_a_generic_models_dict_output_reads_as_attributes():
+    """The README loop (`out.loss.backward()`, `out.lara`) on a model returning a plain dict."""
+    model = lara.attach(GenericPolicy(), small_config(align=lara.AlignConfig(layer="encoder")))
+    out = model(**generic_batch())
+    assert isinstance(out, dict) and out.loss is out["loss"] and out.lara is out["lara"]
+    assert out.actions.shape == (4, 7)
+    out.loss.backward()
+    assert model.base.head.weight.grad is not None and model.projector.weight.grad is not None
+    with pytest.raises(AttributeError, match=r"has no 'logits'; its keys: \['actions', 'lara', 'loss'\]"):
+        out.logits
+    with model.alignment_disabled():
+        base_only = model(**generic_batch())
+    assert base_only.loss is base_only["loss"] and "lara" not in base_only

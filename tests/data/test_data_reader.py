@@ -217,10 +217,12 @@ def test_truncated_file_named_and_others_still_read(libero_dir, write_file):
     bad = root / "c_demo.hdf5"
     write_file(bad, [10], seed=9)
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size - 4096])
-    with pytest.raises(LiberoFileError, match=r"c_demo.hdf5: cannot be read as HDF5.*skip_bad_files=True"):
+    with pytest.raises(LiberoFileError, match=r"c_demo.hdf5: cannot be read as HDF5.*data.skip_bad_files=true") as error:
         LiberoDataset(paths=root)
-    with pytest.warns(UserWarning, match=r"skipped 1 unreadable LIBERO file\(s\):\n  .*c_demo.hdf5"):
+    assert str(error.value).count(str(bad)) == 1  # the path once
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable LIBERO file\(s\):\n  .*c_demo.hdf5") as caught:
         data = LiberoDataset(paths=root, skip_bad_files=True)
+    assert len(caught) == 1 and str(caught[0].message).count(str(bad)) == 1
     assert {ep.path.name for ep in data.episodes} == {"a_demo.hdf5", "b_demo.hdf5"}
     assert len(data) == 20 + 13 + 25 and data[len(data) - 1]["lam_frames"].shape == (2, 3, 16, 16)
     with pytest.raises(LiberoFileError, match="no readable episodes"), warnings.catch_warnings():

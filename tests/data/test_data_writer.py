@@ -152,3 +152,21 @@ def test_inspect_command(tmp_path, write_file, capsys):
     out, err = capsys.readouterr()
     assert "good_demo.hdf5: 2 demos, 10 steps, 'put the bowl on the plate', images (16, 16, 3) upright" in out
     assert "  demo_1: 4 steps" in out and "junk.hdf5: cannot be read as HDF5" in err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_umasks_mode(tmp_path, write_file, umask):
+    """As `open()` would create them, not mkstemp's 0600 (a generated dataset readable by its group)."""
+    import os
+    import stat
+
+    from lara.data import LiberoDataset
+
+    previous = os.umask(umask)
+    try:
+        write_file(tmp_path / "a_demo.hdf5", [6], seed=1)
+        LiberoDataset(paths=tmp_path).save_statistics(tmp_path / "stats")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "a_demo.hdf5", tmp_path / "stats" / "dataset_statistics.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

@@ -75,3 +75,37 @@ def test_one_and_two_workers_keep_the_same_fresh_placements(tmp_path):
     assert (one["attempts"], one["successes"]) == (two["attempts"], two["successes"])
     assert all("init_state_index" not in e for e in one["episodes"] + two["episodes"])
     assert summaries[1]["workers"] == 2 and summaries[0]["init_states"] == "fresh"
+
+
+def test_progress_shows_rollouts_done_kept_rate_and_eta():
+    import io
+    import re
+
+    from tqdm import tqdm
+
+    starts = {task: generate.task_starts(None, task, seed=0, attempts=12) for task in (0, 1)}
+    text = io.StringIO()
+    with ThreadPoolExecutor(2) as pool, tqdm(total=24, file=text, mininterval=0, ascii=True) as bar:
+        found = generate.roll_out(pool, "libero_object", starts, episodes=4, workers=2, bar=bar, run_chunk=fake_chunk)
+    tried = sum(len(f["records"]) for f in found.values())
+    last = text.getvalue().split("\r")[-1]
+    assert f"{tried}/{tried}" in last and "kept=8/8" in last and "it/s" in last  # unneeded starts left the total
+    assert any(re.search(r"<\d\d:\d\d", line) for line in text.getvalue().split("\r"))  # elapsed<remaining: the ETA
+
+
+def test_threads_per_worker_reaches_the_generation_workers(tmp_path, monkeypatch):
+    """README: every generated episode runs in a worker whose thread pools --threads-per-worker sets."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spawn_pool(workers, threads, initializer, initargs=()):
+        seen.append((workers, threads))
+        raise Stop
+
+    monkeypatch.setattr(generate, "spawn_pool", spawn_pool)
+    with pytest.raises(Stop):
+        generate.main(["generate", "--suite", "object", "--tasks", "1", "--episodes", "1", "--workers", "2",
+                       "--threads-per-worker", "3", "--out", str(tmp_path)])
+    assert seen == [(2, 3)]

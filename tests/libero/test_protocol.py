@@ -101,6 +101,27 @@ def test_camera_size_defaults_to_the_training_size_and_warns_when_it_differs(tmp
     assert policy_image_size("scripted") is None
 
 
+@pytest.mark.parametrize("policy, message", [
+    ("scriptd", "Did you mean 'scripted'?"),
+    ("no_such_module:make_policy", "no module named 'no_such_module' on the Python path"),
+    ("lara.no_such:make_policy", "no module named 'lara.no_such'"),
+    ("RUN", "pass the VLA inside it: --policy checkpoint:RUN/final/vla"),
+])
+def test_a_bad_policy_is_one_line_before_any_worker(tmp_path, capsys, policy, message):
+    """Before the check these died in a worker's initializer, ending in BrokenProcessPool."""
+    if policy == "RUN":
+        run = tmp_path / "run"
+        fake_run(tmp_path, [])
+        policy, message = f"checkpoint:{run}", message.replace("RUN", str(run))
+    from lara.cli import main as lara_main
+
+    out = tmp_path / "eval"
+    assert lara_main(["eval", "libero", "--policy", policy, "--suite", "object", "--tasks", "0", "--trials", "1",
+                      "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error and not out.exists()
+
+
 def test_a_missing_checkpoint_is_one_error_before_any_worker(tmp_path, capsys):
     spec = f"checkpoint:{tmp_path / 'nowhere'}"
     argv = ["eval", "libero", "--policy", spec, "--suite", "object", "--out", str(tmp_path / "eval")]
@@ -125,3 +146,22 @@ def test_bad_eval_arguments_are_refused_before_any_output_folder(tmp_path, capsy
     error = capsys.readouterr().err
     assert error.startswith("lara eval: error: ") and message in error and "Traceback" not in error
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_progress_bar_shows_episodes_done_and_the_running_success_rate(tmp_path, monkeypatch, capsys):
+    """Episodes stand in for the workers' (run_jobs); the bar is what `lara eval` prints while they finish."""
+    from lara.benchmarks.libero import evaluate as evaluation
+
+    def run_jobs(jobs, *args):
+        for index, (suite, task, trial, _, _) in enumerate(jobs):
+            yield {"suite": suite, "task_id": task, "task_name": "t", "instruction": "i", "trial": trial,
+                   "init_state": trial, "success": index != 1, "steps": 5, "env_steps": 15, "seconds": 0.1,
+                   "cpu_seconds": 0.1, "failure_reason": None, "video": None, "worker_pid": 1,
+                   "worker_startup_s": 0.1, "env_build_s": 0.1}
+
+    monkeypatch.setattr(evaluation, "run_jobs", run_jobs)
+    results = evaluation.evaluate("scripted", ["object"], tmp_path / "eval", tasks=[0], trials=3, video=False)
+    assert results["tasks"][0]["successes"] == 2
+    frames = capsys.readouterr().err.split("\r")
+    assert any("1/3" in f and "success=1/1 (100.0%)" in f for f in frames)
+    assert any("3/3" in f and "success=2/3 (66.7%)" in f for f in frames)

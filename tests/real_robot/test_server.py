@@ -148,3 +148,99 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_openpi_libero_client_observation_keys_are_served(server_factory):
+    """The element openpi's examples/libero/main.py builds (rotated, resize_with_pad to 224, 8-D state, prompt),
+    sent by the real openpi client, reaches the policy in our keys."""
+    from openpi_client import image_tools
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    class Recording(TinyMLPPolicy):
+        def act(self, obs):
+            self.seen = obs
+            return super().act(obs)
+
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)  # LIBERO's 256 px render
+    img = image_tools.convert_to_uint8(image_tools.resize_with_pad(np.ascontiguousarray(raw[::-1, ::-1]), 224, 224))
+    wrist = image_tools.convert_to_uint8(image_tools.resize_with_pad(raw, 224, 224))
+    state = np.array([0.4, 0.1, 0.3, 3.1, 0.0, 0.2, 0.04, -0.04])  # eef pos, axis-angle, gripper qpos
+    element = {"observation/image": img, "observation/wrist_image": wrist, "observation/state": state,
+               "prompt": "put the bowl on the plate"}
+    policy = Recording()
+    client = WebsocketClientPolicy("127.0.0.1", server_factory(policy).port)
+    reply = client.infer(element)
+    assert reply["actions"].shape == (4, 7)
+    seen = policy.seen
+    np.testing.assert_array_equal(seen["agentview_rgb"], img)
+    np.testing.assert_array_equal(seen["eye_in_hand_rgb"], wrist)
+    np.testing.assert_array_equal(np.concatenate([seen["ee_pos"], seen["ee_ori"], seen["gripper_qpos"]]), state)
+    assert policy.instructions == ["put the bowl on the plate"] and not any(k.startswith("observation/") for k in seen)
+    np.testing.assert_allclose(reply["actions"], TinyMLPPolicy().act(observation(agentview_rgb=img, ee_pos=state[:3])),
+                               rtol=1e-6)
+    for bad, message in [({**element, "observation/state": state[:7]}, "must be a numpy array of shape [8]"),
+                         ({**element, "agentview_rgb": img}, "both `observation/image` (openpi) and `agentview_rgb`"),
+                         ({"prompt": "x"}, "lacks `agentview_rgb` (openpi: `observation/image`)")]:
+        with pytest.raises(RuntimeError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            client.infer(bad)
+
+
+def test_serve_picks_the_vla_of_a_run_folder_or_names_the_folder_to_pass(tmp_path, capsys):
+    from lara.policy import find_vla_dir
+    from lara.cli import main as lara_main
+    from lara.vla.presets import tiny_token_vla
+
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step_000002"
+    tiny_token_vla().save_pretrained(step / "vla")
+    assert find_vla_dir(step) == step / "vla" and find_vla_dir(step / "vla") == step / "vla"
+    for unfinished in (run, run / "final"):
+        with pytest.raises(FileNotFoundError, match="has no final export") if unfinished == run else \
+                pytest.raises(FileNotFoundError, match="no such folder"):
+            find_vla_dir(unfinished)
+    with pytest.raises(FileNotFoundError, match=f"pass a checkpoint's VLA instead, e.g. the newest: {step / 'vla'}"):
+        find_vla_dir(run)
+    tiny_token_vla().save_pretrained(run / "final" / "vla")
+    assert find_vla_dir(run) == find_vla_dir(run / "final") == run / "final" / "vla"
+
+    lora = run / "checkpoints" / "step_000004" / "vla"
+    lora.mkdir(parents=True)
+    (lora / "adapter_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=f"holds a LoRA adapter.*pass {run / 'final' / 'vla'}"):
+        find_vla_dir(lora.parent)
+    from lara.vla import TokenVLAPolicy, load_policy
+
+    assert isinstance(load_policy(run), TokenVLAPolicy)  # what `lara serve --checkpoint RUN` serves
+    capsys.readouterr()
+    assert lara_main(["serve", "--checkpoint", str(tmp_path / "empty")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "holds no config.json" in error and "RUN/final/vla" in error
+
+
+def test_openpi_episode_control_frames_are_acknowledged(server_factory):
+    """openpi's LIBERO client (examples/libero/main.py) calls episode_start / episode_end around each episode:
+    frames {"__ctrl__": ...} that its client expects a packed reply to (a text frame raises there)."""
+    from openpi_client import msgpack_numpy
+
+    policy = TinyMLPPolicy()
+    server = server_factory(policy)
+    packer = msgpack_numpy.Packer()
+    with connect(f"ws://127.0.0.1:{server.port}", max_size=None) as ws:
+        msgpack_numpy.unpackb(ws.recv())  # metadata
+
+        def call(message):
+            ws.send(packer.pack(message))
+            reply = ws.recv()
+            assert not isinstance(reply, str), reply
+            return msgpack_numpy.unpackb(reply)
+
+        start = {"__ctrl__": "episode_start", "__experiment__": "libero_object", "__task__": "pick up the cup",
+                 "__episode_id__": 0}
+        assert call(start) == {"__ack__": "episode_start"}
+        assert call(observation())["actions"].shape == (4, 7)
+        assert call({"__ctrl__": "episode_end", "__success__": False}) == {"__ack__": "episode_end"}
+        assert call({**start, "__episode_id__": 1}) == {"__ack__": "episode_start"}
+        call(observation())  # same instruction, new episode: the policy is reset again
+        assert policy.instructions == ["pick up the cup", "pick up the cup"]
+        assert call({"__ctrl__": "something_else"}) == {"__ack__": "ignored"}
