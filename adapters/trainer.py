@@ -187,9 +187,24 @@ class Trainer:
                                            collate_fn=self.collate, num_workers=cfg.num_workers,
                                            persistent_workers=False, generator=torch.Generator().manual_seed(cfg.seed))
 
+    def _set_aside_earlier_checkpoints(self) -> None:
+        """Starting over (`train.resume=false`) in a folder with checkpoints: move them to checkpoints.earlier-N.
+        Left in place, an earlier run's higher steps would outrank the new run's, in pruning (which would delete
+        the new ones) and in the next resume (which would continue the earlier run)."""
+        acc, root = self.accelerator, self.checkpoint_root
+        if acc.is_main_process:
+            n = 1
+            while root.with_name(f"{root.name}.earlier-{n}").exists():
+                n += 1
+            root.rename(root.with_name(f"{root.name}.earlier-{n}"))
+            acc.print(f"train.resume=false: the earlier checkpoints are kept in {root.name}.earlier-{n}")
+        acc.wait_for_everyone()
+
     def fit(self) -> Path:
         """Train to `cfg.steps` (resuming when a checkpoint exists); returns the last checkpoint."""
         acc, cfg = self.accelerator, self.cfg
+        if not cfg.resume and ckpt.checkpoints(self.checkpoint_root):
+            self._set_aside_earlier_checkpoints()
         resume_from = ckpt.latest_intact(self.checkpoint_root) if cfg.resume else None
         if resume_from is not None:
             self.load_checkpoint(resume_from)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lara import cli
-from lara.adapters import posttrain
+from lara.adapters import checkpoints, posttrain
 from lara.adapters.config import load_recipe
 from lara.adapters.metrics import read_metrics
 from lara.adapters.run_folder import differences
@@ -134,3 +134,19 @@ def test_resume_false_starts_an_unfinished_run_over_under_any_config(demos, tmp_
     assert "resumed from" not in capsys.readouterr().out
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4]
     assert json.loads((run / "final" / "recipe.json").read_text())["train"]["lr"] == 1e-3
+
+
+def test_starting_over_sets_the_earlier_checkpoints_aside(demos, tmp_path, capsys):
+    """An earlier run's step 4 left beside a restarted 2-step run would outrank it: in pruning and on resume."""
+    run = tmp_path / "run"
+    overrides = tiny(demos, run, steps=4)
+    posttrain.run(load_recipe("posttrain_token_vla", overrides))
+    shutil.rmtree(run / "final")  # unfinished as far as the folder tells: a start-over is allowed
+    earlier = {p.name: (p / "trainer_state.json").read_bytes() for p in (run / "checkpoints").iterdir()}
+    restart = overrides + ["train.steps=2", "train.resume=false"]
+    posttrain.run(load_recipe("posttrain_token_vla", restart))
+    assert "kept in checkpoints.earlier-1" in capsys.readouterr().out
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002"]
+    kept = run / "checkpoints.earlier-1"
+    assert {p.name: (p / "trainer_state.json").read_bytes() for p in kept.iterdir()} == earlier  # nothing lost
+    assert checkpoints.latest_intact(run / "checkpoints").name == "step_000002"  # what a resume picks
