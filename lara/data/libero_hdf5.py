@@ -33,12 +33,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .episodes import SourceError
+
 IMAGE_CONVENTION_UPRIGHT = "opencv"  # what this writer stores
 IMAGE_CONVENTION_UPSIDE_DOWN = "opengl"  # official LIBERO files (also assumed when the attr is absent)
 CAMERA_KEYS = ("agentview_rgb", "eye_in_hand_rgb")
 
 
-class LiberoFileError(ValueError):
+class LiberoFileError(SourceError):
     """A LIBERO HDF5 file, or data given to the writer, does not match the expected layout."""
 
 

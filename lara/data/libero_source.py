@@ -85,12 +85,12 @@ class LiberoSource:
         self._files: dict[Path, h5py.File] = {}
 
     def episodes(self) -> list[Episode]:
-        return list(self._episodes)
+        return [Episode(**fields, reader=self) for fields in self._episodes]
 
     def statistics(self):
         return None
 
-    def _scan_file(self, path: Path) -> list[Episode]:
+    def _scan_file(self, path: Path) -> list[dict]:
         out = []
         with open_libero_hdf5(path) as handle:
             instruction, upside_down = read_instruction(handle, path), images_upside_down(handle)
@@ -121,9 +121,10 @@ class LiberoSource:
                     actions = _read_array(demo, "actions", (T, 7), where, hint)
                     states = np.concatenate([_read_array(obs, "ee_states", (T, 6), f"{where}/obs", hint),
                                              _read_array(obs, "gripper_states", (T, 2), f"{where}/obs", hint)], 1)
-                out.append(Episode(source=where, path=path, key=(path, name, upside_down), length=T, fps=None,
-                                   instruction=instruction, cameras=self.cameras, actions=actions, states=states,
-                                   reader=self))
+                # fields, not Episodes: an Episode references its reader, and a reader holding its
+                # episodes would be a cycle that keeps the files open until the garbage collector runs
+                out.append(dict(source=where, path=path, key=(path, name, upside_down), length=T, fps=None,
+                                instruction=instruction, cameras=self.cameras, actions=actions, states=states))
         return out
 
     def _handle(self, path: Path) -> h5py.File:
