@@ -191,7 +191,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         return len(self._t_of)
 
     def _frames(self, episode_index: int, camera: str, times: list[int]) -> torch.Tensor:
-        """uint8 [len(times), 3, H, W], upright, centre-cropped (with `crop`) and resized."""
+        """uint8 [len(times), 3, H, W], upright, centre-cropped (with `crop`) and resized (a view, maybe strided)."""
         frames = self.episodes[episode_index].frames(camera, times)  # (N, H, W, 3)
         frames = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (N, 3, H, W)
         size = self.config.image_size
@@ -202,7 +202,7 @@ class LiberoDataset(torch.utils.data.Dataset):
             if tuple(frames.shape[-2:]) != size:
                 frames = F.interpolate(frames.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
                 frames = frames.round().clamp(0, 255).to(torch.uint8)
-        return frames.contiguous()
+        return frames  # a channels-first view when not resized: the collate's stack makes the one copy
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):

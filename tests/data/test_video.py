@@ -133,3 +133,9 @@ def test_mixture_weights_with_libero_demos(video_dir, libero_dir):
     assert from_videos == round(len(data) * 90 * 2 / (58 + 90 * 2))  # twice the share of its size
     batch = torch.utils.data.default_collate([data[i] for i in order[:8]])
     assert batch["lam_frames"].shape == (8, 2, 3, 16, 16)
+
+
+def test_samples_survive_the_reuse_of_their_windows_buffer(video_dir):
+    data = LiberoDataset(paths=video_dir, frame_gap=3, window=10)
+    kept = [data[i] for i in (0, 15, 35, 61, 75, 5)]  # windows of both videos, more than the cache holds
+    assert [markers(s) for s in kept] == [(0, 3), (15, 18), (35, 38), (1, 4), (15, 18), (5, 8)]
