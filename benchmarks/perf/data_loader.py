@@ -4,7 +4,9 @@
 
 Writes the same synthetic episodes (a textured scene panning, `--size` px, `--fps`) once as LIBERO HDF5
 (the project's writer: gzip, one chunk per frame) and once as H.264 mp4 (PyAV, keyframe every `--gop`
-frames), then, in this one process (= one DataLoader worker), times in interleaved rounds (median):
+frames), then, in this one process (= one DataLoader worker), counts per CPU second of the process (all
+its threads: other load on the machine bends the figures less than wall time would), in interleaved
+rounds (medians):
   hdf5        LiberoDataset samples over the HDF5 files, in EpochShuffleSampler order;
   mp4_window  the same samples over the mp4 files in the window-by-window order the trainer uses;
   mp4_random  over the mp4 files in a plain random order with window=1 (each pair decoded on its own);
@@ -61,7 +63,7 @@ def write_sources(root: Path, args) -> tuple[Path, Path]:
 
 
 def pairs_per_second(data: LiberoDataset, order: list[int], seconds: float) -> float:
-    """Samples read per second, walking `order` (cyclically) for about `seconds`."""
+    """Samples read per CPU second, walking `order` (cyclically) for about `seconds` of CPU time."""
     count, start = 0, time.process_time()
     while time.process_time() - start < seconds:
         for index in order[count % len(order):][:64]:
@@ -71,7 +73,7 @@ def pairs_per_second(data: LiberoDataset, order: list[int], seconds: float) -> f
 
 
 def raw_decode_rate(files: list[Path], seconds: float) -> float:
-    """Frames per second PyAV decodes the files in sequence, to RGB arrays, nothing else."""
+    """Frames per CPU second PyAV decodes the files in sequence, to RGB arrays, nothing else."""
     import av
 
     count, start = 0, time.process_time()
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         # the ratio of each round's adjacent measurements, then the median: robust to load drifting between rounds
         ratio = float(np.median(np.array(measured["mp4_window"]) / np.array(measured["raw"])))
     print(f"{args.videos} episodes x {args.frames} frames, {args.size} px, k={args.frame_gap}, gop={args.gop}, "
-          f"window={args.window}, one process, torch threads 1")
+          f"window={args.window}, one process, torch threads 1, per CPU second")
     print(f"data_loader hdf5={rates['hdf5']:.1f} mp4_window={rates['mp4_window']:.1f} "
           f"mp4_random={rates['mp4_random']:.1f} raw={rates['raw']:.1f} "
           f"ratio={ratio:.2f}")

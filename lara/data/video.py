@@ -114,7 +114,7 @@ class VideoSource:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._containers: OrderedDict = OrderedDict()
-        self._windows: OrderedDict = OrderedDict()  # key -> (first native frame, buffer, frames in it)
+        self._windows: OrderedDict = OrderedDict()  # key -> (first native frame, buffer, converted [n] bool)
         self._spare: list[np.ndarray] = []  # buffers of evicted windows
 
     def episodes(self) -> list[Episode]:
@@ -135,14 +135,15 @@ class VideoSource:
         native = [self._native_index(key, i) for i in indices]
         lo, hi = min(native), max(native)
         cached = self._windows.get(key)
-        if cached is None or not (cached[0] <= lo and hi < cached[0] + cached[2]):
+        if cached is None or not (cached[0] <= lo and hi < cached[0] + len(cached[2])
+                                  and cached[2][np.asarray(native) - cached[0]].all()):
             native_fps, native_length = self._native[key][:2]
             window = self.window if self.fps is None else max(1, round(self.window * native_fps / self.fps))
             start = (lo // window) * window  # aligned, so every sample of the window hits the same decode
             stop = min(native_length, max(hi + 1, start + window + (hi - lo)))
             if key in self._windows:
                 self._spare.append(self._windows.pop(key)[1])
-            cached = (start, self._decode(key, start, stop), stop - start)
+            cached = (start, *self._decode(key, start, stop, window, hi - lo))
             self._windows[key] = cached
             while len(self._windows) > _CACHED_WINDOWS:
                 self._spare.append(self._windows.popitem(last=False)[1][1])
@@ -168,9 +169,10 @@ class VideoSource:
         self._spare = self._spare[-_CACHED_WINDOWS:]
         return np.empty((-(-frames // 32) * 32, *shape), dtype=np.uint8)  # rounded up: fits the next windows too
 
-    def _decode(self, key: int, start: int, stop: int) -> np.ndarray:
-        """Native frames [start, stop) into a buffer (uint8 [>= stop - start, H, W, 3]), decoded from the
-        keyframe before start."""
+    def _decode(self, key: int, start: int, stop: int, window: int, gap: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode native frames [start, stop) from the keyframe before start; convert to RGB those the
+        window's pairs can ask for (o_t for t in [start, start + window), o_{t+gap}), as uint8 [H, W, 3]
+        into a buffer (>= stop - start frames). Returns (buffer, converted: bool [stop - start])."""
         import av
 
         file = self._records[key]["path"]
@@ -188,7 +190,7 @@ class VideoSource:
                     first = index if first is None else first
                     if index >= stop:
                         break
-                    if index >= start:
+                    if index >= start and (index - start < window or 0 <= index - start - gap < window):
                         image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
                         if buffer is None:
                             buffer = self._buffer(stop - start, image.shape)
@@ -200,11 +202,14 @@ class VideoSource:
             if bad is not None:
                 bad.close()
             raise SourceError(f"{file}: decoding frames {start}..{stop - 1} failed: {error}") from error
-        missing = (start + np.flatnonzero(~decoded)).tolist()
+        offsets = np.arange(stop - start)
+        wanted = (offsets < window) | ((offsets >= gap) & (offsets - gap < window))
+        missing = (start + np.flatnonzero(wanted & ~decoded)).tolist()
         if missing:
             raise SourceError(f"{file}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be "
-                              f"decoded (truncated or corrupt video?); decoded {int(decoded.sum())} of {stop - start}.")
-        return buffer
+                              f"decoded (truncated or corrupt video?); decoded {int(decoded.sum())} of "
+                              f"{int(wanted.sum())}.")
+        return buffer, decoded
 
     def close(self) -> None:
         for container in self._containers.values():

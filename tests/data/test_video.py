@@ -102,8 +102,8 @@ def test_window_order_decodes_each_window_once(video_dir, monkeypatch):
     source = data.sources[0]
     decodes = []
     original = source._decode
-    monkeypatch.setattr(source, "_decode", lambda key, start, stop: decodes.append((key, start)) or
-                        original(key, start, stop))
+    monkeypatch.setattr(source, "_decode", lambda key, start, *rest: decodes.append((key, start)) or
+                        original(key, start, *rest))
     for index in order:
         sample = data[index]
         assert markers(sample)[0] == sample["frame_index"]
@@ -139,3 +139,14 @@ def test_samples_survive_the_reuse_of_their_windows_buffer(video_dir):
     data = LiberoDataset(paths=video_dir, frame_gap=3, window=10)
     kept = [data[i] for i in (0, 15, 35, 61, 75, 5)]  # windows of both videos, more than the cache holds
     assert [markers(s) for s in kept] == [(0, 3), (15, 18), (35, 38), (1, 4), (15, 18), (5, 8)]
+
+
+def test_random_access_with_window_1_converts_only_the_pair(video_dir):
+    data = LiberoDataset(paths=video_dir, frame_gap=7, window=1)
+    for index in torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()[:30]:
+        sample = data[index]
+        t, last = sample["frame_index"], data.episodes[sample["episode_index"]].length - 1
+        assert markers(sample) == (t, min(t + 7, last))
+    source = data.sources[0]
+    start, _, converted = source._windows[next(reversed(source._windows))]
+    assert converted.sum() <= 2  # o_t and o_t+k, not the frames between them
