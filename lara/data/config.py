@@ -109,8 +109,10 @@ class LiberoDataConfig(BaseModel):
 
     @property
     def sources(self) -> list[SourceSpec]:
-        """`paths` as SourceSpec entries (a plain path is a spec with its format recognised from disk)."""
-        return [p if isinstance(p, SourceSpec) else SourceSpec(path=p) for p in self.paths]
+        """`paths` as SourceSpec entries (a plain path is a spec with its format recognised from disk; dicts
+        can arrive unvalidated through `model_copy(update=...)`)."""
+        return [p if isinstance(p, SourceSpec) else SourceSpec.model_validate(p) if isinstance(p, dict)
+                else SourceSpec(path=p) for p in self.paths]
 
     @field_validator("paths", mode="before")
     @classmethod

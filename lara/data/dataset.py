@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import LiberoDataConfig, SourceSpec
-from .episodes import Episode, EpisodeSource, SourceError, open_source
+from .episodes import Episode, EpisodeSource, SourceError, detect_format, open_source
 from .libero_source import resolve_files  # noqa: F401  (kept importable from here for older callers)
 from .sampler import window_order
 from .statistics import (
@@ -65,8 +65,10 @@ class LiberoDataset(torch.utils.data.Dataset):
         if config is not None and fields:
             raise TypeError("pass either a LiberoDataConfig or its fields as keywords, not both.")
         self.config = config if config is not None else LiberoDataConfig(**fields)
-        specs = [p if isinstance(p, SourceSpec) else SourceSpec(path=p) for p in self.config.paths]
-        self.sources: list[EpisodeSource] = [open_source(spec.path, spec.format, **self._options(spec)) for spec in specs]
+        specs = self.config.sources
+        formats = [spec.format or detect_format(spec.path) for spec in specs]
+        self.sources: list[EpisodeSource] = [open_source(spec.path, format, **self._options(spec, format))
+                                             for spec, format in zip(specs, formats)]
         self.episodes: list[Episode] = []
         self._source_of: list[int] = []  # episode -> index into self.sources
         for index, source in enumerate(self.sources):
@@ -98,14 +100,12 @@ class LiberoDataset(torch.utils.data.Dataset):
     # ---------------------------------------------------------------------------------------------
     # Building the index
 
-    def _options(self, spec: SourceSpec) -> dict:
+    def _options(self, spec: SourceSpec, format: str) -> dict:
         """The reader options of this config for one source (each reader takes only its own)."""
-        from .episodes import detect_format
-
-        format = spec.format or detect_format(spec.path)
         options = {"skip_bad_files": self.config.skip_bad_files}
         if format == "libero_hdf5":
-            options.update(cameras=(self.config.camera, *self.config.extra_cameras), action_free=self.config.action_free)
+            options.update(cameras=(self.config.camera, *self.config.extra_cameras),
+                           action_free=self.config.action_free)
         elif format == "video":
             options.update(labels=spec.labels, fps=self.config.fps, window=self.config.window)
         elif format == "lerobot":
