@@ -81,6 +81,11 @@ class LiberoDataset(torch.utils.data.Dataset):
         self._cameras = [self._camera_of(ep) for ep in self.episodes]
         self._gaps = [self._gap_of(ep) for ep in self.episodes]
         with_actions = [ep for ep in self.episodes if ep.actions is not None] if not self.config.action_free else []
+        if with_actions and len(with_actions) < len(self.episodes):
+            bare = next(ep for ep in self.episodes if ep.actions is None)
+            raise SourceError(f"{bare.source} has no actions, {with_actions[0].source} has: samples of one dataset "
+                              "need the same keys. Put action-free sources in pretrain.video_paths, or set "
+                              "action_free=True.")
         self.statistics: DatasetStatistics | None = self._statistics(with_actions) if with_actions else None
         self._actions = [None if self.statistics is None or ep.actions is None else
                          normalize_actions(np.asarray(ep.actions), self.statistics.action).astype(np.float32)

@@ -107,14 +107,10 @@ class EpisodeSource(Protocol):
         """Close the handles this process opened (they reopen on the next read)."""
 
 
-def _module(format: str):
-    if format not in SOURCES:
-        raise SourceError(f"unknown data format {format!r}; expected one of {sorted(SOURCES)}.")
-    try:
-        return import_module(SOURCES[format])
-    except ModuleNotFoundError as error:
-        raise SourceError(f"the {format!r} reader needs {error.name!r}: pip install 'lara[video]' "
-                          f"(or `pip install {error.name}`).") from error
+def _missing(format: str, error: ImportError) -> SourceError:
+    """The error for a reader whose dependency is not installed (readers import theirs lazily)."""
+    return SourceError(f"the {format!r} reader needs the {error.name!r} package, which is not installed: "
+                       f"pip install {error.name} (or the extra: pip install 'lara[video]').")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -141,4 +137,17 @@ def open_source(path: str | os.PathLike, format: str | None = None, **options) -
     """Open the source at `path` (its format recognised from disk, or `format` given) with reader options."""
     path = Path(path)
     format = format or detect_format(path)
-    return _module(format).open_source(path, **options)
+    if format not in SOURCES:
+        raise SourceError(f"unknown data format {format!r}; expected one of {sorted(SOURCES)}.")
+    try:
+        reader = import_module(SOURCES[format])
+    except ModuleNotFoundError as error:
+        if error.name == SOURCES[format]:
+            raise SourceError(f"the {format!r} reader is not part of this installation of lara.") from error
+        raise _missing(format, error) from error
+    try:
+        return reader.open_source(path, **options)
+    except ImportError as error:
+        if error.name is None or error.name.startswith("lara"):
+            raise
+        raise _missing(format, error) from error

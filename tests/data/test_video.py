@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -150,3 +151,15 @@ def test_random_access_with_window_1_converts_only_the_pair(video_dir):
     source = data.sources[0]
     start, _, converted = source._windows[next(reversed(source._windows))]
     assert converted.sum() <= 2  # o_t and o_t+k, not the frames between them
+
+
+def test_demos_with_actions_and_videos_without_are_not_mixed_silently(video_dir, libero_dir):
+    demos, _ = libero_dir
+    with pytest.raises(SourceError, match=r"pour.mp4 has no actions, .*a_demo.hdf5 data/demo_0 has.*video_paths"):
+        LiberoDataset(paths=[demos, video_dir])
+
+
+def test_a_missing_pyav_is_named_with_the_install_command(video_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails as if PyAV were not installed
+    with pytest.raises(SourceError, match=r"the 'video' reader needs the 'av' package.*pip install av"):
+        LiberoDataset(paths=video_dir)
