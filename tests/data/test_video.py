@@ -163,3 +163,18 @@ def test_a_missing_pyav_is_named_with_the_install_command(video_dir, monkeypatch
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails as if PyAV were not installed
     with pytest.raises(SourceError, match=r"the 'video' reader needs the 'av' package.*pip install av"):
         LiberoDataset(paths=video_dir)
+
+
+def test_forked_dataloader_workers_decode_the_same_pairs(video_dir):
+    data = LiberoDataset(paths=video_dir, frame_gap=3, window=10, image_size=32)
+
+    def batches(workers):
+        loader = torch.utils.data.DataLoader(data, batch_size=10, num_workers=workers,
+                                             sampler=EpochShuffleSampler(data, seed=1))
+        return list(loader)
+
+    serial = batches(0)  # containers and windows open in this process before the workers fork
+    parallel = batches(2)
+    assert len(serial) == len(parallel) == 9
+    for a, b in zip(serial, parallel):
+        assert torch.equal(a["lam_frames"], b["lam_frames"]) and a["frame_index"].tolist() == b["frame_index"].tolist()
