@@ -13,7 +13,10 @@ How a new source plugs in:
    holding its Episodes is a reference cycle that keeps files open until the garbage collector runs.
 2. Give the module two functions: `recognise(path: Path) -> bool` (cheap: looks at names on disk, no decode)
    and `open_source(path: Path, **options) -> EpisodeSource`; `options` are the reader's own settings
-   (`skip_bad_files` is always passed); an unknown option raises TypeError naming it.
+   (`skip_bad_files` is always passed); an unknown option raises TypeError naming it. The data core
+   (`LiberoDataset._options`) passes: libero_hdf5 {cameras, action_free}, video {labels, fps, window},
+   lerobot {action_free}; add a source's own there. `statistics()` may return stored statistics
+   (LeRobot's meta/stats.json), used when the dataset reads that one source alone.
 3. Add one line to `SOURCES`: `"format_name": "lara.data.module"`. The module is imported on first use,
    so a source's heavy dependency (PyAV, pyarrow) is needed only when that source is read.
 
