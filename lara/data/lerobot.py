@@ -103,7 +103,7 @@ def _rows(column, positions: np.ndarray, data: Path, name: str) -> np.ndarray:
         if len(values) % max(len(column), 1):
             raise SourceError(f"{data}: `{name}` rows have different lengths; expected one vector size.")
         return values.reshape(len(column), -1)
-    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
         return column.to_numpy(zero_copy_only=False)[:, None]
     raise SourceError(f"{data}: `{name}` has type {column.type}; expected numbers or lists of numbers.")
 
@@ -234,6 +234,14 @@ class LeRobotSource:
         return DatasetStatistics(action=action, proprio=ArrayStatistics.from_json(stats[STATE], f"{path} {STATE}"),
                                  num_transitions=int(self.info.get("total_frames", 0)),
                                  num_trajectories=int(self.info.get("total_episodes", len(self._episodes))))
+
+    def array(self, episode: Episode, name: str) -> np.ndarray:
+        """[T, D] of any numeric feature of the episode (e.g. `observation.joint_states`), read on demand."""
+        if name not in self.features or self.features[name].get("dtype") in ("image", "video", "string"):
+            numeric = sorted(k for k, ft in self.features.items() if ft.get("dtype") not in ("image", "video", "string"))
+            raise SourceError(f"{self.path / INFO_PATH}: no numeric feature {name!r}; numeric features: {numeric}.")
+        key = episode.key
+        return _rows(_read_table(key["data"], [name])[name], key["rows"], key["data"], name)
 
     # -- frames ------------------------------------------------------------------------------------------
 
