@@ -106,6 +106,7 @@ class VideoEncoder:
         if codec not in CODECS:
             raise ValueError(f"video codec {codec!r} is not supported; expected one of {sorted(CODECS)}.")
         path.parent.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("SVT_LOG", "2")  # SVT-AV1 prints its whole configuration per file below level 3
         self.path, self.fps, self.frames = path, fps, 0
         self._container = av.open(str(path), "w")
         options = {"g": str(gop), "crf": str(crf)}
