@@ -52,7 +52,8 @@ def recognise(path: Path) -> bool:
 
 def open_source(path: Path, *, skip_bad_files: bool = False, cameras: tuple[str, ...] | None = None,
                 action_free: bool = False) -> "LeRobotSource":
-    """cameras: feature names (`observation.images.top`) or their last part (`top`); None = all of them."""
+    """cameras: feature names (`observation.images.top`), their last part (`top`) or LIBERO's obs name
+    (`agentview_rgb` for `observation.images.agentview`); None = all of them."""
     return LeRobotSource(path, cameras=cameras, action_free=action_free)
 
 
@@ -142,7 +143,8 @@ class LeRobotSource:
             raise SourceError(f"{self.path}: the dataset holds no episodes.")
 
     def _camera_name(self, camera: str, visual: list[str]) -> str:
-        for name in (camera, f"observation.images.{camera}"):
+        # LIBERO's obs names work too: agentview_rgb -> observation.images.agentview (what `convert` writes)
+        for name in (camera, f"observation.images.{camera}", f"observation.images.{camera.removesuffix('_rgb')}"):
             if name in visual:
                 return name
         raise SourceError(f"{self.path / INFO_PATH}: no camera {camera!r}; image/video features: {visual}.")
