@@ -9,24 +9,31 @@ same order from there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
 
 class SourceStream:
-    """Sample indices of one source: permutation of epoch e drawn from seed + e, concatenated."""
+    """Sample indices of one source: permutation of epoch e drawn from seed + e, concatenated.
 
-    def __init__(self, size: int, seed: int):
+    order: the dataset's own `epoch_order(seed, epoch)` (video windows, mixture weights), used where it
+    returns an order of `size` indices instead of None.
+    """
+
+    def __init__(self, size: int, seed: int, order: Callable[[int, int], list[int] | None] | None = None):
         if size < 1:
             raise ValueError("a data source with no samples cannot be sampled")
-        self.size, self.seed = size, seed
+        self.size, self.seed, self.order = size, seed, order
         self._cached: tuple[int, list[int]] | None = None
 
     def _epoch(self, epoch: int) -> list[int]:
         if self._cached is None or self._cached[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            self._cached = (epoch, torch.randperm(self.size, generator=generator).tolist())
+            order = self.order(self.seed, epoch) if self.order is not None else None
+            if order is None:
+                generator = torch.Generator().manual_seed(self.seed + epoch)
+                order = torch.randperm(self.size, generator=generator).tolist()
+            self._cached = (epoch, order)
         return self._cached[1]
 
     def take(self, start: int, count: int) -> list[int]:
@@ -38,13 +45,17 @@ class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Batches of indices into `ConcatDataset([demos, videos])` for micro-steps start_step, start_step+1, ...
 
     sizes: samples per source (demos first; a second source is the action-free video set, or absent).
+    orders: per source, its dataset's `epoch_order` (or None for a plain permutation).
     """
 
     def __init__(self, sizes: list[int], batch_size: int, *, seed: int, world_size: int = 1, rank: int = 0,
-                 video_every: int = 0, start_step: int = 0, total_steps: int | None = None):
+                 video_every: int = 0, start_step: int = 0, total_steps: int | None = None,
+                 orders: list | None = None):
         if len(sizes) > 1 and video_every < 1:
             raise ValueError("a video source needs video_every >= 1 (every N-th micro-step draws from it)")
-        self.streams = [SourceStream(size, seed + 1000003 * i) for i, size in enumerate(sizes)]
+        orders = orders or [None] * len(sizes)
+        self.streams = [SourceStream(size, seed + 1000003 * i, order)
+                        for i, (size, order) in enumerate(zip(sizes, orders))]
         self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
         self.video_every = video_every if len(sizes) > 1 else 0

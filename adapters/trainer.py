@@ -170,7 +170,8 @@ class Trainer:
         sampler = StepBatchSampler([len(d) for d in self.datasets], cfg.batch_size, seed=cfg.seed,
                                    world_size=acc.num_processes, rank=acc.process_index,
                                    video_every=self.video_every, start_step=self.micro_step,
-                                   total_steps=cfg.steps * cfg.grad_accum)
+                                   total_steps=cfg.steps * cfg.grad_accum,
+                                   orders=[getattr(d, "epoch_order", None) for d in self.datasets])
         # its own generator: a DataLoader without one draws its workers' base seed from the global RNG, which
         # shifts the restored RNG stream of a resumed run (pi0 samples its flow noise and time from that stream)
         return torch.utils.data.DataLoader(torch.utils.data.ConcatDataset(self.datasets), batch_sampler=sampler,

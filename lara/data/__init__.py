@@ -1,4 +1,5 @@
-"""Data for LARA training: the LIBERO HDF5 format (writer + reader) and action normalisation statistics.
+"""Data for LARA training: one core cutting episodes of any source (LIBERO HDF5, LeRobot, video folders)
+into samples, the LIBERO HDF5 writer, and action normalisation statistics.
 
 Names are imported on first use, so `from lara.data.libero_hdf5 import LiberoHDF5Writer` (used by the
 demo generator and the robot recorder) needs only h5py and numpy, not torch.
@@ -8,7 +9,12 @@ from importlib import import_module
 
 _EXPORTS = {
     "LiberoDataConfig": "config",
-    "Episode": "dataset",
+    "SourceSpec": "config",
+    "Episode": "episodes",
+    "EpisodeSource": "episodes",
+    "SourceError": "episodes",
+    "detect_format": "episodes",
+    "open_source": "episodes",
     "LiberoDataset": "dataset",
     "LiberoFileError": "libero_hdf5",
     "LiberoHDF5Writer": "libero_hdf5",

@@ -1,8 +1,10 @@
-"""Configuration of the LIBERO HDF5 reader (`lara.data.LiberoDataset`)."""
+"""Configuration of the data core (`lara.data.LiberoDataset`): which sources to read and how to cut them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -10,14 +12,35 @@ SAMPLE_KEYS = {"lam_frames", "lam_valid", "image", "instruction", "episode_index
                "action_mask", "lam_actions", "lam_action_mask", "proprio"}
 
 
-class LiberoDataConfig(BaseModel):
-    """Which LIBERO HDF5 files to read and how to cut them into LARA training samples."""
+class SourceSpec(BaseModel):
+    """One data source of a mixture: where it is, which reader, and how often it is drawn."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    paths: list[Path] = Field(
-        description="LIBERO HDF5 files and/or directories; a directory contributes its *.hdf5 and *.h5 "
-        "files (not recursive), in sorted order. A single path may be given instead of a list.",
+    path: Path = Field(description="A LIBERO HDF5 file or folder, a LeRobot dataset folder, or a video file/folder.")
+    format: Literal["libero_hdf5", "lerobot", "video"] | None = Field(
+        None, description="The reader; None recognises it from what is on disk.",
+    )
+    weight: float = Field(
+        1.0, gt=0, description="Mixture weight, per sample: an epoch draws a source's samples `weight` times as "
+        "often as their number alone would (2: twice, 0.5: half), repeating or subsampling it window by window.",
+    )
+    labels: Path | None = Field(
+        None, description="Video sources: a Something-Something-v2 style labels JSON (a list of {id, label, "
+        "template}; id = the video's file stem) giving each video's instruction. Without it a sidecar "
+        "<stem>.txt next to a video is its instruction, else the instruction is empty.",
+    )
+
+
+class LiberoDataConfig(BaseModel):
+    """Which data sources to read and how to cut them into LARA training samples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    paths: list[Path | SourceSpec] = Field(
+        description="Data sources: paths (LIBERO HDF5 files or folders of *.hdf5/*.h5, not recursive; LeRobot "
+        "dataset folders; video files or folders, recursive), or {path, format, weight, labels} entries for "
+        "an explicit reader or a mixture weight. A single path may be given instead of a list.",
     )
     camera: str = Field(
         "agentview_rgb",
@@ -40,6 +63,24 @@ class LiberoDataConfig(BaseModel):
         False,
         description="Drop samples whose future frame o_{t+k} lies past the episode end. False keeps them "
         "with the last frame as the future frame and `lam_valid` = False.",
+    )
+    frame_gap_s: float | None = Field(
+        None, gt=0,
+        description="The frame gap in seconds instead of frames: k = round(frame_gap_s * fps) with each "
+        "episode's own fps (videos, LeRobot). Overrides frame_gap; every source must know its fps.",
+    )
+    fps: float | None = Field(
+        None, gt=0, description="Video sources: resample every video to this frame rate (nearest frame); "
+        "None keeps each video's own rate.",
+    )
+    window: int = Field(
+        32, ge=1,
+        description="Video sources: frames decoded at once. Samples are shuffled window by window (windows in "
+        "random order, pairs in random order within a window), so one decode serves many (o_t, o_{t+k}) pairs.",
+    )
+    crop: bool = Field(
+        False, description="Centre-crop each frame to image_size's aspect ratio before resizing (False: "
+        "stretch). For videos whose aspect differs from the LAM's input.",
     )
     image_size: int | tuple[int, int] | None = Field(
         None,
@@ -66,16 +107,21 @@ class LiberoDataConfig(BaseModel):
         "listing them, instead of raising. An error is still raised when no readable file is left.",
     )
 
+    @property
+    def sources(self) -> list[SourceSpec]:
+        """`paths` as SourceSpec entries (a plain path is a spec with its format recognised from disk)."""
+        return [p if isinstance(p, SourceSpec) else SourceSpec(path=p) for p in self.paths]
+
     @field_validator("paths", mode="before")
     @classmethod
     def _one_path_is_a_list(cls, value):
-        return [value] if isinstance(value, (str, Path)) else value
+        return [value] if isinstance(value, (str, Path, dict, SourceSpec)) else value
 
     @field_validator("paths")
     @classmethod
     def _not_empty(cls, value):
         if not value:
-            raise ValueError("paths is empty; give at least one LIBERO HDF5 file or directory.")
+            raise ValueError("paths is empty; give at least one data source (LIBERO HDF5, LeRobot or video).")
         return value
 
     @field_validator("image_size")

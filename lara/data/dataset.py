@@ -1,4 +1,4 @@
-"""LIBERO HDF5 files -> LARA training samples (a torch `Dataset`).
+"""The one data core: episodes of any source (`lara.data.episodes`) -> LARA training samples (a torch `Dataset`).
 
 One sample per (episode, t):
 
@@ -9,31 +9,30 @@ One sample per (episode, t):
     episode_index    int                   index into `dataset.episodes`
     frame_index      int                   t
     <extra camera>   uint8   [3, H, W]     o_t of each camera in `extra_cameras`
-  unless `action_free`:
-    actions          float32 [H, 7]        a_t..a_{t+H-1}, normalised to [-1, 1] (gripper untouched)
+  when the episode has actions (not `action_free`, not a video):
+    actions          float32 [H, A]        a_t..a_{t+H-1}, normalised to [-1, 1] (7-D: gripper untouched)
     action_mask      bool    [H]           False on padding past the episode end (padding repeats the last action)
-    lam_actions      float32 [k, 7]        a_t..a_{t+k-1}, normalised, padded the same way
+    lam_actions      float32 [k, A]        a_t..a_{t+k-1}, normalised, padded the same way
     lam_action_mask  bool    [k]
-    proprio          float32 [8]           ee_states (pos + axis-angle) + gripper_states, raw
+    proprio          float32 [S]           the episode's states (LIBERO: ee_states + gripper_states), raw
 
-HDF5 handles are opened lazily in the process that reads (each DataLoader worker opens its own) and
-never used across a fork.
+Readers open their files lazily in the process that reads (each DataLoader worker opens its own) and
+never use a handle across a fork.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import LiberoDataConfig
-from .libero_hdf5 import LiberoFileError, demo_names, images_upside_down, open_libero_hdf5, read_instruction
+from .config import LiberoDataConfig, SourceSpec
+from .episodes import Episode, EpisodeSource, SourceError, open_source
+from .libero_source import resolve_files  # noqa: F401  (kept importable from here for older callers)
+from .sampler import window_order
 from .statistics import (
     GRIPPER_NOT_NORMALIZED,
     ArrayStatistics,
@@ -44,49 +43,19 @@ from .statistics import (
     unnormalize_actions,
 )
 
-HDF5_SUFFIXES = (".hdf5", ".h5")
 
-
-@dataclass(frozen=True)
-class Episode:
-    """One demo of one file, with its low-dimensional data held in memory (frames stay on disk)."""
-
-    path: Path
-    demo: str
-    length: int
-    instruction: str
-    upside_down: bool
-    actions: np.ndarray | None  # float32 [T, 7], normalised
-    proprio: np.ndarray | None  # float32 [T, 8]
-
-
-def resolve_files(paths: list[Path]) -> list[Path]:
-    """Files as given, directories expanded to their sorted *.hdf5 / *.h5 files."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in HDF5_SUFFIXES and p.is_file())
-            if not found:
-                raise FileNotFoundError(f"{path}: directory holds no *.hdf5 or *.h5 files.")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or directory (expected LIBERO HDF5 files).")
-    return files
-
-
-def _read_array(group: h5py.Group, key: str, shape: tuple, where: str, hint: str) -> np.ndarray:
-    if key not in group:
-        raise LiberoFileError(f"{where}: missing `{key}`; {hint}. Keys present: {sorted(group.keys())}.")
-    array = group[key][()]
-    if array.shape != shape:
-        raise LiberoFileError(f"{where}: `{key}` has shape {list(array.shape)}, expected {list(shape)}.")
-    return array
+def _check_finite(episode: Episode, name: str, values: np.ndarray) -> None:
+    """NaN or inf in the data would make the statistics and the trained policy NaN: refuse, naming the step."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        step, dim = map(int, np.argwhere(bad)[0])
+        raise SourceError(f"{episode.source}: {name}[{step}, {dim}] = {values[step, dim]} at step {step}; "
+                          f"expected finite numbers ({int(bad.any(1).sum())} step(s) affected). "
+                          "Fix or drop this episode.")
 
 
 class LiberoDataset(torch.utils.data.Dataset):
-    """LARA training samples from LIBERO HDF5 files (official LIBERO files and the project's own).
+    """LARA training samples from any mixture of sources: LIBERO HDF5, LeRobot datasets, video folders.
 
         data = LiberoDataset(paths=["data/libero_object"], frame_gap=9, action_horizon=10, image_size=224)
         loader = DataLoader(data, batch_size=32, sampler=EpochShuffleSampler(data, seed=0), num_workers=4)
@@ -96,91 +65,112 @@ class LiberoDataset(torch.utils.data.Dataset):
         if config is not None and fields:
             raise TypeError("pass either a LiberoDataConfig or its fields as keywords, not both.")
         self.config = config if config is not None else LiberoDataConfig(**fields)
-        raw = self._scan(resolve_files(self.config.paths))  # [(episode fields, raw actions, proprio)]
-        self.statistics: DatasetStatistics | None = None
-        if not self.config.action_free:
-            self.statistics = self._statistics([r for _, r, _ in raw], [p for _, _, p in raw])
-        self.episodes = [
-            Episode(**meta, actions=None if actions is None else
-                    normalize_actions(actions, self.statistics.action).astype(np.float32),
-                    proprio=None if proprio is None else proprio.astype(np.float32))
-            for meta, actions, proprio in raw
-        ]
-        k = self.config.frame_gap
-        starts = [range(ep.length - k) if self.config.drop_incomplete else range(ep.length) for ep in self.episodes]
+        specs = [p if isinstance(p, SourceSpec) else SourceSpec(path=p) for p in self.config.paths]
+        self.sources: list[EpisodeSource] = [open_source(spec.path, spec.format, **self._options(spec)) for spec in specs]
+        self.episodes: list[Episode] = []
+        self._source_of: list[int] = []  # episode -> index into self.sources
+        for index, source in enumerate(self.sources):
+            found = source.episodes()
+            self.episodes += found
+            self._source_of += [index] * len(found)
+        self.weights = [spec.weight for spec in specs]
+        if not self.episodes:
+            raise SourceError(f"no readable episodes in {[str(s.path) for s in specs]}.")
+        self._cameras = [self._camera_of(ep) for ep in self.episodes]
+        self._gaps = [self._gap_of(ep) for ep in self.episodes]
+        with_actions = [ep for ep in self.episodes if ep.actions is not None] if not self.config.action_free else []
+        self.statistics: DatasetStatistics | None = self._statistics(with_actions) if with_actions else None
+        self._actions = [None if self.statistics is None or ep.actions is None else
+                         normalize_actions(np.asarray(ep.actions), self.statistics.action).astype(np.float32)
+                         for ep in self.episodes]
+        self._states = [None if self.statistics is None or ep.states is None else
+                        np.asarray(ep.states, dtype=np.float32) for ep in self.episodes]
+        starts = [range(max(ep.length - k, 0)) if self.config.drop_incomplete else range(ep.length)
+                  for ep, k in zip(self.episodes, self._gaps)]
         self._episode_of = np.concatenate([np.full(len(r), e, dtype=np.int64) for e, r in enumerate(starts)])
         self._t_of = np.concatenate([np.arange(len(r), dtype=np.int64) for r in starts])
         if len(self._t_of) == 0:
             longest = max(ep.length for ep in self.episodes)
-            raise ValueError(f"no samples: with drop_incomplete every episode needs more than frame_gap={k} "
-                             f"frames, the longest has {longest}. Lower frame_gap or keep incomplete samples.")
-        self._pid: int | None = None  # process owning the open handles below
-        self._files: dict[Path, h5py.File] = {}
-        self._frame_sets: dict[tuple[int, str], h5py.Dataset] = {}
+            raise ValueError(f"no samples: with drop_incomplete every episode needs more than frame_gap="
+                             f"{max(self._gaps)} frames, the longest has {longest}. Lower frame_gap or keep "
+                             "incomplete samples.")
 
     # ---------------------------------------------------------------------------------------------
     # Building the index
 
-    def _scan(self, files: list[Path]) -> list[tuple[dict, np.ndarray | None, np.ndarray | None]]:
-        """Read every file's metadata and low-dimensional arrays; bad files raise or are skipped."""
-        episodes, bad = [], []
-        for path in files:
-            try:
-                episodes += self._scan_file(path)
-            except (OSError, ValueError, KeyError) as error:  # h5py errors, LiberoFileError, bad JSON attrs
-                if not self.config.skip_bad_files:
-                    raise LiberoFileError(f"{error} (set skip_bad_files=True to read the other files)") from error
-                bad.append(f"{path}: {error}")
-        if bad:
-            warnings.warn(f"skipped {len(bad)} unreadable LIBERO file(s):\n  " + "\n  ".join(bad), stacklevel=3)
-        if not episodes:
-            raise LiberoFileError(f"no readable episodes in {[str(p) for p in self.config.paths]}.")
-        return episodes
+    def _options(self, spec: SourceSpec) -> dict:
+        """The reader options of this config for one source (each reader takes only its own)."""
+        from .episodes import detect_format
 
-    def _scan_file(self, path: Path) -> list[tuple[dict, np.ndarray | None, np.ndarray | None]]:
-        cameras, out = [self.config.camera, *self.config.extra_cameras], []
-        with open_libero_hdf5(path) as handle:
-            instruction, upside_down = read_instruction(handle, path), images_upside_down(handle)
-            names = demo_names(handle)
-            if not names:
-                raise LiberoFileError(f"{path}: the `data` group holds no demo_N groups.")
-            for name in names:
-                demo, where = handle["data"][name], f"{path} data/{name}"
-                obs = demo.get("obs")
-                if obs is None:
-                    raise LiberoFileError(f"{where}: missing the `obs` group. Keys present: {sorted(demo.keys())}.")
-                T = None
-                for camera in cameras:
-                    if camera not in obs:
-                        raise LiberoFileError(f"{where}/obs: no camera {camera!r}; available: {sorted(obs.keys())}."
-                                              " Set `camera` / `extra_cameras` to some of them.")
-                    frames = obs[camera]
-                    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-                        raise LiberoFileError(f"{where}/obs/{camera}: expected uint8 [T > 0, H, W, 3] images, "
-                                              f"got {frames.dtype} {list(frames.shape)}.")
-                    if T is not None and len(frames) != T:
-                        raise LiberoFileError(f"{where}/obs/{camera}: {len(frames)} frames, but "
-                                              f"obs/{cameras[0]} has {T}.")
-                    T = len(frames)
-                actions = proprio = None
-                if not self.config.action_free:
-                    hint = "needed for action chunks; set action_free=True to read frames only"
-                    actions = _read_array(demo, "actions", (T, 7), where, hint)
-                    proprio = np.concatenate([_read_array(obs, "ee_states", (T, 6), f"{where}/obs", hint),
-                                              _read_array(obs, "gripper_states", (T, 2), f"{where}/obs", hint)], 1)
-                meta = dict(path=path, demo=name, length=T, instruction=instruction, upside_down=upside_down)
-                out.append((meta, actions, proprio))
-        return out
+        format = spec.format or detect_format(spec.path)
+        options = {"skip_bad_files": self.config.skip_bad_files}
+        if format == "libero_hdf5":
+            options.update(cameras=(self.config.camera, *self.config.extra_cameras), action_free=self.config.action_free)
+        elif format == "video":
+            options.update(labels=spec.labels, fps=self.config.fps, window=self.config.window)
+        elif format == "lerobot":
+            options.update(action_free=self.config.action_free)
+        return options
 
-    def _statistics(self, actions: list[np.ndarray], proprio: list[np.ndarray]) -> DatasetStatistics:
+    def _camera_of(self, episode: Episode) -> str:
+        """The LAM camera of an episode: `camera`, or a single-camera source's only camera (a video)."""
+        missing = [c for c in self.config.extra_cameras if c not in episode.cameras]
+        if missing:
+            raise SourceError(f"{episode.source}: no camera {missing[0]!r} (extra_cameras); available: "
+                              f"{list(episode.cameras)}.")
+        if self.config.camera in episode.cameras:
+            return self.config.camera
+        if len(episode.cameras) == 1:
+            return episode.cameras[0]
+        raise SourceError(f"{episode.source}: no camera {self.config.camera!r}; available: "
+                          f"{list(episode.cameras)}. Set `camera` to one of them.")
+
+    def _gap_of(self, episode: Episode) -> int:
+        """k for this episode: frame_gap, or frame_gap_s seconds at the episode's own fps."""
+        if self.config.frame_gap_s is None:
+            return self.config.frame_gap
+        if not episode.fps:
+            raise SourceError(f"{episode.source}: frame_gap_s={self.config.frame_gap_s} needs the frame rate, "
+                              "which this source does not give; use frame_gap (frames) instead.")
+        return max(1, round(self.config.frame_gap_s * episode.fps))
+
+    def _statistics(self, episodes: list[Episode]) -> DatasetStatistics:
+        dims = {ep.actions.shape[1] for ep in episodes}
+        if len(dims) > 1:
+            first = {ep.actions.shape[1]: ep.source for ep in episodes}
+            raise SourceError(f"episodes with different action sizes cannot be mixed: {first}.")
+        gaps = {self._gaps[i] for i, ep in enumerate(self.episodes) if ep.actions is not None}
+        if len(gaps) > 1:
+            raise SourceError(f"frame_gap_s={self.config.frame_gap_s} gives different frame gaps {sorted(gaps)} "
+                              "over episodes with actions (their fps differ): lam_actions would differ in length. "
+                              "Use frame_gap (frames) or resample with fps.")
+        for ep in episodes:
+            _check_finite(ep, "actions", np.asarray(ep.actions))
+            if ep.states is not None:
+                _check_finite(ep, "states", np.asarray(ep.states))
         if self.config.statistics_path is not None:
             return load_statistics(self.config.statistics_path, self.config.dataset_name)
+        stored = [s.statistics() for s in self.sources]
+        if len(self.sources) == 1 and stored[0] is not None:
+            return stored[0]
+        mask = GRIPPER_NOT_NORMALIZED if dims == {len(GRIPPER_NOT_NORMALIZED)} else None
+        states = [ep.states for ep in episodes if ep.states is not None]
         return DatasetStatistics(
-            action=ArrayStatistics.compute(np.concatenate(actions), GRIPPER_NOT_NORMALIZED),
-            proprio=ArrayStatistics.compute(np.concatenate(proprio)),
-            num_transitions=sum(map(len, actions)),
-            num_trajectories=len(actions),
+            action=ArrayStatistics.compute(np.concatenate([ep.actions for ep in episodes]), mask),
+            proprio=ArrayStatistics.compute(np.concatenate(states)) if len(states) == len(episodes) else None,
+            num_transitions=sum(ep.length for ep in episodes),
+            num_trajectories=len(episodes),
         )
+
+    def epoch_order(self, seed: int, epoch: int) -> list[int] | None:
+        """Sample indices of one epoch when the order matters for speed or the mixture (videos decode a
+        window once for many pairs; sources drawn by weight); None: a plain permutation serves."""
+        videos = any(source.format == "video" for source in self.sources)
+        if not videos and len(set(self.weights)) <= 1:
+            return None
+        window = self.config.window if videos else 1
+        source_of_sample = np.asarray(self._source_of, dtype=np.int64)[self._episode_of]
+        return window_order(self._episode_of, self._t_of, source_of_sample, self.weights, window, seed, epoch)
 
     def save_statistics(self, path: str | os.PathLike) -> Path:
         """Write `dataset_statistics.json` (OpenVLA's norm_stats layout) into a directory or file path."""
@@ -200,35 +190,15 @@ class LiberoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._t_of)
 
-    def _frame_set(self, episode_index: int, camera: str) -> h5py.Dataset:
-        if self._pid != os.getpid():  # first read here, or a forked worker: never reuse a parent's handles
-            for handle in self._files.values():
-                handle.close()
-            self._pid, self._files, self._frame_sets = os.getpid(), {}, {}
-        if (episode_index, camera) not in self._frame_sets:
-            episode = self.episodes[episode_index]
-            if episode.path not in self._files:
-                self._files[episode.path] = open_libero_hdf5(episode.path)
-            obs = self._files[episode.path]["data"][episode.demo]["obs"]
-            self._frame_sets[episode_index, camera] = obs[camera]
-        return self._frame_sets[episode_index, camera]
-
     def _frames(self, episode_index: int, camera: str, times: list[int]) -> torch.Tensor:
-        """uint8 [len(times), 3, H, W], upright and resized."""
-        episode = self.episodes[episode_index]
-        try:
-            frames = np.stack([self._frame_set(episode_index, camera)[t] for t in times])  # (N, H, W, 3)
-        except (OSError, KeyError) as error:
-            raise LiberoFileError(f"{episode.path} data/{episode.demo}: reading obs/{camera} frames "
-                                  f"{times} failed: {error}") from error
-        if episode.upside_down:
-            # robosuite's raw opengl render; rotate 180 degrees (rows and columns) like the evaluation
-            # protocol does to live observations, so training and evaluation see the same image
-            frames = frames[:, ::-1, ::-1]
-        frames = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (N, 3, H, W)
+        """uint8 [len(times), 3, H, W], upright, centre-cropped (with `crop`) and resized."""
+        frames = self.episodes[episode_index].frames(camera, times)  # (N, H, W, 3)
+        frames = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (N, 3, H, W)
         size = self.config.image_size
         if size is not None:
             size = (size, size) if isinstance(size, int) else tuple(size)
+            if self.config.crop:
+                frames = _centre_crop(frames, size[0] / size[1])
             if tuple(frames.shape[-2:]) != size:
                 frames = F.interpolate(frames.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
                 frames = frames.round().clamp(0, 255).to(torch.uint8)
@@ -239,9 +209,9 @@ class LiberoDataset(torch.utils.data.Dataset):
             raise IndexError(f"sample {index} out of range for a dataset of {len(self)} samples.")
         index = int(index) % len(self)
         episode_index, t = int(self._episode_of[index]), int(self._t_of[index])
-        episode, k = self.episodes[episode_index], self.config.frame_gap
+        episode, k = self.episodes[episode_index], self._gaps[episode_index]
         last = episode.length - 1
-        frames = self._frames(episode_index, self.config.camera, [t, min(t + k, last)])  # (2, 3, H, W)
+        frames = self._frames(episode_index, self._cameras[episode_index], [t, min(t + k, last)])  # (2, 3, H, W)
         sample = {
             "lam_frames": frames,
             "lam_valid": torch.tensor(t + k <= last),
@@ -252,26 +222,34 @@ class LiberoDataset(torch.utils.data.Dataset):
         }
         for camera in self.config.extra_cameras:
             sample[camera] = self._frames(episode_index, camera, [t])[0]
-        if episode.actions is not None:
-            sample["actions"], sample["action_mask"] = _chunk(episode.actions, t, self.config.action_horizon)
-            sample["lam_actions"], sample["lam_action_mask"] = _chunk(episode.actions, t, k)
-            sample["proprio"] = torch.from_numpy(episode.proprio[t].copy())
+        actions = self._actions[episode_index]
+        if actions is not None:
+            sample["actions"], sample["action_mask"] = _chunk(actions, t, self.config.action_horizon)
+            sample["lam_actions"], sample["lam_action_mask"] = _chunk(actions, t, k)
+            if self._states[episode_index] is not None:
+                sample["proprio"] = torch.from_numpy(self._states[episode_index][t].copy())
         return sample
 
     def close(self) -> None:
-        """Close the HDF5 handles this process opened (they reopen on the next read)."""
-        for handle in self._files.values():
-            handle.close()
-        self._files, self._frame_sets = {}, {}
-
-    def __getstate__(self) -> dict:  # spawn-started workers get no open handles
-        return {**self.__dict__, "_pid": None, "_files": {}, "_frame_sets": {}}
+        """Close the file handles this process opened (they reopen on the next read)."""
+        for source in self.sources:
+            source.close()
 
     def __repr__(self) -> str:
         files = len({ep.path for ep in self.episodes})
         return (f"LiberoDataset({len(self)} samples, {len(self.episodes)} episodes, {files} files, "
                 f"camera={self.config.camera}, frame_gap={self.config.frame_gap}, "
                 f"action_horizon={self.config.action_horizon}, action_free={self.config.action_free})")
+
+
+def _centre_crop(frames: torch.Tensor, aspect: float) -> torch.Tensor:
+    """The largest centred crop of [N, 3, H, W] frames with height / width = aspect."""
+    H, W = frames.shape[-2:]
+    if H / W > aspect:
+        h = max(1, round(W * aspect))
+        return frames[..., (H - h) // 2:(H - h) // 2 + h, :]
+    w = max(1, round(H / aspect))
+    return frames[..., (W - w) // 2:(W - w) // 2 + w]
 
 
 def _chunk(actions: np.ndarray, t: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,9 @@ How a new source plugs in:
 1. Write a module with a class implementing `EpisodeSource` (below): `episodes()` lists `Episode`s whose
    low-dimensional arrays are in memory and whose frames are read on demand through
    `source.read_frames(key, camera, indices)`; keep file handles per process (a DataLoader worker opens
-   its own) and drop them in `__getstate__`. Errors name the file (and the episode, the step).
+   its own) and drop them in `__getstate__`. Errors name the file (and the episode, the step). Build the
+   Episodes in `episodes()` rather than keeping them: an Episode references its reader, and a reader
+   holding its Episodes is a reference cycle that keeps files open until the garbage collector runs.
 2. Give the module two functions: `recognise(path: Path) -> bool` (cheap: looks at names on disk, no decode)
    and `open_source(path: Path, **options) -> EpisodeSource`; `options` are the reader's own settings
    (`skip_bad_files` is always passed); an unknown option raises TypeError naming it.

@@ -33,12 +33,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .episodes import SourceError
+
 IMAGE_CONVENTION_UPRIGHT = "opencv"  # what this writer stores
 IMAGE_CONVENTION_UPSIDE_DOWN = "opengl"  # official LIBERO files (also assumed when the attr is absent)
 CAMERA_KEYS = ("agentview_rgb", "eye_in_hand_rgb")
 
 
-class LiberoFileError(ValueError):
+class LiberoFileError(SourceError):
     """A LIBERO HDF5 file, or data given to the writer, does not match the expected layout."""
 
 
@@ -244,11 +246,22 @@ def open_libero_hdf5(path: str | os.PathLike) -> h5py.File:
             f"{path}: cannot be read as HDF5 (corrupt or truncated?): {error}. "
             "Regenerate or re-download this file, or drop it from the dataset."
         ) from error
-    if "data" not in handle or not isinstance(handle["data"], h5py.Group):
-        keys = list(handle.keys())
+    try:
+        if "data" not in handle or not isinstance(handle["data"], h5py.Group):
+            keys = list(handle.keys())
+            handle.close()
+            raise LiberoFileError(f"{path}: expected a top-level `data` group (LIBERO layout), found keys {keys}.")
+    except (OSError, KeyError, RuntimeError) as error:
         handle.close()
-        raise LiberoFileError(f"{path}: expected a top-level `data` group (LIBERO layout), found keys {keys}.")
+        raise damaged(path, error) from error
     return handle
+
+
+def damaged(path: str | os.PathLike, error: Exception) -> LiberoFileError:
+    """The error for a file that opens as HDF5 but whose structure cannot be read (overwritten bytes)."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return LiberoFileError(f"{path}: the HDF5 file is damaged (overwritten or corrupt bytes?): {message}. "
+                           "Regenerate or re-download this file, or drop it from the dataset.")
 
 
 def demo_names(handle: h5py.File) -> list[str]:
@@ -310,31 +323,39 @@ class LiberoFileInfo:
 def inspect_libero_hdf5(path: str | os.PathLike) -> LiberoFileInfo:
     """Open a file, summarise it and close it again (a quick look before training or after recording)."""
     with open_libero_hdf5(path) as handle:
-        names = demo_names(handle)
-        if not names:
-            raise LiberoFileError(f"{path}: the `data` group holds no demo_N groups.")
-        first = handle["data"][names[0]]
-        obs = first.get("obs")
-        obs_keys = tuple(sorted(obs.keys())) if obs is not None else ()
-        image_shape = tuple(obs["agentview_rgb"].shape[1:]) if "agentview_rgb" in obs_keys else None
-        lengths = {}
-        for name in names:
-            demo = handle["data"][name]
-            if "num_samples" in demo.attrs:
-                lengths[name] = int(demo.attrs["num_samples"])
-            elif "actions" in demo:
-                lengths[name] = len(demo["actions"])
-            else:
-                lengths[name] = len(demo["obs"][obs_keys[0]]) if obs_keys else 0
-        return LiberoFileInfo(
-            path=Path(path),
-            instruction=read_instruction(handle, path),
-            demo_lengths=lengths,
-            obs_keys=obs_keys,
-            image_shape=image_shape,
-            upside_down=images_upside_down(handle),
-            has_actions="actions" in first,
-        )
+        try:
+            return _summary(handle, path)
+        except (OSError, KeyError, RuntimeError) as error:  # h5py's errors on damaged structure
+            raise damaged(path, error) from error
+
+
+def _summary(handle: h5py.File, path: str | os.PathLike) -> LiberoFileInfo:
+    """The summary of an open file (its errors are turned into LiberoFileError by the caller)."""
+    names = demo_names(handle)
+    if not names:
+        raise LiberoFileError(f"{path}: the `data` group holds no demo_N groups.")
+    first = handle["data"][names[0]]
+    obs = first.get("obs")
+    obs_keys = tuple(sorted(obs.keys())) if obs is not None else ()
+    image_shape = tuple(obs["agentview_rgb"].shape[1:]) if "agentview_rgb" in obs_keys else None
+    lengths = {}
+    for name in names:
+        demo = handle["data"][name]
+        if "num_samples" in demo.attrs:
+            lengths[name] = int(demo.attrs["num_samples"])
+        elif "actions" in demo:
+            lengths[name] = len(demo["actions"])
+        else:
+            lengths[name] = len(demo["obs"][obs_keys[0]]) if obs_keys else 0
+    return LiberoFileInfo(
+        path=Path(path),
+        instruction=read_instruction(handle, path),
+        demo_lengths=lengths,
+        obs_keys=obs_keys,
+        image_shape=image_shape,
+        upside_down=images_upside_down(handle),
+        has_actions="actions" in first,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from .episodes import Episode
-from .libero_hdf5 import LiberoFileError, demo_names, images_upside_down, open_libero_hdf5, read_instruction
+from .libero_hdf5 import LiberoFileError, damaged, demo_names, images_upside_down, open_libero_hdf5, read_instruction
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 CAMERA_KEYS = ("agentview_rgb", "eye_in_hand_rgb")
@@ -68,29 +68,29 @@ class LiberoSource:
 
     def __init__(self, path: Path, *, cameras: tuple[str, ...], action_free: bool, skip_bad_files: bool):
         self.path, self.cameras, self.action_free = Path(path), tuple(cameras), action_free
-        self._episodes, bad = [], []
+        self._records, bad = [], []
         for file in resolve_files([self.path]):
             try:
-                self._episodes += self._scan_file(file)
+                self._records += self._scan_file(file)
             except (OSError, ValueError, KeyError, RuntimeError) as error:  # h5py errors, LiberoFileError
+                message = str(error if isinstance(error, LiberoFileError) else damaged(file, error))
                 if not skip_bad_files:
-                    raise LiberoFileError(f"{_named(error, file)} (set skip_bad_files=True to read the other "
-                                          "files)") from error
-                bad.append(_named(error, file))
+                    raise LiberoFileError(f"{message} (set skip_bad_files=True to read the other files)") from error
+                bad.append(message)
         if bad:
             warnings.warn(f"skipped {len(bad)} unreadable LIBERO file(s):\n  " + "\n  ".join(bad), stacklevel=4)
-        if not self._episodes:
+        if not self._records:
             raise LiberoFileError(f"no readable episodes in {self.path}.")
         self._pid: int | None = None  # process owning the open handles below
         self._files: dict[Path, h5py.File] = {}
 
     def episodes(self) -> list[Episode]:
-        return list(self._episodes)
+        return [Episode(**fields, reader=self) for fields in self._records]
 
     def statistics(self):
         return None
 
-    def _scan_file(self, path: Path) -> list[Episode]:
+    def _scan_file(self, path: Path) -> list[dict]:
         out = []
         with open_libero_hdf5(path) as handle:
             instruction, upside_down = read_instruction(handle, path), images_upside_down(handle)
@@ -121,9 +121,10 @@ class LiberoSource:
                     actions = _read_array(demo, "actions", (T, 7), where, hint)
                     states = np.concatenate([_read_array(obs, "ee_states", (T, 6), f"{where}/obs", hint),
                                              _read_array(obs, "gripper_states", (T, 2), f"{where}/obs", hint)], 1)
-                out.append(Episode(source=where, path=path, key=(path, name, upside_down), length=T, fps=None,
-                                   instruction=instruction, cameras=self.cameras, actions=actions, states=states,
-                                   reader=self))
+                # fields, not Episodes: an Episode references its reader, and a reader holding its
+                # episodes would be a cycle that keeps the files open until the garbage collector runs
+                out.append(dict(source=where, path=path, key=(path, name, upside_down), length=T, fps=None,
+                                instruction=instruction, cameras=self.cameras, actions=actions, states=states))
         return out
 
     def _handle(self, path: Path) -> h5py.File:
@@ -156,8 +157,3 @@ class LiberoSource:
     def __getstate__(self) -> dict:  # spawn-started workers get no open handles
         return {**self.__dict__, "_pid": None, "_files": {}}
 
-
-def _named(error: Exception, path: Path) -> str:
-    """The error's message, prefixed with the file's name when it does not already say it."""
-    message = str(error) or type(error).__name__
-    return message if str(path) in message else f"{path}: {type(error).__name__}: {message}"

@@ -274,3 +274,36 @@ def test_config_documents_every_field_and_rejects_typos(tmp_path):
         LiberoDataConfig(paths=[])
     with pytest.raises(FileNotFoundError, match="no such file or directory"):
         LiberoDataset(paths=tmp_path / "missing.hdf5")
+
+
+def test_nan_or_inf_action_or_state_is_refused_naming_file_demo_and_step(libero_dir):
+    root, _ = libero_dir
+    with h5py.File(root / "a_demo.hdf5", "r+") as f:
+        f["data/demo_1/actions"][5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"a_demo.hdf5 data/demo_1: actions\[5, 2\] = nan at step 5"):
+        LiberoDataset(paths=root)
+    with h5py.File(root / "a_demo.hdf5", "r+") as f:
+        f["data/demo_1/actions"][5, 2] = 0.0
+        f["data/demo_0/obs/gripper_states"][3, 1] = np.inf
+    with pytest.raises(ValueError, match=r"a_demo.hdf5 data/demo_0: states\[3, 7\] = inf at step 3"):
+        LiberoDataset(paths=root)
+    assert len(LiberoDataset(paths=root, action_free=True)) == 20 + 13 + 25  # frames only: not read
+
+
+def test_overwritten_bytes_name_the_file_and_close_it(tmp_path, write_file, capsys):
+    from lara.data.libero_hdf5 import inspect_libero_hdf5, main
+
+    path = tmp_path / "a_demo.hdf5"
+    write_file(path, [10, 12])
+    content = bytearray(path.read_bytes())
+    content[800:1056] = b"\xab" * 256  # object headers of the groups: h5py opens the file, then fails inside
+    path.write_bytes(bytes(content))
+    with pytest.raises(LiberoFileError, match=r"a_demo.hdf5: the HDF5 file is damaged"):
+        inspect_libero_hdf5(path)
+    with pytest.raises(LiberoFileError, match=r"a_demo.hdf5: the HDF5 file is damaged"):
+        LiberoDataset(paths=path)
+    with h5py.File(path, "r+"):  # no handle left open by the failed reads
+        pass
+    assert main([str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: the HDF5 file is damaged")

@@ -1,0 +1,225 @@
+"""Folders of videos (action-free) as an episode source, decoded with PyAV; see `lara.data.episodes`.
+
+One `Episode` per video file (mp4 / webm / mkv / avi / mov, found recursively, in sorted order), camera
+"rgb", no actions. Its instruction comes from a Something-Something-v2 style labels JSON (a list of
+`{id, label, template}`, id = file stem), else from a sidecar `<stem>.txt`, else is empty.
+
+Decoding is by window: a request for frames decodes, from the keyframe before it, the whole aligned
+window of `window` frames (plus the frame gap) once and keeps it in a small per-process cache, so the
+window-by-window sample order of `LiberoDataset.epoch_order` cuts many (o_t, o_{t+k}) pairs from one decode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .episodes import Episode, SourceError
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+CAMERA = "rgb"
+_CACHED_WINDOWS = 2  # decoded windows kept per process
+_OPEN_FILES = 8  # open containers kept per process
+
+
+def _is_video(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def video_files(path: Path) -> list[Path]:
+    """The video itself, or a folder's videos, recursively, in sorted order."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if _is_video(p))
+
+
+def recognise(path: Path) -> bool:
+    """A video file, or a folder holding one at any depth."""
+    if path.is_file():
+        return _is_video(path)
+    return path.is_dir() and any(_is_video(p) for p in path.rglob("*"))
+
+
+def open_source(path: Path, *, skip_bad_files: bool = False, labels: Path | None = None,
+                fps: float | None = None, window: int = 32) -> "VideoSource":
+    return VideoSource(path, labels=labels, fps=fps, window=window, skip_bad_files=skip_bad_files)
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """Something-Something-v2 labels: a JSON list of {"id", "label", "template"} -> {id: label}."""
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{path}: cannot read the labels JSON: {error}.") from error
+    if not isinstance(entries, list):
+        raise SourceError(f"{path}: expected a JSON list of {{id, label, template}}, found {type(entries).__name__}.")
+    out = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry or "label" not in entry:
+            raise SourceError(f"{path}: entry {index} is {entry!r}; expected {{\"id\": ..., \"label\": ..., "
+                              "\"template\": ...}.")
+        out[str(entry["id"])] = str(entry["label"])
+    return out
+
+
+class VideoSource:
+    """The videos under `path`; `fps` resamples each to that rate (nearest frame), `window` frames are
+    decoded at once, unreadable files raise naming them or, with skip_bad_files, are skipped with one warning."""
+
+    format = "video"
+
+    def __init__(self, path: Path, *, labels: Path | None, fps: float | None, window: int, skip_bad_files: bool):
+        import av  # noqa: F401  (fail here, with the install hint of lara.data.episodes, not mid-training)
+
+        self.path, self.fps, self.window = Path(path), fps, window
+        files = video_files(self.path)
+        if not files:
+            raise SourceError(f"{self.path}: holds no video files ({', '.join(VIDEO_SUFFIXES)}).")
+        label_of = read_labels(labels) if labels is not None else {}
+        self._records, self._native, bad = [], [], []
+        for file in files:
+            try:
+                native = _probe(file)
+            except SourceError as error:
+                if not skip_bad_files:
+                    raise SourceError(f"{error} (set skip_bad_files=True to read the other files)") from error
+                bad.append(str(error))
+                continue
+            native_fps, native_length = native[0], native[1]
+            length = native_length if fps is None else max(1, math.floor(native_length * fps / native_fps))
+            self._native.append(native)
+            self._records.append(dict(
+                source=str(file), path=file, key=len(self._records), length=length,
+                fps=native_fps if fps is None else float(fps), instruction=self._instruction(file, label_of),
+                cameras=(CAMERA,), actions=None, states=None))
+        if bad:
+            warnings.warn(f"skipped {len(bad)} unreadable video file(s):\n  " + "\n  ".join(bad), stacklevel=4)
+        if not self._records:
+            raise SourceError(f"no readable videos in {self.path}.")
+        self._reset()
+
+    @staticmethod
+    def _instruction(file: Path, label_of: dict[str, str]) -> str:
+        if file.stem in label_of:
+            return label_of[file.stem]
+        caption = file.with_suffix(".txt")
+        return caption.read_text().strip() if caption.is_file() else ""
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._containers: OrderedDict = OrderedDict()
+        self._windows: OrderedDict = OrderedDict()  # key -> (first native frame, frames [n, H, W, 3])
+
+    def episodes(self) -> list[Episode]:
+        return [Episode(**fields, reader=self) for fields in self._records]
+
+    def statistics(self):
+        return None
+
+    def _native_index(self, key: int, index: int) -> int:
+        native_fps, native_length = self._native[key][:2]
+        if self.fps is None:
+            return index
+        return min(round(index * native_fps / self.fps), native_length - 1)
+
+    def read_frames(self, key: int, camera: str, indices: list[int]) -> np.ndarray:
+        if self._pid != os.getpid():  # a forked worker: never reuse a parent's containers
+            self._reset()
+        native = [self._native_index(key, i) for i in indices]
+        lo, hi = min(native), max(native)
+        cached = self._windows.get(key)
+        if cached is None or not (cached[0] <= lo and hi < cached[0] + len(cached[1])):
+            native_fps, native_length = self._native[key][:2]
+            window = self.window if self.fps is None else max(1, round(self.window * native_fps / self.fps))
+            start = (lo // window) * window  # aligned, so every sample of the window hits the same decode
+            stop = min(native_length, max(hi + 1, start + window + (hi - lo)))
+            cached = (start, self._decode(key, start, stop))
+            self._windows[key] = cached
+            while len(self._windows) > _CACHED_WINDOWS:
+                self._windows.popitem(last=False)
+        self._windows.move_to_end(key)
+        return cached[1][np.asarray(native) - cached[0]]
+
+    def _container(self, key: int):
+        import av
+
+        if key not in self._containers:
+            self._containers[key] = av.open(str(self._records[key]["path"]))
+            while len(self._containers) > _OPEN_FILES:
+                self._containers.popitem(last=False)[1].close()
+        self._containers.move_to_end(key)
+        return self._containers[key]
+
+    def _decode(self, key: int, start: int, stop: int) -> np.ndarray:
+        """Native frames [start, stop) as uint8 [stop - start, H, W, 3], decoded from the keyframe before start."""
+        import av
+
+        file = self._records[key]["path"]
+        native_fps, _, start_pts, time_base = self._native[key]
+        frames: dict[int, np.ndarray] = {}
+        try:
+            container = self._container(key)
+            stream = container.streams.video[0]
+            for attempt in range(2):  # a seek can land past `start` (a sparse index): then from the beginning
+                target = start_pts + int(start / native_fps / time_base) if attempt == 0 else start_pts
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+                first = None
+                for frame in container.decode(stream):
+                    index = round(float((frame.pts - start_pts) * time_base) * native_fps)
+                    first = index if first is None else first
+                    if index >= stop:
+                        break
+                    if index >= start:
+                        frames[index] = frame.to_ndarray(format="rgb24")
+                if first is not None and first <= start:
+                    break
+        except (av.FFmpegError, OSError) as error:
+            self._containers.pop(key, None)
+            raise SourceError(f"{file}: decoding frames {start}..{stop - 1} failed: {error}") from error
+        missing = [i for i in range(start, stop) if i not in frames]
+        if missing:
+            raise SourceError(f"{file}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be "
+                              f"decoded (truncated or corrupt video?); decoded {len(frames)} of {stop - start}.")
+        return np.stack([frames[i] for i in range(start, stop)])
+
+    def close(self) -> None:
+        for container in self._containers.values():
+            container.close()
+        self._containers.clear()
+        self._windows.clear()
+
+    def __getstate__(self) -> dict:  # workers start with no containers and no cache
+        return {**self.__dict__, "_pid": None, "_containers": OrderedDict(), "_windows": OrderedDict()}
+
+
+def _probe(file: Path) -> tuple[float, int, int, float]:
+    """(fps, frame count, first pts, time base) of a video's first stream; SourceError names a bad file.
+
+    The count is the container's when it states one (mp4), else its packets are counted (webm, mkv),
+    and the first frame is decoded, so a file that cannot be decoded fails here, not mid-training."""
+    import av
+
+    try:
+        with av.open(str(file)) as container:
+            if not container.streams.video:
+                raise SourceError(f"{file}: holds no video stream.")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate:
+                raise SourceError(f"{file}: the video stream states no frame rate.")
+            start_pts = stream.start_time or 0
+            count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+            container.seek(start_pts, stream=stream, backward=True)
+            next(container.decode(stream))
+    except (av.FFmpegError, OSError, StopIteration) as error:
+        raise SourceError(f"{file}: cannot be read as a video (corrupt or truncated?): "
+                          f"{error or type(error).__name__}.") from error
+    if count < 1:
+        raise SourceError(f"{file}: the video holds no frames.")
+    return float(rate), int(count), int(start_pts), float(stream.time_base)
