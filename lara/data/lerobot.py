@@ -128,7 +128,10 @@ class LeRobotSource:
         self.fps = float(self.info["fps"])
         self.features: dict[str, dict] = self.info["features"]
         visual = [name for name, ft in self.features.items() if ft.get("dtype") in ("image", "video")]
-        self.cameras = tuple(visual) if cameras is None else tuple(self._camera_name(c, visual) for c in cameras)
+        # camera names as asked (episodes answer to them) -> the feature that holds them
+        self._feature_of = {c: c for c in visual} if cameras is None else \
+            {c: self._camera_name(c, visual) for c in cameras}
+        self.cameras = tuple(self._feature_of)
         self.action_free = action_free
         if not action_free:
             for key in (ACTION, STATE):
@@ -160,7 +163,7 @@ class LeRobotSource:
             fields = dict(episode_chunk=index // chunks_size, episode_index=index)
             data = self.path / self.info["data_path"].format(**fields)
             videos = {key: (self.path / self.info["video_path"].format(video_key=key, **fields), 0.0)
-                      for key in self.cameras if self.features[key]["dtype"] == "video"}
+                      for key in set(self._feature_of.values()) if self.features[key]["dtype"] == "video"}
             table = _read_table(data, self._low_dim_columns())
             episodes.append(self._episode(index, table, data, np.arange(table.num_rows), videos, tasks, row))
         return episodes
@@ -180,7 +183,7 @@ class LeRobotSource:
             table = tables[data]
             positions = np.flatnonzero(table["episode_index"].to_numpy() == row["episode_index"])
             videos = {}
-            for key in self.cameras:
+            for key in set(self._feature_of.values()):
                 if self.features[key]["dtype"] == "video":
                     prefix = f"videos/{key}/"
                     if prefix + "chunk_index" not in row:
@@ -248,6 +251,7 @@ class LeRobotSource:
     # -- frames ------------------------------------------------------------------------------------------
 
     def read_frames(self, key: dict, camera: str, indices: list[int]) -> np.ndarray:
+        camera = self._feature_of[camera]
         if self.features[camera]["dtype"] == "video":
             path, start = key["videos"][camera]
             times = [start + key["timestamps"][i] for i in indices]

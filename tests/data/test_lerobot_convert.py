@@ -108,7 +108,7 @@ def test_official_upside_down_files_become_upright(tmp_path):
         handle["data"].attrs["macros_image_convention"] = "opengl"  # as robosuite renders (official files)
     assert main([str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "lr"), "--codec", "png"]) == 0
     episode = LeRobotSource(tmp_path / "lr", cameras=("agentview_rgb",)).episodes()[0]  # LIBERO's name works
-    np.testing.assert_array_equal(episode.frames("observation.images.agentview", [0, 4]),
+    np.testing.assert_array_equal(episode.frames("agentview_rgb", [0, 4]),
                                   demos[0]["agentview_rgb"][[0, 4], ::-1, ::-1])
 
 

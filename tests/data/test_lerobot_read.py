@@ -71,9 +71,11 @@ def test_v30_several_episodes_per_mp4(tmp_path, codec, tasks_layout):
 def test_cameras_by_short_name_and_pickled_worker(tmp_path):
     write_v30(tmp_path / "ds", LENGTHS, TASKS, cameras={"observation.images.top": "video"}, codec="libx264")
     source = open_source(tmp_path / "ds", cameras=("top",))
-    first = source.episodes()[1].frames("observation.images.top", [2])
+    assert source.episodes()[1].cameras == ("top",)
+    first = source.episodes()[1].frames("top", [2])
+    assert list(nearest_frames(first, episode_frames(1, LENGTHS[1]))) == [2]
     clone = pickle.loads(pickle.dumps(source))  # a spawn-started DataLoader worker
-    np.testing.assert_array_equal(clone.episodes()[1].frames("observation.images.top", [2]), first)
+    np.testing.assert_array_equal(clone.episodes()[1].frames("top", [2]), first)
     with pytest.raises(SourceError, match="no camera 'side'"):
         open_source(tmp_path / "ds", cameras=("side",))
 
@@ -107,3 +109,31 @@ def test_bad_datasets_are_named(tmp_path):
     with pytest.raises(SourceError, match="no 'action' feature"):
         LeRobotSource(tmp_path / "ds")
     assert LeRobotSource(tmp_path / "ds", action_free=True).episodes()[0].actions is None
+
+
+def test_core_cuts_lerobot_episodes_into_samples(tmp_path):
+    """Through the one data core: frame pairs, episode boundaries, actions and proprio of the right episode."""
+    from lara.data import LiberoDataset
+    from lara.data.statistics import unnormalize_actions
+
+    cameras = {"observation.images.top": "video", "observation.images.wrist": "image"}
+    write_v30(tmp_path / "ds", LENGTHS, TASKS, cameras=cameras, codec="libx264")
+    data = LiberoDataset(paths=[tmp_path / "ds"], camera="top", extra_cameras=["wrist"], frame_gap=3,
+                         action_horizon=4, image_size=None)
+    assert len(data) == sum(LENGTHS)
+    for index in (0, 11, 12, 16, 18, len(data) - 1):  # both ends of each episode, inside the shared mp4
+        sample = data[index]
+        e, t = sample["episode_index"], sample["frame_index"]
+        reference = episode_frames(e, LENGTHS[e])
+        pair = sample["lam_frames"].permute(0, 2, 3, 1).numpy()  # (2, H, W, 3)
+        assert list(nearest_frames(pair, reference)) == [t, min(t + 3, LENGTHS[e] - 1)]
+        assert bool(sample["lam_valid"]) == (t + 3 < LENGTHS[e])
+        np.testing.assert_array_equal(sample["wrist"].permute(1, 2, 0).numpy(), reference[t])
+        assert sample["instruction"] == TASKS[e]
+        expected = episode_arrays(e, LENGTHS[e])
+        np.testing.assert_allclose(sample["proprio"].numpy(), expected["observation.state"][t])
+        raw = unnormalize_actions(sample["actions"].numpy(), data.statistics.action)[sample["action_mask"].numpy()]
+        stats = data.statistics.action
+        chunk = expected["action"][t:t + 4]
+        inside = (chunk >= stats.q01) & (chunk <= stats.q99)  # normalisation clips outside [q01, q99]
+        np.testing.assert_allclose(raw[inside], chunk[inside], atol=1e-5)
