@@ -81,8 +81,10 @@ class _Stats:
 
     def __init__(self):
         self.values: dict[str, list[np.ndarray]] = {}
+        self.count: dict[str, int] = {}
 
     def add(self, name: str, array: np.ndarray, image: bool) -> None:
+        self.count[name] = self.count.get(name, 0) + len(array)  # frames, for images too
         if image:  # per-channel over a strided subsample of frames, as lerobot samples frames for images
             array = array[:: max(1, len(array) // 100)].reshape(-1, 3).astype(np.float64) / 255.0
         self.values.setdefault(name, []).append(np.asarray(array, dtype=np.float64).reshape(len(array), -1))
@@ -95,7 +97,7 @@ class _Stats:
             stats.update({key: np.quantile(values, q, axis=0) for key, q in QUANTILES.items()})
             shape = (3, 1, 1) if name in images else (-1,)
             out[name] = {key: value.reshape(shape).tolist() for key, value in stats.items()}
-            out[name]["count"] = [int(sum(len(p) for p in parts)) if name not in images else len(parts)]
+            out[name]["count"] = [self.count[name]]
         return out
 
 
