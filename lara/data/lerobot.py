@@ -173,7 +173,11 @@ class LeRobotSource:
         files = sorted((self.path / "meta/episodes").glob("chunk-*/file-*.parquet"))
         if not files:
             raise SourceError(f"{self.path}/meta/episodes: no chunk-*/file-*.parquet episode tables.")
-        rows = sorted((row for f in files for row in _read_table(f).to_pylist()), key=lambda r: r["episode_index"])
+        def locations(file: Path) -> list[dict]:  # the per-episode stats/... columns are not needed here
+            names = [n for n in pq.read_schema(file).names if not n.startswith("stats/")]
+            return _read_table(file, names).to_pylist()
+
+        rows = sorted((row for f in files for row in locations(f)), key=lambda r: r["episode_index"])
         episodes, tables = [], {}
         for row in rows:
             data = self.path / self.info["data_path"].format(chunk_index=row["data/chunk_index"],
