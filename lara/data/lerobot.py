@@ -174,8 +174,8 @@ class LeRobotSource:
         if not files:
             raise SourceError(f"{self.path}/meta/episodes: no chunk-*/file-*.parquet episode tables.")
         def locations(file: Path) -> list[dict]:  # the per-episode stats/... columns are not needed here
-            names = [n for n in pq.read_schema(file).names if not n.startswith("stats/")]
-            return _read_table(file, names).to_pylist()
+            table = _read_table(file)
+            return table.drop_columns([n for n in table.column_names if n.startswith("stats/")]).to_pylist()
 
         rows = sorted((row for f in files for row in locations(f)), key=lambda r: r["episode_index"])
         episodes, tables = [], {}
