@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lara.config import LaraConfig
-from lara.data.config import LiberoDataConfig
+from lara.data.config import LiberoDataConfig, SourceSpec
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -103,9 +103,10 @@ class PretrainConfig(_Strict):
         "allowed). Without them bidirectional alignment can collapse a fresh LAM's latent.",
     )
     lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM-only phase.")
-    video_paths: list[Path] = Field(
-        default_factory=list, description="Action-free LIBERO-layout files or folders (video): used in the LAM "
-        "phase, and in the joint phase for the LAM and alignment losses only.",
+    video_paths: list[Path | SourceSpec] = Field(
+        default_factory=list, description="Action-free data, any source (video folders, LIBERO HDF5, LeRobot; "
+        "paths or {path, format, weight, labels} entries as in data.paths): used in the LAM phase, and in the "
+        "joint phase for the LAM and alignment losses only.",
     )
     video_every: int = Field(
         0, ge=0, description="In the joint phase, every N-th micro-batch comes from `video_paths` (0: none).",

@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS = {
     "train": ("lara.adapters.cli", "train a preset: pre-training, post-training or LAM refinement"),
     "eval": ("lara.benchmarks.cli", "evaluate a policy on a benchmark (libero)"),
-    "data": ("lara.benchmarks.libero.generate", "generate scripted demonstrations in the LIBERO HDF5 schema"),
+    "data": ("lara.data.cli", "data tools: generate LIBERO demos, inspect any source, write video folders"),
     "serve": ("lara.real_robot.server", "serve a policy over openpi's websocket protocol"),
     "study": ("lara.benchmarks.study.cli", "a with/without-LARA grid of training runs and evaluations, with statistics"),
     "demo": ("lara.adapters.demo", "the main job on the embedded default: a short LARA training run on CPU"),

@@ -112,7 +112,7 @@ def training_init_states(policy_spec: str) -> TrainingInitStates | None:
     config = json.loads(recipe.read_text())
     paths = list(config.get("data", {}).get("paths", [])) + list(config.get("pretrain", {}).get("video_paths", []))
     found = TrainingInitStates(recipe)
-    for path in map(Path, paths):
+    for path in (Path(p["path"] if isinstance(p, dict) else p) for p in paths):  # a path or a {path, ...} spec
         if path.is_dir() and _from_generation_json(path, found):
             continue
         try:

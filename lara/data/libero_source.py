@@ -115,6 +115,7 @@ class LiberoSource:
                         raise LiberoFileError(f"{where}/obs/{camera}: {len(frames)} frames, but "
                                               f"obs/{self.cameras[0]} has {T}.")
                     T = len(frames)
+                images = tuple(key for key in obs if _is_images(obs[key]))  # every camera, for Episode.frames
                 actions = states = None
                 if not self.action_free:
                     hint = "needed for action chunks; set action_free=True to read frames only"
@@ -124,7 +125,7 @@ class LiberoSource:
                 # fields, not Episodes: an Episode references its reader, and a reader holding its
                 # episodes would be a cycle that keeps the files open until the garbage collector runs
                 out.append(dict(source=where, path=path, key=(path, name, upside_down), length=T, fps=None,
-                                instruction=instruction, cameras=self.cameras, actions=actions, states=states))
+                                instruction=instruction, cameras=images, actions=actions, states=states))
         return out
 
     def _handle(self, path: Path) -> h5py.File:
@@ -157,3 +158,7 @@ class LiberoSource:
     def __getstate__(self) -> dict:  # spawn-started workers get no open handles
         return {**self.__dict__, "_pid": None, "_files": {}}
 
+
+
+def _is_images(item) -> bool:
+    return isinstance(item, h5py.Dataset) and item.ndim == 4 and item.shape[-1] == 3 and item.dtype == np.uint8

@@ -223,3 +223,47 @@ def _probe(file: Path) -> tuple[float, int, int, float]:
     if count < 1:
         raise SourceError(f"{file}: the video holds no frames.")
     return float(rate), int(count), int(start_pts), float(stream.time_base)
+
+
+def write_videos(source: str | os.PathLike, out: str | os.PathLike, *, camera: str | None = None,
+                 fps: float = 10.0, codec: str = "libx264") -> list[Path]:
+    """Write every episode of a source (any format) as `<out>/<name>.mp4` with its instruction in `<name>.txt`:
+    a video folder, e.g. to try video pre-training on frames of LIBERO demos. Returns the files written."""
+    import av
+
+    from .episodes import open_source
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number, episode in enumerate(open_source(source).episodes()):
+        name = f"{number:05d}_{Path(episode.path).stem}"
+        view = camera or episode.cameras[0]
+        frames = episode.frames(view, list(range(episode.length)))  # (T, H, W, 3)
+        frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
+        path = out / f"{name}.mp4"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream(codec, rate=round(fps))
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        if episode.instruction:
+            path.with_suffix(".txt").write_text(episode.instruction + "\n")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`lara data videos SRC OUT`: a source's episodes as an mp4 folder with caption files."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lara data videos", description=main.__doc__)
+    parser.add_argument("source", help="a data source (LIBERO HDF5 file/folder, LeRobot folder, videos)")
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--camera", default=None, help="camera to write (default: the episode's first)")
+    parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the written videos")
+    args = parser.parse_args(argv)
+    files = write_videos(args.source, args.out, camera=args.camera, fps=args.fps)
+    print(f"wrote {len(files)} videos to {args.out}")
+    return 0

@@ -1,0 +1,43 @@
+"""`lara data <command>`: dispatch to the data tools, each a module with `main(argv) -> int`.
+
+    lara data generate --suite object --episodes 20 --out data/scripted_object   # scripted LIBERO demos
+    lara data inspect data/videos --pairs 4 --sheet pairs.png                    # what the LAM will be fed
+    lara data videos data/scripted_object data/videos                            # demos -> an mp4 folder
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+
+# name -> (module, whether the module's parser takes the command name itself, help)
+COMMANDS = {
+    "generate": ("lara.benchmarks.libero.generate", True, "scripted demonstrations in the LIBERO HDF5 schema"),
+    "inspect": ("lara.data.inspect", False, "episodes, frames, fps, cameras, tasks, statistics, a PNG of pairs"),
+    "videos": ("lara.data.video", False, "write a source's episodes as an mp4 folder with captions"),
+}
+
+
+def _usage() -> str:
+    rows = "\n".join(f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items())
+    return f"usage: lara data <command> [options]\n\ncommands:\n{rows}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        print(f"lara data: unknown command '{name}'.{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, takes_name, _ = COMMANDS[name]
+    return int(importlib.import_module(module).main(argv if takes_name else argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
