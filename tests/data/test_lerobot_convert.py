@@ -125,3 +125,15 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert "LIBERO needs [T, 7] actions" in capsys.readouterr().err
     with pytest.raises(FileExistsError, match="already exists"):
         LeRobotWriter(tmp_path / "lr", fps=10, features={"action": vector(6)})
+
+
+def test_lara_data_convert_and_inspect_a_lerobot_folder(tmp_path, libero_files, capsys):
+    from lara.cli import main as lara_main
+
+    out = tmp_path / "lr"
+    assert lara_main(["data", "convert", str(tmp_path / "src"), "--to", "lerobot", str(out), "--codec", "h264"]) == 0
+    assert lara_main(["data", "inspect", str(out), "--camera", "agentview_rgb", "--frame-gap", "2", "--pairs", "2",
+                      "--sheet", str(tmp_path / "pairs.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "lerobot, 3 episodes, 28 frames" in printed and "'open the drawer'" in printed
+    assert (tmp_path / "pairs.png").is_file()
