@@ -1,6 +1,8 @@
 """`lara data convert SRC --to lerobot OUT`: LIBERO HDF5 demos -> a LeRobot v3.0 dataset, and `--to libero`
 back. Arrays keep their stored dtype (LIBERO's float64), so both directions are exact for actions and
-states; images go through the video codec (or PNG with `--codec png`, lossless).
+states; images go through the video codec (or PNG with `--codec png`, lossless). lerobot's `LeRobotDataset`
+loads the result (checked with lerobot 0.4.4: benchmarks/interop/lerobot_check.py) and hands out float32
+tensors whatever the stored dtype.
 
 Features written (LIBERO name -> LeRobot feature):
     actions                        -> action [7]

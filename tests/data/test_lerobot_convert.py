@@ -137,3 +137,18 @@ def test_lara_data_convert_and_inspect_a_lerobot_folder(tmp_path, libero_files, 
     printed = capsys.readouterr().out
     assert "lerobot, 3 episodes, 28 frames" in printed and "'open the drawer'" in printed
     assert (tmp_path / "pairs.png").is_file()
+
+
+def test_libero_and_its_lerobot_copy_mix_in_one_dataset(tmp_path, libero_files):
+    """`agentview_rgb` names the camera in both; the copy's samples match the originals'."""
+    from lara.data import LiberoDataset
+
+    assert main([str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "lr"), "--codec", "png"]) == 0
+    data = LiberoDataset(paths=[tmp_path / "src", tmp_path / "lr"], frame_gap=3, action_horizon=4, image_size=None)
+    assert [s.format for s in data.sources] == ["libero_hdf5", "lerobot"]
+    assert len(data.episodes) == 6 and len(data) == 2 * 28
+    for index in (0, 11, 12, 27):
+        original, copy = data[index], data[28 + index]
+        for key in ("lam_frames", "actions", "action_mask", "lam_actions", "proprio", "lam_valid"):
+            assert np.array_equal(original[key].numpy(), copy[key].numpy()), key
+        assert original["instruction"] == copy["instruction"]
