@@ -175,7 +175,7 @@ class LeRobotWriter:
 
     def _write_data(self, frames: dict, T: int, index: int, task_index: int) -> dict:
         state = self._data
-        if state["writer"] is not None and (self._full(state, self.data_file_mb, self._data_path(state))):
+        if state["writer"] is not None and self._full(state, self.data_file_mb, self._data_path(state)):
             state["writer"].close()
             state.update(writer=None, file=_next_file(*state["file"]), episodes=0)
         path = self._data_path(state)
@@ -209,6 +209,7 @@ class LeRobotWriter:
         return self._tmp / DATA_PATH.format(chunk_index=state["file"][0], file_index=state["file"][1])
 
     def _full(self, state: dict, limit_mb: int, path: Path) -> bool:
+        """Whether the open file has taken its share: `episodes_per_file` episodes, else `limit_mb` on disk."""
         if self.episodes_per_file is not None:
             return state["episodes"] >= self.episodes_per_file
         return path.is_file() and path.stat().st_size / 2**20 >= limit_mb

@@ -59,7 +59,7 @@ class VideoReader:
                     if frame.time is None:
                         continue
                     last = frame.time
-                    while i < len(wanted) and wanted[i] < last - tolerance_s:
+                    if i < len(wanted) and wanted[i] < last - tolerance_s:  # decoded past it: not in the file
                         raise VideoError(f"{path}: no frame at t={wanted[i]:.6f} s (next frame at {last:.6f} s).")
                     if i < len(wanted) and abs(last - wanted[i]) <= tolerance_s:
                         found[wanted[i]] = frame.to_ndarray(format="rgb24")
