@@ -113,8 +113,8 @@ class LiberoDataset(torch.utils.data.Dataset):
                            action_free=self.config.action_free)
         elif format == "video":
             options.update(labels=spec.labels, fps=self.config.fps, window=self.config.window)
-        elif format == "lerobot":
-            options.update(action_free=self.config.action_free)
+        elif format == "lerobot":  # camera names as for LIBERO (agentview_rgb) or LeRobot feature names
+            options.update(cameras=(self.config.camera, *self.config.extra_cameras), action_free=self.config.action_free)
         return options
 
     def _camera_of(self, episode: Episode) -> str:

@@ -1,0 +1,206 @@
+"""`lara data convert SRC --to lerobot OUT`: LIBERO HDF5 demos -> a LeRobot v3.0 dataset, and `--to libero`
+back. Arrays keep their stored dtype (LIBERO's float64), so both directions are exact for actions and
+states; images go through the video codec (or PNG with `--codec png`, lossless). lerobot's `LeRobotDataset`
+loads the result (checked with lerobot 0.4.4: benchmarks/interop/lerobot_check.py) and hands out float32
+tensors whatever the stored dtype.
+
+Features written (LIBERO name -> LeRobot feature):
+    actions                        -> action [7]
+    obs/ee_states + gripper_states -> observation.state [8]  (pos 3, axis-angle 3, gripper 2, as openpi's copy)
+    obs/joint_states               -> observation.joint_states [7]
+    states (simulator), when kept  -> observation.sim_state [S]
+    rewards, dones                 -> next.reward, next.done
+    obs/agentview_rgb              -> observation.images.agentview   (upright; official files are rotated)
+    obs/eye_in_hand_rgb            -> observation.images.eye_in_hand (when every demo has it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .libero_hdf5 import LiberoFileError, LiberoHDF5Writer, demo_names, images_upside_down, open_libero_hdf5, \
+    read_instruction
+from .libero_source import resolve_files
+
+LIBERO_FPS = 20  # LIBERO's control frequency (robosuite control_freq) when env_args does not say
+STATE_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper_left", "gripper_right"]
+CAMERAS = {"agentview_rgb": "observation.images.agentview", "eye_in_hand_rgb": "observation.images.eye_in_hand"}
+
+
+def _fps_of(handle, path: Path) -> int | None:
+    try:
+        raw = handle["data"].attrs.get("env_args", "{}")
+        env_args = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        return int(env_args.get("env_kwargs", {}).get("control_freq")) if env_args else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _read_demo(handle, name: str, upside_down: bool) -> dict:
+    demo, obs = handle["data"][name], handle["data"][name]["obs"]
+    for key in ("ee_states", "gripper_states", "joint_states", "agentview_rgb"):
+        if key not in obs:
+            raise LiberoFileError(f"{handle.filename} data/{name}/obs: missing `{key}`; found {sorted(obs.keys())}.")
+    if "actions" not in demo:
+        raise LiberoFileError(f"{handle.filename} data/{name}: missing `actions`; LeRobot datasets hold actions.")
+    out = {"action": demo["actions"][()],
+           "observation.state": np.concatenate([obs["ee_states"][()], obs["gripper_states"][()]], axis=1),
+           "observation.joint_states": obs["joint_states"][()]}
+    T = len(out["action"])
+    out["next.reward"] = demo["rewards"][()] if "rewards" in demo else np.zeros(T)
+    out["next.done"] = (demo["dones"][()] if "dones" in demo else np.arange(T) == T - 1).astype(bool)
+    if "states" in demo and demo["states"].shape[1] > 0:
+        out["observation.sim_state"] = demo["states"][()]
+    for key, feature in CAMERAS.items():
+        if key in obs:
+            frames = obs[key][()]
+            out[feature] = np.ascontiguousarray(frames[:, ::-1, ::-1]) if upside_down else frames
+    return out
+
+
+def libero_to_lerobot(sources: list[Path], out: Path, *, codec: str = "av1", fps: int | None = None,
+                      episodes_per_file: int | None = None) -> Path:
+    """Every demo of the LIBERO files (files or folders of them) as one LeRobot v3.0 dataset at `out`."""
+    from .lerobot_writer import LeRobotWriter, camera, vector
+
+    demos = []  # (file, demo name, instruction) in file order, demo order
+    found_fps = set()
+    for path in resolve_files(sources):
+        with open_libero_hdf5(path) as handle:
+            found_fps.add(_fps_of(handle, path))
+            demos += [(path, name, read_instruction(handle, path)) for name in demo_names(handle)]
+    if not demos:
+        raise LiberoFileError(f"{[str(s) for s in sources]}: no demo_N groups to convert.")
+    found_fps.discard(None)
+    if fps is None:
+        if len(found_fps) > 1:
+            raise LiberoFileError(f"the files were recorded at different control frequencies {sorted(found_fps)}; "
+                                  "pass --fps, or convert them separately.")
+        fps = found_fps.pop() if found_fps else LIBERO_FPS
+    writer = None
+    try:
+        for path, name, instruction in demos:
+            with open_libero_hdf5(path) as handle:
+                arrays = _read_demo(handle, name, images_upside_down(handle))
+            if writer is None:
+                features = {key: vector(value.shape[1], str(value.dtype)) for key, value in arrays.items()
+                            if value.ndim == 2}
+                features["observation.state"]["names"] = STATE_NAMES
+                features.update({key: {"dtype": "bool" if value.dtype == bool else str(value.dtype), "shape": [1],
+                                       "names": None} for key, value in arrays.items() if value.ndim == 1})
+                features.update({key: camera(*arrays[key].shape[1:3], video=codec != "png")
+                                 for key in CAMERAS.values() if key in arrays})
+                writer = LeRobotWriter(out, fps=fps, features=features, robot_type="panda",
+                                       codec="av1" if codec == "png" else codec, episodes_per_file=episodes_per_file)
+            if set(arrays) != set(writer.features) - {"timestamp", "frame_index", "episode_index", "index",
+                                                      "task_index"}:
+                raise LiberoFileError(f"{path} data/{name}: holds {sorted(arrays)}, the first demo held "
+                                      f"{sorted(writer.features)}; every demo needs the same observations.")
+            writer.add_episode(arrays, task=instruction)
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    return writer.close()
+
+
+def _file_name(instruction: str) -> str:
+    words = re.sub(r"[^a-z0-9]+", "_", instruction.lower()).strip("_") or "episodes"
+    return f"{words[:120]}_demo.hdf5"
+
+
+def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
+                      eye_in_hand: str | None = None) -> list[Path]:
+    """One LIBERO HDF5 file per task of the LeRobot dataset (LIBERO files hold one task each)."""
+    from .lerobot import LeRobotSource
+
+    data = LeRobotSource(source)
+    named = {"agentview": agentview, "eye_in_hand": eye_in_hand}
+    for role, default in (("agentview", 0), ("eye_in_hand", 1)):
+        if named[role] is None:
+            preferred = CAMERAS[f"{role}_rgb"]
+            named[role] = preferred if preferred in data.cameras else \
+                (data.cameras[default] if len(data.cameras) > default else None)
+        elif named[role] not in data.cameras:
+            named[role] = data._camera_name(named[role], list(data.cameras))
+    if named["agentview"] is None:
+        raise LiberoFileError(f"{source}: no image or video feature; a LIBERO demo needs agentview_rgb frames.")
+    by_task: dict[str, list] = {}
+    for episode in data.episodes():
+        by_task.setdefault(episode.instruction, []).append(episode)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder; --to libero writes one file per task into it.")
+    written = []
+    for instruction, episodes in by_task.items():
+        path = out / _file_name(instruction)
+        with LiberoHDF5Writer(path, language=instruction or "no instruction") as writer:
+            for episode in episodes:
+                writer.add_demo(**_libero_arrays(data, episode, named, source))
+        written.append(path)
+    return written
+
+
+def _libero_arrays(data, episode, named: dict, source: Path) -> dict:
+    T, everything = episode.length, list(range(episode.length))
+    if episode.actions.shape[1] != 7 or episode.states.shape[1] != 8:
+        raise LiberoFileError(f"{episode.source}: action {list(episode.actions.shape)} and observation.state "
+                              f"{list(episode.states.shape)}; LIBERO needs [T, 7] actions and an [T, 8] state "
+                              "(ee position 3, axis-angle 3, gripper 2).")
+    arrays = {"actions": episode.actions, "ee_states": episode.states[:, :6], "gripper_states": episode.states[:, 6:],
+              "agentview_rgb": episode.frames(named["agentview"], everything)}
+    if named["eye_in_hand"] is not None:
+        arrays["eye_in_hand_rgb"] = episode.frames(named["eye_in_hand"], everything)
+    optional = {"joint_states": "observation.joint_states", "states": "observation.sim_state",
+                "rewards": "next.reward", "dones": "next.done"}
+    for key, feature in optional.items():
+        if feature in data.features:
+            value = data.array(episode, feature)
+            arrays[key] = value if key in ("joint_states", "states") else value[:, 0]
+    if "joint_states" not in arrays:
+        warnings.warn(f"{source}: no observation.joint_states feature; LIBERO's obs/joint_states are written as "
+                      "zeros (LARA's readers do not use them).", stacklevel=3)
+        arrays["joint_states"] = np.zeros((T, 7))
+    return arrays
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lara data convert", description=__doc__.split("\n")[0])
+    parser.add_argument("sources", nargs="+", type=Path, help="LIBERO *.hdf5 files or folders; or one LeRobot folder")
+    parser.add_argument("--to", required=True, choices=["lerobot", "libero"], help="the format to write")
+    parser.add_argument("--codec", default="av1", choices=["av1", "h264", "png"],
+                        help="--to lerobot: camera storage (av1 = LeRobot's default; png = lossless in parquet)")
+    parser.add_argument("--fps", type=int, default=None, help="--to lerobot: frame rate (default: the files' "
+                        f"control_freq, else {LIBERO_FPS})")
+    parser.add_argument("--episodes-per-file", type=int, default=None,
+                        help="--to lerobot: start a new data/video file every N episodes (default: by size)")
+    parser.add_argument("--agentview", default=None, help="--to libero: the camera feature for agentview_rgb")
+    parser.add_argument("--eye-in-hand", default=None, help="--to libero: the camera feature for eye_in_hand_rgb")
+    args = parser.parse_intermixed_args(argv)
+    *sources, out = args.sources
+    if not sources:
+        parser.error("give SRC... and OUT")
+    try:
+        if args.to == "lerobot":
+            written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
+                                         episodes_per_file=args.episodes_per_file)]
+        else:
+            if len(sources) != 1:
+                parser.error("--to libero reads one LeRobot dataset folder")
+            written = lerobot_to_libero(sources[0], out, agentview=args.agentview, eye_in_hand=args.eye_in_hand)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""LIBERO HDF5 -> LeRobot v3.0 -> LIBERO (`lara data convert`), and the layout the writer leaves on disk."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("av")
+pytest.importorskip("pyarrow")
+
+from lara.data.convert import main  # noqa: E402
+from lara.data.lerobot import LeRobotSource  # noqa: E402
+from lara.data.lerobot_writer import LeRobotWriter, camera, vector  # noqa: E402
+from lara.data.libero_hdf5 import LiberoHDF5Writer  # noqa: E402
+
+from lerobot_fixtures import episode_frames, nearest_frames  # noqa: E402
+
+# Images go RGB -> yuv420p (8-bit BT.601 limited range, chroma at half resolution) -> crf 30 -> RGB: on these
+# smooth 24x32 frames a frame's mean absolute error was measured at 0.4-3.3 of 255 levels (H.264 the larger);
+# 4 bounds it. Nearest-frame matching (consecutive frames differ by 7 red levels) proves each is the right one.
+CODEC_MEAN_ERROR = 4.0
+
+
+def write_libero(path, lengths, language, seed):
+    """Demos with smooth identifiable frames and float64 arrays (as LIBERO stores them)."""
+    demos = []
+    with LiberoHDF5Writer(path, language=language) as writer:
+        for i, T in enumerate(lengths):
+            rng = np.random.default_rng(seed * 10 + i)
+            frames = episode_frames(seed + i, T)
+            demo = dict(actions=rng.normal(size=(T, 7)), agentview_rgb=frames, eye_in_hand_rgb=frames[:, ::-1].copy(),
+                        ee_states=rng.normal(size=(T, 6)), gripper_states=rng.normal(size=(T, 2)),
+                        joint_states=rng.normal(size=(T, 7)), states=rng.normal(size=(T, 5)))
+            writer.add_demo(**demo)
+            demos.append(demo)
+    return demos
+
+
+@pytest.fixture
+def libero_files(tmp_path):
+    return {"open_the_drawer_demo.hdf5": write_libero(tmp_path / "src/a.hdf5", [12, 7], "open the drawer", 0),
+            "close_the_drawer_demo.hdf5": write_libero(tmp_path / "src/b.hdf5", [9], "close the drawer", 2)}
+
+
+@pytest.mark.parametrize("codec", ["av1", "h264", "png"])
+def test_libero_lerobot_libero_round_trip(tmp_path, libero_files, codec):
+    assert main([str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "lr"), "--codec", codec,
+                 "--episodes-per-file", "2"]) == 0
+    source = LeRobotSource(tmp_path / "lr")
+    assert [(ep.length, ep.instruction) for ep in source.episodes()] == \
+        [(12, "open the drawer"), (7, "open the drawer"), (9, "close the drawer")]
+    assert source.fps == 20  # LIBERO's control frequency
+    assert main([str(tmp_path / "lr"), "--to", "libero", str(tmp_path / "back")]) == 0
+    for name, demos in libero_files.items():
+        with h5py.File(tmp_path / "back" / name) as handle:
+            assert json.loads(handle["data"].attrs["problem_info"])["language_instruction"] in name.replace("_", " ")
+            assert sorted(handle["data"].keys()) == [f"demo_{i}" for i in range(len(demos))]
+            for i, demo in enumerate(demos):
+                group = handle[f"data/demo_{i}"]
+                for key in ("actions", "states"):
+                    np.testing.assert_array_equal(group[key][()], demo[key])  # exact: float64 all the way
+                for key in ("ee_states", "gripper_states", "joint_states"):
+                    np.testing.assert_array_equal(group["obs"][key][()], demo[key])
+                for key in ("agentview_rgb", "eye_in_hand_rgb"):
+                    frames = group["obs"][key][()]
+                    if codec == "png":
+                        np.testing.assert_array_equal(frames, demo[key])
+                    else:
+                        assert list(nearest_frames(frames, demo[key])) == list(range(len(frames)))
+                        errors = np.abs(frames.astype(int) - demo[key]).mean(axis=(1, 2, 3))
+                        assert errors.max() < CODEC_MEAN_ERROR, (key, errors)
+
+
+def test_writer_layout_is_what_lerobot_loads(tmp_path, libero_files):
+    assert main([str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "lr"), "--codec", "h264",
+                 "--episodes-per-file", "2"]) == 0
+    root = tmp_path / "lr"
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 3 and info["total_frames"] == 28
+    assert info["total_tasks"] == 2 and info["splits"] == {"train": "0:3"}
+    assert info["features"]["observation.images.agentview"]["info"]["video.codec"] == "h264"
+    assert {"timestamp", "frame_index", "episode_index", "index", "task_index"} <= set(info["features"])
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    prefix = "videos/observation.images.agentview/"
+    assert [(e["dataset_from_index"], e["dataset_to_index"]) for e in episodes] == [(0, 12), (12, 19), (19, 28)]
+    assert [(e[prefix + "file_index"], e[prefix + "from_timestamp"]) for e in episodes] == \
+        [(0, 0.0), (0, 12 / 20), (1, 0.0)]  # episodes 0 and 1 share file-000.mp4
+    assert [e["data/file_index"] for e in episodes] == [0, 0, 1]
+    data = pq.read_table(root / "data/chunk-000/file-000.parquet")
+    assert str(data.schema.field("action").type) == "fixed_size_list<element: double>[7]"
+    assert str(data.schema.field("timestamp").type) == "float"
+    assert data["index"].to_pylist() == list(range(19))
+    assert data["timestamp"].to_pylist()[12] == 0.0  # per-episode time; the video adds from_timestamp
+    tasks = pq.read_table(root / "meta/tasks.parquet")
+    assert tasks["task"].to_pylist() == ["open the drawer", "close the drawer"]
+    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]  # pandas restores the index
+    stats = json.loads((root / "meta/stats.json").read_text())
+    assert len(stats["action"]["q01"]) == 7 and np.array(stats["observation.images.agentview"]["mean"]).shape == (3, 1, 1)
+
+
+def test_official_upside_down_files_become_upright(tmp_path):
+    demos = write_libero(tmp_path / "src/a.hdf5", [5], "open the drawer", 0)
+    with h5py.File(tmp_path / "src/a.hdf5", "r+") as handle:
+        handle["data"].attrs["macros_image_convention"] = "opengl"  # as robosuite renders (official files)
+    assert main([str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "lr"), "--codec", "png"]) == 0
+    episode = LeRobotSource(tmp_path / "lr", cameras=("agentview_rgb",)).episodes()[0]  # LIBERO's name works
+    np.testing.assert_array_equal(episode.frames("agentview_rgb", [0, 4]),
+                                  demos[0]["agentview_rgb"][[0, 4], ::-1, ::-1])
+
+
+def test_bad_input_is_named(tmp_path, capsys):
+    with LeRobotWriter(tmp_path / "lr", fps=10, features={"action": vector(6), "observation.state": vector(8),
+                                                          "observation.images.top": camera(24, 32)},
+                       codec="h264") as writer:
+        with pytest.raises(ValueError, match=r"`action` has shape \[4, 7\], expected \[4, 6\]"):
+            writer.add_episode({"action": np.zeros((4, 7)), "observation.state": np.zeros((4, 8)),
+                                "observation.images.top": episode_frames(0, 4)}, task="x")
+        writer.add_episode({"action": np.zeros((4, 6)), "observation.state": np.zeros((4, 8)),
+                            "observation.images.top": episode_frames(0, 4)}, task="x")
+    assert main([str(tmp_path / "lr"), "--to", "libero", str(tmp_path / "back")]) == 1
+    assert "LIBERO needs [T, 7] actions" in capsys.readouterr().err
+    with pytest.raises(FileExistsError, match="already exists"):
+        LeRobotWriter(tmp_path / "lr", fps=10, features={"action": vector(6)})
+
+
+def test_lara_data_convert_and_inspect_a_lerobot_folder(tmp_path, libero_files, capsys):
+    from lara.cli import main as lara_main
+
+    out = tmp_path / "lr"
+    assert lara_main(["data", "convert", str(tmp_path / "src"), "--to", "lerobot", str(out), "--codec", "h264"]) == 0
+    assert lara_main(["data", "inspect", str(out), "--camera", "agentview_rgb", "--frame-gap", "2", "--pairs", "2",
+                      "--sheet", str(tmp_path / "pairs.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "lerobot, 3 episodes, 28 frames" in printed and "'open the drawer'" in printed
+    assert (tmp_path / "pairs.png").is_file()
+
+
+def test_libero_and_its_lerobot_copy_mix_in_one_dataset(tmp_path, libero_files):
+    """`agentview_rgb` names the camera in both; the copy's samples match the originals'."""
+    from lara.data import LiberoDataset
+
+    assert main([str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "lr"), "--codec", "png"]) == 0
+    data = LiberoDataset(paths=[tmp_path / "src", tmp_path / "lr"], frame_gap=3, action_horizon=4, image_size=None)
+    assert [s.format for s in data.sources] == ["libero_hdf5", "lerobot"]
+    assert len(data.episodes) == 6 and len(data) == 2 * 28
+    for index in (0, 11, 12, 27):
+        original, copy = data[index], data[28 + index]
+        for key in ("lam_frames", "actions", "action_mask", "lam_actions", "proprio", "lam_valid"):
+            assert np.array_equal(original[key].numpy(), copy[key].numpy()), key
+        assert original["instruction"] == copy["instruction"]
