@@ -153,8 +153,11 @@ class VideoSource:
     def _container(self, key: int):
         import av
 
+        from .video_io import single_threaded
+
         if key not in self._containers:
             self._containers[key] = av.open(str(self._records[key]["path"]))
+            single_threaded(self._containers[key])
             while len(self._containers) > _OPEN_FILES:
                 self._containers.popitem(last=False)[1].close()
         self._containers.move_to_end(key)

@@ -19,6 +19,14 @@ RESEEK_GAP_S = 1.0  # a target this far past the last decoded frame is reached b
 CODECS = {"av1": "libsvtav1", "h264": "libx264"}
 
 
+def single_threaded(container) -> None:
+    """Decode without FFmpeg's own threads. A container kept open in a process that later forks DataLoader
+    workers would leave its decoder threads (and the locks they hold) behind in each child, which then hung
+    or crashed; the workers give the parallelism instead, one decoder each."""
+    for stream in container.streams.video:
+        stream.thread_type, stream.thread_count = "NONE", 1
+
+
 class VideoError(ValueError):
     """A video file cannot be opened or does not hold the frames asked for; the message names the file."""
 
@@ -41,6 +49,7 @@ class VideoReader:
                 raise VideoError(f"{path}: cannot be opened as video: {error}.") from error
             if not self._open[path].streams.video:
                 raise VideoError(f"{path}: holds no video stream.")
+            single_threaded(self._open[path])
         return self._open[path]
 
     def frames_at(self, path: Path, times: list[float], tolerance_s: float) -> np.ndarray:
