@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tiny_policy, robot_test_support
 
-from robot_test_support import Processes, ServerThread, free_port, wait_for_port  # noqa: E402
+from robot_test_support import Processes, ServerThread, free_port, normal_scheduling, wait_for_port  # noqa: E402
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def roscore(tmp_path_factory):
                       ROS_LOG_DIR=str(ros_home / "log"))
     os.environ.pop("ROS_HOSTNAME", None)
     proc = subprocess.Popen(["roscore", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=normal_scheduling,
                             start_new_session=True)
     try:
         wait_for_port(port)

@@ -16,6 +16,14 @@ import numpy as np
 
 from lara.real_robot.ports import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 
+
+def normal_scheduling() -> None:
+    """Start a child under SCHED_OTHER, as a user's shell would, whatever the test process runs under.
+    A CI run's pytest process was found under SCHED_FIFO 99 (set by no code of ours); its children
+    inherited that, and two of them busy for a moment starved roscore on 2 cores: the gripper test hung
+    for 17 minutes. A node that wants real time asks for it itself (`realtime.enabled`)."""
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
 
@@ -55,7 +63,7 @@ class Processes:
         log = open(self.log_dir / f"{name}.log", "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         self.procs[name] = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=REPO, env=env)
+                                            cwd=REPO, env=env, preexec_fn=normal_scheduling)
         return self.procs[name]
 
     def kill(self, name: str) -> None:
