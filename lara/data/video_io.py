@@ -117,6 +117,7 @@ class VideoEncoder:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("SVT_LOG", "2")  # SVT-AV1 prints its whole configuration per file below level 3
         self.path, self.fps, self.frames = path, fps, 0
+        self._scheduling = os.sched_getscheduler(0), os.sched_getparam(0)
         self._container = av.open(str(path), "w")
         options = {"g": str(gop), "crf": str(crf)}
         if codec == "h264":
@@ -136,6 +137,15 @@ class VideoEncoder:
             frame.pts, frame.time_base = self.frames, Fraction(1, self.fps)
             self._container.mux(self._stream.encode(frame))
             self.frames += 1
+        self._restore_scheduling()
+
+    def _restore_scheduling(self) -> None:
+        """SVT-AV1 puts the thread that drives it under SCHED_FIFO 99 where it may (as root), and leaves it
+        there: every process started afterwards inherited it, and on 2 cores two such busy children starved
+        everything else. Put the caller back as it was."""
+        policy, param = self._scheduling
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)
 
     def size_mb(self) -> float:
         return self.path.stat().st_size / 2**20
@@ -143,3 +153,4 @@ class VideoEncoder:
     def close(self) -> None:
         self._container.mux(self._stream.encode(None))  # flush the encoder's delayed frames
         self._container.close()
+        self._restore_scheduling()

@@ -8,6 +8,18 @@ import pytest
 from lara.data.libero_hdf5 import LiberoHDF5Writer
 
 
+@pytest.fixture(autouse=True)
+def _scheduling_kept():
+    """The fixtures drive SVT-AV1 through PyAV directly, which leaves the test process under SCHED_FIFO 99
+    (as root); every later child (roscore, the sim) would inherit it. Restore it after each test."""
+    import os
+
+    saved = os.sched_getscheduler(0), os.sched_getparam(0)
+    yield
+    if (os.sched_getscheduler(0), os.sched_getparam(0)) != saved:
+        os.sched_setscheduler(0, *saved)
+
+
 def demo_arrays(T: int, *, seed: int, size: int = 16) -> dict:
     """One episode whose frame t is identifiable: pixel [0, 0, 0] = t, pixel [0, 0, 1] = seed, and
     rows hold their own index (so a vertical flip is visible)."""

@@ -152,3 +152,16 @@ def test_libero_and_its_lerobot_copy_mix_in_one_dataset(tmp_path, libero_files):
         for key in ("lam_frames", "actions", "action_mask", "lam_actions", "proprio", "lam_valid"):
             assert np.array_equal(original[key].numpy(), copy[key].numpy()), key
         assert original["instruction"] == copy["instruction"]
+
+
+def test_the_av1_writer_leaves_the_callers_scheduling_as_it_was(tmp_path):
+    import os
+
+    from lara.data.video_io import VideoEncoder
+
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    encoder = VideoEncoder(tmp_path / "a.mp4", fps=10, width=64, height=64, codec="av1")
+    encoder.write(np.zeros((4, 64, 64, 3), np.uint8))
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
+    encoder.close()
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
