@@ -114,13 +114,14 @@ def _subprocess(args: list[str], log: Path, threads: int) -> float:
     return round(time.time() - start, 1)
 
 
-def changes(cell: Cell) -> list[str]:
-    """What a recorded cell was run with differently from its arguments now: 'training' and/or 'evaluation'."""
-    state = _read_state(cell)
+def changes(cell: Cell, state: dict | None = None) -> list[str]:
+    """What a recorded cell was run with differently from its arguments now: ['training'] (a retrained cell is
+    evaluated afresh anyway), ['evaluation'] or []. `state`: its cell.json, when already read."""
+    state = _read_state(cell) if state is None else state
     if not state:
         return []
     if state.get("train") != cell.train_args:
-        return ["training"]  # a retrained cell is evaluated afresh anyway
+        return ["training"]
     return ["evaluation"] if state.get("eval") != cell.eval_args else []
 
 
@@ -131,15 +132,15 @@ def prepare(cell: Cell, replace_changed: bool = False) -> tuple[dict, str]:
     if not state and cell.folder.is_dir() and any(cell.folder.iterdir()):
         raise CellFailed(f"{cell.folder} holds files but no cell.json, so it is not a study cell; "
                          "give the study a new --out or remove that folder")
-    changed = changes(cell)
+    changed = changes(cell, state)
     if changed and not replace_changed:
         raise CellFailed(f"{cell.folder} was run with other {changed[0]} arguments; give the study a new --out, "
                          "or pass --replace-changed to discard that cell's " +
                          ("run and evaluation" if changed == ["training"] else "evaluation"))
-    if state and state.get("train") != cell.train_args:
+    if changed == ["training"]:
         shutil.rmtree(cell.folder)  # another recipe: its checkpoints must not be resumed
         state = {}
-    elif state and state.get("eval") != cell.eval_args:
+    elif changed == ["evaluation"]:
         shutil.rmtree(cell.eval, ignore_errors=True)
         state.pop("eval_s", None)
     cell.folder.mkdir(parents=True, exist_ok=True)
