@@ -108,7 +108,7 @@ def training_init_states(policy_spec: str) -> TrainingInitStates | None:
     recipe = recipe_of(policy_spec)
     if recipe is None:
         return None
-    from lara.data.dataset import resolve_files
+    from lara.data.libero_source import resolve_files
 
     config = json.loads(recipe.read_text())
     paths = list(config.get("data", {}).get("paths", [])) + list(config.get("pretrain", {}).get("video_paths", []))

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from .config import LiberoDataConfig, SourceSpec
 from .episodes import Episode, EpisodeSource, SourceError, detect_format, open_source
-from .libero_source import resolve_files  # noqa: F401  (kept importable from here for older callers)
 from .sampler import window_order
 from .statistics import (
     GRIPPER_NOT_NORMALIZED,
