@@ -1,8 +1,9 @@
-"""The reference TokenVLA (OpenVLA's layout): one action per observation as 7 action tokens."""
+"""The reference TokenVLA (OpenVLA's layout): by default one action per observation as 7 action tokens; with
+`model.build` options an action chunk (autoregressive tokens or OFT's parallel L1 head), several cameras
+(`data.extra_cameras`) and the robot state (`proprio_dim`)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from lara.vla.presets import token_vla_config
@@ -17,25 +18,56 @@ class TokenVLAFamily(Family):
 
     def build(self) -> TokenVLA:
         cfg = self.config
-        model = TokenVLA.from_pretrained(cfg.path) if cfg.path is not None else TokenVLA(token_vla_config(**cfg.build))
+        if cfg.path is not None:
+            model = TokenVLA.from_pretrained(cfg.path)
+        else:
+            model = TokenVLA(token_vla_config(**cfg.build, cameras=list(self.cameras)))
+        if list(model.config.cameras) != list(self.cameras):
+            raise ValueError(f"the TokenVLA reads the cameras {model.config.cameras}, the data gives {list(self.cameras)} "
+                             "(data.camera + data.extra_cameras): make them the same")
         if self.statistics is not None:  # predict_action un-normalises with the statistics it was trained on
             action = self.statistics.action
             model.config.norm_stats = {"q01": action.q01.tolist(), "q99": action.q99.tolist(),
                                        "mask": action.mask.tolist()}
+        if model.config.proprio_dim:
+            proprio = None if self.statistics is None else self.statistics.proprio
+            if proprio is None or len(proprio.mean) != model.config.proprio_dim:
+                found = "no robot state" if proprio is None else f"a {len(proprio.mean)}-D robot state"
+                raise ValueError(f"model.build.proprio_dim={model.config.proprio_dim}, but the data has {found} "
+                                 "(LIBERO: ee_states + gripper_states = 8)")
+            if model.config.proprio_stats is None:  # a pretrained model keeps the statistics it was trained on
+                model.config.proprio_stats = {"mean": proprio.mean.tolist(), "std": proprio.std.tolist()}
         self.model_config = model.config
         self.action_tokenizer = ActionTokenizer(model.config.text_config.vocab_size, model.config.n_action_bins)
         return model
 
     def collate(self, samples: list[dict]) -> dict:
         lara = lara_inputs(samples)
+        cfg = self.model_config
+        h = cfg.chunk_size
         if lara.get("lam_action_free"):
             # no robot action: teacher-force the neutral action (bin of 0) so the action positions exist;
             # LaraModel leaves the base loss of this batch out
-            actions = np.zeros((len(samples), self.model_config.action_dim), np.float32)
+            actions = torch.zeros((len(samples), h, cfg.action_dim))
+            mask = torch.zeros((len(samples), h), dtype=torch.bool)
         else:
-            actions = torch.stack([s["actions"][0] for s in samples]).numpy()  # a_t, normalised
-        ids = self.action_tokenizer.encode(actions)
+            if samples[0]["actions"].shape[0] < h:
+                raise ValueError(f"the TokenVLA predicts chunks of {h} actions but the data gives "
+                                 f"{samples[0]['actions'].shape[0]}: set data.action_horizon >= {h}")
+            actions = torch.stack([s["actions"][:h] for s in samples])  # (B, H, A): a_t..a_{t+H-1}, normalised
+            mask = torch.stack([s["action_mask"][:h] for s in samples])  # (B, H)
+        ids = self.action_tokenizer.encode(actions.numpy()).reshape(len(samples), -1)  # (B, H * A)
         batch = collate([build_example(s["instruction"], row) for s, row in zip(samples, ids)])
-        images = torch.stack([s["image"] for s in samples])  # uint8 (B, 3, H, W)
-        batch["pixel_values"] = preprocess_images(images, self.model_config.vision_config.image_size)
+        views = [torch.stack([s["image"] for s in samples])]  # uint8 (B, 3, H, W) of data.camera
+        views += [torch.stack([s[camera] for s in samples]) for camera in self.cameras[1:]]
+        pixels = [preprocess_images(v, cfg.image_size) for v in views]
+        batch["pixel_values"] = pixels[0] if len(pixels) == 1 else torch.stack(pixels, 1)  # (B, [N,] 3, S, S)
+        if cfg.proprio_dim:
+            if "proprio" not in samples[0]:
+                raise ValueError("the TokenVLA reads the robot state, which these samples lack (action-free data?)")
+            batch["proprio"] = torch.stack([s["proprio"] for s in samples])
+        if cfg.action_head == "l1":  # the L1 loss leaves the padding past an episode's end out
+            batch.update(actions=actions, action_mask=mask)
+        # (the 'tokens' head's cross-entropy keeps the padded steps, which repeat the episode's last action,
+        # as pi0's loss does, rather than cut each sample's token sequence at a different length)
         return {**batch, **lara}

@@ -17,8 +17,8 @@ def _pixel_shape(config) -> tuple[int, int]:
     """(channels, size) of the pixel values: TokenVLA's SigLIP `vision_config`, or OpenVLA's `image_sizes`
     (its fused DINOv2 + SigLIP backbone takes both transforms stacked: 6 channels)."""
     vision = getattr(config, "vision_config", None)
-    if vision is not None:
-        return 3, int(vision.image_size)
+    if vision is not None:  # a TokenVLA with a ResNet tower keeps the size on its own config
+        return 3, int(getattr(vision, "image_size", None) or config.image_size)
     sizes = getattr(config, "image_sizes", None)
     if sizes:
         return (6 if getattr(config, "use_fused_vision_backbone", False) else 3), int(sizes[0])

@@ -14,13 +14,21 @@ from lara.vla.token_vla import TokenVLA, TokenVLAConfig
 
 
 def token_vla_config(width: int = 64, layers: int = 2, image_size: int = 32, vocab_size: int = 1024,
-                     patch_size: int = 8, **kw) -> TokenVLAConfig:
-    vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=image_size, patch_size=patch_size)
+                     patch_size: int = 8, vision_type: str = "siglip", **kw) -> TokenVLAConfig:
+    """A small TokenVLA. `vision_type='resnet'`: a 3-stage basic-block ResNet (widths width/4, width/2, width;
+    stride 16, so a 64 px image gives 4 x 4 patches) instead of the 1-layer SigLIP tower with `patch_size`.
+    Other keywords (chunk_size, action_head, cameras, proprio_dim, image_shift, ...) go to TokenVLAConfig."""
+    if vision_type == "resnet":
+        vision = dict(num_channels=3, embedding_size=width // 4, hidden_sizes=[width // 4, width // 2, width],
+                      depths=[1, 1, 1], layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)
+        kw["image_size"] = image_size
+    else:
+        vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1, num_attention_heads=2,
+                      image_size=image_size, patch_size=patch_size)
     text = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=2,
                 num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512, pad_token_id=0,
                 bos_token_id=1, eos_token_id=2)
-    return TokenVLAConfig(vision_config=vision, text_config=text, **kw)
+    return TokenVLAConfig(vision_config=vision, text_config=text, vision_type=vision_type, **kw)
 
 
 def build_keys(family: str) -> list[str]:
@@ -31,7 +39,8 @@ def build_keys(family: str) -> list[str]:
         return [p.name for p in parameters if p.kind is not p.VAR_KEYWORD and p.name != "self" and p.name not in skip]
 
     if family == "token_vla":  # the preset builds vision / text configs from its keywords; training sets norm_stats
-        own = named(TokenVLAConfig.__init__, skip=("vision_config", "text_config", "norm_stats"))
+        own = named(TokenVLAConfig.__init__, skip=("vision_config", "text_config", "norm_stats", "proprio_stats",
+                                                    "cameras", "image_size"))
         return named(token_vla_config) + own
     if family == "pi0":
         return named(pi0_config)
