@@ -99,6 +99,29 @@ def test_refine_lam_continues_a_saved_lam_with_an_action_head(demos, tmp_path):
     assert {"probe_r2_before", "probe_r2_after"} <= set(result)
 
 
+def test_reference_recipe_trains_a_chunked_policy_on_both_cameras_and_the_robot_state(demos, tmp_path):
+    build = "model.build={width: 32, layers: 1, image_size: 32, vision_type: resnet, chunk_size: 8, action_head: l1, " \
+            "proprio_dim: 8, image_shift: 2}"
+    result = posttrain.run(load_recipe("reference_libero_object", tiny(demos, tmp_path / "run", steps=2) + [build]))
+    record = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert LARA_COMPONENTS <= record.keys() and record["base"] > 0  # the L1 loss of the chunk
+    policy = load_policy(result["final"] / "vla")
+    assert policy.cameras == ("agentview_rgb", "eye_in_hand_rgb")
+    stats = policy.model.config.proprio_stats
+    assert len(stats["mean"]) == 8 and stats["std"] != [1.0] * 8  # the demonstrations' state statistics
+    policy.reset("put the bowl on the plate")
+    image = torch.zeros(32, 32, 3, dtype=torch.uint8).numpy()
+    obs = {"agentview_rgb": image, "eye_in_hand_rgb": image, "ee_pos": [0, 0, 1], "ee_ori": [3, 0, 0],
+           "gripper_qpos": [0.04, -0.04]}
+    assert policy.act(obs).shape == (8, 7)
+
+
+def test_reference_recipe_refuses_a_state_the_data_lacks(demos, tmp_path):
+    build = "model.build={width: 32, layers: 1, image_size: 32, proprio_dim: 6}"
+    with pytest.raises(ValueError, match=r"proprio_dim=6, but the data has a 8-D robot state"):
+        posttrain.run(load_recipe("reference_libero_object", tiny(demos, tmp_path / "run", steps=1) + [build]))
+
+
 def test_every_preset_validates():
     for name in available_presets():
         extra = ["model.path=/models/openvla-7b"] if "openvla" in name else []
