@@ -110,10 +110,6 @@ class TokenVLAConfig(PretrainedConfig):
         self.image_shift = image_shift
         super().__init__(**kwargs)
 
-    @property
-    def action_positions(self) -> int:
-        return self.chunk_size * self.action_dim
-
     def to_dict(self) -> dict:
         out = super().to_dict()
         out["vision_config"], out["text_config"] = self.vision_config.to_dict(), self.text_config.to_dict()
@@ -179,7 +175,7 @@ class TokenVLA(PreTrainedModel):
             features = features.flatten(2).transpose(1, 2)
         return self.projector(features).reshape(b, -1, self.config.text_config.hidden_size)  # (B, N * P, D)
 
-    def _proprio(self, proprio: torch.Tensor | None, batch_size: int, like: torch.Tensor) -> torch.Tensor:
+    def _proprio(self, proprio: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """(B, S) raw robot state -> one token (B, 1, D), standardised with the training statistics."""
         if proprio is None or proprio.shape[-1] != self.config.proprio_dim:
             given = "none" if proprio is None else tuple(proprio.shape)
@@ -203,7 +199,7 @@ class TokenVLA(PreTrainedModel):
             text = text.masked_fill(((input_ids >= tok.first_id) & (input_ids <= tok.last_id))[..., None], 0.0)
         inserted = [self._images(pixel_values).to(text.dtype)]
         if self.config.proprio_dim:
-            inserted.append(self._proprio(proprio, text.shape[0], text))
+            inserted.append(self._proprio(proprio, text))
         return torch.cat([text[:, :1], *inserted, text[:, 1:]], dim=1)  # (B, T + P (+ 1), D)
 
     def forward(self, input_ids, pixel_values, attention_mask=None, labels=None, proprio=None, actions=None,

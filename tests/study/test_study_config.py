@@ -42,6 +42,13 @@ def test_the_shipped_study_file_names_its_command_and_options_override_it():
     assert set(fields["variants"]) == {"fsq", "detach", "fdm", "pool_mean"}
 
 
+@pytest.mark.parametrize("study_file", sorted(STUDY_FILE.parent.glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_shipped_study_file_parses_and_names_its_command(study_file):
+    assert study_file.read_text().startswith(f"# lara study benchmarks/study/configs/{study_file.name}")
+    fields = cli.study_fields(cli.build_parser().parse_args([str(study_file)]))
+    assert fields["tasks"] and len(fields["seeds"]) >= 3 and fields["trials"] >= 20
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--variant", "fsq=lara.lam.quantizr=fsq"], "cell fsq/seed0: unknown key 'lara.lam.quantizr'. Did you mean "
                                                  "'lara.lam.quantizer'?"),
