@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from lara.errors import InputError
 from lara.vla.presets import token_vla_config
 from lara.vla.token_vla import TokenVLA, preprocess_images
 from lara.vla.tokenizer import ActionTokenizer, build_example, collate
@@ -23,7 +24,7 @@ class TokenVLAFamily(Family):
         else:
             model = TokenVLA(token_vla_config(**cfg.build, cameras=list(self.cameras)))
         if list(model.config.cameras) != list(self.cameras):
-            raise ValueError(f"the TokenVLA reads the cameras {model.config.cameras}, the data gives {list(self.cameras)} "
+            raise InputError(f"the TokenVLA reads the cameras {model.config.cameras}, the data gives {list(self.cameras)} "
                              "(data.camera + data.extra_cameras): make them the same")
         if self.statistics is not None:  # predict_action un-normalises with the statistics it was trained on
             action = self.statistics.action
@@ -33,7 +34,7 @@ class TokenVLAFamily(Family):
             proprio = None if self.statistics is None else self.statistics.proprio
             if proprio is None or len(proprio.mean) != model.config.proprio_dim:
                 found = "no robot state" if proprio is None else f"a {len(proprio.mean)}-D robot state"
-                raise ValueError(f"model.build.proprio_dim={model.config.proprio_dim}, but the data has {found} "
+                raise InputError(f"model.build.proprio_dim={model.config.proprio_dim}, but the data has {found} "
                                  "(LIBERO: ee_states + gripper_states = 8)")
             if model.config.proprio_stats is None:  # a pretrained model keeps the statistics it was trained on
                 model.config.proprio_stats = {"mean": proprio.mean.tolist(), "std": proprio.std.tolist()}
@@ -52,7 +53,7 @@ class TokenVLAFamily(Family):
             mask = torch.zeros((len(samples), h), dtype=torch.bool)
         else:
             if samples[0]["actions"].shape[0] < h:
-                raise ValueError(f"the TokenVLA predicts chunks of {h} actions but the data gives "
+                raise InputError(f"the TokenVLA predicts chunks of {h} actions but the data gives "
                                  f"{samples[0]['actions'].shape[0]}: set data.action_horizon >= {h}")
             actions = torch.stack([s["actions"][:h] for s in samples])  # (B, H, A): a_t..a_{t+H-1}, normalised
             mask = torch.stack([s["action_mask"][:h] for s in samples])  # (B, H)
@@ -64,7 +65,7 @@ class TokenVLAFamily(Family):
         batch["pixel_values"] = pixels[0] if len(pixels) == 1 else torch.stack(pixels, 1)  # (B, [N,] 3, S, S)
         if cfg.proprio_dim:
             if "proprio" not in samples[0]:
-                raise ValueError("the TokenVLA reads the robot state, which these samples lack (action-free data?)")
+                raise InputError("the TokenVLA reads the robot state, which these samples lack (action-free data?)")
             batch["proprio"] = torch.stack([s["proprio"] for s in samples])
         if cfg.action_head == "l1":  # the L1 loss leaves the padding past an episode's end out
             batch.update(actions=actions, action_mask=mask)

@@ -116,10 +116,15 @@ def test_reference_recipe_trains_a_chunked_policy_on_both_cameras_and_the_robot_
     assert policy.act(obs).shape == (8, 7)
 
 
-def test_reference_recipe_refuses_a_state_the_data_lacks(demos, tmp_path):
-    build = "model.build={width: 32, layers: 1, image_size: 32, proprio_dim: 6}"
-    with pytest.raises(ValueError, match=r"proprio_dim=6, but the data has a 8-D robot state"):
-        posttrain.run(load_recipe("reference_libero_object", tiny(demos, tmp_path / "run", steps=1) + [build]))
+@pytest.mark.parametrize("extra, message", [
+    (["model.build={width: 32, layers: 1, image_size: 32, proprio_dim: 6}"],
+     r"proprio_dim=6, but the data has a 8-D robot state"),
+    (["model.build={width: 32, layers: 1, image_size: 32, chunk_size: 8, action_head: l1}", "data.action_horizon=4"],
+     r"predicts chunks of 8 actions but the data gives 4: set data.action_horizon >= 8"),
+])
+def test_reference_recipe_refuses_data_its_model_cannot_use(demos, tmp_path, extra, message):
+    with pytest.raises(InputError, match=message):
+        posttrain.run(load_recipe("reference_libero_object", tiny(demos, tmp_path / "run", steps=1) + extra))
 
 
 def test_every_preset_validates():
