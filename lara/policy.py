@@ -48,6 +48,17 @@ def camera_image(obs: dict[str, Any], key: str) -> np.ndarray:
     return image
 
 
+STATE_KEYS = ("ee_pos", "ee_ori", "gripper_qpos")  # = the LIBERO reader's proprio: ee_states (6) + gripper_states (2)
+
+
+def robot_state(obs: dict[str, Any], reader: str = "this policy") -> np.ndarray:
+    """float32 (8,): obs' STATE_KEYS concatenated, the robot state policies trained on the reader's proprio read."""
+    missing = [key for key in STATE_KEYS if key not in obs]
+    if missing:
+        raise ValueError(f"obs lacks {missing}: {reader} reads the robot state {list(STATE_KEYS)}")
+    return np.concatenate([np.asarray(obs[key], dtype=np.float32).reshape(-1) for key in STATE_KEYS])
+
+
 def find_vla_dir(path: str | Path) -> Path:
     """The exported VLA folder (one with config.json) that `path` names: the folder itself, or the VLA inside a
     training run's folders (RUN -> RUN/final/vla; RUN/final and RUN/checkpoints/step_N -> their vla/).

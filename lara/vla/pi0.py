@@ -25,13 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from lara.data.statistics import STATISTICS_FILE, DatasetStatistics, load_statistics, unnormalize_actions
-from lara.policy import ACTION_DIM, camera_image
+from lara.policy import ACTION_DIM, camera_image, robot_state
 
 CAMERAS_KEY = "lara_cameras"  # the obs keys of the cameras a pi0 was trained on, kept in its config.json
 DEFAULT_CAMERAS = ("agentview_rgb",)
-STATE_KEYS = ("ee_pos", "ee_ori", "gripper_qpos")  # = the reader's proprio: ee_states (6) + gripper_states (2)
-
-
 class ByteTokenizer:
     """BOS, then each UTF-8 byte b of the text as the b-th id (modulo) of those that are not special or <image>."""
 
@@ -155,11 +152,7 @@ class PI0Policy:
         for camera in self.inputs.cameras:
             image = camera_image(obs, camera)
             views.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])  # (1, 3, H, W)
-        missing = [key for key in STATE_KEYS if key not in obs]
-        if missing:
-            raise ValueError(f"obs lacks {missing}: pi0 reads the robot state {list(STATE_KEYS)}")
-        state = np.concatenate([np.asarray(obs[key], np.float32).reshape(-1) for key in STATE_KEYS])
-        return views, torch.from_numpy(state)[None]
+        return views, torch.from_numpy(robot_state(obs, "pi0"))[None]
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any]) -> np.ndarray:

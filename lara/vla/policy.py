@@ -10,17 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from lara.policy import camera_image, find_vla_dir
-from lara.vla.token_vla import PROPRIO_KEYS, TokenVLA, preprocess_images
+from lara.policy import camera_image, find_vla_dir, robot_state
+from lara.vla.token_vla import TokenVLA, preprocess_images
 
 
 class TokenVLAPolicy:
     """reset(instruction) then act(obs) -> float32 (H, 7): the unnormalised chunk of H = config.chunk_size actions
     (1 for OpenVLA's layout), from the cameras it was trained on (and the robot state when it reads one)."""
 
-    def __init__(self, model: TokenVLA, cameras: tuple[str, ...] | None = None):
+    def __init__(self, model: TokenVLA):
         self.model = model.eval()
-        self.cameras = tuple(cameras or model.config.cameras)  # what the evaluation must render for it
+        self.cameras = tuple(model.config.cameras)  # what the evaluation must render for it
         self.instruction: str | None = None
         self.device = next(model.parameters()).device
 
@@ -35,11 +35,7 @@ class TokenVLAPolicy:
         pixels = (views[0] if len(views) == 1 else torch.stack(views, 1)).to(self.device)
         proprio = None
         if self.model.config.proprio_dim:
-            missing = [key for key in PROPRIO_KEYS if key not in obs]
-            if missing:
-                raise ValueError(f"this policy reads the robot state {PROPRIO_KEYS}; obs lacks {missing}")
-            state = np.concatenate([np.asarray(obs[key], dtype=np.float32).reshape(-1) for key in PROPRIO_KEYS])
-            proprio = torch.from_numpy(state)[None].to(self.device)
+            proprio = torch.from_numpy(robot_state(obs, "this TokenVLA"))[None].to(self.device)
         actions = self.model.predict_action(pixels, [self.instruction], proprio=proprio)  # (1, [H,] 7)
         return actions.reshape(-1, actions.shape[-1])
 
