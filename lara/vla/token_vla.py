@@ -51,12 +51,12 @@ from transformers import (
 from transformers.modeling_outputs import ModelOutput
 
 from lara.align import action_token_mask
+from lara.errors import InputError
 from lara.vla.tokenizer import IGNORE_INDEX, ActionTokenizer, build_example, collate, unnormalize
 
 ACTION_HEADS = ("tokens", "l1")
 VISION_TYPES = {"siglip": (SiglipVisionConfig, SiglipVisionModel), "resnet": (ResNetConfig, ResNetModel)}
 DEFAULT_CAMERAS = ("agentview_rgb",)
-PROPRIO_KEYS = ("ee_pos", "ee_ori", "gripper_qpos")  # = the LIBERO reader's proprio: ee_states (6) + gripper_states (2)
 
 
 class TokenVLAConfig(PretrainedConfig):
@@ -85,11 +85,11 @@ class TokenVLAConfig(PretrainedConfig):
         **kwargs,
     ):
         if action_head not in ACTION_HEADS:
-            raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {action_head!r}")
+            raise InputError(f"action_head must be one of {ACTION_HEADS}, got {action_head!r}")
         if vision_type not in VISION_TYPES:
-            raise ValueError(f"vision_type must be one of {sorted(VISION_TYPES)}, got {vision_type!r}")
+            raise InputError(f"vision_type must be one of {sorted(VISION_TYPES)}, got {vision_type!r}")
         if chunk_size < 1 or proprio_dim < 0 or image_shift < 0 or not cameras:
-            raise ValueError(f"need chunk_size >= 1, proprio_dim >= 0, image_shift >= 0 and at least one camera; got "
+            raise InputError(f"need chunk_size >= 1, proprio_dim >= 0, image_shift >= 0 and at least one camera; got "
                              f"{chunk_size}, {proprio_dim}, {image_shift}, {list(cameras)}")
         vision_config = vision_config.to_dict() if isinstance(vision_config, PretrainedConfig) else (vision_config or {})
         text_config = text_config.to_dict() if isinstance(text_config, PretrainedConfig) else (text_config or {})
