@@ -115,6 +115,9 @@ def test_saved_policy_acts_with_chunks_on_an_observation(head, tmp_path):
     actions = policy.act(obs)
     assert actions.shape == (4, 7) and actions.dtype == np.float32
     assert np.abs(actions[:, :6]).max() <= 0.5 + 1e-6  # un-normalised into the statistics' range
+    policy.model.config.norm_stats = None  # the same observation, left normalised
+    raw = policy.act(obs)
+    assert np.allclose(actions[:, :6], 0.5 * raw[:, :6]) and np.array_equal(actions[:, 6], raw[:, 6])
     with pytest.raises(ValueError, match="obs lacks \\['gripper_qpos'\\]"):
         policy.act({k: v for k, v in obs.items() if k != "gripper_qpos"})
 

@@ -19,9 +19,10 @@ from lara.real_robot.ports import free_port, wait_for_port  # noqa: F401  (re-ex
 
 def normal_scheduling() -> None:
     """Start a child under SCHED_OTHER, as a user's shell would, whatever the test process runs under.
-    A CI run's pytest process was found under SCHED_FIFO 99 (set by no code of ours); its children
-    inherited that, and two of them busy for a moment starved roscore on 2 cores: the gripper test hung
-    for 17 minutes. A node that wants real time asks for it itself (`realtime.enabled`)."""
+    A CI run's pytest process was found under SCHED_FIFO 99 (SVT-AV1, driven by the data tests' video
+    encoding, leaves its caller there as root); its children inherited that, and two of them busy for a
+    moment starved roscore on 2 cores: the gripper test hung for 17 minutes. A node that wants real time
+    asks for it itself (`realtime.enabled`)."""
     os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 HERE = Path(__file__).parent
