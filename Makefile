@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # transformers 4.40.x (+ peft 0.11.1, pillow): what OpenVLA's remote code and fine-tuning need; the core is tested against it too.
 VENV_TF440 := .venv-tf440
-EXTRAS := dev,train,libero,robot,video
+EXTRAS := dev,train,libero,robot,video,simpler
 
 .PHONY: test test-core-tf440 demo system-deps clean
 

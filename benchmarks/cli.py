@@ -1,8 +1,9 @@
 """`lara eval <benchmark>`: evaluate a policy on a simulated benchmark.
 
     lara eval libero --policy scripted --suite object --tasks 0,1 --trials 50 --workers 2 --out runs/eval
+    lara eval simpler --policy scripted --tasks carrot,spoon --episodes 24 --seeds 3 --workers 2 --out runs/eval
 
---policy is `scripted` (the privileged LIBERO expert), `checkpoint:DIR` (a saved VLA) or `module:factory` / `file.py:factory`, a
+--policy is `scripted` (the privileged LIBERO / WidowX expert), `checkpoint:DIR` (a saved VLA) or `module:factory` / `file.py:factory`, a
 callable returning a `lara.policy.Policy`. A `checkpoint:RUN/final/vla` is refused on init states its training
 data started from (`--allow-train-init-states` runs it anyway) and rendered at its training image size.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-BENCHMARKS = ("libero",)
+BENCHMARKS = ("libero", "simpler")
 
 
 def build_libero_parser() -> argparse.ArgumentParser:
@@ -38,12 +39,55 @@ def build_libero_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_simpler_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lara eval simpler",
+                                description="SIMPLER's Bridge (WidowX) tasks on ManiSkill3, SimplerEnv's protocol.")
+    p.add_argument("--policy", required=True, help="'scripted', 'checkpoint:DIR' or 'module:factory' returning a Policy")
+    p.add_argument("--tasks", default="carrot,spoon,stack,eggplant",
+                   help="comma-separated: carrot, spoon, stack, eggplant or their env ids (default: all four)")
+    p.add_argument("--episodes", type=int, default=24, help="episodes per task and seed; episode i is episode_id i")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, each running every episode")
+    p.add_argument("--assets", default=None, help="ManiSkill asset folder (default: $MS_ASSET_DIR, else ~/.maniskill)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes, each with its own env")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="BLAS/OpenMP/lavapipe threads in each worker")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="policy image size (default: the checkpoint's training size, else 256)")
+    p.add_argument("--rotation", default="simpler", choices=("simpler", "exact"),
+                   help="how the policy's roll-pitch-yaw delta becomes the controller's input (see "
+                        "lara.benchmarks.simpler.env)")
+    p.add_argument("--max-steps", type=int, default=None, help="override the task's 60/120 steps (debugging)")
+    p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
+    p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
+    return p
+
+
+def main_simpler(argv: list[str]) -> int:
+    args = build_simpler_parser().parse_args(argv)
+    from lara.benchmarks.simpler.evaluate import evaluate
+
+    results = evaluate(args.policy, [t.strip() for t in args.tasks.split(",") if t.strip()], args.out,
+                       episodes=args.episodes, seeds=args.seeds, workers=args.workers, assets=args.assets,
+                       image_size=args.image_size, rotation=args.rotation, max_steps=args.max_steps,
+                       video=not args.no_video, threads_per_worker=args.threads_per_worker)
+    for task in results["tasks"]:
+        low, high = task["success_ci95"]
+        print(f"{task['env_id']}: {task['successes']}/{task['trials']} success (95% CI {100 * low:.1f}-"
+              f"{100 * high:.1f}%), grasped {100 * task['is_src_obj_grasped_rate']:.1f}%")
+    if not results["simpler_scores"]:
+        print(f"stand-in table scene for {results['stand_in_stages']}: these are NOT SIMPLER scores")
+    print(f"average: {100 * results['average_success_rate']:.1f}%  ({results['env_steps_per_s']} env steps/s, "
+          f"{results['wall_time_s']} s)  -> {args.out}/results.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in BENCHMARKS:
         given = argv[0] if argv else "nothing"
         print(f"usage: lara eval {{{','.join(BENCHMARKS)}}} [options]; got {given!r}.", file=sys.stderr)
         return 2
+    if argv[0] == "simpler":
+        return main_simpler(argv[1:])
     args = build_libero_parser().parse_args(argv[1:])
     from lara.benchmarks.libero.evaluate import evaluate
 

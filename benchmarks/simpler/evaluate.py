@@ -1,0 +1,244 @@
+"""SIMPLER (ManiSkill3 Bridge, WidowX) evaluation of a `lara.policy.Policy`.
+
+    lara eval simpler --policy checkpoint:RUN/final/vla --tasks carrot,spoon --episodes 24 --seeds 3 \
+        --workers 2 --assets /data/ms_assets --out runs/eval_simpler
+
+The protocol (SimplerEnv's ManiSkill3 evaluation): episode i of a task is SIMPLER's fixed configuration
+`episode_id = i` (24 per task, the eggplant 64), repeated for each seed s (the env and the policy seeded with
+1000 s + i); every episode runs the task's full 60 steps (eggplant 120) at 5 Hz and its success is
+`info["success"]` at the last step, with the partial credit `is_src_obj_grasped` (the source object was
+grasped at some step) and `consecutive_grasp` (grasped 5 steps in a row). Action chunks run open-loop, like
+LIBERO's. The env wrapper (`env.py`) maps images, robot state and actions, rotation convention included.
+
+Before any worker spawns: the policy spec, the task names and every asset file are checked (one line naming
+what is missing and the download command; ManiSkill's own download prompt never runs). results.json records
+mani-skill / sapien / Mesa versions and the sha256 of every asset file loaded; when a table scene is the
+stand-in box (`assets.write_stand_in_stages`), `simpler_scores` is false and the plot says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, wait
+from pathlib import Path
+
+import numpy as np
+
+from lara.benchmarks.libero.evaluate import _seed_everything, check_chunk, check_policy_spec
+from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size
+from lara.benchmarks.libero.workers import spawn_pool
+from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksums, resolve_asset_dir, resolve_task,
+                                            stage_is_stand_in)
+from lara.benchmarks.study.stats import wilson_interval
+from lara.errors import InputError
+from lara.policy import ACTION_DIM
+
+PARTIAL = ("is_src_obj_grasped", "consecutive_grasp")
+_WORKER: dict = {}
+
+
+def load_policy(spec: str):
+    """`scripted` (the privileged WidowX expert), `checkpoint:DIR` or `module:factory`, as for LIBERO."""
+    if spec == "scripted":
+        from lara.benchmarks.simpler.expert import ScriptedWidowXExpert
+
+        return ScriptedWidowXExpert()
+    from lara.benchmarks.libero.evaluate import load_policy as load_libero_policy
+
+    return load_libero_policy(spec)
+
+
+def _init_worker(policy_spec: str, image_size: int, assets: str, rotation: str, threads: int,
+                 spawned_at: float) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER.update(policy=load_policy(policy_spec), image_size=image_size, assets=assets, rotation=rotation,
+                   env=None, startup_s=time.time() - spawned_at)
+
+
+def _env_for(env_id: str):
+    from lara.benchmarks.simpler.env import ManiSkillEnv
+
+    if _WORKER["env"] is not None and _WORKER["env"].env_id == env_id:
+        return _WORKER["env"], 0.0
+    start = time.time()
+    if _WORKER["env"] is not None:
+        _WORKER["env"].close()
+    _WORKER["env"] = ManiSkillEnv(env_id, image_size=_WORKER["image_size"], assets=_WORKER["assets"],
+                                  rotation=_WORKER["rotation"])
+    return _WORKER["env"], time.time() - start
+
+
+def run_episode(job: tuple) -> dict:
+    """One episode: (env_id, seed, episode_id, max_steps or None, video path or None) -> episode record."""
+    env_id, seed, episode_id, max_steps, video = job
+    env, build_s = _env_for(env_id)
+    policy = _WORKER["policy"]
+    max_steps = max_steps or env.max_steps
+    episode_seed = 1000 * seed + episode_id
+    _seed_everything(episode_seed)
+    start, cpu_start = time.time(), time.process_time()
+    obs = env.reset(episode_id=episode_id, seed=episode_seed)
+    if hasattr(policy, "bind"):
+        policy.bind(env)
+    policy.reset(env.instruction)
+    frames = [env.frame] if video else []
+    steps, info, reason = 0, {}, None
+    while steps < max_steps and reason is None:
+        try:
+            chunk = policy.act(obs)
+        except Exception as error:  # a crashing policy fails its episode, not the evaluation
+            reason = f"policy.act raised {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
+            break
+        reason = check_chunk(chunk)
+        if reason is not None:
+            break
+        for action in np.asarray(chunk, dtype=np.float64).reshape(-1, ACTION_DIM):
+            obs, info = env.step(action)
+            steps += 1
+            frames += [env.frame] if video else []
+            if steps >= max_steps:
+                break
+    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
+    if video:
+        import imageio.v2 as imageio
+
+        Path(video).parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimwrite(video, frames, fps=5, macro_block_size=1)
+    finished = reason is None
+    return {"env_id": env_id, "instruction": env.instruction, "seed": seed, "episode_id": episode_id,
+            "success": bool(finished and info.get("success", False)),
+            **{k: bool(info.get(k, False)) for k in PARTIAL}, "steps": steps, "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason, "video": video,
+            "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
+            "env_build_s": round(build_s, 2)}
+
+
+def run_jobs(jobs: list[tuple], policy: str, image_size: int, assets: Path, rotation: str, workers: int,
+             threads: int = 1):
+    """Episodes in `workers` spawned processes (also for 1), at most `workers` in flight; yields records."""
+    initargs = (policy, image_size, str(assets), rotation, threads, time.time())
+    os.environ["MS_ASSET_DIR"] = str(assets)  # spawned workers import mani_skill with it
+    with spawn_pool(workers, threads, _init_worker, initargs) as pool:
+        pending, queue = set(), list(reversed(jobs))
+        while queue or pending:
+            while queue and len(pending) < workers:
+                pending.add(pool.submit(run_episode, queue.pop()))
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+
+
+def summarize(records: list[dict], env_ids: list[str]) -> dict:
+    tasks = []
+    for env_id in env_ids:
+        eps = sorted((r for r in records if r["env_id"] == env_id), key=lambda r: (r["seed"], r["episode_id"]))
+        k, n = sum(r["success"] for r in eps), len(eps)
+        low, high = wilson_interval(k, n)
+        tasks.append({"env_id": env_id, "instruction": eps[0]["instruction"], "successes": k, "trials": n,
+                      "success_rate": k / n, "success_ci95": [round(low, 4), round(high, 4)],
+                      **{f"{p}_rate": sum(r[p] for r in eps) / n for p in PARTIAL},
+                      "per_seed": {str(s): sum(r["success"] for r in eps if r["seed"] == s)
+                                   for s in sorted({r["seed"] for r in eps})},
+                      "episodes": eps})
+    return {"tasks": tasks, "average_success_rate": float(np.mean([t["success_rate"] for t in tasks]))}
+
+
+def plot(summary: dict, path: Path, simpler_scores: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = summary["tasks"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(tasks) + 2), 4))
+    x = np.arange(len(tasks))
+    for offset, key, label in ((-0.2, "success_rate", "success"), (0.2, "is_src_obj_grasped_rate", "grasped")):
+        ax.bar(x + offset, [100 * t[key] for t in tasks], width=0.4, label=label)
+    for i, task in enumerate(tasks):
+        low, high = task["success_ci95"]
+        ax.errorbar(i - 0.2, 100 * task["success_rate"], yerr=[[100 * (task["success_rate"] - low)],
+                                                               [100 * (high - task["success_rate"])]],
+                    color="black", capsize=3)
+    ax.set_xticks(x, [f"{t['env_id'].removesuffix('-v1')}\n{t['successes']}/{t['trials']}" for t in tasks], fontsize=7)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    title = f"SIMPLER Bridge, average success {100 * summary['average_success_rate']:.1f}%"
+    ax.set_title(title if simpler_scores else f"{title}\nstand-in table: NOT SIMPLER scores", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24, seeds: int = 3, workers: int = 1,
+             assets: str | Path | None = None, image_size: int | None = None, rotation: str = "simpler",
+             max_steps: int | None = None, video: bool = True, progress: bool = True,
+             threads_per_worker: int = 1) -> dict:
+    """Run every (task, seed, episode); writes OUT/results.json, OUT/success.png and OUT/videos/."""
+    from tqdm import tqdm
+
+    from lara.benchmarks.simpler.env import ROTATIONS, versions
+
+    check_policy_spec(policy)
+    for name, value in dict(episodes=episodes, seeds=seeds, workers=workers, threads_per_worker=threads_per_worker,
+                            image_size=image_size, max_steps=max_steps).items():
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if rotation not in ROTATIONS:
+        raise InputError(f"--rotation must be one of {list(ROTATIONS)}, got {rotation!r}")
+    env_ids = [resolve_task(t) for t in tasks]
+    if policy == "scripted":
+        from lara.benchmarks.simpler.expert import SUPPORTED
+
+        unsupported = [e for e in env_ids if e not in SUPPORTED]
+        if unsupported:
+            raise InputError(f"--policy scripted plans {list(SUPPORTED)} only, not {unsupported}")
+    root = resolve_asset_dir(assets)
+    check_assets(root, env_ids)  # one line naming the missing files; nothing created
+    size, warning = camera_size_for(image_size, policy_image_size(policy))
+    if warning:
+        import warnings
+
+        warnings.warn(warning, stacklevel=2)
+    out = Path(out)
+    jobs = [(env_id, seed, episode, max_steps,
+             str(out / "videos" / env_id / f"seed{seed}_episode{episode:03d}.mp4") if video else None)
+            for env_id in env_ids for seed in range(seeds) for episode in range(episodes)]
+    out.mkdir(parents=True, exist_ok=True)
+    start, records = time.time(), []
+    bar = tqdm(total=len(jobs), desc="SIMPLER episodes", disable=not progress, dynamic_ncols=True)
+    for record in run_jobs(jobs, policy, size, root, rotation, workers, threads_per_worker):
+        records.append(record)
+        bar.update(1)
+        successes = sum(r["success"] for r in records)
+        bar.set_postfix(success=f"{successes}/{len(records)}")
+        if record["failure_reason"]:
+            bar.write(f"{record['env_id']} seed {record['seed']} episode {record['episode_id']} failed: "
+                      f"{record['failure_reason'].splitlines()[0]}")
+    bar.close()
+    wall = time.time() - start
+    stand_in = sorted(e for e in env_ids if stage_is_stand_in(root, e))
+    steps = sum(r["steps"] for r in records)
+    results = {
+        "policy": policy, "episodes": episodes, "seeds": list(range(seeds)), "workers": workers,
+        "threads_per_worker": threads_per_worker, "simpler_scores": not stand_in, "stand_in_stages": stand_in,
+        "protocol": {"obs_mode": "rgb+segmentation", "camera": "3rd_view_camera 640x480, resized (cv2 INTER_AREA)",
+                     "image_size": size, "policy_image_size": policy_image_size(policy),
+                     "control_mode": "arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos", "control_hz": 5,
+                     "max_steps": {e: max_steps or BRIDGE_TASKS[e].max_steps for e in env_ids},
+                     "rotation": rotation, "gripper": "ours -1 open / +1 close -> WidowX +1 open / -1 close, binarised",
+                     "episode_rule": "episode i -> episode_id i; env and policy seeded 1000*seed + i",
+                     "success": "info['success'] at the last step"},
+        "versions": versions(), "asset_dir": str(root), "asset_sha256": checksums(root, env_ids),
+        "wall_time_s": round(wall, 1), "env_steps": steps, "env_steps_per_s": round(steps / wall, 2),
+        "worker_startup_s": sorted({r["worker_pid"]: r["worker_startup_s"] for r in records}.values()),
+        **summarize(records, env_ids),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / "success.png", results["simpler_scores"])
+    return results
