@@ -161,3 +161,19 @@ def write_stand_in_stages(root: Path) -> list[Path]:
         written.append(path)
     return written
 
+
+
+def stand_in_asset_dir(partial: Path, dest: Path) -> Path:
+    """An asset folder at dest: the robot, object models and overlays of `partial` (an incomplete copy such as
+    ../shared/simpler_assets, linked read-only) plus the stand-in table. For tests and benchmarks only."""
+    dest = Path(dest)
+    (dest / BRIDGE).mkdir(parents=True, exist_ok=True)
+    for part in (WIDOWX.parent, BRIDGE / "custom", BRIDGE / "real_inpainting"):
+        source, link = Path(partial) / part, dest / part
+        if not source.is_dir():
+            raise MissingAssets(f"{source} is missing: expected a partial SIMPLER asset copy with {WIDOWX}, "
+                                f"{BRIDGE / 'custom'} and {BRIDGE / 'real_inpainting'}")
+        if not link.exists():
+            link.symlink_to(source.resolve(), target_is_directory=True)
+    write_stand_in_stages(dest)
+    return dest

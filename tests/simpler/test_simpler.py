@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lara.benchmarks.simpler.assets import (BRIDGE, MissingAssets, check_assets, stage_is_stand_in,
-                                            write_stand_in_stages)
+                                            stand_in_asset_dir, write_stand_in_stages)
 from lara.benchmarks.simpler.env import controller_rotation, to_maniskill_action
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,15 +105,13 @@ def bridge_assets(tmp_path_factory):
     """The shared partial copy (read-only, linked) plus a stand-in table written here."""
     if not (SHARED / "data" / "robots" / "widowx").is_dir():
         pytest.skip(f"the partial SIMPLER asset copy is not at {SHARED} (set LARA_SIMPLER_ASSETS)")
-    root = tmp_path_factory.mktemp("ms_assets")
-    (root / BRIDGE).mkdir(parents=True)
-    (root / "data" / "robots").symlink_to(SHARED / "data" / "robots")
-    for part in ("custom", "real_inpainting"):
-        (root / BRIDGE / part).symlink_to(SHARED / BRIDGE / part)
-    with pytest.raises(MissingAssets, match="bridge_table_1_v1.glb"):
-        check_assets(root, [CARROT])
-    write_stand_in_stages(root)
+    root = stand_in_asset_dir(SHARED, tmp_path_factory.mktemp("ms_assets"))
     check_assets(root, [CARROT])
+    with pytest.raises(FileExistsError):  # a real stage is never overwritten
+        real = tmp_path_factory.mktemp("real") / BRIDGE / "stages" / "bridge_table_1_v1.glb"
+        real.parent.mkdir(parents=True)
+        real.write_bytes(b"glTF real scene")
+        write_stand_in_stages(real.parents[4])
     assert stage_is_stand_in(root, CARROT)
     return root
 
