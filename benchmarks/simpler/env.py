@@ -101,8 +101,8 @@ def _import_maniskill(asset_dir: Path):
 
     os.environ["MS_ASSET_DIR"] = str(asset_dir)
     if "mani_skill" in sys.modules:
-        loaded = Path(sys.modules["mani_skill"].ASSET_DIR)
-        if loaded.resolve() != asset_dir.resolve():
+        loaded = Path(sys.modules["mani_skill"].ASSET_DIR)  # = MS_ASSET_DIR/data
+        if loaded.resolve() != (asset_dir / "data").resolve():
             raise RuntimeError(f"mani_skill was imported with MS_ASSET_DIR={loaded}; this process cannot switch to "
                                f"{asset_dir} (run it in a new process)")
     import gymnasium as gym

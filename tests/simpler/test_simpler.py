@@ -98,6 +98,11 @@ def test_a_maniskill_task_without_assets_renders_and_steps_through_the_wrapper(t
     assert obs["ee_pos"][2] > start[2] + 0.01 and info["success"] is False
     assert obs["joint_qpos"].shape == (7,) and obs["gripper_qpos"].shape == (2,)
     env.close()
+    from lara.benchmarks.simpler.env import _import_maniskill
+
+    _import_maniskill(tmp_path)  # a worker's next task, same folder: fine (its ASSET_DIR is MS_ASSET_DIR/data)
+    with pytest.raises(RuntimeError, match="cannot switch"):
+        _import_maniskill(tmp_path / "elsewhere")
 
 
 @pytest.fixture(scope="module")
