@@ -3,8 +3,9 @@
     lara eval libero --policy scripted --suite object --tasks 0,1 --trials 50 --workers 2 --out runs/eval
     lara eval simpler --policy scripted --tasks carrot,spoon --episodes 24 --seeds 3 --workers 2 --out runs/eval
 
---policy is `scripted` (the privileged LIBERO / WidowX expert), `checkpoint:DIR` (a saved VLA) or `module:factory` / `file.py:factory`, a
-callable returning a `lara.policy.Policy`. A `checkpoint:RUN/final/vla` is refused on init states its training
+--policy is `scripted` (the privileged LIBERO / WidowX expert), `checkpoint:DIR` (a saved VLA), `ws://HOST:PORT` (a
+policy served by `lara serve`, e.g. on a GPU machine) or `module:factory` / `file.py:factory`, a callable returning a
+`lara.policy.Policy`. A `checkpoint:RUN/final/vla` is refused on init states its training
 data started from (`--allow-train-init-states` runs it anyway) and rendered at its training image size.
 """
 
@@ -18,7 +19,7 @@ BENCHMARKS = ("libero", "simpler")
 
 def build_libero_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lara eval libero", description="Standard LIBERO evaluation protocol.")
-    p.add_argument("--policy", required=True, help="'scripted', 'checkpoint:DIR' or 'module:factory' returning a Policy")
+    p.add_argument("--policy", required=True, help="'scripted', 'checkpoint:DIR', 'ws://HOST:PORT' (lara serve) or 'module:factory' returning a Policy")
     p.add_argument("--suite", required=True,
                    help="comma-separated suites: spatial, object, goal, 10, 90 (or libero_spatial, ...)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
@@ -42,7 +43,7 @@ def build_libero_parser() -> argparse.ArgumentParser:
 def build_simpler_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lara eval simpler",
                                 description="SIMPLER's Bridge (WidowX) tasks on ManiSkill3, SimplerEnv's protocol.")
-    p.add_argument("--policy", required=True, help="'scripted', 'checkpoint:DIR' or 'module:factory' returning a Policy")
+    p.add_argument("--policy", required=True, help="'scripted', 'checkpoint:DIR', 'ws://HOST:PORT' (lara serve) or 'module:factory' returning a Policy")
     p.add_argument("--tasks", default="carrot,spoon,stack,eggplant",
                    help="comma-separated: carrot, spoon, stack, eggplant or their env ids (default: all four)")
     p.add_argument("--episodes", type=int, default=24, help="episodes per task and seed; episode i is episode_id i")

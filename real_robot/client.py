@@ -136,3 +136,24 @@ def check_reply(reply: Any) -> Dict[str, Any]:
     if actions.dtype.kind != "f" or not np.all(np.isfinite(actions)):
         raise ServerError("policy server sent non-finite or non-float actions ({}).".format(actions.dtype))
     return reply
+
+
+class RemotePolicy:
+    """A `lara.policy.Policy` whose model runs behind `lara serve`: evaluation and the simulators use a
+    remote model exactly as a local one (`lara eval libero --policy ws://HOST:PORT`).
+
+    Each episode's first observation carries `reset: True`, so the server resets the policy even when the
+    instruction repeats. A slow model on a CPU server can take seconds per chunk: `timeout_s` is generous."""
+
+    def __init__(self, host: str, port: int, timeout_s: float = 120.0, connect_timeout_s: float = 5.0) -> None:
+        self.client = PolicyClient(host, port, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
+        self.instruction = ""
+        self._new_episode = True
+
+    def reset(self, instruction: str) -> None:
+        self.instruction, self._new_episode = instruction, True
+
+    def act(self, obs: Dict[str, Any]) -> np.ndarray:
+        reply = self.client.infer(dict(obs, instruction=self.instruction, reset=self._new_episode))
+        self._new_episode = False
+        return reply["actions"]

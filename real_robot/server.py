@@ -50,7 +50,7 @@ OBSERVATION_SPEC = {
     "ee_pos": ((3,), "f"),
     "ee_ori": ((3,), "f"),
     "gripper_qpos": ((2,), "f"),
-    "joint_qpos": ((7,), "f"),
+    "joint_qpos": ((None,), "f"),  # any arm: 7 joints on a Franka, 6 on the WidowX of SIMPLER
 }
 REQUIRED_KEYS = ("agentview_rgb",)
 # openpi's LIBERO client keys -> ours; its state is the concatenation of these (examples/libero/main.py)
@@ -237,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         raise MissingPath(f"--checkpoint {error}") from error
     if checkpoint != Path(args.checkpoint):
         logger.info("serving the VLA in %s", checkpoint)
+    from lara.benchmarks.libero.protocol import policy_image_size  # announced: evaluators render at this size
     from lara.vla import load_policy  # the model stack is needed only when a checkpoint is served
 
     policy = load_policy(checkpoint)
     try:
-        serve(policy, args.host, args.port, metadata={"checkpoint": str(checkpoint)})
+        serve(policy, args.host, args.port, metadata={"checkpoint": str(checkpoint),
+                                                      "image_size": policy_image_size(f"checkpoint:{checkpoint}")})
     except KeyboardInterrupt:
         pass
     return 0

@@ -28,7 +28,6 @@ import sys
 import time
 import traceback
 import warnings
-from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +35,11 @@ import numpy as np
 from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
-from lara.benchmarks.libero.workers import spawn_pool
+from lara.benchmarks.libero.workers import run_in_pool
 from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM, find_vla_dir
 
+REMOTE = "ws://"  # --policy ws://HOST:PORT: a policy served by `lara serve`
 _WORKER: dict = {}  # per-process state: the policy and the env of the current task
 
 
@@ -47,6 +47,14 @@ def check_policy_spec(spec: str) -> None:
     """What can be checked before workers spawn: the spec's form, a checkpoint folder with its config.json,
     a policy file or module that exists; raises naming what was expected (loading itself happens in the workers)."""
     if spec == "scripted":
+        return
+    if spec.startswith(REMOTE):
+        host, port = remote_address(spec)
+        from lara.real_robot.client import PolicyClient
+
+        if not PolicyClient(host, port, connect_timeout_s=5.0).health():
+            raise InputError(f"--policy {spec!r}: no policy server answers at http://{host}:{port}/healthz; start one "
+                             f"there with `lara serve --checkpoint RUN --port {port}`")
         return
     if spec.startswith("checkpoint:"):
         folder = Path(spec[len("checkpoint:"):])
@@ -59,7 +67,8 @@ def check_policy_spec(spec: str) -> None:
     if not sep or not module_name or not factory:
         close = difflib.get_close_matches(spec, ["scripted"], n=1)
         hint = " Did you mean 'scripted'?" if close else ""
-        raise InputError(f"--policy must be 'scripted', 'checkpoint:DIR' or 'module:factory' (a callable returning a Policy), "
+        raise InputError(f"--policy must be 'scripted', 'checkpoint:DIR', 'ws://HOST:PORT' (a `lara serve` server) or "
+                         f"'module:factory' (a callable returning a Policy), "
                          f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.{hint}")
     if module_name.endswith(".py"):
         if not Path(module_name).is_file():
@@ -74,14 +83,28 @@ def check_policy_spec(spec: str) -> None:
                          f"(a file needs its path: 'path/to/{module_name.rpartition('.')[2]}.py:{factory}').")
 
 
+def remote_address(spec: str) -> tuple[str, int]:
+    """`ws://HOST:PORT` (a `lara serve` server) -> (host, port)."""
+    host, sep, port = spec[len(REMOTE):].rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--policy {spec!r}: a served policy is given as ws://HOST:PORT (the address `lara serve` "
+                         "listens on), e.g. ws://127.0.0.1:8000")
+    return host, int(port)
+
+
 def load_policy(spec: str):
     """`scripted` (the privileged expert), `checkpoint:DIR` (a VLA saved with save_pretrained, e.g. a LARA
-    run's detached TokenVLA) or `module:factory` / `path/to/file.py:factory`."""
+    run's detached TokenVLA), `ws://HOST:PORT` (a policy served by `lara serve`) or `module:factory` /
+    `path/to/file.py:factory`."""
     check_policy_spec(spec)
     if spec == "scripted":
         from lara.benchmarks.libero.expert import ScriptedExpert
 
         return ScriptedExpert()
+    if spec.startswith(REMOTE):
+        from lara.real_robot.client import RemotePolicy
+
+        return RemotePolicy(*remote_address(spec))
     if spec.startswith("checkpoint:"):
         from lara.vla import load_policy as load_checkpoint
 
@@ -192,19 +215,9 @@ def run_episode(job: tuple) -> dict:
 
 
 def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int, threads: int = 1):
-    """Run episodes in `workers` spawned processes (also for 1); yields records as they finish.
-
-    At most `workers` episodes are in flight, so the parent sleeps in `wait` until one finishes
-    (no polling) and an episode never queues behind a slow one it could have overtaken."""
+    """Run episodes in `workers` spawned processes (`workers.run_in_pool`); yields records as they finish."""
     initargs = (policy_spec, camera_size, seed, threads, time.time())
-    with spawn_pool(workers, threads, _init_worker, initargs) as pool:
-        pending, queue = set(), list(reversed(jobs))
-        while queue or pending:
-            while queue and len(pending) < workers:
-                pending.add(pool.submit(run_episode, queue.pop()))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+    yield from run_in_pool(workers, threads, _init_worker, initargs, run_episode, jobs)
 
 
 def summarize(records: list[dict], suites: list[str]) -> dict:

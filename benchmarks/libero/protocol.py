@@ -185,7 +185,17 @@ def check_init_states(policy: str, jobs: list[tuple], allow_train_init_states: b
 
 def policy_image_size(policy_spec: str) -> int | None:
     """The image size a checkpoint was trained at: its recipe's square `data.image_size`, else its VLA config's
-    vision `image_size`; None for other policies, or when neither says."""
+    vision `image_size`; for a `ws://HOST:PORT` policy the size its `lara serve` announces; None for other
+    policies, or when nothing says."""
+    if policy_spec.startswith("ws://"):
+        from lara.benchmarks.libero.evaluate import remote_address
+        from lara.real_robot.client import PolicyClient
+
+        client = PolicyClient(*remote_address(policy_spec), connect_timeout_s=5.0)
+        try:
+            return client.connect().get("image_size")
+        finally:
+            client.close()
     if not policy_spec.startswith("checkpoint:"):
         return None
     recipe = recipe_of(policy_spec)

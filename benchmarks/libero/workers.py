@@ -1,11 +1,11 @@
-"""Spawned worker processes for LIBERO evaluation and generation, each with its own env and small thread pools."""
+"""Spawned worker processes for LIBERO / SIMPLER evaluation and generation, each with its own env and small thread pools."""
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",  # numpy / torch pools
@@ -38,3 +38,19 @@ def spawn_pool(workers: int, threads: int, initializer, initargs: tuple = ()):
         except BrokenProcessPool as error:
             raise RuntimeError("a LIBERO worker process died (its own traceback is printed above: a failed "
                                "policy load or env creation, or memory); fix that and run again") from error
+
+
+def run_in_pool(workers: int, threads: int, initializer, initargs: tuple, episode_fn, jobs: list):
+    """`episode_fn(job)` for every job in `workers` spawned processes (also for 1: the same code path, so 1 vs N
+    workers compare fairly); yields the results as they finish, in completion order.
+
+    At most `workers` jobs are in flight, so the parent sleeps in `wait` until one finishes (no polling) and a
+    job never queues behind a slow one it could have overtaken. Jobs start in the order given."""
+    with spawn_pool(workers, threads, initializer, initargs) as pool:
+        pending, queue = set(), list(reversed(jobs))
+        while queue or pending:
+            while queue and len(pending) < workers:
+                pending.add(pool.submit(episode_fn, queue.pop()))
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()

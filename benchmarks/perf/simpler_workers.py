@@ -21,16 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from lara.benchmarks.perf.libero_workers import cpu_share
-
-
-def steady_rate(results: dict) -> float:
-    per_worker: dict[int, list[float]] = {}
-    for task in results["tasks"]:
-        for ep in task["episodes"]:
-            steps, seconds = per_worker.get(ep["worker_pid"], [0.0, 0.0])
-            per_worker[ep["worker_pid"]] = [steps + ep["steps"], seconds + ep["seconds"]]
-    return sum(steps / seconds for steps, seconds in per_worker.values() if seconds > 0)
+from lara.benchmarks.perf.libero_workers import cpu_share, steady_rate
 
 
 def main(argv: list[str] | None = None) -> int:

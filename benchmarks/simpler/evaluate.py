@@ -22,14 +22,13 @@ import json
 import os
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
 
 from lara.benchmarks.libero.evaluate import _seed_everything, check_chunk, check_policy_spec
 from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size
-from lara.benchmarks.libero.workers import spawn_pool
+from lara.benchmarks.libero.workers import run_in_pool
 from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksums, resolve_asset_dir, resolve_task,
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
@@ -41,7 +40,7 @@ _WORKER: dict = {}
 
 
 def load_policy(spec: str):
-    """`scripted` (the privileged WidowX expert), `checkpoint:DIR` or `module:factory`, as for LIBERO."""
+    """`scripted` (the privileged WidowX expert), `checkpoint:DIR`, `ws://HOST:PORT` or `module:factory`, as for LIBERO."""
     if spec == "scripted":
         from lara.benchmarks.simpler.expert import ScriptedWidowXExpert
 
@@ -112,7 +111,7 @@ def run_episode(job: tuple) -> dict:
     finished = reason is None
     return {"env_id": env_id, "instruction": env.instruction, "seed": seed, "episode_id": episode_id,
             "success": bool(finished and info.get("success", False)),
-            **{k: bool(info.get(k, False)) for k in PARTIAL}, "steps": steps, "seconds": round(seconds, 2),
+            **{k: bool(info.get(k, False)) for k in PARTIAL}, "env_steps": steps, "seconds": round(seconds, 2),
             "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason, "video": video,
             "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
             "env_build_s": round(build_s, 2)}
@@ -120,17 +119,10 @@ def run_episode(job: tuple) -> dict:
 
 def run_jobs(jobs: list[tuple], policy: str, image_size: int, assets: Path, rotation: str, workers: int,
              threads: int = 1):
-    """Episodes in `workers` spawned processes (also for 1), at most `workers` in flight; yields records."""
+    """Episodes in `workers` spawned processes (`workers.run_in_pool`); yields records as they finish."""
     initargs = (policy, image_size, str(assets), rotation, threads, time.time())
     os.environ["MS_ASSET_DIR"] = str(assets)  # spawned workers import mani_skill with it
-    with spawn_pool(workers, threads, _init_worker, initargs) as pool:
-        pending, queue = set(), list(reversed(jobs))
-        while queue or pending:
-            while queue and len(pending) < workers:
-                pending.add(pool.submit(run_episode, queue.pop()))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+    yield from run_in_pool(workers, threads, _init_worker, initargs, run_episode, jobs)
 
 
 def summarize(records: list[dict], env_ids: list[str]) -> dict:
@@ -223,7 +215,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
     bar.close()
     wall = time.time() - start
     stand_in = sorted(e for e in env_ids if stage_is_stand_in(root, e))
-    steps = sum(r["steps"] for r in records)
+    steps = sum(r["env_steps"] for r in records)
     results = {
         "policy": policy, "episodes": episodes, "seeds": list(range(seeds)), "workers": workers,
         "threads_per_worker": threads_per_worker, "simpler_scores": not stand_in, "stand_in_stages": stand_in,

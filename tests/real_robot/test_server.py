@@ -140,7 +140,9 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
     try:
         wait_for_port(port, timeout_s=60)
         client = WebsocketClientPolicy("127.0.0.1", port)
-        assert client.get_server_metadata()["checkpoint"] == str(tmp_path)
+        metadata = client.get_server_metadata()
+        assert metadata["checkpoint"] == str(tmp_path)
+        assert metadata["image_size"] == tiny_token_vla().config.vision_config.image_size  # evaluators render at it
         obs = observation()
         obs["instruction"] = "put the bowl on the plate"
         actions = client.infer(obs)["actions"]
@@ -148,6 +150,40 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_remote_policy_acts_as_the_served_policy_and_resets_every_episode(server_factory):
+    """`--policy ws://HOST:PORT` in the evaluators: the same chunks as the local policy, a reset at each episode's
+    first observation even when the instruction repeats, and any arm's joint count (the WidowX has 6)."""
+    from lara.benchmarks.libero.evaluate import load_policy
+
+    served = TinyMLPPolicy(horizon=3)
+    server = server_factory(served)
+    remote = load_policy(f"ws://127.0.0.1:{server.port}")
+    local = TinyMLPPolicy(horizon=3)
+    for episode in range(2):
+        remote.reset("put carrot on plate")
+        for step in range(2):
+            obs = observation(64, joint_qpos=np.linspace(0, 1, 6), ee_pos=np.array([0.1 * step, 0.0, 0.2]))
+            np.testing.assert_allclose(remote.act(obs), local.act(obs), rtol=1e-6)
+    assert served.instructions == ["put carrot on plate"] * 2
+
+
+def test_remote_policy_without_a_server_is_one_line_before_any_worker(tmp_path):
+    import subprocess
+    import sys
+
+    from robot_test_support import free_port
+
+    out = tmp_path / "eval"
+    run = subprocess.run([sys.executable, "-m", "lara.cli", "eval", "libero", "--policy", f"ws://127.0.0.1:{free_port()}",
+                          "--suite", "object", "--tasks", "0", "--trials", "1", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "no policy server answers" in run.stderr and "lara serve" in run.stderr and not out.exists()
+    bad = subprocess.run([sys.executable, "-m", "lara.cli", "eval", "simpler", "--policy", "ws://nowhere",
+                          "--tasks", "carrot", "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "ws://HOST:PORT" in bad.stderr and not out.exists()
 
 
 def test_openpi_libero_client_observation_keys_are_served(server_factory):

@@ -131,7 +131,7 @@ def test_scripted_expert_solves_carrot_episodes_and_the_harness_scores_them(brid
                        assets=bridge_assets, image_size=64, progress=False)
     task = results["tasks"][0]
     assert (task["successes"], task["trials"]) == (2, 2) and task["is_src_obj_grasped_rate"] == 1.0
-    assert all(ep["steps"] == 60 and ep["failure_reason"] is None for ep in task["episodes"])  # the full 60 steps
+    assert all(ep["env_steps"] == 60 and ep["failure_reason"] is None for ep in task["episodes"])  # the full 60 steps
     assert task["instruction"] == "put carrot on plate"
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert saved["simpler_scores"] is False and saved["stand_in_stages"] == [CARROT]
@@ -153,5 +153,21 @@ def test_a_saved_token_vla_runs_on_a_bridge_task_unchanged(bridge_assets, tmp_pa
     results = evaluate(f"checkpoint:{tmp_path / 'vla'}", ["carrot"], tmp_path / "eval", episodes=1, seeds=1,
                        assets=bridge_assets, max_steps=4, video=False, progress=False)
     episode = results["tasks"][0]["episodes"][0]
-    assert episode["failure_reason"] is None and episode["steps"] == 4 and episode["success"] is False
+    assert episode["failure_reason"] is None and episode["env_steps"] == 4 and episode["success"] is False
     assert results["protocol"]["image_size"] == results["protocol"]["policy_image_size"]
+    # the same checkpoint behind `lara serve` (WidowX observations: 6 arm joints), rendered at the size it announces
+    from lara.real_robot.ports import free_port, wait_for_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "lara.cli", "serve", "--checkpoint", str(tmp_path / "vla"),
+                               "--host", "127.0.0.1", "--port", str(port)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_for_port(port, timeout_s=60)
+        served = evaluate(f"ws://127.0.0.1:{port}", ["carrot"], tmp_path / "served", episodes=1, seeds=1,
+                          assets=bridge_assets, max_steps=4, video=False, progress=False)
+    finally:
+        server.kill()
+        server.wait(5)
+    episode = served["tasks"][0]["episodes"][0]
+    assert episode["failure_reason"] is None and episode["env_steps"] == 4
+    assert served["protocol"]["image_size"] == results["protocol"]["image_size"]
