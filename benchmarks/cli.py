@@ -56,6 +56,9 @@ def build_simpler_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation", default="simpler", choices=("simpler", "exact"),
                    help="how the policy's roll-pitch-yaw delta becomes the controller's input (see "
                         "lara.benchmarks.simpler.env)")
+    p.add_argument("--allow-train-episodes", action="store_true",
+                   help="run episodes whose configurations the checkpoint's training data started from (refused "
+                        "otherwise: `lara data generate --bench simpler --placements simpler`); recorded in results.json")
     p.add_argument("--max-steps", type=int, default=None, help="override the task's 60/120 steps (debugging)")
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
@@ -69,7 +72,8 @@ def main_simpler(argv: list[str]) -> int:
     results = evaluate(args.policy, [t.strip() for t in args.tasks.split(",") if t.strip()], args.out,
                        episodes=args.episodes, seeds=args.seeds, workers=args.workers, assets=args.assets,
                        image_size=args.image_size, rotation=args.rotation, max_steps=args.max_steps,
-                       video=not args.no_video, threads_per_worker=args.threads_per_worker)
+                       video=not args.no_video, threads_per_worker=args.threads_per_worker,
+                       allow_train_episodes=args.allow_train_episodes)
     for task in results["tasks"]:
         low, high = task["success_ci95"]
         print(f"{task['env_id']}: {task['successes']}/{task['trials']} success (95% CI {100 * low:.1f}-"

@@ -42,17 +42,18 @@ class BridgeTask:
     model_json: str     # custom/<name>.json, the objects' scales and bounding boxes
     objects: tuple[str, ...]
     max_steps: int
+    configurations: int  # fixed scenes the evaluation's episode ids index (they wrap modulo this)
 
 
 BRIDGE_TASKS = {t.env_id: t for t in (
     BridgeTask("PutCarrotOnPlateInScene-v1", "bridge_table_1_v1", "bridge_real_eval_1", "info_bridge_custom_v0",
-               ("bridge_carrot_generated_modified", "bridge_plate_objaverse_larger"), 60),
+               ("bridge_carrot_generated_modified", "bridge_plate_objaverse_larger"), 60, 24),
     BridgeTask("PutSpoonOnTableClothInScene-v1", "bridge_table_1_v1", "bridge_real_eval_1", "info_bridge_custom_v0",
-               ("bridge_spoon_generated_modified", "table_cloth_generated_shorter"), 60),
+               ("bridge_spoon_generated_modified", "table_cloth_generated_shorter"), 60, 24),
     BridgeTask("StackGreenCubeOnYellowCubeBakedTexInScene-v1", "bridge_table_1_v1", "bridge_real_eval_1",
-               "info_bridge_custom_baked_tex_v0", ("baked_green_cube_3cm", "baked_yellow_cube_3cm"), 60),
+               "info_bridge_custom_baked_tex_v0", ("baked_green_cube_3cm", "baked_yellow_cube_3cm"), 60, 24),
     BridgeTask("PutEggplantInBasketScene-v1", "bridge_table_1_v2", "bridge_sink", "info_bridge_custom_v0",
-               ("eggplant", "dummy_sink_target_plane", "sink"), 120),
+               ("eggplant", "dummy_sink_target_plane", "sink"), 120, 64),
 )}
 SHORT_NAMES = {"carrot": "PutCarrotOnPlateInScene-v1", "spoon": "PutSpoonOnTableClothInScene-v1",
                "stack": "StackGreenCubeOnYellowCubeBakedTexInScene-v1", "eggplant": "PutEggplantInBasketScene-v1"}

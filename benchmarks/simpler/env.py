@@ -181,6 +181,29 @@ class ManiSkillEnv:
             getattr(self.unwrapped, "instruction", self.env_id)
         return self.observation()
 
+    def place(self, poses: dict[str, tuple[np.ndarray, np.ndarray]], settle_steps: int = 5) -> dict[str, Any]:
+        """Move the named objects (world position xyz, quaternion wxyz) after a reset, then hold the arm still
+        for `settle_steps` control steps so they come to rest; returns the observation after that. For fresh
+        placements (`lara data generate --bench simpler`): SIMPLER's own episodes are its fixed configurations."""
+        from mani_skill.utils.structs.pose import Pose
+
+        for name, (position, quaternion) in poses.items():
+            self.unwrapped.objs[name].set_pose(Pose.create_from_pq(p=np.asarray(position, np.float32)[None],
+                                                                   q=np.asarray(quaternion, np.float32)[None]))
+        hold = np.array([0, 0, 0, 0, 0, 0, -1.0])  # no motion, gripper open
+        for _ in range(settle_steps):
+            self.step(hold)
+        return self.observation()
+
+    def object_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The task objects' world poses: name -> (xyz, quaternion wxyz)."""
+        return {name: (_numpy(actor.pose.p)[0].astype(np.float64), _numpy(actor.pose.q)[0].astype(np.float64))
+                for name, actor in self.unwrapped.objs.items()}
+
+    def sim_state(self) -> np.ndarray:
+        """The flat simulator state (ManiSkill's `get_state`): actors' and the robot's poses and velocities."""
+        return _numpy(self.unwrapped.get_state())[0].astype(np.float64)
+
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """Apply one `lara.policy` action; returns (observation, info) with info's tensors as Python values."""
         self._raw, _, _, _, info = self.env.step(to_maniskill_action(action, self.rotation))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lara.benchmarks.libero.evaluate import _seed_everything, check_chunk, check_policy_spec
-from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size
+from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size, recipe_of
 from lara.benchmarks.libero.workers import run_in_pool
 from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksums, resolve_asset_dir, resolve_task,
                                             stage_is_stand_in)
@@ -125,6 +125,25 @@ def run_jobs(jobs: list[tuple], policy: str, image_size: int, assets: Path, rota
     yield from run_in_pool(workers, threads, _init_worker, initargs, run_episode, jobs)
 
 
+def training_episodes(policy: str) -> dict[str, list[int]]:
+    """SIMPLER configurations (episode ids) per task that a checkpoint's training data started from: folders
+    written by `lara data generate --bench simpler --placements simpler` (fresh placements start from none)."""
+    recipe = recipe_of(policy)
+    if recipe is None:
+        return {}
+    data = json.loads(recipe.read_text()).get("data", {})
+    found: dict[str, set[int]] = {}
+    for entry in data.get("paths", []):
+        summary = Path(entry["path"] if isinstance(entry, dict) else entry) / "generation.json"
+        if not summary.is_file():
+            continue
+        generated = json.loads(summary.read_text())
+        if generated.get("bench") == "simpler" and generated.get("placements") == "simpler":
+            for task in generated["tasks"]:
+                found.setdefault(task["env_id"], set()).update(task["episode_ids"])
+    return {env_id: sorted(ids) for env_id, ids in found.items()}
+
+
 def summarize(records: list[dict], env_ids: list[str]) -> dict:
     tasks = []
     for env_id in env_ids:
@@ -170,7 +189,7 @@ def plot(summary: dict, path: Path, simpler_scores: bool) -> None:
 def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24, seeds: int = 3, workers: int = 1,
              assets: str | Path | None = None, image_size: int | None = None, rotation: str = "simpler",
              max_steps: int | None = None, video: bool = True, progress: bool = True,
-             threads_per_worker: int = 1) -> dict:
+             threads_per_worker: int = 1, allow_train_episodes: bool = False) -> dict:
     """Run every (task, seed, episode); writes OUT/results.json, OUT/success.png and OUT/videos/."""
     from tqdm import tqdm
 
@@ -197,6 +216,14 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
         import warnings
 
         warnings.warn(warning, stacklevel=2)
+    trained_on = training_episodes(policy)
+    shared = {e: sorted(set(trained_on.get(e, [])) & {i % BRIDGE_TASKS[e].configurations for i in range(episodes)})
+              for e in env_ids}
+    shared = {e: ids for e, ids in shared.items() if ids}
+    if shared and not allow_train_episodes:
+        raise InputError(f"the policy was trained on demonstrations from SIMPLER's own evaluation configurations "
+                         f"({shared}, per {recipe_of(policy)}): retrain on `lara data generate --bench simpler "
+                         "--placements fresh` data, or pass --allow-train-episodes to run anyway (recorded in results.json)")
     out = Path(out)
     jobs = [(env_id, seed, episode, max_steps,
              str(out / "videos" / env_id / f"seed{seed}_episode{episode:03d}.mp4") if video else None)
@@ -226,6 +253,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
                      "rotation": rotation, "gripper": "ours -1 open / +1 close -> WidowX +1 open / -1 close, binarised",
                      "episode_rule": "episode i -> episode_id i; env and policy seeded 1000*seed + i",
                      "success": "info['success'] at the last step"},
+        "train_episode_ids": trained_on or None, "train_episode_overlap": shared or None,
         "versions": versions(), "asset_dir": str(root), "asset_sha256": checksums(root, env_ids),
         "wall_time_s": round(wall, 1), "env_steps": steps, "env_steps_per_s": round(steps / wall, 2),
         "worker_startup_s": sorted({r["worker_pid"]: r["worker_startup_s"] for r in records}.values()),

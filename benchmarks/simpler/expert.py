@@ -86,6 +86,11 @@ class ScriptedWidowXExpert:
             Waypoint(release, -1.0, hold=4),
         ]
 
+    @property
+    def done(self) -> bool:
+        """Every waypoint reached: the object is released over its target."""
+        return not self.waypoints
+
     def act(self, obs) -> np.ndarray:
         target = self.env.arm_controller._target_pose.p.cpu().numpy()[0].astype(np.float64)
         while self.waypoints:

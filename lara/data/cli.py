@@ -1,6 +1,7 @@
 """`lara data <command>`: dispatch to the data tools, each a module with `main(argv) -> int`.
 
     lara data generate --suite object --episodes 20 --out data/scripted_object   # scripted LIBERO demos
+    lara data generate --bench simpler --tasks carrot --out data/bridge_scripted  # scripted SIMPLER (WidowX) demos
     lara data inspect data/videos --pairs 4 --sheet pairs.png                    # what the LAM will be fed
     lara data videos data/scripted_object data/videos                            # demos -> an mp4 folder
     lara data convert data/scripted_object --to lerobot data/scripted_lerobot    # LIBERO <-> LeRobot v3.0
@@ -14,7 +15,7 @@ import sys
 
 # name -> (module, whether the module's parser takes the command name itself, help)
 COMMANDS = {
-    "generate": ("lara.benchmarks.libero.generate", True, "scripted demonstrations in the LIBERO HDF5 schema"),
+    "generate": ("lara.benchmarks.generate", True, "scripted LIBERO (or --bench simpler) demos in the LIBERO HDF5 schema"),
     "inspect": ("lara.data.inspect", False, "episodes, frames, fps, cameras, tasks, statistics, a PNG of pairs"),
     "videos": ("lara.data.video", False, "write a source's episodes as an mp4 folder with captions"),
     "convert": ("lara.data.convert", False, "LIBERO HDF5 demos -> a LeRobot v3.0 dataset (--to lerobot) and back"),

@@ -13,7 +13,7 @@ Layout (official LIBERO, as written by LIBERO's `scripts/create_dataset.py`):
         obs/agentview_rgb    uint8 [T, H, W, 3]
         obs/eye_in_hand_rgb  uint8 [T, H, W, 3]   (only when given)
         obs/ee_pos [T, 3], obs/ee_ori [T, 3] (axis-angle), obs/ee_states [T, 6],
-        obs/gripper_states [T, 2], obs/joint_states [T, 7]
+        obs/gripper_states [T, 2], obs/joint_states [T, J] (the arm's joints: 7 on LIBERO's Panda, 6 on a WidowX)
 
 Official files store robosuite's raw render ("opengl" convention, attr absent or "opengl"), which the reader
 rotates 180 degrees as the LIBERO evaluation protocol does to live observations;
@@ -159,7 +159,7 @@ class LiberoHDF5Writer:
         agentview = _check_array("agentview_rgb", agentview_rgb, (T, None, None, 3), kind="uint8")
         ee_states = _check_array("ee_states", ee_states, (T, 6), kind="float")
         gripper_states = _check_array("gripper_states", gripper_states, (T, 2), kind="float")
-        joint_states = _check_array("joint_states", joint_states, (T, 7), kind="float")
+        joint_states = _check_array("joint_states", joint_states, (T, None), kind="float")  # 7 on LIBERO's Panda
         wrist = None
         if eye_in_hand_rgb is not None:
             wrist = _check_array("eye_in_hand_rgb", eye_in_hand_rgb, (T, None, None, 3), kind="uint8")

@@ -64,7 +64,7 @@ def test_failed_write_keeps_previous_file(tmp_path, demo_arrays, write_file):
     before = path.read_bytes()
     with pytest.raises(LiberoFileError):
         with LiberoHDF5Writer(path, language="pick up the cup") as writer:
-            writer.add_demo(**{**demo_arrays(5, seed=0), "joint_states": np.zeros((5, 6))})
+            writer.add_demo(**{**demo_arrays(5, seed=0), "joint_states": np.zeros((4, 7))})  # T differs
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["x_demo.hdf5"]
 

@@ -171,3 +171,59 @@ def test_a_saved_token_vla_runs_on_a_bridge_task_unchanged(bridge_assets, tmp_pa
     episode = served["tasks"][0]["episodes"][0]
     assert episode["failure_reason"] is None and episode["env_steps"] == 4
     assert served["protocol"]["image_size"] == results["protocol"]["image_size"]
+
+
+@needs_shared
+@pytest.mark.slow
+def test_generated_bridge_demos_start_from_fresh_placements_and_read_as_training_data(bridge_assets, tmp_path):
+    """`lara data generate --bench simpler`: the expert's successful episodes in the LIBERO HDF5 schema, from
+    placements off SIMPLER's evaluation configurations, recorded per demo, readable by the trainer's reader."""
+    import h5py
+
+    from lara.data import LiberoDataset
+
+    out = tmp_path / "demos"
+    run = subprocess.run([sys.executable, "-m", "lara.cli", "data", "generate", "--bench", "simpler", "--tasks",
+                          "carrot", "--episodes", "2", "--camera-size", "32", "--assets", str(bridge_assets),
+                          "--no-progress", "--out", str(out)], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((out / "generation.json").read_text())
+    task = summary["tasks"][0]
+    assert summary["bench"] == "simpler" and summary["placements"] == "fresh"
+    assert task["successes"] == 2 and task["episode_ids"] == task["placement_seeds"][:2]  # seed 0: attempt a -> a
+    assert task["placement_seeds"] == [r["placement_seed"] for r in task["attempt_records"] if r["success"]]
+    corners = {(round(x, 3), round(y, 3)) for x in (-0.235, -0.085) for y in (-0.075, 0.075)}  # SIMPLER's places
+    with h5py.File(out / f"{CARROT}_demo.hdf5") as f:
+        demo = f["data/demo_0"]
+        assert demo["obs/agentview_rgb"].shape[1:] == (32, 32, 3) and demo["obs/joint_states"].shape[1] == 6
+        assert demo["actions"].shape[1] == 7 and demo["states"].shape[1] > 0
+        assert json.loads(f["data"].attrs["env_args"])["bench"] == "simpler"
+        start = json.loads(demo.attrs["start_poses"])["bridge_carrot_generated_modified"]
+        assert (round(start[0], 3), round(start[1], 3)) not in corners
+        assert demo.attrs["placement_seed"] == 0
+    samples = LiberoDataset(paths=out, frame_gap=3, action_horizon=3)
+    sample = samples[0]
+    assert sample["instruction"] == "put carrot on plate" and tuple(sample["lam_frames"].shape[1:]) == (3, 32, 32)
+
+
+@needs_shared
+def test_a_policy_trained_on_simplers_own_configurations_is_refused(bridge_assets, tmp_path):
+    """Demos from `--placements simpler` are the evaluation's own scenes: evaluating on those episode ids is refused
+    before any worker starts (`--allow-train-episodes` runs them, recorded in results.json)."""
+    from lara.benchmarks.simpler.evaluate import evaluate, training_episodes
+    from lara.errors import InputError
+    from lara.vla.presets import tiny_token_vla
+
+    data = tmp_path / "fixed_demos"
+    data.mkdir()
+    (data / "generation.json").write_text(json.dumps({"bench": "simpler", "placements": "simpler", "tasks": [
+        {"env_id": CARROT, "episode_ids": [1, 5]}]}))
+    run = tmp_path / "run"
+    tiny_token_vla().save_pretrained(run / "final" / "vla")
+    (run / "final" / "recipe.json").write_text(json.dumps({"data": {"paths": [str(data)]}}))
+    policy = f"checkpoint:{run / 'final' / 'vla'}"
+    with pytest.raises(InputError, match=r"SIMPLER's own evaluation configurations.*\[1, 5\].*--allow-train-episodes"):
+        evaluate(policy, ["carrot"], tmp_path / "eval", episodes=24, seeds=1, assets=bridge_assets, progress=False)
+    assert not (tmp_path / "eval").exists()
+    assert training_episodes(policy) == {CARROT: [1, 5]}  # results.json's train_episode_ids

@@ -1,0 +1,27 @@
+"""`lara data generate [--bench libero|simpler] ...`: scripted demonstrations in the LIBERO HDF5 schema.
+
+    lara data generate --suite object --tasks 0,1 --episodes 20 --out data/scripted_object            # LIBERO
+    lara data generate --bench simpler --tasks carrot,spoon --episodes 20 --out data/bridge_scripted  # SIMPLER
+
+`--bench` (default libero) picks the benchmark; every other flag belongs to that benchmark's generator
+(`lara data generate --bench simpler --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+GENERATORS = {"libero": "lara.benchmarks.libero.generate", "simpler": "lara.benchmarks.simpler.generate"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--bench", default="libero", choices=list(GENERATORS))
+    known, rest = parser.parse_known_args(argv)
+    module = importlib.import_module(GENERATORS[known.bench])
+    if known.bench == "libero":
+        return module.main(rest)  # its parser takes the command name `generate` itself
+    return module.main([a for a in rest if a != "generate"])
