@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from torch import nn
 
 import lara
 from lara.data import LiberoDataset
+from lara.errors import InputError
 from lara.model import LARA_KEYS
 
 from .config import LoraConfig, RecipeConfig
@@ -40,12 +42,39 @@ def apply_lora(model: nn.Module, lora: LoraConfig | None) -> nn.Module:
     return get_peft_model(model, peft_config)
 
 
+def enable_gradient_checkpointing(vla: nn.Module) -> None:
+    """transformers' activation checkpointing of the VLA's blocks, non-reentrant: the reentrant kind runs the
+    block's forward under no_grad, so a hidden state LARA's hook captured inside a block would carry no gradient
+    (the alignment would silently stop training the VLA; tests/adapters/test_scale.py shows it)."""
+    kwargs = {"use_reentrant": False}
+    if not getattr(vla, "supports_gradient_checkpointing", False):
+        raise InputError(f"train.gradient_checkpointing=true: {type(vla).__name__} does not support transformers' "
+                         "activation checkpointing; set train.gradient_checkpointing=false")
+    if hasattr(vla, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
+        vla.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        vla.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def warn_without_native_bf16(cfg: RecipeConfig) -> None:
+    """bf16 on a CPU without bf16 instructions (AVX512-BF16 / AMX) runs emulated: correct, but slower than fp32."""
+    asked = [name for name, value in (("model.dtype", cfg.model.dtype), ("lara.dtype", cfg.lara.dtype),
+                                      ("train.mixed_precision", cfg.train.mixed_precision)) if value == "bf16"]
+    if asked and not torch.cuda.is_available() and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn(f"{', '.join(asked)}=bf16 on a CPU without native bf16 ({torch.backends.cpu.get_cpu_capability()}"
+                      "): it runs emulated, slower than fp32; set them to fp32 / 'no' here, bf16 on a GPU",
+                      UserWarning, stacklevel=2)
+
+
 def build_vla(cfg: RecipeConfig, data: LiberoDataset) -> tuple[Family, nn.Module]:
     cameras = (cfg.data.camera, *cfg.data.extra_cameras)
     family = family_class(cfg.model.family)(cfg.model, data.statistics, cameras, cfg.data.dataset_name)
+    warn_without_native_bf16(cfg)
     vla = family.build()
     if cfg.model.freeze:
         vla.requires_grad_(False)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(vla)
     return family, apply_lora(vla, cfg.model.lora)
 
 

@@ -31,10 +31,11 @@ class PI0Family(Family):
 
         path, self.tokenizer = self.config.path, None
         if path is None:
-            model = PI0ForConditionalGeneration(pi0_config(**self.config.build))
+            with self.building():
+                model = PI0ForConditionalGeneration(pi0_config(**self.config.build))
         else:
             check_pi0_directory(path)
-            model = PI0ForConditionalGeneration.from_pretrained(path, local_files_only=True)
+            model = PI0ForConditionalGeneration.from_pretrained(path, local_files_only=True, **self.load_kwargs())
             if has_tokenizer(path):
                 self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         setattr(model.config, CAMERAS_KEY, list(self.cameras))  # the policy reads the same cameras
@@ -59,7 +60,7 @@ class PI0Family(Family):
         batch = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                      pixel_attention_mask=pixel_attention_mask, state=self.inputs.state(proprio, batch_size),
                      actions=actions)
-        return {**batch, **lara}
+        return {**self.cast(batch), **lara}
 
     def save(self, model: nn.Module, directory: Path) -> None:
         """Weights (a peft model: its adapter), the tokenizer it was loaded with, and the action / proprio
