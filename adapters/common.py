@@ -74,7 +74,8 @@ def build_vla(cfg: RecipeConfig, data: LiberoDataset) -> tuple[Family, nn.Module
     if cfg.model.freeze:
         vla.requires_grad_(False)
     if cfg.train.gradient_checkpointing:
-        enable_gradient_checkpointing(vla)
+        for module in family.checkpointed_modules(vla):
+            enable_gradient_checkpointing(module)
     return family, apply_lora(vla, cfg.model.lora)
 
 

@@ -73,6 +73,11 @@ class Family(ABC):
         """The VLA's floating inputs in its dtype: pi0's state and action projections, for one, do not cast them."""
         return {k: v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
 
+    @classmethod
+    def checkpointed_modules(cls, vla: nn.Module) -> list[nn.Module]:
+        """The (transformers) modules whose blocks `train.gradient_checkpointing` recomputes: the whole VLA."""
+        return [vla]
+
     @abstractmethod
     def build(self) -> nn.Module:
         """The VLA: loaded from `config.path`, or newly built from `config.build`."""

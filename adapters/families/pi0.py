@@ -42,6 +42,13 @@ class PI0Family(Family):
         self.inputs = PI0Inputs(model.config, self.statistics, self.tokenizer, self.cameras)
         return model
 
+    @classmethod
+    def checkpointed_modules(cls, vla: nn.Module) -> list[nn.Module]:
+        """The SigLIP tower only. transformers' PI0 hands the prefix LM's KV cache to the action expert, and a
+        checkpointed decoder layer drops its cache (the recompute would write it twice): checkpointing the LM or
+        the expert fails in transformers 5.x (`'NoneType' object has no attribute 'get_seq_length'`)."""
+        return [vla.model.vlm.vision_tower]
+
     def collate(self, samples: list[dict]) -> dict:
         lara = lara_inputs(samples)
         batch_size = len(samples)
