@@ -109,7 +109,8 @@ def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: 
     lam = lara.LatentActionModel(cfg.lara.lam)
     if not steps:
         return lam
-    lam_train = cfg.train.model_copy(update={"steps": steps, "warmup_steps": 0, "ema_decay": None})
+    # the LAM alone is small: DDP (or one process) even when the joint phase shards with FSDP
+    lam_train = cfg.train.model_copy(update={"steps": steps, "warmup_steps": 0, "ema_decay": None, "fsdp": False})
     phase = Trainer(lam_train, cfg.output_dir / "lam", lam, lam_step,
                     datasets=[torch.utils.data.ConcatDataset(frames)], collate=lara_inputs,
                     export=lambda m, d: lara.save_lam(m, d / "lam"), lr=lr, run_config=cfg.model_dump(mode="json"))
@@ -141,10 +142,11 @@ def export_final(cfg: RecipeConfig, family: Family, trainer: Trainer, data: Libe
         return final
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.unwrapped)
-    if trainer.accelerator.is_main_process:
-        final_export(cfg, family, trainer.unwrapped, data)
-        if also is not None:
-            also(final)
+    with trainer.full_model() as model:  # under FSDP the weights gathered from every rank
+        if model is not None:
+            final_export(cfg, family, model, data)
+            if also is not None:
+                also(final)
     trainer.accelerator.wait_for_everyone()
     return final if trainer.accelerator.is_main_process else None
 

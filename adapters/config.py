@@ -213,6 +213,13 @@ class RecipeConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _fsdp_fits_the_recipe(self) -> RecipeConfig:
+        if self.train.fsdp and self.recipe == "refine_lam":
+            raise ValueError("refine_lam trains the LAM beside a frozen VLA and probes it on one process: run it "
+                             "without train.fsdp (DDP)")
+        return self
+
+    @model_validator(mode="after")
     def _baseline_fits_the_recipe(self) -> RecipeConfig:
         if self.baseline and self.recipe == "refine_lam":
             raise ValueError("refine_lam has no baseline: it trains the LAM, which the baseline does not have; "

@@ -1,0 +1,106 @@
+"""FSDP2 (`train.fsdp=true`) on 2 CPU processes over gloo: the same training as DDP and as one process on the
+doubled batch, exact resume after a kill, and a final export equal to the gathered parameters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+from lara.adapters import checkpoints
+from lara.adapters.metrics import read_metrics
+
+from recipe_files import tiny, write_demos
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lara.adapters.cli"]
+# fsq: no codebook whose restarts draw from each rank's own latents; complete samples only, so the per-process
+# means average to the global mean. A 2-layer TokenVLA: two Llama blocks and a SigLIP block are FSDP units.
+COMMON = ["data.drop_incomplete=true", "lara.lam.quantizer=fsq", "model.build={width: 32, layers: 2, image_size: 32}"]
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    return write_demos(tmp_path_factory.mktemp("demos"))
+
+
+def losses(run: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in read_metrics(run / "metrics.jsonl")]
+
+
+def command(demos: Path, out: Path, steps: int, every: int, *extra: str, processes: int = 2) -> list[str]:
+    head = LAUNCH if processes == 2 else [sys.executable, "-m", "lara.adapters.cli"]
+    return [*head, "posttrain_token_vla", *tiny(demos, out, steps=steps, every=every), *COMMON, *extra]
+
+
+def gathered(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A sharded checkpoint's trainable weights stitched into full tensors, offline (no process group)."""
+    dcp_to_torch_save(checkpoint / "state" / "sharded", checkpoint / "gathered.pt")
+    return torch.load(checkpoint / "gathered.pt", weights_only=True)["model"]
+
+
+@pytest.mark.slow
+def test_fsdp_trains_as_ddp_and_as_one_process_with_the_doubled_batch(demos, tmp_path):
+    for name, extra, processes in (("fsdp", ["train.fsdp=true"], 2), ("ddp", [], 2), ("one", ["train.batch_size=8"], 1)):
+        subprocess.run(command(demos, tmp_path / name, 3, 3, *extra, processes=processes), check=True, env=ENV,
+                       cwd=ROOT, capture_output=True)
+    sequences = {name: [r["loss"] for r in losses(tmp_path / name)] for name in ("fsdp", "ddp", "one")}
+    assert len(set(sequences["one"])) == 3  # the weights moved: every step saw a different loss
+    # float32 sums in another order (reduce-scatter of shards vs all-reduce vs one process): rel 1e-5
+    assert sequences["fsdp"] == pytest.approx(sequences["ddp"], rel=1e-5)
+    assert sequences["fsdp"] == pytest.approx(sequences["one"], rel=1e-5)
+    for name in ("align", "lam/recon", "base"):  # the hook found its layer inside the FSDP-wrapped block
+        assert [r[name] for r in losses(tmp_path / "fsdp")] == pytest.approx([r[name] for r in losses(tmp_path / "ddp")],
+                                                                          rel=1e-5)
+
+    step = checkpoints.checkpoints(tmp_path / "fsdp" / "checkpoints")[0]
+    assert '"fsdp": true' in (step / "trainer_state.json").read_text()
+    sharded = gathered(step)
+    ddp = torch.load(checkpoints.checkpoints(tmp_path / "ddp" / "checkpoints")[0] / "state" / "model.pt",
+                     weights_only=True)
+    assert sharded.keys() == ddp.keys()
+    for key in ddp:
+        torch.testing.assert_close(sharded[key], ddp[key], rtol=1e-4, atol=1e-6, msg=key)
+
+    # RUN/final: the VLA (save_pretrained) and the LARA artifact, from the gathered model on rank 0
+    final = tmp_path / "fsdp" / "final"
+    exported = {f"base.{k}": v for k, v in load_file(final / "vla" / "model.safetensors").items()}
+    exported.update(load_file(final / "lara" / "lara.safetensors"))
+    compared = [k for k in sharded if k in exported]
+    assert len(compared) >= len(sharded) - 2  # all but non-persistent buffers the exports leave out
+    for key in compared:
+        assert torch.equal(exported[key], sharded[key]), key
+
+
+@pytest.mark.slow
+def test_killed_fsdp_run_resumes_with_the_identical_loss_sequence(demos, tmp_path):
+    steps = 8
+    subprocess.run(command(demos, tmp_path / "straight", steps, 2, "train.fsdp=true"), check=True, env=ENV, cwd=ROOT,
+                   capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(command(demos, run, steps, 2, "train.fsdp=true"), env=ENV, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not (run / "checkpoints" / "step_000004" / checkpoints.MANIFEST).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its 4th step was saved"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    proc.wait()
+    assert not (run / "checkpoints" / f"step_{steps:06d}").exists(), "the kill came too late to test anything"
+    assert max(r["step"] for r in read_metrics(run / "metrics.jsonl")) < steps
+
+    resumed = subprocess.run(command(demos, run, steps, 2, "train.fsdp=true"), check=True, env=ENV, cwd=ROOT,
+                             capture_output=True, text=True)
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert [r["step"] for r in losses(run)] == list(range(1, steps + 1))
+    assert losses(run) == losses(tmp_path / "straight")  # bit for bit, every component and the LR
