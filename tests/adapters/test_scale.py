@@ -147,3 +147,28 @@ def test_recipe_with_gradient_checkpointing_logs_the_same_losses(demos, tmp_path
     assert len(runs["plain"]) == 3
     for plain, checkpointed in zip(runs["plain"], runs["checkpointed"]):
         assert checkpointed == pytest.approx(plain, rel=1e-5, abs=1e-7)
+
+
+def test_gpu_validation_script_dry_run(tmp_path):
+    """benchmarks/gpu/validate.sh at tiny sizes on the CPU: the code path the GPU run takes, end to end."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "validate.json"
+    done = subprocess.run(["bash", "benchmarks/gpu/validate.sh", "--dry-run", "--out", str(out), "--repeats", "1",
+                           "--warmup", "1", "--gradient-checkpointing"], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+    assert done.stdout.strip().splitlines()[-1].startswith("gpu-validate ok=4/4 step_ratio pi0-3b/lora=")
+    report = json.loads(out.read_text())
+    assert report["dry_run"] and report["gradient_checkpointing"]
+    assert [(c["model"], c["mode"]) for c in report["cases"]] == [
+        ("pi0-3b", "lora"), ("pi0-3b", "full"), ("openvla-7b", "lora"), ("openvla-7b", "full")]
+    for case in report["cases"]:
+        assert case["base"]["step_ms"] > 0 and case["lara"]["step_ms"] > 0 and case["step_ratio"] > 0
+        assert case["lara_params"] > 0
+        if case["mode"] == "lora":  # the VLA's own weights frozen, the adapters trained
+            assert 0 < case["trainable_vla_params"] < case["vla_params"]
+        else:
+            assert case["trainable_vla_params"] == case["vla_params"]
