@@ -87,13 +87,6 @@ class TrainConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _fsdp_without_ema(self) -> TrainConfig:
-        if self.fsdp and self.ema_decay:
-            raise ValueError("train.fsdp=true with train.ema_decay: the EMA of sharded weights is not supported; "
-                             "set train.ema_decay=null or train.fsdp=false")
-        return self
-
-    @model_validator(mode="after")
     def _warmup_within_steps(self) -> TrainConfig:
         if self.warmup_steps > self.steps:  # legal (a run may be resumed with more steps), rarely meant
             warnings.warn(f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}: the learning rate "

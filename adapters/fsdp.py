@@ -9,9 +9,17 @@ What is sharded, one FSDP unit each (its parameters gathered just before it runs
 - every block of the VLA: the classes its transformers models list in `_no_split_modules` (decoder layers,
   vision encoder layers);
 - the LAM, as one unit: it runs after the VLA's forward, so its gather does not hold the VLA's memory;
-- the rest (embeddings, heads, norms, the LARA projector) in the root unit. The projector is sharded too
-  rather than replicated: replicated parameters would need their own gradient all-reduce and a gradient
-  clipping over mixed sharded and plain tensors, to save an all-gather of one Linear (~1 MB at width 1024).
+- the LARA projector, as one unit: FSDP2 wants one dtype for the trainable parameters of a unit, and the
+  projector keeps `lara.dtype` (fp32) beside a bf16 VLA. It is sharded rather than replicated: replicated
+  parameters would need their own gradient all-reduce and a gradient clipping over mixed sharded and plain
+  tensors, to save an all-gather of one Linear (~1 MB at width 1024);
+- the rest (embeddings, heads, norms) in the root unit.
+
+pi0's prefix LM hands its keys and values to the action expert through a KV cache, not through its blocks'
+outputs, so FSDP's pre-backward hook (on those outputs) would re-gather an LM block only after the expert's
+backward already needed its weights (`setStorage: ... out of bounds for storage of size 0`). Those blocks keep
+their gathered weights from their forward to their backward (`reshard_after_forward=False`: ZeRO-2 for them;
+gradients and optimizer state stay sharded): `KEEP_GATHERED`.
 
 Buffers are not sharded. DDP broadcasts rank 0's buffers before every forward; `broadcast_buffers` does the
 same here, so a vq codebook's EMA state (restarted from each rank's own latents) stays one codebook.
@@ -36,6 +44,14 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from lara.errors import InputError
 from lara.lam import LatentActionModel
+from lara.model import LaraModel
+from lara.specs import unwrap
+
+from .ema import EMA
+
+
+# model_type -> a name part of the blocks whose outputs other blocks read through a KV cache
+KEEP_GATHERED = {"pi0": ".vlm.language_model."}
 
 
 def block_classes(model: nn.Module) -> set[str]:
@@ -56,10 +72,16 @@ def shard(model: nn.Module, device: torch.device, mixed_precision: str) -> list[
     if mixed_precision == "bf16":  # compute in bf16, gradients reduced and kept in fp32 (FSDP's usual recipe)
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     blocks = block_classes(model)
-    units = [name for name, module in model.named_modules()
-             if name and (type(module).__name__ in blocks or isinstance(module, LatentActionModel))]
+    projector = model.projector if isinstance(model, LaraModel) else None
+    units = [name for name, module in model.named_modules() if name and (
+        type(module).__name__ in blocks or isinstance(module, LatentActionModel) or module is projector)]
+    model_type = getattr(getattr(unwrap(model), "config", None), "model_type", None)
+    if isinstance(model, LaraModel):
+        model_type = getattr(unwrap(model.base).config, "model_type", None)
+    kept = KEEP_GATHERED.get(model_type)
     for name in units:  # children before the root (named_modules lists parents first; blocks do not nest here)
-        fully_shard(model.get_submodule(name), mesh=mesh, mp_policy=policy)
+        keep = kept is not None and kept in f".{name}."
+        fully_shard(model.get_submodule(name), mesh=mesh, mp_policy=policy, reshard_after_forward=not keep)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return units + [""]
 
@@ -100,13 +122,17 @@ def trainable_state(model: nn.Module, frozen: set[str]) -> dict:
     return {k: v for k, v in get_model_state_dict(model).items() if k not in frozen}
 
 
-def save(model: nn.Module, optimizer: torch.optim.Optimizer, frozen: set[str], directory: Path) -> None:
+def save(model: nn.Module, optimizer: torch.optim.Optimizer, frozen: set[str], directory: Path,
+         ema: EMA | None = None) -> None:
     """Every rank writes its shards to `directory` (torch.distributed.checkpoint; a shared filesystem)."""
     state = {"model": trainable_state(model, frozen), "optimizer": get_optimizer_state_dict(model, optimizer)}
+    if ema is not None:  # its shadow weights are sharded like the weights they average
+        state["ema"] = ema.state_dict()
     dcp.save(state, checkpoint_id=directory)
 
 
-def load(model: nn.Module, optimizer: torch.optim.Optimizer, frozen: set[str], directory: Path) -> None:
+def load(model: nn.Module, optimizer: torch.optim.Optimizer, frozen: set[str], directory: Path,
+         ema: EMA | None = None) -> None:
     """Each rank reads its own shards in place. The optimizer's state is read where the checkpoint has it:
     AdamW keeps none for a trainable parameter that never had a gradient (e.g. an unused head), while the state
     dict built here holds one for every parameter."""
@@ -116,3 +142,7 @@ def load(model: nn.Module, optimizer: torch.optim.Optimizer, frozen: set[str], d
     moments = {"optimizer": get_optimizer_state_dict(model, optimizer)}
     dcp.load(moments, checkpoint_id=directory, planner=DefaultLoadPlanner(allow_partial_load=True))
     set_optimizer_state_dict(model, optimizer, moments["optimizer"])
+    if ema is not None:
+        shadow = {"ema": ema.state_dict()}
+        dcp.load(shadow, checkpoint_id=directory)
+        ema.load_state_dict(shadow["ema"])

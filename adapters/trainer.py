@@ -150,9 +150,9 @@ class Trainer:
         acc.wait_for_everyone()
         torch.save(_rng_state(), staging / "state" / f"rng_rank{acc.process_index}.pt")
         if self.cfg.fsdp:  # every rank writes its shards, then rank 0 exports the gathered model
-            fsdp.save(self.model, self.optimizer, self.frozen, staging / "state" / "sharded")
+            fsdp.save(self.model, self.optimizer, self.frozen, staging / "state" / "sharded", self.ema)
             if self.export is not None:
-                with self.full_model() as model:
+                with self.ema.applied(self.model) if self.ema else contextlib.nullcontext(), self.full_model() as model:
                     if model is not None:
                         self.export(model, staging)
         if acc.is_main_process:
@@ -160,7 +160,7 @@ class Trainer:
                 torch.save(self._resume_state(), staging / "state" / "model.pt")
                 torch.save(self.optimizer.state_dict(), staging / "state" / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), staging / "state" / "scheduler.pt")
-            if self.ema is not None:
+            if self.ema is not None and not self.cfg.fsdp:
                 torch.save(self.ema.state_dict(), staging / "state" / "ema.pt")
             if self.export is not None and not self.cfg.fsdp:
                 with self.ema.applied(self.unwrapped) if self.ema else contextlib.nullcontext():
@@ -188,12 +188,12 @@ class Trainer:
                              f"needs the same processes, batch_size, grad_accum and train.fsdp; give a new output_dir "
                              "for another")
         if self.cfg.fsdp:
-            fsdp.load(self.model, self.optimizer, self.frozen, path / "state" / "sharded")
+            fsdp.load(self.model, self.optimizer, self.frozen, path / "state" / "sharded", self.ema)
         else:
             self._load_model_and_optimizer(path)
+            if self.ema is not None:
+                self.ema.load_state_dict(torch.load(path / "state" / "ema.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(path / "state" / "scheduler.pt", weights_only=True))
-        if self.ema is not None:
-            self.ema.load_state_dict(torch.load(path / "state" / "ema.pt", weights_only=True))
         _set_rng_state(torch.load(path / "state" / f"rng_rank{acc.process_index}.pt", weights_only=False))
         self.step, self.micro_step = state["step"], state["micro_step"]
 

@@ -84,11 +84,11 @@ def test_fsdp_trains_as_ddp_and_as_one_process_with_the_doubled_batch(demos, tmp
 
 @pytest.mark.slow
 def test_killed_fsdp_run_resumes_with_the_identical_loss_sequence(demos, tmp_path):
-    steps = 8
-    subprocess.run(command(demos, tmp_path / "straight", steps, 2, "train.fsdp=true"), check=True, env=ENV, cwd=ROOT,
+    steps, fsdp = 8, ["train.fsdp=true", "train.ema_decay=0.9"]  # the EMA's shadow weights are sharded too
+    subprocess.run(command(demos, tmp_path / "straight", steps, 2, *fsdp), check=True, env=ENV, cwd=ROOT,
                    capture_output=True)
     run = tmp_path / "killed"
-    proc = subprocess.Popen(command(demos, run, steps, 2, "train.fsdp=true"), env=ENV, cwd=ROOT,
+    proc = subprocess.Popen(command(demos, run, steps, 2, *fsdp), env=ENV, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     while not (run / "checkpoints" / "step_000004" / checkpoints.MANIFEST).exists():
@@ -99,8 +99,29 @@ def test_killed_fsdp_run_resumes_with_the_identical_loss_sequence(demos, tmp_pat
     assert not (run / "checkpoints" / f"step_{steps:06d}").exists(), "the kill came too late to test anything"
     assert max(r["step"] for r in read_metrics(run / "metrics.jsonl")) < steps
 
-    resumed = subprocess.run(command(demos, run, steps, 2, "train.fsdp=true"), check=True, env=ENV, cwd=ROOT,
+    resumed = subprocess.run(command(demos, run, steps, 2, *fsdp), check=True, env=ENV, cwd=ROOT,
                              capture_output=True, text=True)
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert [r["step"] for r in losses(run)] == list(range(1, steps + 1))
     assert losses(run) == losses(tmp_path / "straight")  # bit for bit, every component and the LR
+    for export in ("vla/model.safetensors", "lara/lara.safetensors"):  # the EMA weights, restored exactly
+        resumed_weights, straight = (load_file(r / "final" / export) for r in (run, tmp_path / "straight"))
+        assert resumed_weights.keys() == straight.keys()
+        assert all(torch.equal(resumed_weights[k], straight[k]) for k in straight), export
+
+
+@pytest.mark.slow
+def test_fsdp_pi0_with_lora_and_gradient_checkpointing_trains_as_ddp(demos, tmp_path):
+    """pi0's prefix LM passes its keys and values to the expert through a KV cache: those blocks stay gathered
+    until their backward (adapters/fsdp.py KEEP_GATHERED); LoRA's frozen base weights are sharded too."""
+    build = "model.build={width: 32, expert_width: 16, layers: 2, image_size: 32, chunk_size: 10, vocab_size: 512}"
+    extra = ["model.lora={r: 4}", "train.gradient_checkpointing=true", "data.drop_incomplete=true", build]
+    for name, flags in (("fsdp", ["train.fsdp=true"]), ("ddp", [])):
+        subprocess.run([*LAUNCH, "posttrain_pi0", *tiny(demos, tmp_path / name, steps=3, every=3, family="pi0"),
+                        *extra, *flags], check=True, env=ENV, cwd=ROOT, capture_output=True)
+    fsdp_run, ddp_run = losses(tmp_path / "fsdp"), losses(tmp_path / "ddp")
+    assert len({r["loss"] for r in ddp_run}) == 3
+    for a, b in zip(fsdp_run, ddp_run):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    adapters = load_file(tmp_path / "fsdp" / "checkpoints" / "step_000003" / "vla" / "adapter_model.safetensors")
+    assert adapters and all("lora_" in k for k in adapters)  # the checkpoint's VLA export is the LoRA adapter
