@@ -62,11 +62,13 @@ def block_classes(model: nn.Module) -> set[str]:
     return names
 
 
-def shard(model: nn.Module, device: torch.device, mixed_precision: str) -> list[str]:
-    """Apply fully_shard in place (blocks, LAM, root); returns the sharded modules' names (the root is '')."""
+def shard(model: nn.Module, device: torch.device, mixed_precision: str) -> None:
+    """Apply fully_shard in place: the blocks, the LAM, the projector, then the root."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         raise InputError("train.fsdp=true shards the model over several processes; this run has one. Launch it with "
                          "`accelerate launch --multi_gpu --num_processes N ...` or torchrun, or set train.fsdp=false")
+    if mixed_precision == "fp16":  # accelerate's loss scaler is not unscaled before the sharded gradients' clipping
+        raise InputError("train.fsdp=true with fp16 mixed precision is not supported; use train.mixed_precision=bf16")
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     policy = MixedPrecisionPolicy()  # parameters in their own dtype
     if mixed_precision == "bf16":  # compute in bf16, gradients reduced and kept in fp32 (FSDP's usual recipe)
@@ -75,20 +77,17 @@ def shard(model: nn.Module, device: torch.device, mixed_precision: str) -> list[
     projector = model.projector if isinstance(model, LaraModel) else None
     units = [name for name, module in model.named_modules() if name and (
         type(module).__name__ in blocks or isinstance(module, LatentActionModel) or module is projector)]
-    model_type = getattr(getattr(unwrap(model), "config", None), "model_type", None)
-    if isinstance(model, LaraModel):
-        model_type = getattr(unwrap(model.base).config, "model_type", None)
-    kept = KEEP_GATHERED.get(model_type)
-    for name in units:  # children before the root (named_modules lists parents first; blocks do not nest here)
+    vla = unwrap(model.base if isinstance(model, LaraModel) else model)
+    kept = KEEP_GATHERED.get(getattr(getattr(vla, "config", None), "model_type", None))
+    for name in reversed(units):  # children before their parents (named_modules lists parents first), root last
         keep = kept is not None and kept in f".{name}."
         fully_shard(model.get_submodule(name), mesh=mesh, mp_policy=policy, reshard_after_forward=not keep)
     fully_shard(model, mesh=mesh, mp_policy=policy)
-    return units + [""]
 
 
 def broadcast_buffers(model: nn.Module) -> None:
-    """Rank 0's buffers to every rank, as DDP does before each forward."""
-    buffers = [b for b in model.buffers()]
+    """Rank 0's buffers to every rank, as DDP does before each forward (with DDP's own bucketed broadcast)."""
+    buffers = list(model.buffers())
     if buffers:
         dist._broadcast_coalesced(dist.group.WORLD, buffers, 1 << 24, 0)
 

@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=1))
     done = [c for c in report["cases"] if "error" not in c]
     ratios = " ".join(f"{c['model']}/{c['mode']}={c['step_ratio']:.3f}x" for c in done)
-    print(f"gpu-validate ok={len(done)}/{len(report['cases'])} step_ratio {ratios} ({report['seconds']:.0f} s; {args.out})")
+    print(f"gpu-validate ok={len(done)}/{len(report['cases'])} step_ratio {ratios} "
+          f"({report['seconds']:.0f} s; {args.out})")
     return 0 if len(done) == len(report["cases"]) else 1
 
 
