@@ -51,10 +51,11 @@ def gathered(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_fsdp_trains_as_ddp_and_as_one_process_with_the_doubled_batch(demos, tmp_path):
+    # 2 micro-batches per step: FSDP skips the gradient reduce-scatter of the first, as DDP its all-reduce
     runs = (("fsdp", ["train.fsdp=true"], 2), ("ddp", [], 2), ("one", ["train.batch_size=8"], 1))
     for name, extra, processes in runs:
-        subprocess.run(command(demos, tmp_path / name, 3, 3, *extra, processes=processes), check=True, env=ENV,
-                       cwd=ROOT, capture_output=True)
+        subprocess.run(command(demos, tmp_path / name, 3, 3, "train.grad_accum=2", *extra, processes=processes),
+                       check=True, env=ENV, cwd=ROOT, capture_output=True)
     sequences = {name: [r["loss"] for r in losses(tmp_path / name)] for name in ("fsdp", "ddp", "one")}
     assert len(set(sequences["one"])) == 3  # the weights moved: every step saw a different loss
     # float32 sums in another order (reduce-scatter of shards vs all-reduce vs one process): rel 1e-5
