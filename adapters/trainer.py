@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
 import time
@@ -51,7 +52,9 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # cpu=True on a machine without a GPU makes `accelerate launch --multi_gpu` (torchrun) run DDP over gloo
     accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
-    if accelerator.distributed_type == DistributedType.FSDP:
+    # an FSDP accelerate config sets ACCELERATE_USE_FSDP; on CPU processes accelerate then silently runs DDP
+    fsdp_config = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    if accelerator.distributed_type == DistributedType.FSDP or fsdp_config:
         raise InputError("the accelerate config asks for FSDP, which the LARA trainer does itself: launch with "
                          "--multi_gpu (distributed_type MULTI_GPU) and set train.fsdp=true")
     if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):

@@ -127,3 +127,17 @@ def test_fsdp_pi0_with_lora_and_gradient_checkpointing_trains_as_ddp(demos, tmp_
         assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
     adapters = load_file(tmp_path / "fsdp" / "checkpoints" / "step_000003" / "vla" / "adapter_model.safetensors")
     assert adapters and all("lora_" in k for k in adapters)  # the checkpoint's VLA export is the LoRA adapter
+
+
+def test_fsdp_setups_that_cannot_work_are_refused_in_one_line(demos, tmp_path, monkeypatch):
+    from lara.adapters import posttrain
+    from lara.adapters.config import TrainConfig, load_recipe
+    from lara.adapters.trainer import make_accelerator
+    from lara.errors import InputError
+
+    with pytest.raises(InputError, match="one. Launch it with `accelerate launch --multi_gpu"):
+        posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, tmp_path / "one", steps=1, every=1) +
+                                  ["train.fsdp=true"]))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
+    with pytest.raises(InputError, match="set train.fsdp=true"):
+        make_accelerator(TrainConfig())
