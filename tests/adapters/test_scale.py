@@ -126,6 +126,15 @@ def test_bf16_loading_trains_the_vla_in_bf16_beside_an_fp32_lam(demos, tmp_path,
     assert dtypes(final / "lara" / "lara.safetensors") == {torch.float32}  # lara.dtype's default
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) and r["align"] > 0 for r in records)
+    if family == "pi0":  # the bf16 export serves as a policy (its inputs cast to the weights' dtype)
+        from lara.vla import load_policy
+
+        policy = load_policy(final / "vla")
+        policy.reset("put the bowl on the plate")
+        image = np.zeros((32, 32, 3), np.uint8)
+        chunk = policy.act({"agentview_rgb": image, "ee_pos": np.zeros(3), "ee_ori": np.zeros(3),
+                            "gripper_qpos": np.zeros(2)})
+        assert next(policy.model.parameters()).dtype == torch.bfloat16 and np.isfinite(chunk).all()
 
 
 def test_lara_dtype_puts_the_lam_and_projector_in_bf16_and_keeps_vq_statistics_fp32(demos, tmp_path):
