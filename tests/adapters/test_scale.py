@@ -184,3 +184,17 @@ def test_gpu_validation_script_dry_run(tmp_path):
             assert 0 < case["trainable_vla_params"] < case["vla_params"]
         else:
             assert case["trainable_vla_params"] == case["vla_params"]
+
+
+def test_bf16_lam_on_frozen_vision_features_trains():
+    """A feature LAM's frozen vision model stays fp32; its tokens enter the bf16 LAM in the LAM's dtype."""
+    dinov2 = dict(model_type="dinov2", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=64, image_size=32, patch_size=8)
+    lam = lara.LAMConfig(input="features", target="features", vision_model=dinov2, width=32, heads=2,
+                         idm_layers=1, fdm_layers=1)
+    vla, batch, _ = token_vla_case(None)
+    model = lara.attach(vla, lara.LaraConfig(lam=lam, dtype="bf16"))
+    out = model(**batch)
+    out.loss.backward()
+    assert model.lam.idm.embed.weight.grad.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert next(model.lam.tokenizer.vision.parameters()).dtype == torch.float32
