@@ -56,14 +56,25 @@ def enable_gradient_checkpointing(vla: nn.Module) -> None:
         vla.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 in hardware: a GPU that supports it, or a CPU with AVX512-BF16 / AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 def warn_without_native_bf16(cfg: RecipeConfig) -> None:
-    """bf16 on a CPU without bf16 instructions (AVX512-BF16 / AMX) runs emulated: correct, but slower than fp32."""
+    """bf16 without bf16 instructions runs emulated: correct, but slower than fp32."""
     asked = [name for name, value in (("model.dtype", cfg.model.dtype), ("lara.dtype", cfg.lara.dtype),
                                       ("train.mixed_precision", cfg.train.mixed_precision)) if value == "bf16"]
-    if asked and not torch.cuda.is_available() and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        warnings.warn(f"{', '.join(asked)}=bf16 on a CPU without native bf16 ({torch.backends.cpu.get_cpu_capability()}"
-                      "): it runs emulated, slower than fp32; set them to fp32 / 'no' here, bf16 on a GPU",
-                      UserWarning, stacklevel=2)
+    if asked and not native_bf16():
+        where = (torch.cuda.get_device_name() if torch.cuda.is_available()
+                 else f"a CPU ({torch.backends.cpu.get_cpu_capability()})")
+        warnings.warn(f"{', '.join(asked)}=bf16 on {where} without native bf16: it runs emulated, slower than "
+                      "fp32; set them to fp32 / 'no' on this machine", UserWarning, stacklevel=2)
 
 
 def build_vla(cfg: RecipeConfig, data: LiberoDataset) -> tuple[Family, nn.Module]:

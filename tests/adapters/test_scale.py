@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import lara
 from lara.adapters import posttrain
-from lara.adapters.common import enable_gradient_checkpointing
+from lara.adapters.common import enable_gradient_checkpointing, native_bf16
 from lara.adapters.config import load_recipe
 from lara.adapters.families.pi0 import PI0Family
 from lara.adapters.families.token_vla import TokenVLAFamily
@@ -139,8 +139,8 @@ def test_bf16_loading_trains_the_vla_in_bf16_beside_an_fp32_lam(demos, tmp_path,
 
 
 def test_lara_dtype_puts_the_lam_and_projector_in_bf16_and_keeps_vq_statistics_fp32(demos, tmp_path):
-    native = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    with contextlib.nullcontext() if native else pytest.warns(UserWarning, match="without native bf16 .* emulated"):
+    emulated = pytest.warns(UserWarning, match="without native bf16.*emulated")
+    with contextlib.nullcontext() if native_bf16() else emulated:
         bf16_run(demos, tmp_path, "token_vla", "lara.dtype=bf16", "lara.lam.quantizer=vq")
     saved = load_file(tmp_path / "final" / "lara" / "lara.safetensors")
     floating = {k: v.dtype for k, v in saved.items() if v.is_floating_point()}
