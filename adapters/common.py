@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from torch import nn
 
 import lara
 from lara.data import LiberoDataset
+from lara.errors import InputError
 from lara.model import LARA_KEYS
 
 from .config import LoraConfig, RecipeConfig
@@ -40,12 +42,51 @@ def apply_lora(model: nn.Module, lora: LoraConfig | None) -> nn.Module:
     return get_peft_model(model, peft_config)
 
 
+def enable_gradient_checkpointing(vla: nn.Module) -> None:
+    """transformers' activation checkpointing of the VLA's blocks, non-reentrant: the reentrant kind runs the
+    block's forward under no_grad, so a hidden state LARA's hook captured inside a block would carry no gradient
+    (the alignment would silently stop training the VLA; tests/adapters/test_scale.py shows it)."""
+    kwargs = {"use_reentrant": False}
+    if not getattr(vla, "supports_gradient_checkpointing", False):
+        raise InputError(f"train.gradient_checkpointing=true: {type(vla).__name__} does not support transformers' "
+                         "activation checkpointing; set train.gradient_checkpointing=false")
+    if hasattr(vla, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
+        vla.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        vla.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 in hardware: a GPU that supports it, or a CPU with AVX512-BF16 / AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+def warn_without_native_bf16(cfg: RecipeConfig) -> None:
+    """bf16 without bf16 instructions runs emulated: correct, but slower than fp32."""
+    asked = [name for name, value in (("model.dtype", cfg.model.dtype), ("lara.dtype", cfg.lara.dtype),
+                                      ("train.mixed_precision", cfg.train.mixed_precision)) if value == "bf16"]
+    if asked and not native_bf16():
+        where = (torch.cuda.get_device_name() if torch.cuda.is_available()
+                 else f"a CPU ({torch.backends.cpu.get_cpu_capability()})")
+        warnings.warn(f"{', '.join(asked)}=bf16 on {where} without native bf16: it runs emulated, slower than "
+                      "fp32; set them to fp32 / 'no' on this machine", UserWarning, stacklevel=2)
+
+
 def build_vla(cfg: RecipeConfig, data: LiberoDataset) -> tuple[Family, nn.Module]:
     cameras = (cfg.data.camera, *cfg.data.extra_cameras)
     family = family_class(cfg.model.family)(cfg.model, data.statistics, cameras, cfg.data.dataset_name)
+    warn_without_native_bf16(cfg)
     vla = family.build()
     if cfg.model.freeze:
         vla.requires_grad_(False)
+    if cfg.train.gradient_checkpointing:
+        for module in family.checkpointed_modules(vla):
+            enable_gradient_checkpointing(module)
     return family, apply_lora(vla, cfg.model.lora)
 
 
@@ -79,7 +120,8 @@ def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: 
     lam = lara.LatentActionModel(cfg.lara.lam)
     if not steps:
         return lam
-    lam_train = cfg.train.model_copy(update={"steps": steps, "warmup_steps": 0, "ema_decay": None})
+    # the LAM alone is small: DDP (or one process) even when the joint phase shards with FSDP
+    lam_train = cfg.train.model_copy(update={"steps": steps, "warmup_steps": 0, "ema_decay": None, "fsdp": False})
     phase = Trainer(lam_train, cfg.output_dir / "lam", lam, lam_step,
                     datasets=[torch.utils.data.ConcatDataset(frames)], collate=lara_inputs,
                     export=lambda m, d: lara.save_lam(m, d / "lam"), lr=lr, run_config=cfg.model_dump(mode="json"))
@@ -111,10 +153,11 @@ def export_final(cfg: RecipeConfig, family: Family, trainer: Trainer, data: Libe
         return final
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.unwrapped)
-    if trainer.accelerator.is_main_process:
-        final_export(cfg, family, trainer.unwrapped, data)
-        if also is not None:
-            also(final)
+    with trainer.full_model() as model:  # under FSDP the weights gathered from every rank
+        if model is not None:
+            final_export(cfg, family, model, data)
+            if also is not None:
+                also(final)
     trainer.accelerator.wait_for_everyone()
     return final if trainer.accelerator.is_main_process else None
 

@@ -54,6 +54,17 @@ class TrainConfig(_Strict):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="accelerate mixed precision; 'auto': bf16 on a GPU that supports it, else 'no'.",
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute the VLA's blocks in the backward pass instead of keeping their activations "
+        "(transformers' activation checkpointing, non-reentrant): less memory, ~30 % more compute. The hidden state "
+        "LARA aligns is the one the loss's graph uses either way.",
+    )
+    fsdp: bool = Field(
+        False, description="Shard the weights, gradients and optimizer state over the processes "
+        "(torch's FSDP2 `fully_shard`: each VLA block, the LAM, and the rest as one root unit) instead of DDP. "
+        "Launch as for DDP (`accelerate launch --multi_gpu` / torchrun); checkpoints are sharded "
+        "(torch.distributed.checkpoint) and RUN/final is the gathered full model.",
+    )
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N optimizer steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     log_every: int = Field(10, ge=1, description="Log averaged losses every N optimizer steps (JSONL + wandb).")
@@ -107,6 +118,11 @@ class ModelConfig(_Strict):
     build: dict[str, Any] = Field(
         default_factory=dict, description="Size of a newly built model: keyword arguments of "
         "lara.vla.presets.token_vla_config / pi0_config (e.g. width, layers, image_size).",
+    )
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="dtype the VLA is loaded (or built) in: 'bf16' as OpenVLA's finetune.py and openpi load "
+        "their models (half the memory of fp32: OpenVLA-7B's weights take 15 GB instead of 30). The LAM and "
+        "projector have their own, lara.dtype.",
     )
     lora: LoraConfig | None = Field(None, description="Fine-tune through LoRA adapters (peft); None: full fine-tuning.")
     freeze: bool = Field(False, description="Freeze the whole VLA (LAM refinement: only the projector and LAM learn).")
@@ -187,6 +203,13 @@ class RecipeConfig(_Strict):
         if k > gap:
             raise ValueError(f"lara.lam.action_horizon ({k}) exceeds data.frame_gap ({gap}): the LAM's action head "
                              f"predicts the actions between o_t and o_{{t+k}}; set lara.lam.action_horizon<={gap}")
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_fits_the_recipe(self) -> RecipeConfig:
+        if self.train.fsdp and self.recipe == "refine_lam":
+            raise ValueError("refine_lam trains the LAM beside a frozen VLA and probes it on one process: run it "
+                             "without train.fsdp (DDP)")
         return self
 
     @model_validator(mode="after")

@@ -39,6 +39,7 @@ NOT_TRAINING_RELEVANT = (
     "train.log_every",  # how many steps a logged average spans: the loop reads values, never changes them
     "train.checkpoint_every",  # when state is saved: resuming from any step is exact (tests/adapters/test_trainer.py)
     "train.keep_checkpoints",  # how many saved states are kept
+    "train.gradient_checkpointing",  # recomputes the same activations: the same losses (tests/adapters/test_scale.py)
     "train.num_workers",  # DataLoader processes: the order is a function of the step, reading draws no random numbers
     "lara.check_inputs",  # a NaN check that raises or changes nothing
     "refine.probe_samples",  # the probe judges the LAM before and after; it trains nothing

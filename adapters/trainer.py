@@ -1,4 +1,5 @@
-"""One training loop for every recipe, on accelerate (single process, or DDP from `accelerate launch`).
+"""One training loop for every recipe, on accelerate (single process, DDP from `accelerate launch`, or FSDP2
+with `train.fsdp=true`, adapters/fsdp.py).
 
     trainer = Trainer(train_config, run_dir, model, loss_fn, datasets=[demos], collate=family.collate,
                       export=save_vla_and_lara)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
 import time
@@ -32,6 +34,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 from lara.errors import InputError
 
 from . import checkpoints as ckpt
+from . import fsdp
 from .config import TrainConfig
 from .ema import EMA
 from .metrics import MetricsLog
@@ -49,9 +52,14 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # cpu=True on a machine without a GPU makes `accelerate launch --multi_gpu` (torchrun) run DDP over gloo
     accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
+    # an FSDP accelerate config sets ACCELERATE_USE_FSDP; on CPU processes accelerate then silently runs DDP
+    fsdp_config = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    if accelerator.distributed_type == DistributedType.FSDP or fsdp_config:
+        raise InputError("the accelerate config asks for FSDP, which the LARA trainer does itself: launch with "
+                         "--multi_gpu (distributed_type MULTI_GPU) and set train.fsdp=true")
     if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
-        raise ValueError(f"the LARA trainer runs single-process or DDP; the accelerate config asks for "
-                         f"{accelerator.distributed_type.value}, whose checkpoints it does not write yet")
+        raise ValueError(f"the LARA trainer runs single-process, DDP or FSDP2 (train.fsdp); the accelerate config "
+                         f"asks for {accelerator.distributed_type.value}, whose checkpoints it does not write yet")
     return accelerator
 
 
@@ -83,17 +91,25 @@ class Trainer:
         self.cfg, self.run_dir, self.loss_fn, self.export = cfg, Path(run_dir), loss_fn, export
         self.accelerator = accelerator or make_accelerator(cfg)
         self.run_config = run_config or {}
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        self.plain = None  # FSDP: rank 0's unsharded skeleton of the model, filled for the exports
+        if cfg.fsdp:
+            self.plain = fsdp.skeleton(model) if self.accelerator.is_main_process else None
+            model.to(self.accelerator.device)
+            fsdp.shard(model, self.accelerator.device, self.accelerator.mixed_precision)
+        self.params = [p for p in model.parameters() if p.requires_grad]  # FSDP: the sharded ones
         if not self.params:
             raise ValueError("the model has no trainable parameters")
-        self.frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
         optimizer = torch.optim.AdamW(self.params, lr=lr or cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         if cfg.schedule == "cosine":
             self.scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
         else:
             self.scheduler = get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
         # the scheduler is stepped here once per optimizer step (accelerate's wrapper would step it once per process)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if cfg.fsdp:  # accelerate's prepare would wrap the sharded model in DDP on top
+            self.model, self.optimizer = model, optimizer
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ema = EMA(self.unwrapped, cfg.ema_decay) if cfg.ema_decay else None
         self.datasets, self.collate, self.video_every = datasets, collate, video_every
         self.step = self.micro_step = 0
@@ -102,6 +118,16 @@ class Trainer:
     @property
     def unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)
+
+    @contextlib.contextmanager
+    def full_model(self):
+        """The trained model, whole, on the main process (None on the others): the model itself, or under FSDP
+        its weights gathered from every rank (all processes must enter: a collective) into an unsharded copy."""
+        if self.cfg.fsdp:
+            with fsdp.full_model(self.model, self.plain) as model:
+                yield model
+        else:
+            yield self.unwrapped if self.accelerator.is_main_process else None
 
     @property
     def trained(self) -> bool:
@@ -126,17 +152,25 @@ class Trainer:
             (staging / "state").mkdir(parents=True)
         acc.wait_for_everyone()
         torch.save(_rng_state(), staging / "state" / f"rng_rank{acc.process_index}.pt")
-        if acc.is_main_process:
-            torch.save(self._resume_state(), staging / "state" / "model.pt")
-            torch.save(self.optimizer.state_dict(), staging / "state" / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), staging / "state" / "scheduler.pt")
-            if self.ema is not None:
-                torch.save(self.ema.state_dict(), staging / "state" / "ema.pt")
+        if self.cfg.fsdp:  # every rank writes its shards, then rank 0 exports the gathered model
+            fsdp.save(self.model, self.optimizer, self.frozen, staging / "state" / "sharded", self.ema)
             if self.export is not None:
+                with self.ema.applied(self.model) if self.ema else contextlib.nullcontext(), self.full_model() as model:
+                    if model is not None:
+                        self.export(model, staging)
+        if acc.is_main_process:
+            if not self.cfg.fsdp:
+                torch.save(self._resume_state(), staging / "state" / "model.pt")
+                torch.save(self.optimizer.state_dict(), staging / "state" / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), staging / "state" / "scheduler.pt")
+            if self.ema is not None and not self.cfg.fsdp:
+                torch.save(self.ema.state_dict(), staging / "state" / "ema.pt")
+            if self.export is not None and not self.cfg.fsdp:
                 with self.ema.applied(self.unwrapped) if self.ema else contextlib.nullcontext():
                     self.export(self.unwrapped, staging)
             trainer_state = dict(step=self.step, micro_step=self.micro_step, world_size=acc.num_processes,
-                                 batch_size=self.cfg.batch_size, grad_accum=self.cfg.grad_accum, config=self.run_config)
+                                 batch_size=self.cfg.batch_size, grad_accum=self.cfg.grad_accum, fsdp=self.cfg.fsdp,
+                                 config=self.run_config)
             (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1, default=str))
         acc.wait_for_everyone()
         final = staging.with_suffix("")
@@ -149,11 +183,24 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         state = json.loads((path / "trainer_state.json").read_text())
         acc = self.accelerator
-        here = dict(world_size=acc.num_processes, batch_size=self.cfg.batch_size, grad_accum=self.cfg.grad_accum)
-        changed = {k: (state[k], v) for k, v in here.items() if state[k] != v}
+        here = dict(world_size=acc.num_processes, batch_size=self.cfg.batch_size, grad_accum=self.cfg.grad_accum,
+                    fsdp=self.cfg.fsdp)
+        changed = {k: (state.get(k, False), v) for k, v in here.items() if state.get(k, False) != v}
         if changed:
             raise InputError(f"{path} was written with a different batch layout {changed} (saved, now); exact resume "
-                             f"needs the same processes, batch_size and grad_accum; give a new output_dir for another")
+                             f"needs the same processes, batch_size, grad_accum and train.fsdp; give a new output_dir "
+                             "for another")
+        if self.cfg.fsdp:
+            fsdp.load(self.model, self.optimizer, self.frozen, path / "state" / "sharded", self.ema)
+        else:
+            self._load_model_and_optimizer(path)
+            if self.ema is not None:
+                self.ema.load_state_dict(torch.load(path / "state" / "ema.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(path / "state" / "scheduler.pt", weights_only=True))
+        _set_rng_state(torch.load(path / "state" / f"rng_rank{acc.process_index}.pt", weights_only=False))
+        self.step, self.micro_step = state["step"], state["micro_step"]
+
+    def _load_model_and_optimizer(self, path: Path) -> None:
         model_state = torch.load(path / "state" / "model.pt", weights_only=True)
         shapes = {k: tuple(v.shape) for k, v in self.unwrapped.state_dict().items()}
         resized = [f"{k} {tuple(v.shape)} -> {shapes[k]}" for k, v in model_state.items()
@@ -166,11 +213,6 @@ class Trainer:
                              "give a new output_dir")
         self.unwrapped.load_state_dict(model_state, strict=False)
         self.optimizer.load_state_dict(torch.load(path / "state" / "optimizer.pt", weights_only=True))
-        self.scheduler.load_state_dict(torch.load(path / "state" / "scheduler.pt", weights_only=True))
-        if self.ema is not None:
-            self.ema.load_state_dict(torch.load(path / "state" / "ema.pt", weights_only=True))
-        _set_rng_state(torch.load(path / "state" / f"rng_rank{acc.process_index}.pt", weights_only=False))
-        self.step, self.micro_step = state["step"], state["micro_step"]
 
     # ---------------------------------------------------------------------------------------------
     # The loop
@@ -201,6 +243,16 @@ class Trainer:
             acc.print(f"train.resume=false: the earlier checkpoints are kept in {root.name}.earlier-{n}")
         acc.wait_for_everyone()
 
+    def _accumulating(self, sync: bool):
+        """DDP skips the gradient all-reduce of accumulation micro-steps (FSDP: set_requires_gradient_sync)."""
+        return contextlib.nullcontext() if sync or self.cfg.fsdp else self.accelerator.no_sync(self.model)
+
+    def _clip_gradients(self) -> torch.Tensor:
+        if not self.cfg.fsdp:
+            return self.accelerator.clip_grad_norm_(self.params, self.cfg.clip_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip_grad_norm)  # over the shards: a DTensor
+        return norm.full_tensor()
+
     def fit(self) -> Path:
         """Train to `cfg.steps` (resuming when a checkpoint exists); returns the last checkpoint."""
         acc, cfg = self.accelerator, self.cfg
@@ -222,7 +274,10 @@ class Trainer:
         try:
             for batch in self._loader():
                 sync = (self.micro_step + 1) % cfg.grad_accum == 0
-                with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+                if cfg.fsdp:
+                    fsdp.broadcast_buffers(self.model)
+                    self.model.set_requires_gradient_sync(sync)
+                with self._accumulating(sync), acc.autocast() if cfg.fsdp else contextlib.nullcontext():
                     loss, parts = self.loss_fn(self.model, send_to_device(batch, acc.device))
                     acc.backward(loss / cfg.grad_accum)
                 for name, value in {"loss": loss.detach(), **parts}.items():
@@ -231,7 +286,7 @@ class Trainer:
                 window_micro += 1
                 if not sync:
                     continue
-                grad_norm = acc.clip_grad_norm_(self.params, cfg.clip_grad_norm) if cfg.clip_grad_norm else None
+                grad_norm = self._clip_gradients() if cfg.clip_grad_norm else None
                 lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
                 self.optimizer.step()
                 self.scheduler.step()

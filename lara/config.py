@@ -129,6 +129,11 @@ class LaraConfig(_Strict):
     fdm_weight: float = Field(
         0.0, ge=0, description="w_fdm of || D(o_t, P(h)) - target(o_{t+k}) ||; 0 disables the policy FDM loss."
     )
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="dtype of the projector's and the LAM's weights, their own whatever the VLA's: 'fp32' "
+        "keeps these small modules exact beside a bf16 VLA; 'bf16' halves their memory. The alignment loss is "
+        "computed in fp32 and a vq codebook's EMA statistics stay fp32 in any case.",
+    )
     check_inputs: bool = Field(
         True, description="Check float `lam_frames` for NaN/inf and values outside [0, 1] (one host sync per step; "
         "uint8 frames need none)."

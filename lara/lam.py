@@ -100,7 +100,7 @@ class FrameTokenizer(nn.Module):
         self.vision.to(frames.device)
         with torch.no_grad():
             hidden = self.vision(pixel_values=(frames - self.mean) / self.std).last_hidden_state
-        return hidden[:, -self.num_tokens :].float()  # (B, N, F): drop CLS / register tokens
+        return hidden[:, -self.num_tokens :].to(frames.dtype)  # (B, N, F) in the frames' dtype: drop CLS / registers
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         p = self.cfg.patch_size

@@ -21,10 +21,12 @@ from torch import nn
 from lara.align import action_token_mask, alignment_loss, build_projector, capture, find_module, pool
 from lara.config import LaraConfig
 from lara.lam import LatentActionModel, masked_mean
+from lara.quantize import VectorQuantizer
 from lara.specs import BackboneSpec, infer_hidden_size, resolve_alignment, resolve_spec, unwrap
 
 LARA_KEYS = ("lam_frames", "lam_actions", "lam_valid", "lam_action_mask", "lam_token_mask", "lam_action_free")
 _MARK = "_lara_attached"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class LaraModel(nn.Module):
@@ -43,9 +45,11 @@ class LaraModel(nn.Module):
         self.action_token_ids = spec.action_token_ids(unwrap(base).config) if spec.action_token_ids else None
         self.projector = build_projector(config.align, width, self.lam.cfg.latent_tokens * self.lam.cfg.latent_dim)
         self.hidden_width = width
-        device = next(base.parameters()).device
-        self.lam.to(device)
-        self.projector.to(device)
+        device, dtype = next(base.parameters()).device, DTYPES[config.dtype]
+        self.lam.to(device=device, dtype=dtype)
+        self.projector.to(device=device, dtype=dtype)
+        if isinstance(self.lam.quantizer, VectorQuantizer):
+            self.lam.quantizer.float()  # EMA counts and sums: a 1 % update per step is below bf16's resolution
         self._alignment_enabled = True
         self._detached = False
 
@@ -79,9 +83,9 @@ class LaraModel(nn.Module):
             raise ValueError(f"`lam_frames` holds {frames.shape[0]} samples but the model's batch has {h.shape[0]} "
                              f"(the output of '{self.layer_name}'): give one (o_t, o_{{t+k}}) pair per sample")
         valid = self._valid(lara_in, frames.shape[0], frames.device)  # (B,) float
-        lam_out = self.lam(frames, lara_in.get("lam_actions"), valid, lara_in.get("lam_action_mask"))
-        pred = self.projector(h.to(self.projector_dtype))  # (B, n*d)
-        target = lam_out.z.flatten(1)  # (B, n*d), continuous pre-quantization latent
+        lam_out = self.lam(frames.to(self.lam_dtype), lara_in.get("lam_actions"), valid, lara_in.get("lam_action_mask"))
+        pred = self.projector(h.to(self.projector_dtype)).float()  # (B, n*d); the loss in fp32 whatever the dtypes
+        target = lam_out.z.flatten(1).float()  # (B, n*d), continuous pre-quantization latent
         if self.config.align.detach_target:
             target = target.detach()
         align, cos = alignment_loss(pred, target, valid, self.config.align)
@@ -112,6 +116,10 @@ class LaraModel(nn.Module):
     @property
     def projector_dtype(self) -> torch.dtype:
         return next(self.projector.parameters()).dtype
+
+    @property
+    def lam_dtype(self) -> torch.dtype:
+        return self.lam.idm.embed.weight.dtype
 
     def _frames(self, lara_in: dict) -> torch.Tensor:
         """`lam_frames` (B, 2, C, H, W), uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1], checked."""

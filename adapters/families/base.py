@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lara.data.statistics import DatasetStatistics
+from lara.model import DTYPES
 
 
 def lara_inputs(samples: list[dict]) -> dict:
@@ -41,6 +44,39 @@ class Family(ABC):
         # obs keys of the images a sample holds: the reader's `image` (data.camera), then data.extra_cameras
         self.cameras = tuple(cameras)
         self.dataset_name = dataset_name  # key of `statistics` in dataset_statistics.json / norm_stats
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The VLA's dtype (`model.dtype`)."""
+        return DTYPES[self.config.dtype]
+
+    def load_kwargs(self) -> dict:
+        """`from_pretrained` keywords that load the weights in `dtype` directly (no fp32 copy on the way):
+        transformers >= 4.56 calls it `dtype`, earlier ones (4.40 for OpenVLA's remote code) `torch_dtype`."""
+        import transformers
+        from packaging.version import Version
+
+        name = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+        return {name: self.dtype}
+
+    @contextlib.contextmanager
+    def building(self) -> Iterator[None]:
+        """Build a new model's weights in `dtype` directly (a 3B pi0 in bf16 never exists in fp32)."""
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
+
+    def cast(self, batch: dict) -> dict:
+        """The VLA's floating inputs in its dtype: pi0's state and action projections, for one, do not cast them."""
+        return {k: v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
+
+    @classmethod
+    def checkpointed_modules(cls, vla: nn.Module) -> list[nn.Module]:
+        """The (transformers) modules whose blocks `train.gradient_checkpointing` recomputes: the whole VLA."""
+        return [vla]
 
     @abstractmethod
     def build(self) -> nn.Module:

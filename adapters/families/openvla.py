@@ -58,7 +58,7 @@ class OpenVLAFamily(Family):
         check_openvla_directory(path)
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True, local_files_only=True)
         self.tokenizer = self.processor.tokenizer
-        model = load_openvla(path)
+        model = load_openvla(path, self.load_kwargs())
         self.action_tokenizer = ActionTokenizer(self.tokenizer.vocab_size)
         self.space_id = self.tokenizer.convert_tokens_to_ids("▁")  # Llama's 29871: OpenVLA's predict_action appends it
         if self.space_id in (None, self.tokenizer.unk_token_id) or self.tokenizer.pad_token_id is None:
@@ -93,7 +93,7 @@ class OpenVLAFamily(Family):
         images = [Image.fromarray(s["image"].permute(1, 2, 0).numpy()) for s in samples]  # uint8 (H, W, 3)
         batch = dict(input_ids=input_ids, attention_mask=input_ids.ne(self.tokenizer.pad_token_id).long(),
                      labels=labels, pixel_values=torch.stack([transform(image) for image in images]))
-        return {**batch, **lara}
+        return {**self.cast(batch), **lara}
 
     def save(self, model: nn.Module, directory: Path) -> None:
         """Weights (a peft model: its adapter), the checkpoint's own remote code and processor files as they
@@ -106,18 +106,20 @@ class OpenVLAFamily(Family):
             save_statistics(self.statistics, directory, self.dataset_name)
 
 
-def load_openvla(path: Path) -> nn.Module:
+def load_openvla(path: Path, load_kwargs: dict | None = None) -> nn.Module:
     """AutoModelForVision2Seq with trust_remote_code (transformers 4.x, OpenVLA's own loading); transformers 5
-    has no such Auto class any more, so there the class its config.json's auto_map names is loaded directly."""
+    has no such Auto class any more, so there the class its config.json's auto_map names is loaded directly.
+    `load_kwargs`: the dtype (finetune.py loads OpenVLA in bf16)."""
     import transformers
 
+    load_kwargs = load_kwargs or {}
     auto = getattr(transformers, AUTO_CLASS, None)
     if auto is not None:
-        return auto.from_pretrained(path, trust_remote_code=True, local_files_only=True)
+        return auto.from_pretrained(path, trust_remote_code=True, local_files_only=True, **load_kwargs)
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     reference = json.loads((path / "config.json").read_text())["auto_map"][AUTO_CLASS]
-    return get_class_from_dynamic_module(reference, path, local_files_only=True).from_pretrained(path)
+    return get_class_from_dynamic_module(reference, path, local_files_only=True).from_pretrained(path, **load_kwargs)
 
 
 def check_openvla_directory(path: Path) -> None:

@@ -31,15 +31,23 @@ class PI0Family(Family):
 
         path, self.tokenizer = self.config.path, None
         if path is None:
-            model = PI0ForConditionalGeneration(pi0_config(**self.config.build))
+            with self.building():
+                model = PI0ForConditionalGeneration(pi0_config(**self.config.build))
         else:
             check_pi0_directory(path)
-            model = PI0ForConditionalGeneration.from_pretrained(path, local_files_only=True)
+            model = PI0ForConditionalGeneration.from_pretrained(path, local_files_only=True, **self.load_kwargs())
             if has_tokenizer(path):
                 self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         setattr(model.config, CAMERAS_KEY, list(self.cameras))  # the policy reads the same cameras
         self.inputs = PI0Inputs(model.config, self.statistics, self.tokenizer, self.cameras)
         return model
+
+    @classmethod
+    def checkpointed_modules(cls, vla: nn.Module) -> list[nn.Module]:
+        """The SigLIP tower only. transformers' PI0 hands the prefix LM's KV cache to the action expert, and a
+        checkpointed decoder layer drops its cache (the recompute would write it twice): checkpointing the LM or
+        the expert fails in transformers 5.x (`'NoneType' object has no attribute 'get_seq_length'`)."""
+        return [vla.model.vlm.vision_tower]
 
     def collate(self, samples: list[dict]) -> dict:
         lara = lara_inputs(samples)
@@ -59,7 +67,7 @@ class PI0Family(Family):
         batch = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                      pixel_attention_mask=pixel_attention_mask, state=self.inputs.state(proprio, batch_size),
                      actions=actions)
-        return {**batch, **lara}
+        return {**self.cast(batch), **lara}
 
     def save(self, model: nn.Module, directory: Path) -> None:
         """Weights (a peft model: its adapter), the tokenizer it was loaded with, and the action / proprio

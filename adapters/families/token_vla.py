@@ -20,9 +20,10 @@ class TokenVLAFamily(Family):
     def build(self) -> TokenVLA:
         cfg = self.config
         if cfg.path is not None:
-            model = TokenVLA.from_pretrained(cfg.path)
+            model = TokenVLA.from_pretrained(cfg.path, **self.load_kwargs())
         else:
-            model = TokenVLA(token_vla_config(**cfg.build, cameras=list(self.cameras)))
+            with self.building():
+                model = TokenVLA(token_vla_config(**cfg.build, cameras=list(self.cameras)))
         if list(model.config.cameras) != list(self.cameras):
             raise InputError(f"the TokenVLA reads the cameras {model.config.cameras}, the data gives {list(self.cameras)} "
                              "(data.camera + data.extra_cameras): make them the same")
@@ -71,4 +72,4 @@ class TokenVLAFamily(Family):
             batch.update(actions=actions, action_mask=mask)
         # (the 'tokens' head's cross-entropy keeps the padded steps, which repeat the episode's last action,
         # as pi0's loss does, rather than cut each sample's token sequence at a different length)
-        return {**batch, **lara}
+        return {**self.cast(batch), **lara}

@@ -132,6 +132,8 @@ def _mlp(width_in: int, width: int, width_out: int, norm: bool = True) -> nn.Seq
 class TokenVLA(PreTrainedModel):
     config_class = TokenVLAConfig
     base_model_prefix = "token_vla"
+    supports_gradient_checkpointing = True  # its towers (Siglip / ResNet, Llama) checkpoint their own blocks
+    _no_split_modules = ["LlamaDecoderLayer", "SiglipEncoderLayer"]  # the blocks FSDP shards one by one
     main_input_name = "input_ids"
 
     def __init__(self, config: TokenVLAConfig):
