@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "eval": ("lara.benchmarks.cli", "evaluate a policy on a benchmark (libero)"),
     "data": ("lara.data.cli", "data tools: generate LIBERO demos, inspect any source, write video folders"),
     "serve": ("lara.real_robot.server", "serve a policy over openpi's websocket protocol"),
+    "probe": ("lara.benchmarks.probes.probe", "judge latent actions: action / task probes of LAMs and vision features"),
     "study": ("lara.benchmarks.study.cli", "a with/without-LARA grid of training runs and evaluations, with statistics"),
     "demo": ("lara.adapters.demo", "the main job on the embedded default: a short LARA training run on CPU"),
 }

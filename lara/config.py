@@ -52,9 +52,18 @@ class LAMConfig(_Strict):
         0.05, ge=0, description="A vq/nsvq code whose EMA usage falls below this fraction of the mean usage is "
         "restarted from a latent of the current batch (against codebook collapse).",
     )
-    target: Literal["pixels", "features"] = Field(
-        "pixels", description="What the FDM predicts: pixels (MSE) or the frozen features of o_{t+k} (MSE); "
-        "must equal `input`."
+    target: Literal["pixels", "features", "vlm"] = Field(
+        "pixels", description="What the FDM predicts: pixels (MSE) or the frozen features of o_{t+k} (MSE), "
+        "both equal to `input`; or 'vlm': the pooled hidden states of a frozen vision-language model given "
+        "`target_prompt` (o_t's as the FDM input, o_{t+k}'s as its target; feature MSE), whatever the input."
+    )
+    target_model: str | dict | None = Field(
+        None, description="For target='vlm': a local path to a PaliGemma model, or its config as a dict with "
+        "'model_type': 'paligemma' (random weights: tests). Kept frozen and not saved with the LAM.",
+    )
+    target_prompt: str = Field(
+        "the robot arm's motion; ignore other moving things",
+        description="For target='vlm': the prompt the VLM reads with each frame (what the target should keep).",
     )
     recon_weighting: Literal["uniform", "motion"] = Field(
         "uniform", description="FDM loss: 'uniform' MSE over the target, or 'motion': that MSE plus the MSE "
@@ -78,7 +87,9 @@ class LAMConfig(_Strict):
             )
         if (self.input == "features" or self.target == "features") and self.vision_model is None:
             raise ValueError("input='features' or target='features' needs vision_model (a local path or a config dict)")
-        if self.target != self.input:
+        if self.target == "vlm" and self.target_model is None:
+            raise ValueError("target='vlm' needs target_model (a local PaliGemma path or a config dict)")
+        if self.target != "vlm" and self.target != self.input:
             raise ValueError(
                 f"target='{self.target}' with input='{self.input}': the FDM predicts o_{{t+k}} on its input token grid, "
                 "so target and input must be the same ('pixels' or 'features')"

@@ -3,6 +3,7 @@
     IDM  E(o_t, o_{t+k}) -> z                 transformer over both frames' tokens + n learned latent queries
     Q    z -> z_q                             vq / nsvq / fsq / none (lara.quantize)
     FDM  D(o_t, z_q) -> o_{t+k}               transformer over o_t tokens, cross-attending to the latent tokens
+                                              (target 'vlm': over a frozen VLM's prompted representation of o_t)
     A    z -> a_{t:t+k}                       optional action head on the continuous latent, where robot actions exist
 
 Frames enter as pixels through a patch embedding, or as tokens of a frozen transformers vision model
@@ -20,6 +21,7 @@ from torch import nn
 
 from lara.config import LAMConfig
 from lara.quantize import build_quantizer
+from lara.vlm_target import PromptedTarget
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -98,8 +100,11 @@ class FrameTokenizer(nn.Module):
             p = self.cfg.patch_size
             return rearrange(frames, "b c (gh p1) (gw p2) -> b (gh gw) (c p1 p2)", p1=p, p2=p)  # (B, N, C*p*p)
         self.vision.to(frames.device)
+        extra = {}
+        if self.vision.config.model_type == "vit_mae":  # it shuffles patches per sample even with mask_ratio 0
+            extra["noise"] = torch.arange(self.num_tokens, device=frames.device).expand(len(frames), -1).float()
         with torch.no_grad():
-            hidden = self.vision(pixel_values=(frames - self.mean) / self.std).last_hidden_state
+            hidden = self.vision(pixel_values=(frames - self.mean) / self.std, **extra).last_hidden_state
         return hidden[:, -self.num_tokens :].to(frames.dtype)  # (B, N, F) in the frames' dtype: drop CLS / registers
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
@@ -157,7 +162,7 @@ class FDM(nn.Module):
 class LAMOutput:
     z: torch.Tensor  # (B, n, d) continuous pre-quantization latent: the alignment target
     z_q: torch.Tensor  # (B, n, d) what the FDM consumed
-    now: torch.Tensor  # (B, N, F) tokenized o_t (FDM input)
+    now: torch.Tensor  # (B, N, F) tokenized o_t (FDM input; target 'vlm': the VLM's (B, 1, D))
     pred: torch.Tensor  # (B, N, F) the FDM's prediction of o_{t+k}
     target: torch.Tensor  # (B, N, F) tokenized o_{t+k} (FDM target)
     losses: dict[str, torch.Tensor]  # recon, commit, action, total
@@ -177,6 +182,9 @@ class LatentActionModel(nn.Module):
         dim, n = self.tokenizer.dim, self.tokenizer.num_tokens
         self.idm = IDM(cfg, dim, n)
         self.quantizer = build_quantizer(cfg)
+        self.target_encoder = PromptedTarget(cfg.target_model, cfg.target_prompt) if cfg.target == "vlm" else None
+        if self.target_encoder is not None:  # the FDM works on the VLM's representation, not on the IDM's tokens
+            dim, n = self.target_encoder.dim, self.target_encoder.num_tokens
         self.fdm = FDM(cfg, dim, n)
         self.action_head = None
         if cfg.action_horizon:
@@ -214,6 +222,8 @@ class LatentActionModel(nn.Module):
         weight = valid.float() if valid is not None else now.new_ones(now.shape[0])  # (B,)
         z = self.idm(now, target)
         z_q, qstats = self.quantizer(z)
+        if self.target_encoder is not None:  # (B, 1, D) each: the prompted VLM's view of o_t and o_{t+k}
+            now, target = self.target_encoder(frames[:, 0]), self.target_encoder(frames[:, 1])
         pred = self.fdm(now, z_q)
         recon = masked_mean(self.reconstruction_error(pred, now, target), weight)
         action = now.new_zeros(())

@@ -205,9 +205,12 @@ def _writer(path: Path, suite: str, task: int, camera_size: int, meta: dict):
                             env_args=env_args, bddl_file_name=meta["bddl_file"])
 
 
-def write_files(pool, suite: str, camera_size: int, tasks: dict[int, dict], workers: int, bar=None) -> dict[int, float]:
+def write_files(pool, suite: str, camera_size: int, tasks: dict[int, dict], workers: int, bar=None,
+                distractors=None) -> dict[int, float]:
     """Render every task's kept episodes in the pool (at most `workers` in flight) and write each task's
-    `OUT/<task_name>_demo.hdf5` in start order as they arrive; returns per task its render seconds."""
+    `OUT/<task_name>_demo.hdf5` in start order as they arrive; returns per task its render seconds. With
+    `distractors` (a DistractorConfig) the agentview frames get a patch moving with the arm's (x, y) command
+    and a scrolling background texture, seeded by the episode's placement seed."""
     jobs = [(task, record) for task, t in tasks.items() for record in t["kept"]]
     last = {task: max(i for i, (t, _) in enumerate(jobs) if t == task) for task, t in tasks.items() if t["kept"]}
     render_s, writers, arrived, pending, submitted, written = dict.fromkeys(tasks, 0.0), {}, {}, {}, 0, 0
@@ -225,6 +228,10 @@ def write_files(pool, suite: str, camera_size: int, tasks: dict[int, dict], work
                 if task not in writers:
                     writers[task] = _writer(Path(tasks[task]["file"]), suite, task, camera_size, tasks[task]["meta"])
                 ep = record["episode"]
+                if distractors is not None:
+                    from lara.benchmarks.probes.distractors import distract_episode
+
+                    agentview = distract_episode(agentview, ep["actions"][:, :2], distractors, record["placement_seed"])
                 writers[task].add_demo(actions=ep["actions"], agentview_rgb=agentview, eye_in_hand_rgb=wrist,
                                        ee_states=ep["ee_states"], gripper_states=ep["gripper_states"],
                                        joint_states=ep["joint_states"], states=ep["states"],
@@ -300,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base seed: attempt a of task t is placed with seed*100003 + t*1009 + a")
     p.add_argument("--dry-run", action="store_true",
                    help="measure the expert only: roll out and count successes, render and write nothing")
+    p.add_argument("--distractors", action="store_true",
+                   help="paint action-correlated distractors into the agentview frames (a patch moving with the arm, "
+                        "a scrolling background texture): data for `lara probe` and task-centric LAMs")
+    p.add_argument("--distractor-correlation", type=float, default=0.7,
+                   help="with --distractors: correlation of the patch's motion with the arm's (x, y) command")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -329,6 +341,14 @@ def main(argv: list[str] | None = None) -> int:
         listing = "\n".join(f"  {t}: {names[t]}: {why}" for t, why in uncovered.items())
         parser.error(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
                      f"Tasks it covers: --tasks {','.join(map(str, covered))}")
+    distractors = None
+    if args.distractors:
+        from lara.benchmarks.probes.distractors import DistractorConfig
+
+        try:
+            distractors = DistractorConfig(correlation=args.distractor_correlation)
+        except ValueError:
+            parser.error(f"--distractor-correlation must be in [0, 1], got {args.distractor_correlation}.")
     max_attempts = args.attempts or (3 * args.episodes if init_states is None else len(init_states))
     starts = {t: task_starts(init_states, t, args.seed, max_attempts) for t in tasks}
     out = Path(args.out)
@@ -345,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             with tqdm(total=sum(len(f["kept"]) for f in found.values()), desc="rendering kept episodes",
                       disable=args.no_progress, dynamic_ncols=True) as bar:
-                render_s = write_files(pool, suite, args.camera_size, found, args.workers, bar)
+                render_s = write_files(pool, suite, args.camera_size, found, args.workers, bar, distractors)
     results = [task_summary(suite, t, found[t], args.episodes, max_attempts, render_s[t]) for t in tasks]
     for r in results:
         capped = " (--attempts cap reached)" if r["successes"] < args.episodes else ""
@@ -354,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
               f"render {r['render_s_per_episode']} s/ep  {r['task_name']}")
     summary = {"suite": suite, "episodes_per_task": args.episodes, "camera_size": args.camera_size,
                "init_states": args.init_states, "max_attempts": max_attempts, "seed": args.seed,
+               "distractors": distractors.model_dump() if distractors is not None else None,
                "workers": args.workers, "threads_per_worker": args.threads_per_worker, "versions": versions(),
                "wall_s": round(time.time() - start, 1),
                "tasks": results}
