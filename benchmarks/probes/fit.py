@@ -25,7 +25,9 @@ class Standardiser:
     def __init__(self, x: torch.Tensor):
         std = x.double().std(0)
         self.used = std > 1e-4 * std.max().clamp(min=1e-12)
-        self.mean, self.std = x.double()[:, self.used].mean(0), std[self.used]
+        if not self.used.any():  # a constant representation: keep one (then zero) column, which predicts the mean
+            self.used[0] = True
+        self.mean, self.std = x.double()[:, self.used].mean(0), std[self.used].clamp(min=1e-12)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x.double()[:, self.used] - self.mean) / self.std
