@@ -112,6 +112,7 @@ def compute(specs: list[str], frames: torch.Tensor, image_size: int, seed: int) 
             torch.manual_seed(seed)
             out += lam_features("untrained_lam", lara.LatentActionModel(cfg), frames)
         elif kind == "vision" and arg:
+            torch.manual_seed(seed)  # a preset's random weights: the same model for clean and distracted frames
             diff, concat = vision_features(arg, frames, image_size)
             label = Path(arg).stem if arg not in VISION_PRESETS else arg
             out += [Features(f"{label}:diff", diff), Features(f"{label}:concat", concat)]
