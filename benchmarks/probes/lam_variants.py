@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
     import sys
+
+    from lara.cli import run_command
 
     raise SystemExit(run_command("lam_variants", main, sys.argv[1:]))

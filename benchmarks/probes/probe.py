@@ -185,7 +185,7 @@ def plot(report: dict, path: Path) -> None:
               ("task accuracy", lambda r: r.get("task", {}).get("accuracy"))]
     conditions = [c for c in ("clean", "distractors") if any(c in row for row in rows.values())]
     bars = [(f"{label} ({c})" if len(conditions) > 1 else label, get, c) for label, get in series for c in conditions]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) * len(bars) / 3), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4))
     width = 0.8 / len(bars)
     for j, (label, get, condition) in enumerate(bars):
         values = [get(rows[n][condition]) if condition in rows[n] else None for n in names]
@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
     import sys
+
+    from lara.cli import run_command
 
     raise SystemExit(run_command("lara probe", main, sys.argv[1:]))
