@@ -92,3 +92,20 @@ def test_vlm_target_needs_a_model():
 
     with pytest.raises(ValueError, match="target='vlm' needs target_model"):
         lara.LAMConfig(target="vlm")
+
+
+def test_vlm_target_from_a_local_folder_reads_the_prompt_with_its_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
+
+    spec = dict(PALIGEMMA)
+    AutoModel.from_config(AutoConfig.for_model(spec.pop("model_type"), **spec)).save_pretrained(tmp_path)
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "the": 4, "arm": 5}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(tmp_path)
+    lam = lara.LatentActionModel(lara.LAMConfig(**{**SMALL, "quantizer": "none", "target": "vlm",
+                                                   "target_model": str(tmp_path), "target_prompt": "the arm"}))
+    assert lam.target_encoder.input_ids[0, -3:].tolist() == [2, 4, 5]  # BOS, then the prompt's own token ids
+    assert lam.target_encoder(torch.rand(2, 3, 16, 16)).shape == (2, 1, 32)
