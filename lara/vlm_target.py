@@ -73,7 +73,7 @@ class PromptedTarget(nn.Module):
         self.vlm.to(frames.device)
         ids = self.input_ids.repeat(len(frames), 1)  # (B, L): the same prompt for every frame
         with torch.no_grad():
-            hidden = self.vlm(input_ids=ids, pixel_values=(frames - self.mean) / self.std,
+            hidden = self.vlm(input_ids=ids, pixel_values=((frames - self.mean) / self.std).to(self.vlm.dtype),
                               attention_mask=torch.ones_like(ids)).last_hidden_state  # (B, L, D)
         pooled = hidden.float().mean(1, keepdim=True)  # (B, 1, D)
         return F.layer_norm(pooled, pooled.shape[-1:]).to(frames.dtype)  # in the frames' (the LAM's) dtype
