@@ -105,12 +105,16 @@ def fingerprint(lam: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def stack_pairs(samples: list[dict]) -> torch.Tensor:
+    return torch.stack([s["lam_frames"] for s in samples])  # (B, 2, 3, H, W) uint8
+
+
 @torch.no_grad()
-def label(lam: lara.LatentActionModel, frames: LiberoDataset, batch_size: int, device: torch.device) -> torch.Tensor:
+def label(lam: lara.LatentActionModel, frames: LiberoDataset, batch_size: int, device: torch.device,
+          num_workers: int = 0) -> torch.Tensor:
     """The LAM's code indices of every pair (N, n), in sample order."""
     lam.to(device)
-    loader = torch.utils.data.DataLoader(frames, batch_size=batch_size,
-                                         collate_fn=lambda samples: torch.stack([s["lam_frames"] for s in samples]))
+    loader = torch.utils.data.DataLoader(frames, batch_size=batch_size, collate_fn=stack_pairs, num_workers=num_workers)
     codes = []
     for pairs in loader:  # (B, 2, 3, H, W) uint8
         z = lam.encode(pairs.to(device).float() / 255.0)  # (B, n, d)
@@ -135,7 +139,7 @@ def codes_of(cfg: RecipeConfig, lam: lara.LatentActionModel, frames: LiberoDatas
     cached = torch.load(path, weights_only=True) if path.is_file() else None
     fresh = cached is None or cached["lam"] != key or len(cached["codes"]) != len(frames)
     if fresh and accelerator.is_main_process:
-        codes = label(lam, frames, cfg.train.batch_size, accelerator.device)
+        codes = label(lam, frames, cfg.train.batch_size, accelerator.device, cfg.train.num_workers)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"lam": key, "codes": codes}, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)

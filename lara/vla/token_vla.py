@@ -174,7 +174,9 @@ class TokenVLA(PreTrainedModel):
         if n == self.config.latent_codes:
             return
         base = self.first_code_id
-        self.language_model.resize_token_embeddings(base + n, mean_resizing=False)  # new rows: _init_weights
+        resize = self.language_model.resize_token_embeddings
+        # new rows from _init_weights (transformers >= 4.46 would otherwise draw them around the old rows' mean)
+        resize(base + n, **({"mean_resizing": False} if "mean_resizing" in inspect.signature(resize).parameters else {}))
         self.config.text_config.vocab_size = self.language_model.config.vocab_size = base + n
         self.config.latent_codes = n
 
