@@ -191,11 +191,12 @@ def run(cfg: RecipeConfig) -> dict:
                       run_config=cfg.model_dump(mode="json"), accelerator=accelerator)
     checkpoint = trainer.fit()
     final = cfg.output_dir / "final"
-    if finished and not trainer.trained:
+    export = not (finished and not trainer.trained)  # a finished run keeps its records (as common.export_final)
+    if not export:
         accelerator.print(f"{cfg.output_dir} holds this run, finished before: nothing to train; {final} is left as it is")
     elif trainer.ema is not None:
         trainer.ema.copy_to(trainer.unwrapped)
-    if accelerator.is_main_process and trainer.trained:
+    if export and accelerator.is_main_process:
         family.save(trainer.unwrapped.vla, final / "vla")
         lara.save_lam(lam, final / "lam")
         logged = read_metrics(cfg.output_dir / "metrics.jsonl")
