@@ -13,6 +13,7 @@ import lara
 from lara.adapters import latent_pretrain, posttrain
 from lara.adapters.config import load_recipe
 from lara.adapters.metrics import read_metrics
+from lara.cli import main as lara_main
 from lara.config import LAMConfig
 from lara.data import LiberoDataset
 from lara.data.libero_hdf5 import LiberoHDF5Writer
@@ -100,10 +101,12 @@ def test_code_accuracy_rises_above_chance_and_posttrain_continues_on_actions(fad
     assert policy.act({"agentview_rgb": np.zeros((SIZE, SIZE, 3), np.uint8)}).shape == (1, 7)
 
 
-def test_a_lam_trained_in_the_recipe_labels_action_free_frames_and_a_collapsed_one_is_named(tmp_path):
-    demos = write_demos(tmp_path / "demos")
-    args = tiny(demos, tmp_path / "run", steps=2, every=2) + ["latent.lam_steps=2", "data.frame_gap=3",
-                                                             "lara.lam.codebook_size=8", "lara.lam.latent_tokens=2"]
+def test_a_lam_trained_in_the_recipe_labels_a_video_folder_and_a_collapsed_one_is_named(tmp_path):
+    pytest.importorskip("av")
+    videos = tmp_path / "videos"
+    assert lara_main(["data", "videos", str(write_demos(tmp_path / "demos")), str(videos), "--fps", "10"]) == 0
+    args = tiny(videos, tmp_path / "run", steps=2, every=2) + ["latent.lam_steps=2", "data.frame_gap=3",
+                                                              "lara.lam.codebook_size=8", "lara.lam.latent_tokens=2"]
     with pytest.warns(UserWarning, match="a collapsed LAM"):  # two reconstruction steps give a single code
         result = latent_pretrain.run(load_recipe("latent_pretrain_token_vla", args))
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "lam" / "metrics.jsonl")] == [1, 2]
