@@ -57,7 +57,7 @@ class CodePredictor(nn.Module):
     def forward(self, input_ids, attention_mask, labels, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.vla.lm_forward(input_ids, pixel_values, attention_mask, labels)
         extra = out.logits.shape[1] - input_ids.shape[1]  # image patches spliced in after BOS
-        targets = splice_after_bos(labels, extra, IGNORE_INDEX)[:, 1:]  # (B, T + P - 1): the token each position predicts
+        targets = splice_after_bos(labels, extra, IGNORE_INDEX)[:, 1:]  # (B, T + P - 1): what each position predicts
         mask = targets != IGNORE_INDEX  # the code tokens
         first = self.vla.first_code_id
         guess = out.logits[:, :-1][mask][:, first:].argmax(-1) + first  # (M,): argmax over the K code rows
@@ -166,12 +166,12 @@ def run(cfg: RecipeConfig) -> dict:
     accelerator = make_accelerator(cfg.train)
     codes = codes_of(cfg, lam, frames, accelerator)
     statistics = code_statistics(codes, num_codes)
-    accelerator.print(f"labelled {statistics['pairs']} pairs with {statistics['tokens_per_pair']} of {num_codes} "
-                      f"codes each: code usage {statistics['code_usage']:.2f}, chance accuracy {statistics['chance']:.3f}")
+    accelerator.print(f"labelled {statistics['pairs']} pairs with {statistics['tokens_per_pair']} of {num_codes} codes "
+                      f"each: code usage {statistics['code_usage']:.2f}, chance accuracy {statistics['chance']:.3f}")
     if statistics["chance"] == 1.0:
-        warnings.warn(f"the LAM gives every pair the same codes ({statistics['pairs']} pairs): a collapsed LAM, whose "
-                      "codes the VLA learns to predict without looking; check it (lara.benchmarks.probes.lam_health) or "
-                      "give another latent.lam_from", UserWarning, stacklevel=2)
+        warnings.warn(f"the LAM gives every pair the same codes ({statistics['pairs']} pairs): a collapsed LAM, "
+                      "whose codes the VLA learns to predict without looking; check it "
+                      "(lara.benchmarks.probes.lam_health) or give another latent.lam_from", UserWarning, stacklevel=2)
     first = vla.first_code_id
 
     def collate_codes(samples: list[dict]) -> dict:
@@ -193,7 +193,8 @@ def run(cfg: RecipeConfig) -> dict:
     final = cfg.output_dir / "final"
     export = not (finished and not trainer.trained)  # a finished run keeps its records (as common.export_final)
     if not export:
-        accelerator.print(f"{cfg.output_dir} holds this run, finished before: nothing to train; {final} is left as it is")
+        accelerator.print(f"{cfg.output_dir} holds this run, finished before: nothing to train; {final} is left "
+                          "as it is")
     elif trainer.ema is not None:
         trainer.ema.copy_to(trainer.unwrapped)
     if export and accelerator.is_main_process:

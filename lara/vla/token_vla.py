@@ -93,8 +93,9 @@ class TokenVLAConfig(PretrainedConfig):
         if vision_type not in VISION_TYPES:
             raise InputError(f"vision_type must be one of {sorted(VISION_TYPES)}, got {vision_type!r}")
         if chunk_size < 1 or proprio_dim < 0 or image_shift < 0 or latent_codes < 0 or not cameras:
-            raise InputError(f"need chunk_size >= 1, proprio_dim >= 0, image_shift >= 0, latent_codes >= 0 and at least "
-                             f"one camera; got {chunk_size}, {proprio_dim}, {image_shift}, {latent_codes}, {list(cameras)}")
+            raise InputError(f"need chunk_size >= 1, proprio_dim >= 0, image_shift >= 0, latent_codes >= 0 and at "
+                             f"least one camera; got {chunk_size}, {proprio_dim}, {image_shift}, {latent_codes}, "
+                             f"{list(cameras)}")
         vision_config = vision_config.to_dict() if isinstance(vision_config, PretrainedConfig) else (vision_config or {})
         text_config = text_config.to_dict() if isinstance(text_config, PretrainedConfig) else (text_config or {})
         for cfg in (vision_config, text_config):
@@ -150,7 +151,9 @@ class TokenVLA(PreTrainedModel):
         self.projector.add_module("act", nn.GELU())
         self.projector.add_module("fc2", nn.Linear(width_t, width_t))
         self.language_model = LlamaForCausalLM(config.text_config)
-        self.action_tokenizer = ActionTokenizer(config.text_config.vocab_size - config.latent_codes, config.n_action_bins)
+        # the action bins end where the LAM code rows of latent-action pre-training begin (none by default)
+        self.action_tokenizer = ActionTokenizer(config.text_config.vocab_size - config.latent_codes,
+                                                config.n_action_bins)
         if config.proprio_dim:
             self.proprio_projector = _mlp(config.proprio_dim, width_t, width_t, norm=False)
         if config.action_head == "l1":  # OFT's L1 regression head: one chunk step's A hidden states -> its A values
@@ -176,7 +179,8 @@ class TokenVLA(PreTrainedModel):
         base = self.first_code_id
         resize = self.language_model.resize_token_embeddings
         # new rows from _init_weights (transformers >= 4.46 would otherwise draw them around the old rows' mean)
-        resize(base + n, **({"mean_resizing": False} if "mean_resizing" in inspect.signature(resize).parameters else {}))
+        plain = {"mean_resizing": False} if "mean_resizing" in inspect.signature(resize).parameters else {}
+        resize(base + n, **plain)
         self.config.text_config.vocab_size = self.language_model.config.vocab_size = base + n
         self.config.latent_codes = n
 

@@ -77,7 +77,8 @@ def test_code_accuracy_rises_above_chance_and_posttrain_continues_on_actions(fad
     assert records[0]["latent/accuracy"] < result["chance"] + 0.1
     assert records[-1]["latent/accuracy"] > result["chance"] + 0.3  # it reads the codes off o_t and the instruction
     final = result["final"]
-    assert json.loads((final / "latent_codes.json").read_text())["accuracy_last_logged"] == records[-1]["latent/accuracy"]
+    written = json.loads((final / "latent_codes.json").read_text())
+    assert written["accuracy_last_logged"] == records[-1]["latent/accuracy"]
     assert lara.load_lam(final / "lam").cfg == lara.load_lam(lam).cfg
 
     # the code rows follow the action bins, which keep the ids of a model without them

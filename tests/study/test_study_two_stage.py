@@ -36,7 +36,8 @@ def test_the_shipped_study_runs_latent_pretraining_first_then_posttrains_from_it
     assert {variant for variant, _ in cells} == {"baseline", "lara", "latent"}
     latent = cells[("latent", 1)]
     first = latent.first_args
-    assert first[:2] == ["train", "latent_pretrain_token_vla"] and first[2 : 2 + len(study.overrides)] == study.overrides
+    assert first[:2] == ["train", "latent_pretrain_token_vla"]
+    assert first[2 : 2 + len(study.overrides)] == study.overrides  # the shared overrides, then the stage's own
     assert first[-2:] == [f"data.paths=[{demos}]", "train.seed=1"]  # the study's data, the cell's seed
     assert "baseline=true" in latent.train_args
     assert f"model.path={latent.folder / 'first' / 'final' / 'vla'}" in latent.train_args
