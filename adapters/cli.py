@@ -3,6 +3,7 @@
     lara train --list
     lara train posttrain_token_vla data.paths=[data/scripted_object] train.steps=200
     lara train posttrain_token_vla baseline=true output_dir=runs/baseline    # the same recipe without LARA
+    lara train latent_pretrain_token_vla latent.lam_from=runs/pre/final/lara   # LAPA: predict the LAM's codes
     accelerate launch --num_processes 2 -m lara.adapters.cli posttrain_pi0 ...   # DDP
 
 Re-running a command resumes its output_dir; a config that differs in a training-relevant field is refused
@@ -20,7 +21,8 @@ import yaml
 
 from .config import PRESETS_DIR, available_presets, load_recipe
 
-RECIPES = {"pretrain": "pretrain", "posttrain": "posttrain", "refine_lam": "refine_lam"}
+RECIPES = {"pretrain": "pretrain", "posttrain": "posttrain", "refine_lam": "refine_lam",
+           "latent_pretrain": "latent_pretrain"}
 
 
 def main(argv: list[str] | None = None) -> int:

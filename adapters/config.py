@@ -183,10 +183,24 @@ class RefineConfig(_Strict):
     probe_samples: int = Field(512, ge=16, description="Held-out samples for the latent-action linear probe.")
 
 
+class LatentConfig(_Strict):
+    lam_from: Path | None = Field(
+        None, description="The LAM whose codes the VLA learns to predict: a LARA artifact folder (RUN/final/lara of "
+        "pretrain, posttrain or refine_lam; RUN/final/lam of latent_pretrain). None: a fresh LAM (lara.lam) is "
+        "trained first on the same frames for `lam_steps` steps (RUN/lam).",
+    )
+    lam_steps: int = Field(
+        500, ge=0, description="Without lam_from: LAM-only steps on the frames (reconstruction) before labelling.",
+    )
+    lam_lr: float = Field(1e-3, gt=0, description="Learning rate of that LAM-only phase.")
+
+
 class RecipeConfig(_Strict):
     """One training run: recipe, VLA, data, LARA settings and the loop."""
 
-    recipe: Literal["pretrain", "posttrain", "refine_lam"] = Field(description="Which paradigm runs.")
+    recipe: Literal["pretrain", "posttrain", "refine_lam", "latent_pretrain"] = Field(
+        description="Which paradigm runs ('latent_pretrain': LAPA's latent-action pre-training of a TokenVLA).",
+    )
     output_dir: Path = Field(Path("outputs/run"), description="Run folder: checkpoints, metrics.jsonl, wandb, exports.")
     model: ModelConfig = Field(description="The VLA.")
     data: LiberoDataConfig = Field(description="Demonstrations (LIBERO HDF5) and how samples are cut.")
@@ -196,6 +210,7 @@ class RecipeConfig(_Strict):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Pre-training only.")
     posttrain: PosttrainConfig = Field(default_factory=PosttrainConfig, description="Post-training only.")
     refine: RefineConfig = Field(default_factory=RefineConfig, description="LAM refinement only.")
+    latent: LatentConfig = Field(default_factory=LatentConfig, description="Latent-action pre-training only.")
 
     @model_validator(mode="after")
     def _action_head_fits_the_frame_gap(self) -> RecipeConfig:
@@ -210,6 +225,23 @@ class RecipeConfig(_Strict):
         if self.train.fsdp and self.recipe == "refine_lam":
             raise ValueError("refine_lam trains the LAM beside a frozen VLA and probes it on one process: run it "
                              "without train.fsdp (DDP)")
+        return self
+
+    @model_validator(mode="after")
+    def _latent_pretraining_fits(self) -> RecipeConfig:
+        if self.recipe != "latent_pretrain":
+            return self
+        if self.model.family != "token_vla":
+            raise ValueError(f"latent_pretrain trains a TokenVLA on LAM code tokens; model.family is "
+                             f"'{self.model.family}': set model.family=token_vla")
+        if self.baseline:
+            raise ValueError("latent_pretrain has no baseline (it trains no LARA); set baseline=false")
+        if self.latent.lam_from is None and self.lara.lam.quantizer == "none":
+            raise ValueError("latent_pretrain predicts a LAM's discrete codes, and lara.lam.quantizer='none' has none: "
+                             "set lara.lam.quantizer to vq, nsvq or fsq, or give latent.lam_from")
+        if self.latent.lam_from is None and not self.latent.lam_steps:
+            raise ValueError("latent.lam_steps=0 without latent.lam_from would label the frames with an untrained LAM: "
+                             "give latent.lam_from (a saved LAM) or latent.lam_steps > 0")
         return self
 
     @model_validator(mode="after")

@@ -46,9 +46,11 @@ NOT_TRAINING_RELEVANT = (
 )
 # sections a recipe never reads: a change there changes nothing in its run
 UNUSED_BY_RECIPE = {
-    "pretrain": ("posttrain", "refine"),
-    "posttrain": ("pretrain", "refine.probe_samples"),
-    "refine_lam": ("pretrain", "posttrain"),
+    "pretrain": ("posttrain", "refine", "latent"),
+    "posttrain": ("pretrain", "refine.probe_samples", "latent"),
+    "refine_lam": ("pretrain", "posttrain", "latent"),
+    "latent_pretrain": ("pretrain", "posttrain", "refine", "lara.backbone", "lara.align", "lara.align_weight",
+                        "lara.lam_weight", "lara.fdm_weight"),  # no alignment: lara.lam is the LAM it trains without latent.lam_from
 }
 PHASES = ("checkpoints", "joint/checkpoints", "lam/checkpoints")  # newest phase first: where trainers save
 

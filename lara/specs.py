@@ -55,7 +55,9 @@ SPECS: dict[str, BackboneSpec] = {
         layer=lambda cfg: f"language_model.model.layers.{(3 * cfg.text_config.num_hidden_layers) // 4}",
         hidden_size=lambda cfg: cfg.text_config.hidden_size,
         positions="action_tokens",
-        action_token_ids=lambda cfg: (cfg.text_config.vocab_size - cfg.n_action_bins, cfg.text_config.vocab_size - 1),
+        # the action bins end where LAM code rows (latent-action pre-training) begin, if any
+        action_token_ids=lambda cfg: (cfg.text_config.vocab_size - getattr(cfg, "latent_codes", 0) - cfg.n_action_bins,
+                                      cfg.text_config.vocab_size - getattr(cfg, "latent_codes", 0) - 1),
     ),
     "generic": BackboneSpec(name="generic", layer=None, hidden_size=None, positions="all"),
 }

@@ -1,6 +1,13 @@
 """The reference TokenVLA (OpenVLA's layout): by default one action per observation as 7 action tokens; with
 `model.build` options an action chunk (autoregressive tokens or OFT's parallel L1 head), several cameras
-(`data.extra_cameras`) and the robot state (`proprio_dim`)."""
+(`data.extra_cameras`) and the robot state (`proprio_dim`).
+
+A TokenVLA from latent-action pre-training (adapters/latent_pretrain.py) holds vocabulary rows for its LAM's
+codes after the action bins. Every recipe that predicts actions drops them when it loads such a model
+(`latent_codes` = 0 here): the post-trained policy then has the very vocabulary, LM head and softmax of one
+trained from scratch, so a comparison of the two differs in the initial weights only, and LAPA likewise replaces
+its latent-action head before fine-tuning on actions. Kept, the rows would only be pushed down by the action loss.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,14 @@ import torch
 from lara.errors import InputError
 from lara.vla.presets import token_vla_config
 from lara.vla.token_vla import TokenVLA, preprocess_images
-from lara.vla.tokenizer import ActionTokenizer, build_example, collate
+from lara.vla.tokenizer import build_example, collate
 
 from .base import Family, lara_inputs
 
 
 class TokenVLAFamily(Family):
     name = "token_vla"
+    latent_codes = 0  # LAM code rows the built model holds (latent_pretrain sets its codebook size)
 
     def build(self) -> TokenVLA:
         cfg = self.config
@@ -24,6 +32,10 @@ class TokenVLAFamily(Family):
         else:
             with self.building():
                 model = TokenVLA(token_vla_config(**cfg.build, cameras=list(self.cameras)))
+        if model.config.latent_codes and not self.latent_codes:
+            print(f"model.path={cfg.path}: its {model.config.latent_codes} LAM code rows (latent-action pre-training) "
+                  "are dropped; this recipe predicts actions")
+        model.set_latent_codes(self.latent_codes)  # action and text ids keep their rows
         if list(model.config.cameras) != list(self.cameras):
             raise InputError(f"the TokenVLA reads the cameras {model.config.cameras}, the data gives {list(self.cameras)} "
                              "(data.camera + data.extra_cameras): make them the same")
@@ -40,7 +52,7 @@ class TokenVLAFamily(Family):
             if model.config.proprio_stats is None:  # a pretrained model keeps the statistics it was trained on
                 model.config.proprio_stats = {"mean": proprio.mean.tolist(), "std": proprio.std.tolist()}
         self.model_config = model.config
-        self.action_tokenizer = ActionTokenizer(model.config.text_config.vocab_size, model.config.n_action_bins)
+        self.action_tokenizer = model.action_tokenizer
         return model
 
     def collate(self, samples: list[dict]) -> dict:
@@ -60,10 +72,7 @@ class TokenVLAFamily(Family):
             mask = torch.stack([s["action_mask"][:h] for s in samples])  # (B, H)
         ids = self.action_tokenizer.encode(actions.numpy()).reshape(len(samples), -1)  # (B, H * A)
         batch = collate([build_example(s["instruction"], row) for s, row in zip(samples, ids)])
-        views = [torch.stack([s["image"] for s in samples])]  # uint8 (B, 3, H, W) of data.camera
-        views += [torch.stack([s[camera] for s in samples]) for camera in self.cameras[1:]]
-        pixels = [preprocess_images(v, cfg.image_size) for v in views]
-        batch["pixel_values"] = pixels[0] if len(pixels) == 1 else torch.stack(pixels, 1)  # (B, [N,] 3, S, S)
+        batch["pixel_values"] = self.pixel_values(samples)
         if cfg.proprio_dim:
             if "proprio" not in samples[0]:
                 raise InputError("the TokenVLA reads the robot state, which these samples lack (action-free data?)")
@@ -73,3 +82,10 @@ class TokenVLAFamily(Family):
         # (the 'tokens' head's cross-entropy keeps the padded steps, which repeat the episode's last action,
         # as pi0's loss does, rather than cut each sample's token sequence at a different length)
         return {**self.cast(batch), **lara}
+
+    def pixel_values(self, samples: list[dict]) -> torch.Tensor:
+        """The cameras of each sample as the model reads them: (B, 3, S, S), or (B, N, 3, S, S) for N cameras."""
+        views = [torch.stack([s["image"] for s in samples])]  # uint8 (B, 3, H, W) of data.camera
+        views += [torch.stack([s[camera] for s in samples]) for camera in self.cameras[1:]]
+        pixels = [preprocess_images(v, self.model_config.image_size) for v in views]
+        return pixels[0] if len(pixels) == 1 else torch.stack(pixels, 1)

@@ -1,7 +1,8 @@
 """One cell of a study, (variant, seed): `lara train` then `lara eval libero`, each a subprocess, and its read-back.
 
 OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json), train.log, eval.log and
-cell.json: the recorded arguments of both commands and, once each finished, its wall time. A cell is
+cell.json: the recorded arguments of both commands and, once each finished, its wall time. A two-stage variant
+(config.StagedVariant) first trains first/ (first.log), and its run starts from first/final/vla. A cell is
 skipped when its recorded arguments match and eval/results.json exists; a half-done one is re-run (the
 training resumes from its own checkpoints). A cell whose recorded arguments differ from the study's is
 refused (its run may hold hours of training): `replace_changed` retrains one whose training arguments
@@ -21,10 +22,11 @@ from pathlib import Path
 
 from lara.errors import InputError
 
-from .config import StudyConfig
+from .config import StudyConfig, variant_parts
 
 LAM_METRICS = {"code_usage": "lam/code_usage", "perplexity": "lam/perplexity", "align_cos": "align/cos",
                "z_std": "lam/z_std", "align_constant": "align/constant"}  # the cell record's name -> the key in the run's metrics.jsonl
+FIRST_METRICS = {"latent_accuracy": "latent/accuracy", "latent_chance": "latent/chance"}  # of a first stage's run
 
 
 class CellFailed(RuntimeError):
@@ -39,6 +41,11 @@ class Cell:
     train_args: list[str]  # `lara train` arguments, less output_dir (which follows from the folder)
     eval_args: list[str]  # `lara eval` arguments that decide the results, less --policy and --out
     camera_size: int
+    first_args: list[str] | None = None  # a two-stage variant's first `lara train`, less output_dir
+
+    @property
+    def first(self) -> Path:
+        return self.folder / "first"
 
     @property
     def run(self) -> Path:
@@ -69,23 +76,34 @@ def plan_cells(study: StudyConfig) -> list[Cell]:
     Seed by seed (every variant of seed 0 first): a study stopped early holds complete pairs with the baseline."""
     from lara.adapters.config import load_recipe
 
+    def validated(preset: str, args: list[str], name: str):
+        try:
+            return load_recipe(preset, args)
+        except (ValueError, FileNotFoundError) as error:
+            raise InputError(f"cell {name}: " + "; ".join(line.strip() for line in str(error).splitlines())) from None
+
     data = f"data.paths=[{','.join(str(p) for p in study.data)}]"
     tasks = ",".join(str(t) for t in study.tasks)
     cells = []
     for seed in study.seeds:
-        for variant, overrides in study.all_variants().items():
+        for variant, spec in study.all_variants().items():
             folder = study.out / "cells" / variant / f"seed{seed}"
+            overrides, first = variant_parts(spec)
+            first_args = None
+            if first is not None:
+                own_data = any(o.split("=", 1)[0].strip() == "data.paths" for o in first.overrides)
+                first_args = ["train", first.preset, *study.overrides, *first.overrides, *([] if own_data else [data]),
+                              f"train.seed={seed}"]
+                validated(first.preset, first_args[2:] + [f"output_dir={folder / 'first'}"],
+                          f"{variant}/seed{seed} (first stage)")
+                overrides = [*overrides, f"model.path={folder / 'first' / 'final' / 'vla'}"]
             train_args = ["train", study.preset, *study.overrides, *overrides, data, f"train.seed={seed}"]
-            try:
-                recipe = load_recipe(study.preset, train_args[2:] + [f"output_dir={folder / 'run'}"])
-            except (ValueError, FileNotFoundError) as error:
-                raise InputError(f"cell {variant}/seed{seed}: " + "; ".join(
-                    line.strip() for line in str(error).splitlines())) from None
+            recipe = validated(study.preset, train_args[2:] + [f"output_dir={folder / 'run'}"], f"{variant}/seed{seed}")
             size = camera_size_of(recipe, f"{variant}/seed{seed}")
             eval_args = ["eval", "libero", "--suite", study.suite, "--tasks", tasks, "--trials", str(study.trials),
                          "--camera-size", str(size), "--no-video"]
             eval_args += ["--max-steps", str(study.max_steps)] if study.max_steps else []
-            cells.append(Cell(variant, seed, folder, train_args, eval_args, size))
+            cells.append(Cell(variant, seed, folder, train_args, eval_args, size, first_args))
     return cells
 
 
@@ -120,7 +138,7 @@ def changes(cell: Cell, state: dict | None = None) -> list[str]:
     state = _read_state(cell) if state is None else state
     if not state:
         return []
-    if state.get("train") != cell.train_args:
+    if state.get("train") != cell.train_args or state.get("first") != cell.first_args:
         return ["training"]
     return ["evaluation"] if state.get("eval") != cell.eval_args else []
 
@@ -145,6 +163,8 @@ def prepare(cell: Cell, replace_changed: bool = False) -> tuple[dict, str]:
         state.pop("eval_s", None)
     cell.folder.mkdir(parents=True, exist_ok=True)
     state.update(variant=cell.variant, seed=cell.seed, train=cell.train_args, eval=cell.eval_args)
+    if cell.first_args is not None:
+        state["first"] = cell.first_args
     _write_state(cell, state)
     if state.get("train_s") is None:
         return state, "train and evaluate"
@@ -157,6 +177,11 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
     """Train and evaluate a cell where needed, then read it back (see `read_cell`)."""
     state, todo = prepare(cell, replace_changed)
     say(f"[{cell.name}] {'done before: skipped' if todo == 'skip' else todo}")
+    if cell.first_args is not None and state.get("first_s") is None:
+        state["first_s"] = _subprocess([*cell.first_args, f"output_dir={cell.first}"], cell.folder / "first.log",
+                                       threads)
+        _write_state(cell, state)
+        say(f"[{cell.name}] first stage trained in {state['first_s']:.0f} s")
     if state.get("train_s") is None:
         output_dir = f"output_dir={cell.run}"
         state["train_s"] = _subprocess([*cell.train_args, output_dir], cell.folder / "train.log", threads)
@@ -173,7 +198,8 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
 
 def read_cell(cell: Cell, state: dict) -> dict:
     """A finished cell: success k/n per task, per-episode success by (task, trial), the last logged LAM and
-    alignment metrics of its training (None where not logged, e.g. in the baseline) and its wall times."""
+    alignment metrics of its training (None where not logged, e.g. in the baseline), those of a first stage
+    (`first_metrics`: the last logged latent-code accuracy and its chance level) and its wall times."""
     from lara.adapters.metrics import read_metrics
 
     results = json.loads((cell.eval / "results.json").read_text())
@@ -182,7 +208,12 @@ def read_cell(cell: Cell, state: dict) -> dict:
     metrics = cell.run / "metrics.jsonl"
     records = read_metrics(metrics) if metrics.is_file() else []
     last = {name: next((r[key] for r in reversed(records) if key in r), None) for name, key in LAM_METRICS.items()}
+    first = cell.first / "metrics.jsonl"
+    first_records = read_metrics(first) if cell.first_args is not None and first.is_file() else []
+    last["first_metrics"] = {name: next((r[key] for r in reversed(first_records) if key in r), None)
+                             for name, key in FIRST_METRICS.items()} if first_records else None
     return {"variant": cell.variant, "seed": cell.seed, "success": success, **last,
-            "train_s": state["train_s"], "eval_s": state["eval_s"], "camera_size": cell.camera_size,
+            "first_s": state.get("first_s"), "train_s": state["train_s"], "eval_s": state["eval_s"],
+            "camera_size": cell.camera_size,
             "eval_seed": results["seed"], "episodes": [list(e) for e in episodes], "folder": str(cell.folder),
             "versions": results.get("versions", {})}

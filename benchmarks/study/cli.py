@@ -8,7 +8,10 @@
 A cell is (variant, seed): `lara train PRESET <--set> <variant> data.paths=[DATA] train.seed=S` into
 OUT/cells/<variant>/seed<S>/run, then `lara eval libero --policy checkpoint:<run>/final/vla` on the given
 tasks and trials (trial i from init state i in every cell, rendered at the training data's image size) into
-.../eval. 'baseline' (baseline=true) and 'lara' (the preset as it is) always run. Cells run at most --workers
+.../eval. 'baseline' (baseline=true) and 'lara' (the preset as it is) always run. A study file may give a
+two-stage variant, {first: {preset, overrides}, overrides}: the first stage trains into <cell>/first and the
+variant's run starts from its VLA (model.path=<cell>/first/final/vla; configs/latent_pretrain_token_vla.yaml:
+latent-action pre-training, then post-training). Cells run at most --workers
 at a time; a finished cell is skipped on a re-run, a half-done one resumes. OUT/study.json, study.md and
 study.png hold each variant's success with its Wilson 95 % interval and each variant's paired difference to
 the baseline with a hierarchical bootstrap 95 % interval (benchmarks/study/stats.py says what is resampled).

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lara.errors import InputError
 
 BUILT_IN = {"baseline": ["baseline=true"], "lara": []}  # always run: the recipe without LARA, and as it is
-OWNED_KEYS = ("data.paths", "train.seed", "output_dir", "baseline")  # set per cell by the study itself
+OWNED_KEYS = ("data.paths", "train.seed", "output_dir")  # set per cell by the study itself
+SHARED_ONLY = ("baseline",)  # a variant may set it (e.g. the baseline recipe after another first stage); --set may not
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a variant names a folder
 
 
@@ -34,6 +35,40 @@ def split_top_level(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+class FirstStage(BaseModel):
+    """A training run before a variant's own, in the same cell: its final VLA is where the variant's run starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field(description="The `lara train` preset of the first stage, e.g. latent_pretrain_token_vla.")
+    overrides: list[str] = Field(
+        default_factory=list, description="Its `key=value` overrides, after the study's shared ones (`--set`). "
+        "`data.paths` may be given here (e.g. action-free videos); else the stage trains on the study's data.",
+    )
+
+
+class StagedVariant(BaseModel):
+    """A two-stage variant: `first` runs into <cell>/first, then the study's preset with `overrides` and
+    `model.path=<cell>/first/final/vla` (e.g. latent-action pre-training, then post-training from it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first: FirstStage = Field(description="The run before the variant's own.")
+    overrides: list[str] = Field(
+        default_factory=list, description="`key=value` overrides of the variant's own run (the study's preset).",
+    )
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _override_list(cls, value):
+        return split_top_level(value) if isinstance(value, str) else value
+
+
+def variant_parts(spec: list[str] | StagedVariant) -> tuple[list[str], FirstStage | None]:
+    """A variant's own overrides and its first stage (None for a one-stage variant)."""
+    return (spec, None) if isinstance(spec, list) else (spec.overrides, spec.first)
+
+
 class StudyConfig(BaseModel):
     """A grid of training runs and evaluations: cells (variant, seed), each `lara train` then `lara eval libero`."""
 
@@ -46,9 +81,10 @@ class StudyConfig(BaseModel):
     seeds: list[int] = Field(min_length=1, description="Training seeds (train.seed); every variant runs each.")
     trials: int = Field(ge=1, description="Evaluation trials per task; trial i starts from benchmark init state i.")
     out: Path = Field(description="Study folder: cells/<variant>/seed<S>/{run, eval}, study.json, study.md, study.png.")
-    variants: dict[str, list[str]] = Field(
+    variants: dict[str, list[str] | StagedVariant] = Field(
         default_factory=dict, description="Extra named variants, each a list of `key=value` recipe overrides "
-        "(e.g. fsq: [lara.lam.quantizer=fsq]). 'baseline' (baseline=true) and 'lara' (the preset) always run.",
+        "(e.g. fsq: [lara.lam.quantizer=fsq]), or a two-stage one {first: {preset, overrides}, overrides} whose "
+        "run starts from its first stage's VLA. 'baseline' (baseline=true) and 'lara' (the preset) always run.",
     )
     overrides: list[str] = Field(
         default_factory=list, description="`key=value` recipe overrides shared by every variant (`--set`).",
@@ -65,28 +101,38 @@ class StudyConfig(BaseModel):
     @field_validator("variants", mode="before")
     @classmethod
     def _variant_lists(cls, value):
-        """YAML may give a variant's overrides as one comma-separated string."""
+        """YAML may give a variant's overrides as one comma-separated string (a two-stage variant is a mapping)."""
         if isinstance(value, dict):
             return {k: split_top_level(v) if isinstance(v, str) else v for k, v in value.items()}
         return value
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
-        for name, overrides in self.variants.items():
+        for name, spec in self.variants.items():
+            overrides, first = variant_parts(spec)
             if name in BUILT_IN:
                 raise ValueError(f"variant name '{name}' is built in ({name} = {BUILT_IN[name] or 'the preset'}); "
                                  "give the extra variant another name")
             if not _NAME.match(name):
                 raise ValueError(f"variant name '{name}' must be letters, digits, '_', '-' or '.' (it names a folder)")
-            if not overrides:
+            if not overrides and first is None:
                 raise ValueError(f"variant '{name}' has no overrides, so it is 'lara' again; give it key=value pairs")
-        for where, overrides in [("--set", self.overrides)] + [(f"variant '{n}'", o) for n, o in self.variants.items()]:
+        groups = [("--set", self.overrides, OWNED_KEYS + SHARED_ONLY)]
+        for name, spec in self.variants.items():
+            overrides, first = variant_parts(spec)
+            groups.append((f"variant '{name}'", overrides, OWNED_KEYS + (("model.path",) if first else ())))
+            if first is not None:  # its data may differ (action-free videos): only seed and folder are the cell's
+                groups.append((f"variant '{name}' (first stage)", first.overrides, ("train.seed", "output_dir")))
+        for where, overrides, owned in groups:
             for assignment in overrides:
                 key = assignment.split("=", 1)[0].strip()
                 if "=" not in assignment:
                     raise ValueError(f"{where}: override '{assignment}' must look like key=value, e.g. train.steps=100")
-                if key in OWNED_KEYS:
-                    raise ValueError(f"{where}: '{key}' is set by the study for every cell ({', '.join(OWNED_KEYS)}); "
+                if key in owned and key == "model.path":
+                    raise ValueError(f"{where}: 'model.path' of a two-stage variant is its first stage's VLA "
+                                     "(<cell>/first/final/vla), set by the study")
+                if key in owned:
+                    raise ValueError(f"{where}: '{key}' is set by the study for every cell ({', '.join(owned)}); "
                                      "use --data, --seeds, --out or the 'baseline' variant instead")
         missing = [str(p) for p in self.data if not p.exists()]
         if missing:
@@ -96,8 +142,8 @@ class StudyConfig(BaseModel):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         return self
 
-    def all_variants(self) -> dict[str, list[str]]:
-        """Variant name -> its overrides, the built-in two first."""
+    def all_variants(self) -> dict[str, list[str] | StagedVariant]:
+        """Variant name -> its overrides (or its two stages), the built-in two first."""
         return {**BUILT_IN, **self.variants}
 
 

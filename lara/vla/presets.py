@@ -38,9 +38,11 @@ def build_keys(family: str) -> list[str]:
         parameters = inspect.signature(function).parameters.values()
         return [p.name for p in parameters if p.kind is not p.VAR_KEYWORD and p.name != "self" and p.name not in skip]
 
-    if family == "token_vla":  # the preset builds vision / text configs from its keywords; training sets norm_stats
+    # token_vla: the preset builds vision / text configs from its keywords; training sets norm_stats, and
+    # latent_codes (the recipe latent_pretrain adds the rows for its LAM's codebook)
+    if family == "token_vla":
         own = named(TokenVLAConfig.__init__, skip=("vision_config", "text_config", "norm_stats", "proprio_stats",
-                                                    "cameras", "image_size"))
+                                                    "cameras", "image_size", "latent_codes"))
         return named(token_vla_config) + own
     if family == "pi0":
         return named(pi0_config)

@@ -24,6 +24,9 @@ Options, all off by default (the default is OpenVLA: one camera, one action as 7
                     last feature map's cells are the patches, the usual choice for small-data imitation)
     image_shift     > 0: in training mode, each image is shifted by up to this many pixels (edge padding and
                     a random crop back, DrQ's augmentation); nothing changes at inference
+    latent_codes    > 0: that many vocabulary rows appended after the action bins, one per code of a LAM's
+                    codebook (LAPA's latent-action pre-training, adapters/latent_pretrain.py); the action bins
+                    keep their ids, `vocab_size - latent_codes - n_action_bins` onwards
 
 Every option keeps the action positions where the `token_vla` spec finds them (labels holding action ids,
 patches inserted after BOS), so LARA aligns the same hidden states whichever head decodes them.
@@ -82,15 +85,17 @@ class TokenVLAConfig(PretrainedConfig):
         vision_type: str = "siglip",
         image_size: int | None = None,
         image_shift: int = 0,
+        latent_codes: int = 0,
         **kwargs,
     ):
         if action_head not in ACTION_HEADS:
             raise InputError(f"action_head must be one of {ACTION_HEADS}, got {action_head!r}")
         if vision_type not in VISION_TYPES:
             raise InputError(f"vision_type must be one of {sorted(VISION_TYPES)}, got {vision_type!r}")
-        if chunk_size < 1 or proprio_dim < 0 or image_shift < 0 or not cameras:
-            raise InputError(f"need chunk_size >= 1, proprio_dim >= 0, image_shift >= 0 and at least one camera; got "
-                             f"{chunk_size}, {proprio_dim}, {image_shift}, {list(cameras)}")
+        if chunk_size < 1 or proprio_dim < 0 or image_shift < 0 or latent_codes < 0 or not cameras:
+            raise InputError(f"need chunk_size >= 1, proprio_dim >= 0, image_shift >= 0, latent_codes >= 0 and at "
+                             f"least one camera; got {chunk_size}, {proprio_dim}, {image_shift}, {latent_codes}, "
+                             f"{list(cameras)}")
         vision_config = vision_config.to_dict() if isinstance(vision_config, PretrainedConfig) else (vision_config or {})
         text_config = text_config.to_dict() if isinstance(text_config, PretrainedConfig) else (text_config or {})
         for cfg in (vision_config, text_config):
@@ -108,6 +113,7 @@ class TokenVLAConfig(PretrainedConfig):
         # the input resolution: the SigLIP tower's own, or (a ResNet has none) this field
         self.image_size = getattr(self.vision_config, "image_size", None) or image_size or 224
         self.image_shift = image_shift
+        self.latent_codes = latent_codes  # counted in text_config.vocab_size: the last rows of the embedding
         super().__init__(**kwargs)
 
     def to_dict(self) -> dict:
@@ -147,7 +153,9 @@ class TokenVLA(PreTrainedModel):
         self.projector.add_module("act", nn.GELU())
         self.projector.add_module("fc2", nn.Linear(width_t, width_t))
         self.language_model = LlamaForCausalLM(config.text_config)
-        self.action_tokenizer = ActionTokenizer(config.text_config.vocab_size, config.n_action_bins)
+        # the action bins end where the LAM code rows of latent-action pre-training begin (none by default)
+        self.action_tokenizer = ActionTokenizer(config.text_config.vocab_size - config.latent_codes,
+                                                config.n_action_bins)
         if config.proprio_dim:
             self.proprio_projector = _mlp(config.proprio_dim, width_t, width_t, norm=False)
         if config.action_head == "l1":  # OFT's L1 regression head: one chunk step's A hidden states -> its A values
@@ -159,6 +167,24 @@ class TokenVLA(PreTrainedModel):
             module.weight.data.normal_(0.0, self.config.initializer_range)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 module.bias.data.zero_()
+
+    @property
+    def first_code_id(self) -> int:
+        """Token id of LAM code 0: the row right after the action bins (code c is `first_code_id + c`)."""
+        return self.config.text_config.vocab_size - self.config.latent_codes
+
+    def set_latent_codes(self, n: int) -> None:
+        """Append `n` vocabulary rows for LAM code tokens after the action bins, or drop them (`n=0`): the
+        embedding and the LM head grow or shrink at their end, so every text and action id keeps its row."""
+        if n == self.config.latent_codes:
+            return
+        base = self.first_code_id
+        resize = self.language_model.resize_token_embeddings
+        # new rows from _init_weights (transformers >= 4.46 would otherwise draw them around the old rows' mean)
+        plain = {"mean_resizing": False} if "mean_resizing" in inspect.signature(resize).parameters else {}
+        resize(base + n, **plain)
+        self.config.text_config.vocab_size = self.language_model.config.vocab_size = base + n
+        self.config.latent_codes = n
 
     def _images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) or (B, N, 3, S, S), N = len(config.cameras) -> (B, N * P, D) projected patches."""
@@ -208,17 +234,12 @@ class TokenVLA(PreTrainedModel):
                 action_mask=None, **kwargs):
         """'tokens': the LM's output (cross-entropy on `labels`). 'l1': a TokenVLAOutput with the regressed chunk
         and, given `actions` (B, H, A) normalised (+ `action_mask` (B, H): False on padding), their L1 loss."""
+        if self.config.action_head == "tokens":
+            return self.lm_forward(input_ids, pixel_values, attention_mask, labels, proprio, **kwargs)
         embeds = self.embed(input_ids, pixel_values, proprio)
         extra = embeds.shape[1] - input_ids.shape[1]  # number of image patches (+ the proprio token)
         if attention_mask is not None:
-            attention_mask = torch.cat(
-                [attention_mask[:, :1], attention_mask.new_ones(attention_mask.shape[0], extra), attention_mask[:, 1:]], 1
-            )
-        if self.config.action_head == "tokens":
-            if labels is not None:
-                ignore = labels.new_full((labels.shape[0], extra), IGNORE_INDEX)
-                labels = torch.cat([labels[:, :1], ignore, labels[:, 1:]], 1)
-            return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+            attention_mask = splice_after_bos(attention_mask, extra, 1)
         if labels is None:
             raise ValueError("the 'l1' head finds its action positions from `labels` (the action token ids after the "
                              "prompt, as build_example writes them); the batch has none")
@@ -238,6 +259,18 @@ class TokenVLA(PreTrainedModel):
                       else action_mask.to(pred.dtype))[..., None].expand_as(pred)
             loss = ((pred - actions.to(pred.dtype)).abs() * weight).sum() / weight.sum().clamp(min=1)
         return TokenVLAOutput(loss=loss, actions=pred)
+
+    def lm_forward(self, input_ids, pixel_values, attention_mask=None, labels=None, proprio=None, **kwargs):
+        """The LM's output over [BOS, patches, text]: cross-entropy on `labels` (B, T) given in `input_ids`' positions,
+        the logits (B, T + P, V) in the spliced ones. The 'tokens' head's forward, and the latent-code prediction of
+        latent-action pre-training whichever head decodes the actions."""
+        embeds = self.embed(input_ids, pixel_values, proprio)
+        extra = embeds.shape[1] - input_ids.shape[1]  # number of image patches (+ the proprio token)
+        if attention_mask is not None:
+            attention_mask = splice_after_bos(attention_mask, extra, 1)
+        if labels is not None:
+            labels = splice_after_bos(labels, extra, IGNORE_INDEX)
+        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     @torch.no_grad()
     def predict_action(self, pixel_values: torch.Tensor, instructions: list[str], unnorm: bool = True,
@@ -273,6 +306,12 @@ class TokenVLA(PreTrainedModel):
             actions = unnormalize(actions, self.config.norm_stats)
         actions = actions.astype(np.float32)
         return actions[:, 0] if h == 1 else actions
+
+
+def splice_after_bos(rows: torch.Tensor, extra: int, value: int) -> torch.Tensor:
+    """(B, T) -> (B, T + extra): `extra` entries of `value` after the first (BOS) position, where `embed` puts
+    the image patches (and the proprio token)."""
+    return torch.cat([rows[:, :1], rows.new_full((rows.shape[0], extra), value), rows[:, 1:]], 1)
 
 
 def _check_one_length(batch: dict) -> None:

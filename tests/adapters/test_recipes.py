@@ -130,7 +130,7 @@ def test_reference_recipe_refuses_data_its_model_cannot_use(demos, tmp_path, ext
 def test_every_preset_validates():
     for name in available_presets():
         extra = ["model.path=/models/openvla-7b"] if "openvla" in name else []
-        assert load_recipe(name, extra).recipe in {"pretrain", "posttrain", "refine_lam"}
+        assert load_recipe(name, extra).recipe in {"pretrain", "posttrain", "refine_lam", "latent_pretrain"}
 
 
 @pytest.mark.parametrize("overrides, message", [
