@@ -34,12 +34,11 @@ import numpy as np
 
 from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
-from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
+from lara.benchmarks.libero.protocol import REMOTE, camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.libero.workers import run_in_pool
 from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM, find_vla_dir
 
-REMOTE = "ws://"  # --policy ws://HOST:PORT: a policy served by `lara serve`
 _WORKER: dict = {}  # per-process state: the policy and the env of the current task
 
 

@@ -23,6 +23,7 @@ from lara.benchmarks.libero.env import _benchmark
 from lara.errors import InputError
 
 FRESH = "fresh"
+REMOTE = "ws://"  # --policy ws://HOST:PORT: a policy served by `lara serve`
 PROTOCOL_CAMERA_SIZE = 256  # the community protocol's render size, for policies that do not say theirs
 
 
@@ -187,7 +188,7 @@ def policy_image_size(policy_spec: str) -> int | None:
     """The image size a checkpoint was trained at: its recipe's square `data.image_size`, else its VLA config's
     vision `image_size`; for a `ws://HOST:PORT` policy the size its `lara serve` announces; None for other
     policies, or when nothing says."""
-    if policy_spec.startswith("ws://"):
+    if policy_spec.startswith(REMOTE):
         from lara.benchmarks.libero.evaluate import remote_address
         from lara.real_robot.client import PolicyClient
 

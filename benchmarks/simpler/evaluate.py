@@ -211,7 +211,8 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
             raise InputError(f"--policy scripted plans {list(SUPPORTED)} only, not {unsupported}")
     root = resolve_asset_dir(assets)
     check_assets(root, env_ids)  # one line naming the missing files; nothing created
-    size, warning = camera_size_for(image_size, policy_image_size(policy))
+    trained_size = policy_image_size(policy)  # reads a checkpoint's files, or asks a served policy: once
+    size, warning = camera_size_for(image_size, trained_size)
     if warning:
         import warnings
 
@@ -247,7 +248,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
         "policy": policy, "episodes": episodes, "seeds": list(range(seeds)), "workers": workers,
         "threads_per_worker": threads_per_worker, "simpler_scores": not stand_in, "stand_in_stages": stand_in,
         "protocol": {"obs_mode": "rgb+segmentation", "camera": "3rd_view_camera 640x480, resized (cv2 INTER_AREA)",
-                     "image_size": size, "policy_image_size": policy_image_size(policy),
+                     "image_size": size, "policy_image_size": trained_size,
                      "control_mode": "arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos", "control_hz": 5,
                      "max_steps": {e: max_steps or BRIDGE_TASKS[e].max_steps for e in env_ids},
                      "rotation": rotation, "gripper": "ours -1 open / +1 close -> WidowX +1 open / -1 close, binarised",

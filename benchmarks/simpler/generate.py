@@ -31,20 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from lara.benchmarks.libero.protocol import placement_seed
 from lara.benchmarks.libero.workers import run_in_pool
 from lara.benchmarks.simpler.assets import BRIDGE_TASKS, check_assets, resolve_asset_dir, resolve_task
+from lara.benchmarks.simpler.evaluate import _WORKER, _env_for, _init_worker
 from lara.errors import InputError
 
 PLACEMENTS = ("fresh", "simpler")
 SETTLE_STEPS = 5        # control steps (1 s) with the arm still after objects are moved
 TAIL_STEPS = 3         # still steps after the expert's last waypoint, before success is read
 MIN_SEPARATION = 0.10   # metres between the source and target objects' centres (SIMPLER's are 0.15 or 0.21)
-_WORKER: dict = {}
-
-
-def placement_seed(seed: int, task_index: int, attempt: int) -> int:
-    """The recorded seed of a task's attempt-th fresh placement."""
-    return seed * 100003 + task_index * 1009 + attempt
 
 
 def fresh_poses(env, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -96,25 +92,13 @@ def rollout(env, expert, episode_id: int, seed: int, fresh: bool) -> dict:
     return episode
 
 
-def _init_worker(image_size: int, assets: str, rotation: str) -> None:
-    from lara.benchmarks.simpler.expert import ScriptedWidowXExpert
-
-    _WORKER.update(expert=ScriptedWidowXExpert(), image_size=image_size, assets=assets, rotation=rotation, env=None)
-
-
 def run_attempt(job: tuple) -> dict:
     """(env_id, attempt, episode_id, placement seed or None) -> the attempt's record, with the episode when it
-    succeeded."""
-    from lara.benchmarks.simpler.env import ManiSkillEnv
-
+    succeeded. Runs in an evaluation worker (`evaluate._init_worker` with the `scripted` policy: the expert)."""
     env_id, attempt, episode_id, seed = job
-    if _WORKER["env"] is None or _WORKER["env"].env_id != env_id:
-        if _WORKER["env"] is not None:
-            _WORKER["env"].close()
-        _WORKER["env"] = ManiSkillEnv(env_id, image_size=_WORKER["image_size"], assets=_WORKER["assets"],
-                                      rotation=_WORKER["rotation"])
-    env, start = _WORKER["env"], time.time()
-    episode = rollout(env, _WORKER["expert"], episode_id, seed if seed is not None else 0, fresh=seed is not None)
+    env, _ = _env_for(env_id)
+    start = time.time()
+    episode = rollout(env, _WORKER["policy"], episode_id, seed if seed is not None else 0, fresh=seed is not None)
     return {"env_id": env_id, "attempt": attempt, "episode_id": episode_id, "placement_seed": seed,
             "instruction": env.instruction, "success": episode["success"], "steps": len(episode["actions"]),
             "start_poses": episode["start_poses"], "seconds": round(time.time() - start, 2),
@@ -204,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     os.environ["MS_ASSET_DIR"] = str(root)  # spawned workers import mani_skill with it
     with tqdm(total=len(jobs), desc="expert episodes", disable=args.no_progress, dynamic_ncols=True) as bar:
-        for record in run_in_pool(args.workers, 1, _init_worker, (args.camera_size, str(root), args.rotation),
-                                  run_attempt, jobs):
+        initargs = ("scripted", args.camera_size, str(root), args.rotation, 1, time.time())
+        for record in run_in_pool(args.workers, 1, _init_worker, initargs, run_attempt, jobs):
             records[record["env_id"]][record["attempt"]] = record
             bar.update(1)
             for env_id in env_ids:
