@@ -16,7 +16,9 @@ and beside the weights as dataset_statistics.json.
 Verified on a tiny stand-in checkpoint with OpenVLA's model_type, module paths, processor layout and token
 ids (tests/adapters/openvla_standin); real OpenVLA weights are unverified here (they cannot be downloaded).
 OpenVLA's remote code needs transformers 4.40 (`.venv-tf440`): under transformers >= 4.50 it silently drops
-the vision tower (lara.vla.checks.image_dependence catches that).
+the vision tower (lara.vla.checks.image_dependence catches that), and from transformers 5 on its
+processing_prismatic imports names transformers removed. Both loaders below follow transformers 5 where the
+code they load still can (the stand-in's does), so the family is tested on both lines.
 """
 
 from __future__ import annotations
@@ -52,11 +54,9 @@ class OpenVLAFamily(Family):
     name = "openvla"
 
     def build(self) -> nn.Module:
-        from transformers import AutoProcessor
-
         path = Path(self.config.path)
         check_openvla_directory(path)
-        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True, local_files_only=True)
+        self.processor = load_openvla_processor(path)
         self.tokenizer = self.processor.tokenizer
         model = load_openvla(path, self.load_kwargs())
         self.action_tokenizer = ActionTokenizer(self.tokenizer.vocab_size)
@@ -116,10 +116,43 @@ def load_openvla(path: Path, load_kwargs: dict | None = None) -> nn.Module:
     auto = getattr(transformers, AUTO_CLASS, None)
     if auto is not None:
         return auto.from_pretrained(path, trust_remote_code=True, local_files_only=True, **load_kwargs)
+    reference = json.loads((path / "config.json").read_text())["auto_map"][AUTO_CLASS]
+    return remote_class(path, reference).from_pretrained(path, **load_kwargs)
+
+
+def load_openvla_processor(path: Path):
+    """AutoProcessor with trust_remote_code (transformers 4.x, OpenVLA's own loading). transformers 5's
+    `ImageProcessingMixin.from_dict` reads a `valid_kwargs` class attribute that an image processor written for
+    4.x (processing_prismatic's, an ImageProcessingMixin) lacks, so there the classes preprocessor_config.json
+    names are built directly: the image processor from that file's fields, the tokenizer by AutoTokenizer."""
+    import transformers
+    from transformers import AutoProcessor, AutoTokenizer
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return AutoProcessor.from_pretrained(path, trust_remote_code=True, local_files_only=True)
+    config = json.loads((path / "preprocessor_config.json").read_text())
+    auto_map = config.get("auto_map", {})
+    if not {"AutoImageProcessor", "AutoProcessor"} <= auto_map.keys():
+        raise InputError(f"{path}/preprocessor_config.json: expected auto_map entries AutoImageProcessor and "
+                         f"AutoProcessor (OpenVLA's processing_prismatic classes), found {sorted(auto_map)}")
+    fields = {k: v for k, v in config.items() if k not in ("auto_map", "image_processor_type", "processor_class")}
+    image_processor = remote_class(path, auto_map["AutoImageProcessor"])(**fields)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return remote_class(path, auto_map["AutoProcessor"])(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def remote_class(path: Path, reference: str) -> type:
+    """The class `module.Name` of the checkpoint's own code; one line naming the supported transformers when
+    that code does not import under the installed one."""
+    import transformers
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    reference = json.loads((path / "config.json").read_text())["auto_map"][AUTO_CLASS]
-    return get_class_from_dynamic_module(reference, path, local_files_only=True).from_pretrained(path, **load_kwargs)
+    try:
+        return get_class_from_dynamic_module(reference, path, local_files_only=True)
+    except ImportError as error:
+        raise InputError(f"{path}: the checkpoint's remote code ({reference}) does not import under transformers "
+                         f"{transformers.__version__} ({error}); OpenVLA's remote code is written for "
+                         "transformers 4.40.x: run it in a venv with transformers==4.40.* (README \"Backbones\")")
 
 
 def check_openvla_directory(path: Path) -> None:

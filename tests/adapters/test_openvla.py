@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoProcessor
 
 from lara.adapters import posttrain
 from lara.adapters.config import load_recipe
 from lara.adapters.families import family_class
-from lara.adapters.families.openvla import load_openvla, prompt
+from lara.adapters.families.openvla import load_openvla, load_openvla_processor, prompt
 from lara.adapters.metrics import read_metrics
 from lara.data import LiberoDataset
 from lara.vla.presets import tiny_token_vla
@@ -79,7 +78,7 @@ def test_openvla_preset_trains_and_exports_a_merged_openvla(demos, standin, tmp_
     final = result["final"] / "vla"
     assert not any("lora" in k for k in load_file(final / "model.safetensors"))
     model = load_openvla(final)  # trust_remote_code from the export, as from the original checkpoint
-    processor = AutoProcessor.from_pretrained(final, trust_remote_code=True, local_files_only=True)
+    processor = load_openvla_processor(final)  # as OpenVLA's AutoProcessor would from the original
     assert model.config.model_type == "openvla" and processor.tokenizer.vocab_size == 32000
     statistics = json.loads((result["final"] / "dataset_statistics.json").read_text())["libero"]
     assert model.config.norm_stats["libero"]["action"]["q99"] == statistics["action"]["q99"]
@@ -110,7 +109,7 @@ def test_image_dependence_runs_on_openvlas_config_layout(standin):
     seen = []
     model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
     assert image_dependence(model) > 0
-    expected = AutoProcessor.from_pretrained(standin, trust_remote_code=True, local_files_only=True).tokenizer(
+    expected = load_openvla_processor(standin).tokenizer(
         policy_prompt("pick up the object"))["input_ids"]
     assert [call["input_ids"][0].tolist() for call in seen] == [expected, expected]
     assert seen[0]["pixel_values"].shape == (1, 3, 32, 32)
@@ -119,3 +118,16 @@ def test_image_dependence_runs_on_openvlas_config_layout(standin):
         model.projector.fc2.bias.zero_()
     with pytest.raises(RuntimeError, match="do not depend on the image"):
         image_dependence(model)
+
+
+def test_remote_code_that_does_not_import_names_the_transformers_it_needs(demos, standin, tmp_path):
+    """OpenVLA's processing_prismatic imports names transformers 5 removed: one line, not a traceback."""
+    import shutil
+
+    broken = tmp_path / "openvla-broken"
+    shutil.copytree(standin, broken)
+    code = next(broken.glob("processing_*.py"))
+    code.write_text("import lara_no_such_package\n" + code.read_text())
+    with pytest.raises(ValueError, match=r"remote code \(processing_.*\) does not import under transformers .* "
+                                         r"transformers 4\.40\.x"):
+        posttrain.run(openvla_recipe(demos, tmp_path / "run", broken))
