@@ -118,18 +118,19 @@ def _write_state(cell: Cell, state: dict) -> None:
     os.replace(tmp, cell.folder / "cell.json")
 
 
-def _subprocess(args: list[str], log: Path, threads: int) -> float:
-    """Run `python -m lara.cli ARGS` with capped thread pools, output appended to `log`; its wall seconds."""
+def _subprocess(args: list[str], log: Path, threads: int) -> tuple[float, list[float]]:
+    """Run `python -m lara.cli ARGS` with capped thread pools, output appended to `log`; its wall seconds and the
+    machine's 1-minute load average [at the start, at the end] (a shared machine's figures need it beside them)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "lara.cli", *args]
-    start = time.time()
+    start, load = time.time(), os.getloadavg()[0]
     with open(log, "a") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
         code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
         raise CellFailed(f"`lara {args[0]}` exited with {code}; see {log}")
-    return round(time.time() - start, 1)
+    return round(time.time() - start, 1), [round(load, 2), round(os.getloadavg()[0], 2)]
 
 
 def changes(cell: Cell, state: dict | None = None) -> list[str]:
@@ -178,19 +179,20 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
     state, todo = prepare(cell, replace_changed)
     say(f"[{cell.name}] {'done before: skipped' if todo == 'skip' else todo}")
     if cell.first_args is not None and state.get("first_s") is None:
-        state["first_s"] = _subprocess([*cell.first_args, f"output_dir={cell.first}"], cell.folder / "first.log",
-                                       threads)
+        state["first_s"], state["first_load"] = _subprocess([*cell.first_args, f"output_dir={cell.first}"],
+                                                            cell.folder / "first.log", threads)
         _write_state(cell, state)
         say(f"[{cell.name}] first stage trained in {state['first_s']:.0f} s")
     if state.get("train_s") is None:
         output_dir = f"output_dir={cell.run}"
-        state["train_s"] = _subprocess([*cell.train_args, output_dir], cell.folder / "train.log", threads)
+        state["train_s"], state["train_load"] = _subprocess([*cell.train_args, output_dir], cell.folder / "train.log",
+                                                            threads)
         _write_state(cell, state)
         say(f"[{cell.name}] trained in {state['train_s']:.0f} s")
     if todo != "skip":
         args = [*cell.eval_args, "--policy", f"checkpoint:{cell.run / 'final' / 'vla'}", "--out", str(cell.eval),
                 "--workers", str(eval_workers), "--threads-per-worker", str(threads)]
-        state["eval_s"] = _subprocess(args, cell.folder / "eval.log", threads)
+        state["eval_s"], state["eval_load"] = _subprocess(args, cell.folder / "eval.log", threads)
         _write_state(cell, state)
         say(f"[{cell.name}] evaluated in {state['eval_s']:.0f} s")
     return read_cell(cell, state)
@@ -199,7 +201,8 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
 def read_cell(cell: Cell, state: dict) -> dict:
     """A finished cell: success k/n per task, per-episode success by (task, trial), the last logged LAM and
     alignment metrics of its training (None where not logged, e.g. in the baseline), those of a first stage
-    (`first_metrics`: the last logged latent-code accuracy and its chance level) and its wall times."""
+    (`first_metrics`: the last logged latent-code accuracy and its chance level), its wall times and the load
+    averages at the start and end of each (`load`)."""
     from lara.adapters.metrics import read_metrics
 
     results = json.loads((cell.eval / "results.json").read_text())
@@ -214,6 +217,7 @@ def read_cell(cell: Cell, state: dict) -> dict:
                              for name, key in FIRST_METRICS.items()} if first_records else None
     return {"variant": cell.variant, "seed": cell.seed, "success": success, **last,
             "first_s": state.get("first_s"), "train_s": state["train_s"], "eval_s": state["eval_s"],
+            "load": {phase: state.get(f"{phase}_load") for phase in ("first", "train", "eval")},
             "camera_size": cell.camera_size,
             "eval_seed": results["seed"], "episodes": [list(e) for e in episodes], "folder": str(cell.folder),
             "versions": results.get("versions", {})}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain (re-evaluate) cells of --out recorded with other training (evaluation) arguments; "
                         "without it such a study is refused before anything runs")
     return p
+
+
+def source_commit() -> dict:
+    """The commit of the checkout this study's code runs from ({"commit": None} outside a git checkout) and
+    whether it had uncommitted changes: a study runs from its own worktree at a fixed commit."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
 
 
 def _comma_list(text: str) -> list[str]:
@@ -107,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             except CellFailed as error:
                 failed[cell.name] = str(error)
                 print(f"[{cell.name}] failed: {error}", file=sys.stderr, flush=True)
-    settings = {**study.model_dump(mode="json"),
+    settings = {**study.model_dump(mode="json"), "source": source_commit(),
                 "init_states": "trial i starts from the benchmark's init state i, in every cell",
                 "bootstrap": {"resamples": stats.RESAMPLES, "rng_seed": stats.BOOTSTRAP_SEED,
                               "resampled": "training seeds with replacement, then within each drawn seed its "

@@ -40,6 +40,12 @@ def summarise(command: str, settings: dict, cells: list[dict], variants: list[st
     return summary
 
 
+def _load_range(cells: list[dict]) -> str:
+    """min-max of the 1-minute load averages recorded at the start and end of every cell's phases."""
+    loads = [x for c in cells for pair in (c.get("load") or {}).values() if pair for x in pair]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+
+
 def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
@@ -76,6 +82,9 @@ def markdown(summary: dict) -> str:
              f"{', '.join(map(str, s['seeds']))}; evaluated on LIBERO {s['suite']} tasks "
              f"{', '.join(map(str, s['tasks']))} with {_count(s['trials'], 'trial')} per task (trial i from init "
              "state i, the same in every cell).", "",
+             f"Code: commit {(s.get('source') or {}).get('commit') or 'unknown'}"
+             f"{' with uncommitted changes' if (s.get('source') or {}).get('dirty') else ''}; "
+             f"load average (1 min) while cells ran: {_load_range(summary['cells'])}.", "",
              "| variant | seeds | success | % | 95 % CI (Wilson) | vs baseline, points (95 % CI) | code usage "
              "| align cos | z spread | 1 − cos of the mean latent |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -16,6 +16,8 @@ import pytest
 from lara.real_robot.config import load_config
 from lara.real_robot.realtime import sleep_until
 
+pytestmark = pytest.mark.serial  # deadlines and scheduling: alone after the parallel part of make test
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHILD = ("import os, resource; from lara.real_robot.realtime import enable_fifo; {limit}"
          "print(enable_fifo(80)); print(os.sched_getscheduler(0) == os.SCHED_FIFO)")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from robot_test_support import Rig, free_port, node_config, wait_for_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # timing-sensitive: alone after the parallel part
 PERIOD = 0.1  # config.yaml: 10 Hz
 
 

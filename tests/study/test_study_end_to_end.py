@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,8 @@ def test_a_miniature_study_runs_its_cells_and_resumes_them(libero_object_demos, 
     for cell in cells.values():
         assert cell["success"] == {"0": [cell["episodes"][0][2], 1]} and cell["episodes"][0][:2] == [0, 0]
         assert cell["train_s"] > 0 and cell["eval_s"] > 0 and cell["camera_size"] == 32
+        assert cell["load"]["first"] is None and all(len(cell["load"][p]) == 2 and min(cell["load"][p]) >= 0
+                                                     for p in ("train", "eval"))
     assert cells["baseline"]["code_usage"] is None and cells["baseline"]["align_cos"] is None
     assert 0 < cells["lara"]["code_usage"] <= 1 and -1 <= cells["lara"]["align_cos"] <= 1
     recipe = json.loads((out / "cells/lara/seed0/run/final/recipe.json").read_text())
@@ -38,7 +42,11 @@ def test_a_miniature_study_runs_its_cells_and_resumes_them(libero_object_demos, 
     assert results["protocol"]["camera_size"] == 32 and results["protocol"]["max_steps"] == {"libero_object": 2}
     assert set(first["variants"]) == {"baseline", "lara"} and first["variants"]["lara"]["success"]["n"] == 1
     assert first["differences"]["lara"]["paired_episodes"] == 1 and set(first["differences"]) == {"lara"}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(cli.__file__).parent, capture_output=True,
+                          text=True).stdout.strip()
+    assert first["settings"]["source"]["commit"] == head and len(head) == 40  # the code the cells ran
     text = (out / "study.md").read_text()
+    assert f"Code: commit {head}" in text and "load average (1 min) while cells ran: " in text
     assert first["command"] in text.splitlines()[3] and "| lara | 1 |" in text and "lara - baseline" in text
     assert (out / "study.png").stat().st_size > 1000
 
