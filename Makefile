@@ -54,13 +54,13 @@ system-deps:
 # multi-process jobs that want both cores) run alone afterwards.
 test: export OMP_NUM_THREADS = 1
 test: system-deps $(VENV)/.installed $(VENV_TF440)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not serial" tests
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not serial" tests
 	$(PY) -m pytest -q -m serial tests
 	$(MAKE) --no-print-directory test-core-tf440
 
 test-core-tf440: export OMP_NUM_THREADS = 1
 test-core-tf440: $(VENV_TF440)/.installed
-	$(VENV_TF440)/bin/python -m pytest -q -n 2 -m tf440 tests/core -p no:cacheprovider
+	$(VENV_TF440)/bin/python -m pytest -q -m tf440 tests/core -p no:cacheprovider
 
 # Drift, seen before it breaks CI: today's releases (no lock) in .venv-latest, the core and adapter tests on them.
 test-latest: export OMP_NUM_THREADS = 1
