@@ -16,6 +16,7 @@ from lara.data import LiberoDataset
 from lara.errors import InputError
 from lara.model import LARA_KEYS
 
+from . import checkpoints as ckpt
 from .config import LoraConfig, RecipeConfig
 from .families import Family, family_class
 
@@ -158,6 +159,7 @@ def export_final(cfg: RecipeConfig, family: Family, trainer: Trainer, data: Libe
             final_export(cfg, family, model, data)
             if also is not None:
                 also(final)
+            ckpt.write_manifest(final)  # what a re-run verifies before it says there is nothing to do
     trainer.accelerator.wait_for_everyone()
     return final if trainer.accelerator.is_main_process else None
 
