@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -197,3 +198,23 @@ def test_the_av1_writer_leaves_the_callers_scheduling_as_it_was(tmp_path):
     assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
     encoder.close()
     assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
+
+
+def test_a_lerobot_folder_without_info_json_is_not_read_as_videos(tmp_path, libero_files, capsys):
+    """Its mp4 files used to be read as a video folder (no actions, one camera): refused, naming the file."""
+    from lara.data import LiberoDataset
+
+    out = tmp_path / "lr"
+    assert main([str(tmp_path / "src"), "--to", "lerobot", str(out), "--codec", "h264"]) == 0
+    (out / "meta" / "info.json").unlink()
+    with pytest.raises(InputError, match=r"lr: a LeRobot dataset's layout \(meta/\) without meta/info.json"):
+        LiberoDataset(paths=[out], frame_gap=2)
+    assert lara_main(["data", "inspect", str(out), "--pairs", "0"]) == 2
+    assert "without meta/info.json" in capsys.readouterr().err
+    shutil.rmtree(out / "meta")  # the chunk folders still say what it is
+    with pytest.raises(InputError, match=r"layout \((data|videos)/.*chunk-000/\) without meta/info.json"):
+        LiberoDataset(paths=[out], frame_gap=2)
+    data = LiberoDataset(paths=[{"path": out, "format": "video"}], frame_gap=2)  # read as videos only when told
+    assert data.sources[0].format == "video" and data.statistics is None
+    with pytest.raises(FileNotFoundError, match="no such file or directory .* check the path in data.paths"):
+        LiberoDataset(paths=[tmp_path / "nowhere"], frame_gap=2)
