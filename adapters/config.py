@@ -302,7 +302,12 @@ def apply_override(raw: dict, assignment: str) -> None:
             where = ".".join(keys[:depth]) or "the top level"
             raise InputError(f"unknown key '{dotted}'.{hint} Keys at {where}: {', '.join(names)}")
         if depth == len(keys) - 1:
-            node[key] = yaml.safe_load(value)
+            try:
+                node[key] = yaml.safe_load(value)
+            except yaml.YAMLError as error:
+                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+                raise InputError(f"override '{assignment}': the value is not valid YAML ({problem}); write it as "
+                                 "YAML, e.g. data.paths=[data/a,data/b] or model.build={width: 64}") from None
         else:
             child = node.get(key)
             if child is None:
@@ -315,7 +320,16 @@ def apply_override(raw: dict, assignment: str) -> None:
 def load_recipe(preset: str, overrides: list[str] = ()) -> RecipeConfig:
     """Read a preset, apply `key=value` overrides, validate. Errors name the preset and the bad keys."""
     path = preset_path(preset)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise InputError(f"preset {path} is not valid YAML{where} ({problem}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"preset {path} holds a {type(raw).__name__}, expected a mapping of config sections "
+                         "(recipe:, model:, data:, train:, ...)")
     for assignment in overrides:
         apply_override(raw, assignment)
     try:

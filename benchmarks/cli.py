@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from lara.outputs import check_new
 
 BENCHMARKS = ("libero", "simpler")
 
@@ -37,6 +40,7 @@ def build_libero_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="override the suite's step budget (debugging)")
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")
     return p
 
 
@@ -62,11 +66,13 @@ def build_simpler_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="override the task's 60/120 steps (debugging)")
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")
     return p
 
 
 def main_simpler(argv: list[str]) -> int:
     args = build_simpler_parser().parse_args(argv)
+    check_new([Path(args.out) / "results.json"], overwrite=args.overwrite, what="evaluation")
     from lara.benchmarks.simpler.evaluate import evaluate
 
     results = evaluate(args.policy, [t.strip() for t in args.tasks.split(",") if t.strip()], args.out,
@@ -87,6 +93,10 @@ def main_simpler(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: lara eval {{{','.join(BENCHMARKS)}}} [options]   (lara eval libero --help: its options)\n\n"
+              f"{__doc__}")
+        return 0
     if not argv or argv[0] not in BENCHMARKS:
         given = argv[0] if argv else "nothing"
         print(f"usage: lara eval {{{','.join(BENCHMARKS)}}} [options]; got {given!r}.", file=sys.stderr)
@@ -94,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "simpler":
         return main_simpler(argv[1:])
     args = build_libero_parser().parse_args(argv[1:])
+    check_new([Path(args.out) / "results.json"], overwrite=args.overwrite, what="evaluation")
     from lara.benchmarks.libero.evaluate import evaluate
 
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
