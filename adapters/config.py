@@ -91,8 +91,21 @@ class TrainConfig(_Strict):
         if self.warmup_steps > self.steps:  # legal (a run may be resumed with more steps), rarely meant
             warnings.warn(f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}: the learning rate "
                           f"only reaches {self.steps / self.warmup_steps:.2g} x train.lr by the end; lower "
-                          "train.warmup_steps or raise train.steps", UserWarning, stacklevel=2)
+                          "train.warmup_steps or raise train.steps", UserWarning, stacklevel=_callers_level())
         return self
+
+
+def _callers_level() -> int:
+    """The stacklevel of the first frame outside pydantic and this file: a validator's warning names the line that
+    built the config (load_recipe's caller, a script's TrainConfig(...)), not pydantic's internals."""
+    import inspect
+    import pydantic
+
+    skipped = (str(Path(pydantic.__file__).parent), __file__)
+    level, frame = 1, inspect.currentframe().f_back  # the validator's frame is level 1 for warnings.warn
+    while frame is not None and frame.f_code.co_filename.startswith(skipped):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 class LoraConfig(_Strict):
