@@ -3,8 +3,6 @@ line, and clear the staging files an interrupted write of the same output left (
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 
@@ -59,3 +57,32 @@ def test_videos_replace_nothing_without_overwrite(tmp_path, capsys):
     assert video.read_bytes() == b"the user's edit"
     assert lara_main(["data", "videos", str(source), str(out), "--overwrite"]) == 0
     assert video.read_bytes() != b"the user's edit"
+
+
+def killed_writer(target, writer: str) -> None:
+    """A process that starts writing `target` and dies before closing: its staging file or folder stays behind."""
+    code = {"hdf5": "from lara.data.libero_hdf5 import LiberoHDF5Writer as W\nW(target, language='x')",
+            "lerobot": "from lara.data.lerobot_writer import LeRobotWriter as W, vector\n"
+                       "W(target, fps=10, features={'action': vector(7)})"}[writer]
+    subprocess.run([sys.executable, "-c", f"import os\ntarget = {str(target)!r}\n{code}\nos._exit(9)"], check=False)
+
+
+def test_the_next_write_of_the_same_output_clears_an_interrupted_ones_staging_only(tmp_path):
+    demo, dataset = tmp_path / "open_the_drawer_demo.hdf5", tmp_path / "lr"
+    killed_writer(demo, "hdf5")
+    killed_writer(dataset, "lerobot")
+    killed_writer(tmp_path / "other_demo.hdf5", "hdf5")  # another output's: not this write's business
+    stale = sorted(p.name for p in tmp_path.iterdir())
+    assert len(stale) == 3 and all(name.startswith(".") for name in stale), stale
+    live = tmp_path / f".{demo.name}.1.abcdefgh.tmp"  # a writer that is still running (pid 1 is alive)
+    live.write_bytes(b"")
+    write_demo(demo)
+    from lara.data.lerobot_writer import LeRobotWriter, vector
+
+    with LeRobotWriter(dataset, fps=10, features={"action": vector(7)}) as writer:
+        writer.add_episode({"action": np.zeros((3, 7))}, task="x")
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left == sorted([live.name, next(n for n in stale if n.startswith(".other_demo.hdf5."))])
+    assert inspect_libero_hdf5(demo).num_demos == 1 and (dataset / "meta" / "info.json").is_file()
+    assert remove_stale_staging(tmp_path / "other_demo.hdf5") and not any(
+        p.name.startswith(".other") for p in tmp_path.iterdir())
