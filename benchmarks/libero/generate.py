@@ -32,6 +32,7 @@ from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, 
 from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 from lara.benchmarks.libero.protocol import FRESH, parse_init_states, placement_seed
 from lara.benchmarks.libero.workers import spawn_pool
+from lara.errors import InputError
 from lara.outputs import check_new, writable
 
 TAIL_STEPS = 25  # release-and-retreat steps after the first `done` (at least)
@@ -253,7 +254,12 @@ def parse_tasks(text: str | None, suite: str) -> list[int]:
     """'0,1' -> [0, 1]; None -> every task of the suite."""
     if text is None:
         return list(range(len(task_names(suite))))
-    return [resolve_task(suite, t.strip()) for t in text.split(",") if t.strip()]
+    tasks = [resolve_task(suite, t.strip()) for t in text.split(",") if t.strip()]
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if not tasks or twice:  # a task given twice would write its file twice, the second over the first
+        raise InputError(f"--tasks {text!r}: " + (f"task {twice[0]} is given twice; name each task once" if twice
+                                                   else "names no task; give indices or names, e.g. --tasks 0,1"))
+    return tasks
 
 
 def uncovered_tasks(suite: str, tasks: list[int]) -> dict[int, str]:

@@ -31,7 +31,11 @@ def one_line_error(capsys, prog: str) -> str:
     (["train", "posttrain_token_vla", "data.paths=[data/a"], "lara train",
      "override 'data.paths=[data/a': the value is not valid YAML (expected ',' or ']', but got '<stream end>')"),
     (["train", "{tmp}/broken.yaml"], "lara train", "broken.yaml is not valid YAML at line 3, column 1"),
-], ids=["train", "data", "serve", "eval", "override", "preset"])
+    (["eval", "libero", "--policy", "scripted", "--suite", "object", "--tasks", "0,1,0", "--out", "{tmp}/eval"],
+     "lara eval", "--tasks '0,1,0': '0' is given twice; name each once"),
+    (["data", "generate", "--suite", "object", "--tasks", "1,1", "--out", "{tmp}/data"], "lara data generate",
+     "--tasks '1,1': task 1 is given twice; name each task once"),
+], ids=["train", "data", "serve", "eval", "override", "preset", "eval-twice", "generate-twice"])
 def test_every_command_ends_a_user_error_on_one_line_with_exit_2(tmp_path, capsys, argv, prog, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     broken = tmp_path / "broken.yaml"
