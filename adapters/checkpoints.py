@@ -49,17 +49,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def seal(staging: Path) -> Path:
-    """Write the manifest of `staging`, fsync it, and rename it to its final name (atomic on one filesystem)."""
-    files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != MANIFEST)
+def write_manifest(folder: Path) -> None:
+    """fsync every file of `folder`, then record their sha256 and sizes in its manifest.json (fsynced too)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     for path in files:
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-    manifest = {str(p.relative_to(staging)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
-    with open(staging / MANIFEST, "w") as handle:
+    manifest = {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
+    with open(folder / MANIFEST, "w") as handle:
         json.dump(manifest, handle, indent=1)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def seal(staging: Path) -> Path:
+    """Write the manifest of `staging`, fsync it, and rename it to its final name (atomic on one filesystem)."""
+    write_manifest(staging)
     final = staging.with_suffix("")
     if final.exists():  # the same step written again (a resumed run re-reaching it): replace it
         shutil.rmtree(final)

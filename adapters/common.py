@@ -16,6 +16,7 @@ from lara.data import LiberoDataset
 from lara.errors import InputError
 from lara.model import LARA_KEYS
 
+from . import checkpoints as ckpt
 from .config import LoraConfig, RecipeConfig
 from .families import Family, family_class
 
@@ -24,7 +25,18 @@ if TYPE_CHECKING:
 
 
 def load_data(cfg: RecipeConfig) -> LiberoDataset:
-    return LiberoDataset(cfg.data)
+    """The demonstrations of a recipe that trains the policy on robot actions (pretrain's joint phase, posttrain,
+    refine_lam): a source with no action at all is refused (a labelled source some of whose episodes are read
+    action-free still trains on the others)."""
+    data = LiberoDataset(cfg.data)
+    if data.statistics is None:
+        formats = sorted({source.format for source in data.sources})
+        why = "data.action_free=true" if cfg.data.action_free else f"no episode of {formats} has actions"
+        raise InputError(f"data.paths={[str(p) for p in cfg.data.paths]}: {why}, and the {cfg.recipe} recipe trains "
+                         "the policy on robot actions (its loss would be 0). Give demonstrations with actions "
+                         "(LIBERO HDF5, LeRobot); action-free frames go to pretrain.video_paths, or to "
+                         "latent_pretrain, which needs none")
+    return data
 
 
 def video_data(cfg: RecipeConfig, paths: list[Path]) -> LiberoDataset:
@@ -158,6 +170,7 @@ def export_final(cfg: RecipeConfig, family: Family, trainer: Trainer, data: Libe
             final_export(cfg, family, model, data)
             if also is not None:
                 also(final)
+            ckpt.write_manifest(final)  # what a re-run verifies before it says there is nothing to do
     trainer.accelerator.wait_for_everyone()
     return final if trainer.accelerator.is_main_process else None
 

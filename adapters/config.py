@@ -91,8 +91,21 @@ class TrainConfig(_Strict):
         if self.warmup_steps > self.steps:  # legal (a run may be resumed with more steps), rarely meant
             warnings.warn(f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}: the learning rate "
                           f"only reaches {self.steps / self.warmup_steps:.2g} x train.lr by the end; lower "
-                          "train.warmup_steps or raise train.steps", UserWarning, stacklevel=2)
+                          "train.warmup_steps or raise train.steps", UserWarning, stacklevel=_callers_level())
         return self
+
+
+def _callers_level() -> int:
+    """The stacklevel of the first frame outside pydantic and this file: a validator's warning names the line that
+    built the config (load_recipe's caller, a script's TrainConfig(...)), not pydantic's internals."""
+    import inspect
+    import pydantic
+
+    skipped = (str(Path(pydantic.__file__).parent), __file__)
+    level, frame = 1, inspect.currentframe().f_back  # the validator's frame is level 1 for warnings.warn
+    while frame is not None and frame.f_code.co_filename.startswith(skipped):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 class LoraConfig(_Strict):
@@ -302,7 +315,12 @@ def apply_override(raw: dict, assignment: str) -> None:
             where = ".".join(keys[:depth]) or "the top level"
             raise InputError(f"unknown key '{dotted}'.{hint} Keys at {where}: {', '.join(names)}")
         if depth == len(keys) - 1:
-            node[key] = yaml.safe_load(value)
+            try:
+                node[key] = yaml.safe_load(value)
+            except yaml.YAMLError as error:
+                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+                raise InputError(f"override '{assignment}': the value is not valid YAML ({problem}); write it as "
+                                 "YAML, e.g. data.paths=[data/a,data/b] or model.build={width: 64}") from None
         else:
             child = node.get(key)
             if child is None:
@@ -315,7 +333,16 @@ def apply_override(raw: dict, assignment: str) -> None:
 def load_recipe(preset: str, overrides: list[str] = ()) -> RecipeConfig:
     """Read a preset, apply `key=value` overrides, validate. Errors name the preset and the bad keys."""
     path = preset_path(preset)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise InputError(f"preset {path} is not valid YAML{where} ({problem}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"preset {path} holds a {type(raw).__name__}, expected a mapping of config sections "
+                         "(recipe:, model:, data:, train:, ...)")
     for assignment in overrides:
         apply_override(raw, assignment)
     try:

@@ -38,11 +38,12 @@ from lara.errors import InputError, MissingPath
 from lara.vla.token_vla import splice_after_bos
 from lara.vla.tokenizer import IGNORE_INDEX, collate, encode_text, prompt
 
+from . import checkpoints as ckpt
 from .common import warm_up_lam
 from .config import RecipeConfig
 from .families.token_vla import TokenVLAFamily
 from .metrics import read_metrics
-from .run_folder import check_run_folder
+from .run_folder import check_run_folder, holds_run_folder
 from .trainer import Trainer, make_accelerator, seed_everything
 
 
@@ -147,6 +148,7 @@ def codes_of(cfg: RecipeConfig, lam: lara.LatentActionModel, frames: LiberoDatas
     return torch.load(path, weights_only=True)["codes"]
 
 
+@holds_run_folder
 def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
@@ -206,5 +208,6 @@ def run(cfg: RecipeConfig) -> dict:
         statistics["lam"] = str(cfg.latent.lam_from or cfg.output_dir / "lam")
         (final / "latent_codes.json").write_text(json.dumps(statistics, indent=1))
         (final / "recipe.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+        ckpt.write_manifest(final)  # what a re-run verifies before it says there is nothing to do
     accelerator.wait_for_everyone()
     return {"checkpoint": checkpoint, "final": final, "pairs": len(frames), **statistics}

@@ -15,10 +15,11 @@ import lara
 
 from .common import baseline_step, build_vla, export_final, exporter, lara_step, load_data, warm_up_lam
 from .config import RecipeConfig
-from .run_folder import check_run_folder
+from .run_folder import check_run_folder, holds_run_folder
 from .trainer import Trainer, seed_everything
 
 
+@holds_run_folder
 def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)

@@ -22,7 +22,7 @@ from lara.data import LiberoDataset
 
 from .common import build_vla, export_final, exporter, lara_step, load_data
 from .config import RecipeConfig
-from .run_folder import check_run_folder
+from .run_folder import check_run_folder, holds_run_folder
 from .trainer import Trainer, seed_everything
 
 
@@ -62,6 +62,7 @@ def probe(lam: lara.LatentActionModel, data: LiberoDataset, samples: int) -> flo
     return ridge_r2(z[:cut], actions[:cut], z[cut:], actions[cut:])
 
 
+@holds_run_folder
 def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)

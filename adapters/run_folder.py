@@ -13,12 +13,21 @@ trainer_state.json) on every training-relevant field:
 
 Training-relevant means anything that can change the trained weights or the data order: every field but
 those in NOT_TRAINING_RELEVANT, so a field added later counts until it is shown not to.
+
+Two more guards: a process that trains in a folder holds RUN/.lock (`holds_run_folder`), so a second one is
+refused instead of writing the same steps beside it; and a finished run's RUN/final is checked against the
+sizes and sha256 recorded at export (RUN/final/manifest.json) before a re-run says there is nothing to do.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
+import os
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from accelerate import PartialState
@@ -121,6 +130,8 @@ def check_run_folder(cfg: RecipeConfig) -> bool:
         return False  # the unfinished run is started over: nothing of it is resumed
     changed = differences(saved, cfg.model_dump(mode="json"))
     if not changed:
+        if finished:
+            _check_final(source.parent)
         return finished
     fields = f"{len(changed)} training-relevant field{'s' * (len(changed) > 1)}"
     where = (f"{cfg.output_dir} holds a {'finished' if finished else 'started'} run whose config ({source}) differs "
@@ -138,3 +149,54 @@ def check_run_folder(cfg: RecipeConfig) -> bool:
             handle.write(json.dumps(record) + "\n")
         print(f"{cfg.output_dir}: resuming under a changed config (train.allow_config_change): {_listing(changed)}")
     return False
+
+
+def _check_final(final: Path) -> None:
+    """A finished run's exports must be what was exported: a truncated or altered file is refused, not
+    reported as 'nothing to train'. Runs exported before the manifest existed are taken as they are."""
+    if not (final / ckpt.MANIFEST).is_file():
+        return
+    reason = ckpt.verify(final)
+    if reason is not None:
+        raise InputError(f"{final} is damaged: {reason} (recorded at export). Move {final} aside (e.g. to "
+                         f"{final.name}.damaged) to export it again from the last checkpoint, or give a new output_dir")
+
+
+LOCK = ".lock"
+
+
+@contextmanager
+def locked(run_dir: Path):
+    """Hold RUN/.lock (an flock, released by the OS however the process ends) while training in `run_dir`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputError(f"{run_dir} is in use: {holder} trains in it (it holds {run_dir / LOCK}); wait for it to "
+                             "end, or give another output_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def holds_run_folder(run: Callable[[RecipeConfig], dict]) -> Callable[[RecipeConfig], dict]:
+    """A recipe's `run(cfg)` holding its output_dir's lock throughout (the main process takes it: under DDP the
+    launch's other processes are its own)."""
+
+    @functools.wraps(run)
+    def holding(cfg: RecipeConfig) -> dict:
+        if not PartialState().is_main_process:
+            return run(cfg)
+        with locked(cfg.output_dir):
+            return run(cfg)
+
+    return holding

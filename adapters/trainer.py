@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import random
 import shutil
 import time
@@ -69,18 +70,41 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state in types `torch.load(weights_only=True)` reads: tensors, ints, floats, tuples."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else keys  # a tensor since issue 22, an ndarray before
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state((name, keys.astype(np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# an RNG file written before issue 22 holds numpy's key array; these rebuild an ndarray and run nothing else
+_OLD_RNG_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_state_file(path: Path, *, legacy_numpy: bool = False):
+    """A checkpoint's state file read with `weights_only=True`: tensors and plain containers, never code. A file
+    that holds anything else (a pickled object, which a crafted file could use to run code) is refused."""
+    allowed = _OLD_RNG_GLOBALS if legacy_numpy else []
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[-1][:200]
+        raise InputError(f"{path}: holds more than tensors and plain values ({reason}); LARA loads no code from a "
+                         "checkpoint. Delete this checkpoint folder to resume from an earlier one, or give a new "
+                         "output_dir") from None
 
 
 class Trainer:
@@ -195,13 +219,13 @@ class Trainer:
         else:
             self._load_model_and_optimizer(path)
             if self.ema is not None:
-                self.ema.load_state_dict(torch.load(path / "state" / "ema.pt", weights_only=True))
-        self.scheduler.load_state_dict(torch.load(path / "state" / "scheduler.pt", weights_only=True))
-        _set_rng_state(torch.load(path / "state" / f"rng_rank{acc.process_index}.pt", weights_only=False))
+                self.ema.load_state_dict(load_state_file(path / "state" / "ema.pt"))
+        self.scheduler.load_state_dict(load_state_file(path / "state" / "scheduler.pt"))
+        _set_rng_state(load_state_file(path / "state" / f"rng_rank{acc.process_index}.pt", legacy_numpy=True))
         self.step, self.micro_step = state["step"], state["micro_step"]
 
     def _load_model_and_optimizer(self, path: Path) -> None:
-        model_state = torch.load(path / "state" / "model.pt", weights_only=True)
+        model_state = load_state_file(path / "state" / "model.pt")
         shapes = {k: tuple(v.shape) for k, v in self.unwrapped.state_dict().items()}
         resized = [f"{k} {tuple(v.shape)} -> {shapes[k]}" for k, v in model_state.items()
                    if k in shapes and tuple(v.shape) != shapes[k]]
@@ -212,7 +236,7 @@ class Trainer:
                              f"{resized[:3]}, missing {missing[:3]}, unexpected {unexpected[:3]}); "
                              "give a new output_dir")
         self.unwrapped.load_state_dict(model_state, strict=False)
-        self.optimizer.load_state_dict(torch.load(path / "state" / "optimizer.pt", weights_only=True))
+        self.optimizer.load_state_dict(load_state_file(path / "state" / "optimizer.pt"))
 
     # ---------------------------------------------------------------------------------------------
     # The loop

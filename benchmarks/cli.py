@@ -13,8 +13,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from lara.errors import InputError
+from lara.outputs import check_new
 
 BENCHMARKS = ("libero", "simpler")
+
+
+def listed(flag: str, text: str) -> list[str]:
+    """A comma-separated flag's items, refusing an empty list and an item given twice (it would run twice)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    twice = sorted({item for item in items if items.count(item) > 1})
+    if not items or twice:
+        raise InputError(f"{flag} {text!r}: " + (f"{twice[0]!r} is given twice; name each once" if twice
+                                                 else "names nothing; give a comma-separated list"))
+    return items
 
 
 def build_libero_parser() -> argparse.ArgumentParser:
@@ -37,6 +51,7 @@ def build_libero_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="override the suite's step budget (debugging)")
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")
     return p
 
 
@@ -62,14 +77,16 @@ def build_simpler_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="override the task's 60/120 steps (debugging)")
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")
     return p
 
 
 def main_simpler(argv: list[str]) -> int:
     args = build_simpler_parser().parse_args(argv)
+    check_new([Path(args.out) / "results.json"], overwrite=args.overwrite, what="evaluation")
     from lara.benchmarks.simpler.evaluate import evaluate
 
-    results = evaluate(args.policy, [t.strip() for t in args.tasks.split(",") if t.strip()], args.out,
+    results = evaluate(args.policy, listed("--tasks", args.tasks), args.out,
                        episodes=args.episodes, seeds=args.seeds, workers=args.workers, assets=args.assets,
                        image_size=args.image_size, rotation=args.rotation, max_steps=args.max_steps,
                        video=not args.no_video, threads_per_worker=args.threads_per_worker,
@@ -87,6 +104,10 @@ def main_simpler(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: lara eval {{{','.join(BENCHMARKS)}}} [options]   (lara eval libero --help: its options)\n\n"
+              f"{__doc__}")
+        return 0
     if not argv or argv[0] not in BENCHMARKS:
         given = argv[0] if argv else "nothing"
         print(f"usage: lara eval {{{','.join(BENCHMARKS)}}} [options]; got {given!r}.", file=sys.stderr)
@@ -94,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "simpler":
         return main_simpler(argv[1:])
     args = build_libero_parser().parse_args(argv[1:])
+    check_new([Path(args.out) / "results.json"], overwrite=args.overwrite, what="evaluation")
     from lara.benchmarks.libero.evaluate import evaluate
 
-    tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tasks = None if args.tasks is None else listed("--tasks", args.tasks)
     # evaluate checks the policy, suites, tasks, counts and init states before any worker or output folder:
     # a bad one raises lara.errors.InputError, which `lara` ends on one line with exit 2
-    results = evaluate(args.policy, args.suite.split(","), args.out, tasks=tasks, trials=args.trials,
+    results = evaluate(args.policy, listed("--suite", args.suite), args.out, tasks=tasks, trials=args.trials,
                        workers=args.workers, threads_per_worker=args.threads_per_worker, seed=args.seed,
                        camera_size=args.camera_size, max_steps=args.max_steps, video=not args.no_video,
                        allow_train_init_states=args.allow_train_init_states)

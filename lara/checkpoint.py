@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lara.config import LaraConfig
+from lara.errors import MissingPath
 from lara.lam import LatentActionModel
 from lara.model import LaraModel, attach
 
@@ -40,7 +41,12 @@ def load(model: nn.Module, directory: str | Path) -> LaraModel:
     directory = Path(directory)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name} not found: a LARA checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+            hint = ""
+            if (directory / "config.json").is_file():  # e.g. RUN/final/vla given for RUN/final/lara
+                hint = (f"; {directory} holds a VLA (config.json), not a LAM: a run's LAM is in "
+                        f"{directory.parent / 'lara'} (latent_pretrain: {directory.parent / 'lam'})")
+            raise MissingPath(f"{directory / name} not found: a LARA checkpoint holds {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME}{hint}")
     config = LaraConfig.model_validate_json((directory / CONFIG_NAME).read_text())
     wrapped = attach(model, config)
     saved = load_file(directory / WEIGHTS_NAME)
@@ -61,7 +67,12 @@ def load_lam(directory: str | Path) -> LatentActionModel:
     directory = Path(directory)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name} not found: a LARA checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+            hint = ""
+            if (directory / "config.json").is_file():  # e.g. RUN/final/vla given for RUN/final/lara
+                hint = (f"; {directory} holds a VLA (config.json), not a LAM: a run's LAM is in "
+                        f"{directory.parent / 'lara'} (latent_pretrain: {directory.parent / 'lam'})")
+            raise MissingPath(f"{directory / name} not found: a LARA checkpoint holds {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME}{hint}")
     config = LaraConfig.model_validate_json((directory / CONFIG_NAME).read_text())
     lam = LatentActionModel(config.lam)
     saved = {k[len("lam."):]: v for k, v in load_file(directory / WEIGHTS_NAME).items() if k.startswith("lam.")}

@@ -19,7 +19,7 @@ from lara.errors import UserError
 
 SUBCOMMANDS = {
     "train": ("lara.adapters.cli", "train a preset: pre-training, post-training or LAM refinement"),
-    "eval": ("lara.benchmarks.cli", "evaluate a policy on a benchmark (libero)"),
+    "eval": ("lara.benchmarks.cli", "evaluate a policy on a benchmark: libero or simpler"),
     "data": ("lara.data.cli", "data tools: generate LIBERO demos, inspect any source, write video folders"),
     "serve": ("lara.real_robot.server", "serve a policy over openpi's websocket protocol"),
     "probe": ("lara.benchmarks.probes.probe", "judge latent actions: action / task probes of LAMs and vision features"),

@@ -13,6 +13,7 @@ Python >= 3.8 syntax on purpose: robot PCs often run older interpreters (ROS Noe
 `lara` cannot be installed, copy `client.py` and `wire.py` into one folder and `import client`.
 """
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -39,8 +40,9 @@ class ServerError(RuntimeError):
 
 class PolicyClient:
     def __init__(self, host: str, port: int, timeout_s: float = 1.0, connect_timeout_s: float = 1.0,
-                 backoff_s: float = 0.2, max_backoff_s: float = 2.0) -> None:
+                 backoff_s: float = 0.2, max_backoff_s: float = 2.0, token: Optional[str] = None) -> None:
         self.host, self.port = host, int(port)
+        self.token = token or os.environ.get("LARA_SERVE_TOKEN") or None  # `lara serve --token`, sent as openpi does
         self.uri = "ws://{}:{}".format(host, self.port)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -63,7 +65,8 @@ class PolicyClient:
                 self.uri, self._next_attempt - now, self._failures))
         try:
             ws = connect(self.uri, open_timeout=self.connect_timeout_s, close_timeout=0.2,
-                         compression=None, max_size=None, ping_interval=None)
+                         compression=None, max_size=None, ping_interval=None,
+                         additional_headers={"Authorization": "Api-Key " + self.token} if self.token else None)
         except (OSError, TimeoutError, WebSocketException) as exc:
             self._failed()
             raise ServerUnavailable("cannot connect to {}: {}".format(self.uri, exc)) from exc

@@ -1,6 +1,7 @@
 """Serve any `lara.policy.Policy` over openpi's websocket policy protocol.
 
     lara serve --checkpoint runs/my_policy --port 8000
+    LARA_SERVE_TOKEN=secret lara serve --checkpoint runs/my_policy --host 0.0.0.0   # reachable from the robot PC
 
 Protocol (openpi's `WebsocketPolicyServer`, so `openpi_client.WebsocketClientPolicy` works unchanged):
 - on connect the server sends the metadata dict (msgpack-numpy, see `wire.py`);
@@ -10,6 +11,14 @@ Protocol (openpi's `WebsocketPolicyServer`, so `openpi_client.WebsocketClientPol
   answered with a text frame holding the error, which openpi's client raises as RuntimeError.
   Unlike openpi, the connection stays open: the next observation is served normally;
 - plain HTTP `GET /healthz` answers 200 "OK".
+
+Exposure: the server listens on 127.0.0.1 unless `--host` says otherwise (0.0.0.0 is warned about: anyone who
+reaches the port drives the policy). With a shared token (`--token` or LARA_SERVE_TOKEN) a connection must send
+openpi's header `Authorization: Api-Key TOKEN` (`WebsocketClientPolicy(api_key=TOKEN)`, our PolicyClient reads
+LARA_SERVE_TOKEN) or is refused with 401 before any frame; without one, openpi's client connects as it is. A
+frame larger than `max_frame_bytes(image_size)` (two camera images of up to 4x the announced side, plus room for
+the state and the instruction) is refused by its header, with close code 1009, before its payload is read.
+The metadata names the checkpoint's folder, never its path on the server's disk.
 
 Observation keys are those of `lara.policy` (`agentview_rgb` uint8 [H, W, 3] required, the others
 optional), or those openpi's LIBERO example client (examples/libero/main.py) sends: `observation/image`
@@ -24,8 +33,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import hmac
 import http
+import ipaddress
 import logging
+import os
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +51,7 @@ import websockets
 from websockets.asyncio.server import Request, ServerConnection
 from websockets.asyncio.server import serve as _ws_serve
 
-from lara.errors import MissingPath
+from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM, Policy, find_vla_dir
 from lara.real_robot import wire
 
@@ -57,6 +71,17 @@ REQUIRED_KEYS = ("agentview_rgb",)
 OPENPI_IMAGES = {"observation/image": "agentview_rgb", "observation/wrist_image": "eye_in_hand_rgb"}
 OPENPI_STATE, OPENPI_STATE_PARTS = "observation/state", (("ee_pos", 3), ("ee_ori", 3), ("gripper_qpos", 2))
 CONTROL_KEY = "__ctrl__"  # openpi's episode_start / episode_end frames
+TOKEN_ENV, TOKEN_SCHEME = "LARA_SERVE_TOKEN", "Api-Key"  # openpi's client sends `Authorization: Api-Key <key>`
+OPENPI_IMAGE_SIZE = 224  # what openpi's LIBERO client sends whatever the policy: the least side a frame may carry
+FRAME_CAMERAS, FRAME_SIDE_FACTOR, FRAME_EXTRA_BYTES = 2, 4, 1 << 20
+
+
+def max_frame_bytes(image_size: int | None) -> int:
+    """The largest observation frame served: two uint8 RGB images of up to FRAME_SIDE_FACTOR x the announced side
+    (a camera may send more than the policy reads; the policy resizes), plus 1 MiB for state, instruction and
+    msgpack framing. 224 px announced: 5.8 MB; a 200 MB frame is refused unread."""
+    side = FRAME_SIDE_FACTOR * max(image_size or 0, OPENPI_IMAGE_SIZE)
+    return FRAME_CAMERAS * side * side * 3 + FRAME_EXTRA_BYTES
 
 
 class ObservationError(ValueError):
@@ -196,18 +221,34 @@ class PolicyServer:
             prev_total_ms = (time.monotonic() - start) * 1000.0
 
 
-def _health_check(connection: ServerConnection, request: Request):
-    if request.path == "/healthz":
-        return connection.respond(http.HTTPStatus.OK, "OK\n")
-    return None
+def _gate(token: str | None):
+    """The HTTP step before the websocket upgrade: `/healthz` answers; with a token, a connection without
+    `Authorization: Api-Key <token>` is refused with 401 before any frame is read."""
+
+    def process_request(connection: ServerConnection, request: Request):
+        if request.path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "OK\n")
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"{TOKEN_SCHEME} {token}".encode()):
+                logger.warning("refused a connection from %s: %s", connection.remote_address,
+                               "wrong token" if given else "no token")
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED, f"this server needs a token: send "
+                                          f"'Authorization: {TOKEN_SCHEME} <token>' (openpi: api_key=<token>)\n")
+        return None
+
+    return process_request
 
 
 async def serve_async(policy: Policy, host: str, port: int, metadata: dict | None = None,
-                      ready: threading.Event | None = None, stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set (or forever); `ready` is set once the socket listens."""
+                      ready: threading.Event | None = None, stop: asyncio.Event | None = None,
+                      token: str | None = None) -> None:
+    """Serve until `stop` is set (or forever); `ready` is set once the socket listens. Frames past
+    `max_frame_bytes` of the metadata's `image_size` are refused; with `token`, connections must present it."""
     server = PolicyServer(policy, metadata)
-    async with _ws_serve(server.handle, host, port, compression=None, max_size=None,
-                         process_request=_health_check, ping_interval=None) as ws_server:
+    limit = max_frame_bytes(server.metadata.get("image_size"))
+    async with _ws_serve(server.handle, host, port, compression=None, max_size=limit,
+                         process_request=_gate(token), ping_interval=None) as ws_server:
         logger.info("serving %s on ws://%s:%d", type(policy).__name__, host, port)
         if ready is not None:
             ready.set()
@@ -217,9 +258,61 @@ async def serve_async(policy: Policy, host: str, port: int, metadata: dict | Non
             await stop.wait()
 
 
-def serve(policy: Policy, host: str = "0.0.0.0", port: int = 8000, metadata: dict | None = None) -> None:
+def serve(policy: Policy, host: str = "127.0.0.1", port: int = 8000, metadata: dict | None = None,
+          token: str | None = None) -> None:
     """Block serving `policy` on ws://host:port (Ctrl-C stops)."""
-    asyncio.run(serve_async(policy, host, port, metadata))
+    asyncio.run(serve_async(policy, host, port, metadata, token=token))
+
+
+def public_name(vla_dir: Path) -> str:
+    """What the metadata calls a checkpoint: its folder from the run's name down (RUN/final/vla,
+    RUN/checkpoints/step_N/vla) or its own name; a client has no business with the server's paths."""
+    parts = vla_dir.resolve().parts
+    if len(parts) >= 3 and parts[-2:] == ("final", "vla"):
+        return "/".join(parts[-3:])
+    if len(parts) >= 4 and parts[-1] == "vla" and parts[-3] == "checkpoints":
+        return "/".join(parts[-4:])
+    return vla_dir.resolve().name
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {text!r}")
+    return port
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, before the model loads, an address the server could not listen on (in use, not this machine's)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise InputError(f"--host {host}: not an address of this machine ({error.strerror}); give 127.0.0.1, "
+                         "0.0.0.0 (every interface) or one of this machine's addresses") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise InputError(f"--port {port}: {host}:{port} is in use by another process; give another --port "
+                                 "or stop the one listening there") from None
+            raise InputError(f"--host {host} --port {port}: cannot listen there ({error.strerror}); give another "
+                             "--host or --port (ports below 1024 need root)") from None
+
+
+def _warn_if_exposed(host: str, token: str | None) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        logger.warning("listening on %s: anyone who can reach this machine can drive the policy%s", host,
+                       "" if token else f"; set --token (or {TOKEN_ENV}) so that only your clients can")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,10 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True,
                         help="the exported VLA (RUN/final/vla), or the run folder RUN, RUN/final or RUN/checkpoints/step_N "
                              "(the VLA inside is picked)")
-    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (0.0.0.0 = all)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (default: this machine only; 0.0.0.0 = every interface, warned)")
+    parser.add_argument("--port", type=_port, default=8000, help="TCP port, 1..65535")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                        help=f"a shared secret every connection must send (openpi: api_key=...; default ${TOKEN_ENV}; "
+                             "none: any client connects)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_address(args.host, args.port)
+    _warn_if_exposed(args.host, args.token)
     try:
         checkpoint = find_vla_dir(args.checkpoint)
     except MissingPath as error:  # one line from the dispatcher, exit 2
@@ -241,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     from lara.vla import load_policy  # the model stack is needed only when a checkpoint is served
 
     policy = load_policy(checkpoint)
+    metadata = {"checkpoint": public_name(checkpoint), "image_size": policy_image_size(f"checkpoint:{checkpoint}")}
     try:
-        serve(policy, args.host, args.port, metadata={"checkpoint": str(checkpoint),
-                                                      "image_size": policy_image_size(f"checkpoint:{checkpoint}")})
+        serve(policy, args.host, args.port, metadata=metadata, token=args.token)
     except KeyboardInterrupt:
         pass
+    except OSError as error:  # the port was taken between the check and the start
+        raise InputError(f"--host {args.host} --port {args.port}: cannot listen there ({error}); give another "
+                         "--port") from None
     return 0
 
 

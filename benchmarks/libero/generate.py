@@ -32,6 +32,8 @@ from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, 
 from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 from lara.benchmarks.libero.protocol import FRESH, parse_init_states, placement_seed
 from lara.benchmarks.libero.workers import spawn_pool
+from lara.errors import InputError
+from lara.outputs import check_new, writable
 
 TAIL_STEPS = 25  # release-and-retreat steps after the first `done` (at least)
 RELEASED_STEPS = 10  # and the tail ends with the gripper open this long
@@ -252,7 +254,12 @@ def parse_tasks(text: str | None, suite: str) -> list[int]:
     """'0,1' -> [0, 1]; None -> every task of the suite."""
     if text is None:
         return list(range(len(task_names(suite))))
-    return [resolve_task(suite, t.strip()) for t in text.split(",") if t.strip()]
+    tasks = [resolve_task(suite, t.strip()) for t in text.split(",") if t.strip()]
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if not tasks or twice:  # a task given twice would write its file twice, the second over the first
+        raise InputError(f"--tasks {text!r}: " + (f"task {twice[0]} is given twice; name each task once" if twice
+                                                   else "names no task; give indices or names, e.g. --tasks 0,1"))
+    return tasks
 
 
 def uncovered_tasks(suite: str, tasks: list[int]) -> dict[int, str]:
@@ -314,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --distractors: correlation of the patch's motion with the arm's (x, y) command")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the files and generation.json of an earlier "
+                   "generation in --out (default: refuse)")
     return p
 
 
@@ -323,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
-    for flag in ("episodes", "attempts", "workers", "threads_per_worker"):
+    for flag in ("episodes", "attempts", "workers", "threads_per_worker", "camera_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
     try:
@@ -349,10 +358,13 @@ def main(argv: list[str] | None = None) -> int:
             distractors = DistractorConfig(correlation=args.distractor_correlation)
         except ValueError:
             parser.error(f"--distractor-correlation must be in [0, 1], got {args.distractor_correlation}.")
+    out = Path(args.out)  # before minutes of rollouts: an earlier generation is not replaced unasked
+    names = task_names(suite)
+    check_new([out / "generation.json", *([] if args.dry_run else [out / f"{names[t]}_demo.hdf5" for t in tasks])],
+              overwrite=args.overwrite, what="generation")
+    writable(out, "--out")
     max_attempts = args.attempts or (3 * args.episodes if init_states is None else len(init_states))
     starts = {t: task_starts(init_states, t, args.seed, max_attempts) for t in tasks}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with spawn_pool(args.workers, args.threads_per_worker, _init_worker) as pool:
         with tqdm(total=sum(map(len, starts.values())), desc="expert rollouts", disable=args.no_progress,

@@ -31,6 +31,7 @@ from lara.benchmarks.probes import fit
 from lara.benchmarks.probes.distractors import DistractorConfig, distract_pairs
 from lara.benchmarks.probes.representations import Features, compute
 from lara.errors import InputError
+from lara.outputs import check_new
 
 SYNTHETIC_DIRECTIONS = ("move up", "move down", "move left", "move right")
 
@@ -222,9 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     p.add_argument("--plot", type=Path, default=None, help="write a bar plot (PNG) here")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --out / --plot")
     args = p.parse_args(argv)
     if not 0 < args.test_fraction < 1:
         raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}.")
+    for flag, least in (("frame_gap", 1), ("image_size", 8), ("stride", 1), ("clusters", 1), ("mlp_steps", 0)):
+        if getattr(args, flag) is not None and getattr(args, flag) < least:
+            raise InputError(f"--{flag.replace('_', '-')} must be at least {least}, got {getattr(args, flag)}.")
+    if not 0 <= args.distractor_correlation <= 1:
+        raise InputError(f"--distractor-correlation must be in [0, 1], got {args.distractor_correlation}.")
+    check_new([path for path in (args.out, args.plot) if path is not None], overwrite=args.overwrite, what="probe")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     start = time.time()
     if args.synthetic:

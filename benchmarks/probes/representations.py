@@ -92,7 +92,10 @@ def load_lam_artifact(path: str) -> lara.LatentActionModel:
     if not folder.is_dir():
         raise MissingPath(f"lam:{path}: no such folder; expected a LAM or LARA artifact (lara_config.json + "
                           "lara.safetensors), e.g. RUN/final/lara.")
-    return lara.load_lam(folder)
+    try:
+        return lara.load_lam(folder)
+    except MissingPath as error:
+        raise MissingPath(f"lam:{path}: {error}") from None
 
 
 def compute(specs: list[str], frames: torch.Tensor, image_size: int, seed: int) -> list[Features]:

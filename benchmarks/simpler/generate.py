@@ -36,6 +36,7 @@ from lara.benchmarks.libero.workers import run_in_pool
 from lara.benchmarks.simpler.assets import BRIDGE_TASKS, check_assets, resolve_asset_dir, resolve_task
 from lara.benchmarks.simpler.evaluate import _WORKER, _env_for, _init_worker
 from lara.errors import InputError
+from lara.outputs import check_new, writable
 
 PLACEMENTS = ("fresh", "simpler")
 SETTLE_STEPS = 5        # control steps (1 s) with the arm still after objects are moved
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "seed*100003 + t*1009 + a")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the files and generation.json of an earlier "
+                   "generation in --out (default: refuse)")
     return p
 
 
@@ -176,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     attempts = args.attempts or 2 * args.episodes
+    out = Path(args.out)  # before the assets are read and minutes of rollouts: an earlier generation is kept unasked
+    check_new([out / "generation.json", *(out / f"{env_id}_demo.hdf5" for env_id in env_ids)],
+              overwrite=args.overwrite, what="generation")
+    writable(out, "--out")
     root = resolve_asset_dir(args.assets)
     check_assets(root, env_ids)  # one line naming the missing files; nothing created
     fresh = args.placements == "fresh"
@@ -183,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
             for a in range(attempts) for t, env_id in enumerate(env_ids)]  # tasks interleaved: all advance
     records: dict[str, dict[int, dict]] = {env_id: {} for env_id in env_ids}
     done: dict[str, tuple[list[dict], int]] = {}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     os.environ["MS_ASSET_DIR"] = str(root)  # spawned workers import mani_skill with it
     with tqdm(total=len(jobs), desc="expert episodes", disable=args.no_progress, dynamic_ncols=True) as bar:

@@ -191,7 +191,8 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
         say(f"[{cell.name}] trained in {state['train_s']:.0f} s")
     if todo != "skip":
         args = [*cell.eval_args, "--policy", f"checkpoint:{cell.run / 'final' / 'vla'}", "--out", str(cell.eval),
-                "--workers", str(eval_workers), "--threads-per-worker", str(threads)]
+                "--workers", str(eval_workers), "--threads-per-worker", str(threads),
+                "--overwrite"]  # the cell's own evaluation, redone because its arguments or results changed
         state["eval_s"], state["eval_load"] = _subprocess(args, cell.folder / "eval.log", threads)
         _write_state(cell, state)
         say(f"[{cell.name}] evaluated in {state['eval_s']:.0f} s")

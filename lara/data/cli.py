@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lara data: unknown command '{name}'.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, takes_name, _ = COMMANDS[name]
-    return int(importlib.import_module(module).main(argv if takes_name else argv[1:]) or 0)
+    from lara.cli import run_command  # `lara data convert: error: ...`, exit 2, like every command
+
+    return run_command(f"lara data {name}", importlib.import_module(module).main, argv if takes_name else argv[1:])
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from lara.outputs import OVERWRITE_HELP, check_new, writable
 
 from .libero_hdf5 import LiberoFileError, LiberoHDF5Writer, demo_names, images_upside_down, open_libero_hdf5, \
     read_instruction
@@ -66,8 +67,10 @@ def _read_demo(handle, name: str, upside_down: bool) -> dict:
 
 
 def libero_to_lerobot(sources: list[Path], out: Path, *, codec: str = "av1", fps: int | None = None,
-                      episodes_per_file: int | None = None) -> Path:
-    """Every demo of the LIBERO files (files or folders of them) as one LeRobot v3.0 dataset at `out`."""
+                      episodes_per_file: int | None = None, overwrite: bool = False) -> Path:
+    """Every demo of the LIBERO files (files or folders of them) as one LeRobot v3.0 dataset at `out`
+    (an existing dataset there is replaced, once the new one is whole, only with `overwrite`)."""
+    check_new([out], overwrite=overwrite, what="conversion")
     from .lerobot_writer import LeRobotWriter, camera, vector
 
     demos = []  # (file, demo name, instruction) in file order, demo order
@@ -98,7 +101,8 @@ def libero_to_lerobot(sources: list[Path], out: Path, *, codec: str = "av1", fps
                 features.update({key: camera(*arrays[key].shape[1:3], video=codec != "png")
                                  for key in CAMERAS.values() if key in arrays})
                 writer = LeRobotWriter(out, fps=fps, features=features, robot_type="panda",
-                                       codec="av1" if codec == "png" else codec, episodes_per_file=episodes_per_file)
+                                       codec="av1" if codec == "png" else codec, episodes_per_file=episodes_per_file,
+                                       overwrite=overwrite)
             if set(arrays) != set(writer.features) - {"timestamp", "frame_index", "episode_index", "index",
                                                       "task_index"}:
                 raise LiberoFileError(f"{path} data/{name}: holds {sorted(arrays)}, the first demo held "
@@ -117,8 +121,9 @@ def _file_name(instruction: str) -> str:
 
 
 def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
-                      eye_in_hand: str | None = None) -> list[Path]:
-    """One LIBERO HDF5 file per task of the LeRobot dataset (LIBERO files hold one task each)."""
+                      eye_in_hand: str | None = None, overwrite: bool = False) -> list[Path]:
+    """One LIBERO HDF5 file per task of the LeRobot dataset (LIBERO files hold one task each); a file of the same
+    name already in `out` is replaced only with `overwrite` (checked for every file before any is written)."""
     from .lerobot import LeRobotSource
 
     data = LeRobotSource(source)
@@ -136,7 +141,9 @@ def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
     for episode in data.episodes():
         by_task.setdefault(episode.instruction, []).append(episode)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder; --to libero writes one file per task into it.")
+        raise LiberoFileError(f"{out}: exists and is not a folder; --to libero writes one file per task into it.")
+    check_new([out / _file_name(instruction) for instruction in by_task], overwrite=overwrite, what="conversion")
+    writable(out, "OUT")
     written = []
     for instruction, episodes in by_task.items():
         path = out / _file_name(instruction)
@@ -182,25 +189,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="--to lerobot: start a new data/video file every N episodes (default: by size)")
     parser.add_argument("--agentview", default=None, help="--to libero: the camera feature for agentview_rgb")
     parser.add_argument("--eye-in-hand", default=None, help="--to libero: the camera feature for eye_in_hand_rgb")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     args = parser.parse_intermixed_args(argv)
     *sources, out = args.sources
     if not sources:
         parser.error("give SRC... and OUT")
-    try:
-        if args.to == "lerobot":
-            written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
-                                         episodes_per_file=args.episodes_per_file)]
-        else:
-            if len(sources) != 1:
-                parser.error("--to libero reads one LeRobot dataset folder")
-            written = lerobot_to_libero(sources[0], out, agentview=args.agentview, eye_in_hand=args.eye_in_hand)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    for flag in ("fps", "episodes_per_file"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.to == "lerobot":
+        written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
+                                     episodes_per_file=args.episodes_per_file, overwrite=args.overwrite)]
+    else:
+        if len(sources) != 1:
+            parser.error("--to libero reads one LeRobot dataset folder")
+        written = lerobot_to_libero(sources[0], out, agentview=args.agentview, eye_in_hand=args.eye_in_hand,
+                                    overwrite=args.overwrite)
     for path in written:
         print(path)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from lara.cli import run_command
+
+    raise SystemExit(run_command("lara data convert", main, sys.argv[1:]))

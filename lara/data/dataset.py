@@ -95,6 +95,12 @@ class LiberoDataset(torch.utils.data.Dataset):
                   for ep, k in zip(self.episodes, self._gaps)]
         self._episode_of = np.concatenate([np.full(len(r), e, dtype=np.int64) for e, r in enumerate(starts)])
         self._t_of = np.concatenate([np.arange(len(r), dtype=np.int64) for r in starts])
+        if all(ep.length <= k for ep, k in zip(self.episodes, self._gaps)):  # no (o_t, o_t+k) pair anywhere
+            longest = max(ep.length for ep in self.episodes)
+            raise SourceError(f"frame_gap={max(self._gaps)} (frames; frame_gap_s={self.config.frame_gap_s}) reaches "
+                              f"past the end of every episode (the longest has {longest} frames): no sample would "
+                              "have a future frame, so the LAM and alignment losses would be 0. Give a frame gap "
+                              f"below {longest}, or longer episodes.")
         if len(self._t_of) == 0:
             longest = max(ep.length for ep in self.episodes)
             raise ValueError(f"no samples: with drop_incomplete every episode needs more than frame_gap="

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lara.errors import InputError
+from lara.errors import InputError, MissingPath
 
 if TYPE_CHECKING:
     from .statistics import DatasetStatistics
@@ -121,12 +121,31 @@ def _missing(format: str, error: ImportError) -> SourceError:
                        f"pip install {error.name} (or the extra: pip install 'lara[video]').")
 
 
+def _lerobot_layout(path: Path) -> str | None:
+    """What marks `path` as a LeRobot dataset folder apart from meta/info.json (meta/, data/chunk-*,
+    videos/chunk-* or videos/<key>/chunk-*), or None."""
+    if not path.is_dir():
+        return None
+    if (path / "meta").is_dir():
+        return "meta/"
+    for pattern in ("data/chunk-*", "videos/chunk-*", "videos/*/chunk-*"):
+        found = next(path.glob(pattern), None)
+        if found is not None:
+            return str(found.relative_to(path)) + "/"
+    return None
+
+
 def detect_format(path: str | os.PathLike) -> str:
     """The SOURCES name of what lies at `path`, from names on disk only (no file is decoded)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory (expected a data source: "
-                                f"{', '.join(SOURCES)}).")
+        raise MissingPath(f"{path}: no such file or directory (expected a data source: {', '.join(SOURCES)}); "
+                          "check the path in data.paths.")
+    layout = _lerobot_layout(path)
+    if layout and not (path / "meta" / "info.json").is_file():  # its mp4 files are not a video folder
+        raise SourceError(f"{path}: a LeRobot dataset's layout ({layout}) without meta/info.json, which says what its "
+                          "files hold; restore meta/info.json (LeRobot writes it), or give `format: video` to read "
+                          "its mp4 files as plain videos.")
     for format, module in SOURCES.items():
         try:
             reader = import_module(module)

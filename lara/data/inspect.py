@@ -11,7 +11,7 @@ resized exactly as training cuts them.
 from __future__ import annotations
 
 import argparse
-import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -79,12 +79,31 @@ def contact_sheet(data: LiberoDataset, pairs: int, seed: int, path: Path) -> lis
     return shown
 
 
+def _cameras(path: Path, fmt: str, camera: str | None) -> tuple[str, list[str], bool]:
+    """The camera of the pairs, the others to show, and whether to read frames only: a LeRobot dataset shows
+    every camera it has (its LIBERO-named one first for the pairs, else its first) and needs no actions."""
+    if fmt != "lerobot":
+        return camera or "agentview_rgb", [], fmt == "video"
+    from .lerobot import ACTION, STATE, LeRobotSource
+
+    source = LeRobotSource(path, action_free=True)  # every camera, no feature required
+    visual = list(source.cameras)
+    if not visual:
+        raise SourceError(f"{path}: no image or video feature; features: {sorted(source.features)}.")
+    if camera is None:
+        camera = next((c for c in visual if c == "observation.images.agentview"), visual[0])
+    else:
+        camera = source._camera_name(camera, visual)
+    return camera, [c for c in visual if c != camera], not {ACTION, STATE} <= set(source.features)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lara data inspect", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a LIBERO HDF5 file/folder, a LeRobot dataset folder or videos")
     parser.add_argument("--format", choices=["libero_hdf5", "lerobot", "video"], default=None,
                         help="the reader (default: recognised from what is on disk)")
-    parser.add_argument("--camera", default="agentview_rgb", help="camera of the pairs (a video's only one is used)")
+    parser.add_argument("--camera", default=None, help="camera of the pairs (default: agentview_rgb; a LeRobot "
+                        "dataset's agentview, else its first camera; a video's only one)")
     parser.add_argument("--frame-gap", type=int, default=9, help="k in frames")
     parser.add_argument("--frame-gap-s", type=float, default=None, help="k in seconds (each episode's own fps)")
     parser.add_argument("--fps", type=float, default=None, help="resample videos to this frame rate")
@@ -94,20 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet", type=Path, default=None, help="PNG path (default: <name>_pairs.png here)")
     parser.add_argument("--seed", type=int, default=0, help="which pairs are drawn")
     args = parser.parse_args(argv)
-    try:
-        fmt = args.format or detect_format(args.path)
+    if args.pairs < 0:
+        parser.error(f"--pairs must be at least 0, got {args.pairs}")
+    fmt = args.format or detect_format(args.path)
+    camera, others, action_free = _cameras(args.path, fmt, args.camera)
+    with warnings.catch_warnings(record=True) as skipped:  # an unreadable file is named, the rest inspected
+        warnings.simplefilter("always")
         config = LiberoDataConfig(
-            paths=[SourceSpec(path=args.path, format=fmt)], camera=args.camera, frame_gap=args.frame_gap,
-            frame_gap_s=args.frame_gap_s, fps=args.fps, image_size=args.image_size, crop=args.crop,
-            action_free=fmt == "video")
+            paths=[SourceSpec(path=args.path, format=fmt)], camera=camera, extra_cameras=others,
+            frame_gap=args.frame_gap, frame_gap_s=args.frame_gap_s, fps=args.fps, image_size=args.image_size,
+            crop=args.crop, action_free=action_free, skip_bad_files=True)
         data = LiberoDataset(config)
-        print("\n".join(summary(data)))
-        if args.pairs > 0:
-            sheet = args.sheet or Path(f"{args.path.resolve().name}_pairs.png")
-            shown = contact_sheet(data, args.pairs, args.seed, sheet)
-            rows = ", ".join(f"{data.episodes[e].source} {t}->{u}" for e, t, u in shown)
-            print(f"contact sheet: {sheet} ({len(shown)} pairs o_t | o_t+k, top to bottom: {rows})")
-    except (SourceError, ValueError, FileNotFoundError) as error:
-        print(f"lara data inspect: {error}", file=sys.stderr)
-        return 2
+    print("\n".join(summary(data)))
+    for warning in skipped:
+        if issubclass(warning.category, UserWarning):
+            print(f"{warning.message}")
+    if args.pairs > 0:
+        sheet = args.sheet or Path(f"{args.path.resolve().name}_pairs.png")
+        shown = contact_sheet(data, args.pairs, args.seed, sheet)
+        rows = ", ".join(f"{data.episodes[e].source} {t}->{u}" for e, t, u in shown)
+        print(f"contact sheet: {sheet} ({len(shown)} pairs o_t | o_t+k, top to bottom: {rows})")
     return 0

@@ -15,12 +15,14 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lara.errors import InputError
+from lara.outputs import staging_folder
 
 from .video_io import VideoEncoder, stream_info
 
@@ -121,10 +123,14 @@ class LeRobotWriter:
 
     def __init__(self, root, *, fps: int, features: dict[str, dict], robot_type: str | None = None,
                  codec: str = "av1", crf: int = 30, gop: int = 2, episodes_per_file: int | None = None,
-                 data_file_mb: int = 100, video_file_mb: int = 200):
-        self.root = Path(root)
-        if self.root.exists():
-            raise FileExistsError(f"{self.root}: already exists; a LeRobot dataset is written into a new folder.")
+                 data_file_mb: int = 100, video_file_mb: int = 200, overwrite: bool = False):
+        self.root, self.overwrite = Path(root), overwrite
+        if self.root.exists() and not overwrite:
+            raise InputError(f"{self.root}: already exists; a LeRobot dataset is written into a new folder (give "
+                             "--overwrite to replace it).")
+        if self.root.exists() and not (self.root / "meta" / "info.json").is_file():
+            raise InputError(f"{self.root}: exists and is not a LeRobot dataset (no meta/info.json); --overwrite "
+                             "replaces a dataset only: give another folder.")
         if int(fps) != fps or fps <= 0:
             raise ValueError(f"fps must be a positive integer (LeRobot's info.json stores an int), got {fps}.")
         reserved = sorted(set(features) & set(DEFAULT_FEATURES))
@@ -136,8 +142,12 @@ class LeRobotWriter:
         self.schema = pa.schema([(k, _arrow_type(self.features[k])) for k in self.columns])
         self.codec, self.crf, self.gop = codec, crf, gop
         self.episodes_per_file, self.data_file_mb, self.video_file_mb = episodes_per_file, data_file_mb, video_file_mb
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        try:  # the staging folder beside it, named after the writer's process: stale ones of this root are removed
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = staging_folder(self.root)
+        except OSError as error:
+            raise InputError(f"{self.root}: cannot write there ({error.strerror or error}); give a folder you can "
+                             "write to.") from None
         self.tasks: dict[str, int] = {}
         self.episode_rows: list[dict] = []
         self.total_frames = 0
@@ -261,7 +271,13 @@ class LeRobotWriter:
                 "fps": self.fps, "splits": {"train": f"0:{len(self.episode_rows)}"}, "data_path": DATA_PATH,
                 "video_path": VIDEO_PATH if self.videos else None, "features": features}
         (self._tmp / "meta/info.json").write_text(json.dumps(info, indent=4))
-        self._tmp.rename(self.root)
+        if self.overwrite and self.root.exists():  # the earlier dataset goes only once the new one is whole
+            earlier = self._tmp.with_name(self._tmp.name + ".earlier")
+            self.root.rename(earlier)
+            self._tmp.rename(self.root)
+            shutil.rmtree(earlier)
+        else:
+            self._tmp.rename(self.root)
         return self.root
 
     def discard(self) -> None:

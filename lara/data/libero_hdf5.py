@@ -25,13 +25,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+
+from lara.outputs import staging_file
 
 from .episodes import SourceError
 
@@ -113,11 +114,14 @@ class LiberoHDF5Writer:
         self.path = Path(path)
         self.language = language
         self.image_compression = image_compression
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:  # the staging file beside it, named after the writer's process: stale ones of this path are removed
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp_path = staging_file(self.path)
+        except OSError as error:
+            raise LiberoFileError(f"{self.path}: cannot write there ({error.strerror or error}); give a folder you "
+                                  "can write to.") from None
         os.fchmod(fd, new_file_mode())  # mkstemp's 0600 would make generated data private to its writer
         os.close(fd)
-        self._tmp_path = Path(tmp)
         try:
             self._file = h5py.File(self._tmp_path, "w")
         except OSError:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from lara.data.libero_hdf5 import new_file_mode
+from lara.outputs import staging_file
 
 STATISTICS_FILE = "dataset_statistics.json"
 GRIPPER_NOT_NORMALIZED = (True,) * 6 + (False,)  # LIBERO / OpenVLA 7-D actions
@@ -95,7 +95,7 @@ def save_statistics(stats: DatasetStatistics, path: str | os.PathLike, dataset_n
     path.parent.mkdir(parents=True, exist_ok=True)
     content = json.loads(path.read_text()) if path.is_file() else {}
     content[dataset_name] = stats.to_json()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = staging_file(path)
     os.fchmod(fd, new_file_mode())  # not mkstemp's 0600
     with os.fdopen(fd, "w") as handle:
         json.dump(content, handle, indent=2)

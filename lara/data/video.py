@@ -254,18 +254,24 @@ def _probe(file: Path) -> tuple[float, int, int, float]:
 
 
 def write_videos(source: str | os.PathLike, out: str | os.PathLike, *, camera: str | None = None,
-                 fps: float = 10.0, codec: str = "libx264") -> list[Path]:
+                 fps: float = 10.0, codec: str = "libx264", overwrite: bool = False) -> list[Path]:
     """Write every episode of a source (any format) as `<out>/<name>.mp4` with its instruction in `<name>.txt`:
-    a video folder, e.g. to try video pre-training on frames of LIBERO demos. Returns the files written."""
+    a video folder, e.g. to try video pre-training on frames of LIBERO demos. Returns the files written. Files of
+    the same names already in `out` are replaced only with `overwrite` (checked before any is written)."""
     import av
+
+    from lara.outputs import check_new, writable
 
     from .episodes import open_source
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    episodes = open_source(source).episodes()
+    names = [f"{number:05d}_{Path(episode.path).stem}" for number, episode in enumerate(episodes)]
+    check_new([out / f"{name}{suffix}" for name in names for suffix in (".mp4", ".txt")], overwrite=overwrite,
+              what="video folder")
+    writable(out, "OUT")
     written = []
-    for number, episode in enumerate(open_source(source).episodes()):
-        name = f"{number:05d}_{Path(episode.path).stem}"
+    for name, episode in zip(names, episodes):
         view = camera or episode.cameras[0]
         frames = episode.frames(view, list(range(episode.length)))  # (T, H, W, 3)
         frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
@@ -291,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="output folder")
     parser.add_argument("--camera", default=None, help="camera to write (default: the episode's first)")
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the written videos")
+    parser.add_argument("--overwrite", action="store_true", help="replace videos an earlier run wrote (default: refuse)")
     args = parser.parse_args(argv)
-    files = write_videos(args.source, args.out, camera=args.camera, fps=args.fps)
+    if not args.fps > 0:
+        parser.error(f"--fps must be positive, got {args.fps}")
+    files = write_videos(args.source, args.out, camera=args.camera, fps=args.fps, overwrite=args.overwrite)
     print(f"wrote {len(files)} videos to {args.out}")
     return 0

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
+from lara.errors import InputError
 from lara.policy import camera_image, find_vla_dir, robot_state
 from lara.vla.token_vla import TokenVLA, preprocess_images
 
@@ -44,8 +46,18 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu"):
     """A policy from a directory written by `save_pretrained` (LARA detached: VLA weights only), or a run
     folder holding one (`find_vla_dir`): a pi0 (config.json `model_type` 'pi0') or a TokenVLA."""
     path = find_vla_dir(path)
-    if json.loads((path / "config.json").read_text()).get("model_type") == "pi0":
-        from lara.vla.pi0 import load_pi0_policy
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise InputError(f"{path / 'config.json'} is not a JSON object ({error}); expected the config.json that "
+                         "save_pretrained writes: re-export the VLA or pass another checkpoint") from None
+    try:
+        if model_type == "pi0":
+            from lara.vla.pi0 import load_pi0_policy
 
-        return load_pi0_policy(path, device)
-    return TokenVLAPolicy(TokenVLA.from_pretrained(path).to(device))
+            return load_pi0_policy(path, device)
+        return TokenVLAPolicy(TokenVLA.from_pretrained(path).to(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:  # a damaged or foreign weights file
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: the VLA cannot be loaded ({reason}); the files are damaged or not a "
+                         "save_pretrained export of this config: re-export the VLA or pass another checkpoint") from None

@@ -166,8 +166,9 @@ def test_checkpoint_and_log_intervals_must_align(demos, tmp_path):
 
 def test_a_warmup_longer_than_the_run_warns():
     with pytest.warns(UserWarning, match=r"train.warmup_steps=50 exceeds train.steps=10: the learning rate only "
-                                         r"reaches 0.2 x train.lr"):
+                                         r"reaches 0.2 x train.lr") as caught:
         load_recipe("posttrain_token_vla", ["train.steps=10", "train.warmup_steps=50"])
+    assert caught[0].filename == __file__  # the line that built the config, not one inside pydantic
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_recipe("posttrain_token_vla", ["train.steps=10", "train.warmup_steps=10"])

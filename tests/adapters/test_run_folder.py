@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -150,3 +151,47 @@ def test_starting_over_sets_the_earlier_checkpoints_aside(demos, tmp_path, capsy
     kept = run / "checkpoints.earlier-1"
     assert {p.name: (p / "trainer_state.json").read_bytes() for p in kept.iterdir()} == earlier  # nothing lost
     assert checkpoints.latest_intact(run / "checkpoints").name == "step_000002"  # what a resume picks
+
+
+def copied(finished, tmp_path: Path) -> tuple[Path, list[str]]:
+    run, overrides = finished
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run", [f"output_dir={tmp_path / 'run'}" if o.startswith("output_dir=") else o for o in overrides]
+
+
+def test_a_finished_run_with_a_damaged_export_is_refused_not_called_done(finished, tmp_path, capsys):
+    run, overrides = copied(finished, tmp_path)
+    assert json.loads((run / "final" / "manifest.json").read_text())["vla/model.safetensors"]["bytes"] > 0
+    weights = run / "final" / "vla" / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # truncated
+    assert cli.main(["train", "posttrain_token_vla", *overrides]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lara train: error: ") and error.count("\n") == 1
+    assert f"final is damaged: vla/model.safetensors has {len(whole) // 2} bytes, the manifest says {len(whole)}" \
+           f" (recorded at export). Move {run / 'final'} aside" in error
+    (run / "final").rename(run / "final.damaged")  # as the error says: the last checkpoint is exported again
+    posttrain.run(load_recipe("posttrain_token_vla", overrides))
+    assert (run / "final" / "vla" / "model.safetensors").read_bytes() == whole
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2]  # nothing trained again
+
+
+def test_a_second_process_training_in_the_same_folder_is_refused(finished, tmp_path, capsys):
+    """The first holds RUN/.lock while it trains: a second `lara train` into the folder ends on one line."""
+    import subprocess
+    import sys
+
+    run, overrides = copied(finished, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lara.adapters.run_folder import locked\n"
+                               f"with locked({str(run)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert cli.main(["train", "posttrain_token_vla", *overrides]) == 2
+        error = capsys.readouterr().err
+        assert error == (f"lara train: error: {run} is in use: process {holder.pid} on {os.uname().nodename} trains "
+                         f"in it (it holds {run / '.lock'}); wait for it to end, or give another output_dir\n")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli.main(["train", "posttrain_token_vla", *overrides]) == 0  # the lock goes with its process

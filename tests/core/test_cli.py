@@ -23,16 +23,49 @@ def one_line_error(capsys, prog: str) -> str:
 
 @pytest.mark.parametrize("argv, prog, message", [
     (["train", "posttrain_tokenvla"], "lara train", "Did you mean 'posttrain_token_vla'?"),
-    (["data", "generate", "--suite", "objects", "--out", "{tmp}/data"], "lara data", "Unknown LIBERO suite 'objects'"),
+    (["data", "generate", "--suite", "objects", "--out", "{tmp}/data"], "lara data generate",
+     "Unknown LIBERO suite 'objects'"),
     (["serve", "--checkpoint", "{tmp}/nowhere"], "lara serve", "nowhere holds no config.json"),
     (["eval", "libero", "--policy", "scripted", "--suite", "object", "--trials", "0", "--out", "{tmp}/eval"],
      "lara eval", "--trials must be at least 1, got 0"),
-], ids=["train", "data", "serve", "eval"])
+    (["train", "posttrain_token_vla", "data.paths=[data/a"], "lara train",
+     "override 'data.paths=[data/a': the value is not valid YAML (expected ',' or ']', but got '<stream end>')"),
+    (["train", "{tmp}/broken.yaml"], "lara train", "broken.yaml is not valid YAML at line 3, column 1"),
+    (["eval", "libero", "--policy", "scripted", "--suite", "object", "--tasks", "0,1,0", "--out", "{tmp}/eval"],
+     "lara eval", "--tasks '0,1,0': '0' is given twice; name each once"),
+    (["data", "generate", "--suite", "object", "--tasks", "1,1", "--out", "{tmp}/data"], "lara data generate",
+     "--tasks '1,1': task 1 is given twice; name each task once"),
+], ids=["train", "data", "serve", "eval", "override", "preset", "eval-twice", "generate-twice"])
 def test_every_command_ends_a_user_error_on_one_line_with_exit_2(tmp_path, capsys, argv, prog, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("recipe: posttrain\ntrain: {steps: [1\n")
     assert cli.main(argv) == 2
     assert message in one_line_error(capsys, prog)
-    assert not list(tmp_path.iterdir())  # refused before anything was written
+    assert list(tmp_path.iterdir()) == [broken]  # refused before anything was written
+
+
+def test_a_missing_data_path_is_one_line(tmp_path, capsys):
+    assert cli.main(["train", "posttrain_token_vla", f"data.paths=[{tmp_path / 'nowhere'}]",
+                     f"output_dir={tmp_path / 'run'}"]) == 2
+    assert "nowhere: no such file or directory" in one_line_error(capsys, "lara train")
+
+
+def test_help_of_lara_and_lara_eval(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "evaluate a policy on a benchmark: libero or simpler" in capsys.readouterr().out
+    assert cli.main(["eval", "--help"]) == 0
+    assert "usage: lara eval {libero,simpler}" in capsys.readouterr().out
+    assert cli.main(["eval"]) == 2
+
+
+def test_eval_replaces_no_earlier_results_without_overwrite(tmp_path, capsys):
+    (tmp_path / "results.json").write_text('{"earlier": true}')
+    for bench in (["libero", "--suite", "object"], ["simpler"]):
+        assert cli.main(["eval", *bench, "--policy", "scripted", "--out", str(tmp_path)]) == 2
+        assert "results.json already exists; this evaluation would replace it: give --overwrite" in \
+            one_line_error(capsys, "lara eval")
+    assert (tmp_path / "results.json").read_text() == '{"earlier": true}'
 
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch):

@@ -32,7 +32,12 @@ def test_the_wrapping_a_model_example_runs_as_written(tmp_path, monkeypatch, cap
     assert (tmp_path / "ckpt/lara/lara.safetensors").is_file() and (tmp_path / "ckpt/vla/config.json").is_file()
     assert scope["vla"] is scope["model"].base  # detach handed back the very object
 
-    write_demos(tmp_path / "data" / "scripted_object")
+    assert "trainable params: VLA 302,016 || projector 16,640 || LAM 1,977,440" in printed[0]
+    assert "0.3M-parameter TokenVLA" in first and "2M-parameter LAM" in first  # what it prints, in its words
+    between = README.read_text().split("## Wrapping a model", 1)[1].split("```python")[1].split("```", 1)[1]
+    assert "`lara data generate --suite object --tasks 0 --episodes 2 --camera-size 64 --out data/scripted_object`" \
+        in between  # a fresh clone has no data: the text before the LiberoDataset block says how to make it
+    write_demos(tmp_path / "data" / "scripted_object")  # what that command writes, in seconds
     exec(compile(libero, "README.md: LiberoDataset batch", "exec"), scope)
     out = scope["out"]
     assert torch.isfinite(out.loss) and out.lara["base"] > 0 and out.lara["align"] > 0

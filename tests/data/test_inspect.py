@@ -63,3 +63,31 @@ def test_data_dispatcher_keeps_generate_and_names_unknown_commands(monkeypatch, 
     assert "Did you mean 'inspect'?" in capsys.readouterr().err
     assert lara_main(["data", "inspect", str(sys.prefix) + "/no-such-data"]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_inspect_shows_every_camera_of_a_lerobot_dataset_with_its_own_names(tmp_path, capsys):
+    """Cameras named top and wrist (not LIBERO's agentview) and no state: shown, not 'no camera agentview_rgb'."""
+    pytest.importorskip("pyarrow")
+    from lara.data.lerobot_writer import LeRobotWriter, camera, vector
+
+    features = {"action": vector(6), "observation.images.top": camera(24, 32, video=False),
+                "observation.images.wrist": camera(24, 32, video=False)}
+    with LeRobotWriter(tmp_path / "aloha", fps=10, features=features) as writer:
+        frames = np.zeros((12, 24, 32, 3), np.uint8)
+        writer.add_episode({"action": np.zeros((12, 6)), "observation.images.top": frames,
+                            "observation.images.wrist": frames}, task="fold the towel")
+    assert lara_main(["data", "inspect", str(tmp_path / "aloha"), "--frame-gap", "3", "--pairs", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "lerobot, 1 episodes, 12 frames" in out
+    assert "cameras ['observation.images.top', 'observation.images.wrist']" in out
+
+
+def test_inspect_names_an_unreadable_video_and_inspects_the_rest(tmp_path, capsys):
+    pytest.importorskip("av")
+    videos = tmp_path / "clips"
+    write_video(videos / "a.mp4", frames=20, fps=10, height=32, width=32)
+    write_video(videos / "b.mp4", frames=20, fps=10, height=32, width=32)
+    (videos / "b.mp4").write_bytes((videos / "b.mp4").read_bytes()[:200])  # truncated
+    assert lara_main(["data", "inspect", str(videos), "--frame-gap", "3", "--pairs", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "video, 1 episodes, 20 frames" in out and "skipped 1 unreadable video file(s)" in out and "b.mp4" in out

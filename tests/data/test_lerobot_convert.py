@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
+from lara.cli import main as lara_main
+from lara.errors import InputError
 
 pytest.importorskip("av")
 pytest.importorskip("pyarrow")
@@ -15,7 +19,7 @@ pytest.importorskip("pyarrow")
 from lara.data.convert import main  # noqa: E402
 from lara.data.lerobot import LeRobotSource  # noqa: E402
 from lara.data.lerobot_writer import LeRobotWriter, camera, vector  # noqa: E402
-from lara.data.libero_hdf5 import LiberoHDF5Writer  # noqa: E402
+from lara.data.libero_hdf5 import LiberoHDF5Writer, inspect_libero_hdf5  # noqa: E402
 
 from lerobot_fixtures import episode_frames, nearest_frames  # noqa: E402
 
@@ -121,10 +125,39 @@ def test_bad_input_is_named(tmp_path, capsys):
                                 "observation.images.top": episode_frames(0, 4)}, task="x")
         writer.add_episode({"action": np.zeros((4, 6)), "observation.state": np.zeros((4, 8)),
                             "observation.images.top": episode_frames(0, 4)}, task="x")
-    assert main([str(tmp_path / "lr"), "--to", "libero", str(tmp_path / "back")]) == 1
-    assert "LIBERO needs [T, 7] actions" in capsys.readouterr().err
-    with pytest.raises(FileExistsError, match="already exists"):
+    assert lara_main(["data", "convert", str(tmp_path / "lr"), "--to", "libero", str(tmp_path / "back")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lara data convert: error: ") and "LIBERO needs [T, 7] actions" in error
+    with pytest.raises(InputError, match="already exists; a LeRobot dataset is written into a new folder"):
         LeRobotWriter(tmp_path / "lr", fps=10, features={"action": vector(6)})
+
+
+def test_convert_replaces_nothing_without_overwrite_and_names_an_unwritable_out(tmp_path, libero_files, capsys):
+    out, back = tmp_path / "lr", tmp_path / "back"
+    assert lara_main(["data", "convert", str(tmp_path / "src"), "--to", "lerobot", str(out), "--codec", "png"]) == 0
+    assert lara_main(["data", "convert", str(out), "--to", "libero", str(back)]) == 0
+    capsys.readouterr()
+    mine = sorted(back.iterdir())[0]
+    mine.write_bytes(b"the user's own file")  # an earlier file of the same name in OUT
+    info = (out / "meta" / "info.json").read_bytes()
+    for argv in (["data", "convert", str(out), "--to", "libero", str(back)],
+                 ["data", "convert", str(tmp_path / "src"), "--to", "lerobot", str(out), "--codec", "png"]):
+        assert lara_main(argv) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("lara data convert: error: ") and error.count("\n") == 1 and "--overwrite" in error
+    assert mine.read_bytes() == b"the user's own file" and (out / "meta" / "info.json").read_bytes() == info
+    assert lara_main(["data", "convert", str(out), "--to", "libero", str(back), "--overwrite"]) == 0
+    assert inspect_libero_hdf5(mine).num_demos > 0
+    assert lara_main(["data", "convert", str(tmp_path / "src"), "--to", "lerobot", str(out), "--codec", "png",
+                      "--episodes-per-file", "1", "--overwrite"]) == 0
+    assert len(LeRobotSource(out).episodes()) == 3 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    (tmp_path / "a_file").write_text("")
+    for argv in (["data", "convert", str(out), "--to", "libero", str(tmp_path / "a_file" / "out")],
+                 ["data", "convert", str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "a_file" / "lr")]):
+        capsys.readouterr()
+        assert lara_main(argv) == 2
+        error = capsys.readouterr().err
+        assert "a_file/" in error and "cannot write there (" in error and "/." not in error, error  # no hidden temp name
 
 
 def test_lara_data_convert_and_inspect_a_lerobot_folder(tmp_path, libero_files, capsys):
@@ -165,3 +198,23 @@ def test_the_av1_writer_leaves_the_callers_scheduling_as_it_was(tmp_path):
     assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
     encoder.close()
     assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
+
+
+def test_a_lerobot_folder_without_info_json_is_not_read_as_videos(tmp_path, libero_files, capsys):
+    """Its mp4 files used to be read as a video folder (no actions, one camera): refused, naming the file."""
+    from lara.data import LiberoDataset
+
+    out = tmp_path / "lr"
+    assert main([str(tmp_path / "src"), "--to", "lerobot", str(out), "--codec", "h264"]) == 0
+    (out / "meta" / "info.json").unlink()
+    with pytest.raises(InputError, match=r"lr: a LeRobot dataset's layout \(meta/\) without meta/info.json"):
+        LiberoDataset(paths=[out], frame_gap=2)
+    assert lara_main(["data", "inspect", str(out), "--pairs", "0"]) == 2
+    assert "without meta/info.json" in capsys.readouterr().err
+    shutil.rmtree(out / "meta")  # the chunk folders still say what it is
+    with pytest.raises(InputError, match=r"layout \((data|videos)/.*chunk-000/\) without meta/info.json"):
+        LiberoDataset(paths=[out], frame_gap=2)
+    data = LiberoDataset(paths=[{"path": out, "format": "video"}], frame_gap=2)  # read as videos only when told
+    assert data.sources[0].format == "video" and data.statistics is None
+    with pytest.raises(FileNotFoundError, match="no such file or directory .* check the path in data.paths"):
+        LiberoDataset(paths=[tmp_path / "nowhere"], frame_gap=2)

@@ -56,6 +56,21 @@ def test_probe_reads_a_saved_lam_and_refuses_unknown_representations(demos, tmp_
     assert main(["probe", "--data", str(demos), "--represent", "optical_flow"]) == 2
     assert "unknown representation 'optical_flow'" in capsys.readouterr().err
     assert main(["probe", "--data", str(demos), "--represent", f"lam:{tmp_path / 'nothing'}"]) == 2
+    capsys.readouterr()
+    from lara.vla.presets import tiny_token_vla
+
+    vla = tmp_path / "run" / "final" / "vla"  # a VLA given where a LAM belongs: a FileNotFoundError traceback before
+    tiny_token_vla().save_pretrained(vla)
+    capsys.readouterr()
+    assert main(["probe", "--data", str(demos), "--represent", f"lam:{vla}"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lara probe: error: lam:") and error.count("\n") == 1
+    assert f"holds a VLA (config.json), not a LAM: a run's LAM is in {vla.parent / 'lara'}" in error
+    assert main(["probe", "--data", str(demos), "--frame-gap", "3", "--image-size", "32", "--represent", "pixel_diff",
+                 "--out", str(tmp_path / "r.json")]) == 2  # the earlier report stays
+    assert "r.json already exists; this probe would replace it: give --overwrite" in capsys.readouterr().err
+    assert main(["probe", "--data", str(demos), "--stride", "0"]) == 2
+    assert "--stride must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_vit_mae_features_keep_their_patch_order():

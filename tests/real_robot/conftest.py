@@ -17,8 +17,8 @@ from robot_test_support import Processes, ServerThread, free_port, normal_schedu
 def server_factory():
     servers = []
 
-    def make(policy, metadata=None):
-        servers.append(ServerThread(policy, metadata))
+    def make(policy, metadata=None, token=None):
+        servers.append(ServerThread(policy, metadata, token))
         return servers[-1]
 
     yield make

@@ -32,7 +32,7 @@ REPO = HERE.parent.parent
 class ServerThread:
     """`serve_async` on a background event loop; `stop()` shuts it down."""
 
-    def __init__(self, policy, metadata=None) -> None:
+    def __init__(self, policy, metadata=None, token=None) -> None:
         from lara.real_robot.server import serve_async
 
         self.port = free_port()
@@ -42,7 +42,7 @@ class ServerThread:
 
         async def main():
             self._stop = asyncio.Event()
-            await serve_async(policy, "127.0.0.1", self.port, metadata, ready=ready, stop=self._stop)
+            await serve_async(policy, "127.0.0.1", self.port, metadata, ready=ready, stop=self._stop, token=token)
 
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(main(),), daemon=True)
         self._thread.start()

@@ -136,12 +136,12 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
     tiny_token_vla().save_pretrained(tmp_path)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lara.cli", "serve", "--checkpoint", str(tmp_path),
-                             "--host", "127.0.0.1", "--port", str(port)])
+                             "--port", str(port)])  # 127.0.0.1 by default
     try:
         wait_for_port(port, timeout_s=60)
         client = WebsocketClientPolicy("127.0.0.1", port)
         metadata = client.get_server_metadata()
-        assert metadata["checkpoint"] == str(tmp_path)
+        assert metadata["checkpoint"] == tmp_path.name  # its name, not the server's path
         assert metadata["image_size"] == tiny_token_vla().config.vision_config.image_size  # evaluators render at it
         obs = observation()
         obs["instruction"] = "put the bowl on the plate"
@@ -280,3 +280,76 @@ def test_openpi_episode_control_frames_are_acknowledged(server_factory):
         call(observation())  # same instruction, new episode: the policy is reset again
         assert policy.instructions == ["pick up the cup", "pick up the cup"]
         assert call({"__ctrl__": "something_else"}) == {"__ack__": "ignored"}
+
+
+def test_a_token_is_checked_on_connect(server_factory, monkeypatch):
+    """With a token, openpi's client connects with api_key=TOKEN and is refused (401, no frame read) without it."""
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+    from websockets.exceptions import InvalidStatus
+
+    server = server_factory(TinyMLPPolicy(), token="s3cret")
+    for key in (None, "wrong"):
+        with pytest.raises(InvalidStatus, match="401"):
+            WebsocketClientPolicy("127.0.0.1", server.port, api_key=key)
+    assert WebsocketClientPolicy("127.0.0.1", server.port, api_key="s3cret").infer(observation())["actions"].shape == (4, 7)
+    with pytest.raises(ServerUnavailable, match="401"):
+        PolicyClient("127.0.0.1", server.port).connect()
+    monkeypatch.setenv("LARA_SERVE_TOKEN", "s3cret")  # our client (and the ROS node, the evaluators) read it
+    assert PolicyClient("127.0.0.1", server.port).infer(observation())["actions"].shape == (4, 7)
+
+
+def test_a_frame_past_the_limit_is_refused_by_its_header_unread(server_factory):
+    """A frame that announces 200 MB is refused (close 1009) as soon as its header arrives: the server does not
+    wait for, nor read, the payload; the next connection is served."""
+    import struct
+
+    from websockets.exceptions import ConnectionClosedError
+
+    from lara.real_robot.server import max_frame_bytes
+
+    server = server_factory(TinyMLPPolicy(), metadata={"image_size": 64})
+    assert max_frame_bytes(64) == max_frame_bytes(224) == 2 * 896 * 896 * 3 + (1 << 20)  # at least openpi's 224 px
+    assert max_frame_bytes(512) == 2 * 2048 * 2048 * 3 + (1 << 20)
+    with connect(f"ws://127.0.0.1:{server.port}", max_size=None) as ws:
+        wire.unpackb(ws.recv())
+        header = bytes([0x82, 0xFF]) + struct.pack(">Q", 200 * 10**6) + b"\x00\x00\x00\x00"  # binary, masked
+        ws.socket.sendall(header + b"\x00" * 1024)  # 1 KB of the announced 200 MB
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == 1009  # message too big
+    client = PolicyClient("127.0.0.1", server.port)
+    assert client.infer(observation())["actions"].shape == (4, 7)  # 224 px frames pass
+
+
+def test_lara_serve_refuses_bad_addresses_and_damaged_checkpoints_in_one_line(tmp_path, capsys, caplog):
+    import socket
+
+    from robot_test_support import free_port
+
+    from lara import cli
+    from lara.vla.presets import tiny_token_vla
+
+    good, truncated, malformed = tmp_path / "good", tmp_path / "truncated", tmp_path / "malformed"
+    for folder in (good, truncated, malformed):
+        tiny_token_vla().save_pretrained(folder)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    (malformed / "config.json").write_text('{"model_type": "token_vla", ')
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["serve", "--checkpoint", str(good), "--port", "99999"])
+    assert exit_.value.code == 2 and "argument --port: expected a TCP port 1..65535, got '99999'" in capsys.readouterr().err
+    with socket.socket() as taken:  # refused before the model loads
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", "--checkpoint", str(good), "--port", str(port)]) == 2
+    error = capsys.readouterr().err
+    assert error == f"lara serve: error: --port {port}: 127.0.0.1:{port} is in use by another process; give another " \
+                    "--port or stop the one listening there\n"
+    for folder, message in ((truncated, "the VLA cannot be loaded (Error while deserializing header"),
+                            (malformed, "config.json is not a JSON object")):
+        assert cli.main(["serve", "--checkpoint", str(folder), "--port", str(free_port()), "--host", "0.0.0.0"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("lara serve: error: ") and error.count("\n") == 1 and message in error, error
+    assert "anyone who can reach this machine can drive the policy; set --token" in caplog.text

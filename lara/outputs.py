@@ -1,0 +1,98 @@
+"""What a command writes: nothing of the user's is replaced without `--overwrite`, a place it cannot write is one
+line before any work, and an interrupted write's staging file is cleared by the next write of the same output.
+
+    check_new(outputs, overwrite=args.overwrite)  # an OUT file or folder that exists: refused, naming --overwrite
+    writable(out, "--out")                          # created, and proven writable, before minutes of rollouts
+    staging = staging_path(target)                   # .NAME.<pid>.<random>.tmp beside it; stale ones of NAME removed
+
+Staging names carry the writer's process id, so a staging file is known stale when its process is gone: the
+next write of the same target removes those (and only those: another target's, or a live writer's, stay).
+Pure Python: the HDF5 writer imports it under the system interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from lara.errors import InputError
+
+OVERWRITE_HELP = "replace the outputs of an earlier run (default: refuse to replace anything)"
+
+
+def check_new(outputs: Iterable[Path], *, overwrite: bool, what: str = "output") -> None:
+    """Refuse outputs that already exist unless `overwrite`: an earlier run's files are the user's."""
+    existing = [Path(p) for p in outputs if Path(p).exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise InputError(f"{existing[0]} already exists{more}; this {what} would replace it: give --overwrite to "
+                         "replace it, or another output")
+
+
+def writable(folder: Path, flag: str) -> Path:
+    """`folder`, created if needed and shown writable (a file made and removed in it), or one line naming it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lara-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"{flag} {folder}: cannot write there ({error.strerror or error}); give a folder you can "
+                         "write to") from None
+    return folder
+
+
+def _prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def _writer_pid(staging: Path, target: Path) -> int | None:
+    """The process id in a staging name `.NAME.<pid>.<random>[.tmp]`, None when it is not one of ours."""
+    rest = staging.name[len(_prefix(target)):]
+    pid = rest.split(".", 1)[0]
+    return int(pid) if pid.isdigit() and "." in rest else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging files and folders of `target` whose writer process is gone; returns them."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for path in target.parent.glob(f"{_prefix(target)}*"):
+        pid = _writer_pid(path, target)
+        if pid is None or pid == os.getpid() or _alive(pid):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def staging_file(target: Path) -> tuple[int, Path]:
+    """An open file descriptor and the path of a new staging file beside `target` (after clearing stale ones)."""
+    remove_stale_staging(target)
+    fd, path = tempfile.mkstemp(prefix=f"{_prefix(target)}{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    return fd, Path(path)
+
+
+def staging_folder(target: Path) -> Path:
+    """A new staging folder beside `target` (after clearing stale ones)."""
+    remove_stale_staging(target)
+    return Path(tempfile.mkdtemp(prefix=f"{_prefix(target)}{os.getpid()}.", suffix=".tmp", dir=target.parent))
