@@ -8,7 +8,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from index_policy import decode
+from index_policy import OFFSET, decode, shifts
 from robot_test_support import Rig, free_port, node_config, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -24,12 +24,12 @@ def start_node(processes, config):
     processes.start("node", "-m", "lara.real_robot.ros_node", "--config", str(config))
 
 
-def executed_steps(rig) -> list[int]:
-    """Stop the episode; the steps its recorded (executed, post-safety) actions were meant for."""
+def executed_actions(rig) -> np.ndarray:
+    """Stop the episode; its recorded (executed, post-safety) actions [N, 7]."""
     reply = rig.call("stop")
     assert reply.success and reply.message.endswith(".hdf5"), reply.message
     with h5py.File(reply.message) as f:
-        return decode(f["data/demo_0/actions"][:])
+        return f["data/demo_0/actions"][:]
 
 
 def test_prefetch_runs_every_step_once_and_drops_a_late_reply(roscore, processes, tmp_path):
@@ -47,7 +47,7 @@ def test_prefetch_runs_every_step_once_and_drops_a_late_reply(roscore, processes
         t_late, _ = rig.wait_status(lambda s: "reply too late" in s["reason"], since=t0, timeout_s=10)
         time.sleep(1.0)
         running = [s for s in rig.statuses(since=t0) if s["state"] == "running"]
-        steps = executed_steps(rig)
+        steps = decode(executed_actions(rig))
     finally:
         rig.close()
     assert steps == list(range(len(steps))) and len(steps) >= 25  # no step repeated or skipped
@@ -79,8 +79,32 @@ def test_prefetch_server_killed_mid_chunk_holds_reconnects_and_resumes(roscore, 
         t_back, _ = rig.wait_status(lambda s: not s["hold"], since=time.monotonic(), timeout_s=10)
         time.sleep(1.0)
         after = [s for s in rig.statuses(since=t_back + 0.5) if s["state"] == "running"]
-        steps = executed_steps(rig)
+        steps = decode(executed_actions(rig))
     finally:
         rig.close()
     assert steps == list(range(len(steps))) and len(steps) >= 20  # resumed at the next step, none repeated
     assert after and not any(s["starved"] for s in after), [s["reason"] for s in after]
+
+
+def test_prefetch_with_temporal_ensembling_on_the_node(roscore, processes, tmp_path):
+    port = free_port()
+    # ACT on the node: 6-action chunks, a query every step (prefetch 5), replies in 30 ms; odd and even requests'
+    # chunks are shifted by +-0.25 index counts, so a lone chunk's action shows its shift and an average does not
+    config = node_config(tmp_path / "node.yaml", "ensemble", port, execute_steps=6, prefetch_steps=5,
+                         ensemble_decay=0.01)
+    start_index_server(processes, port, "--horizon", "6", "--delay-ms", "30", "--offset")
+    start_node(processes, config)
+    rig = Rig(roscore, config, "ensemble")
+    try:
+        rig.start_episode("count the steps")
+        t0, _ = rig.wait_status(lambda s: s["state"] == "running" and not s["hold"], timeout_s=10)
+        time.sleep(2.0)
+        running = [s for s in rig.statuses(since=t0) if s["state"] == "running"]
+        actions = executed_actions(rig)
+    finally:
+        rig.close()
+    steps = decode(actions)
+    assert steps == list(range(len(steps))) and len(steps) >= 15 and not any(s["starved"] for s in running)
+    off = np.abs(shifts(actions))
+    assert off[0] == pytest.approx(OFFSET, abs=1e-4)  # step 0: the first chunk alone
+    assert np.mean(off[2:] < OFFSET - 0.05) > 0.8, off  # later steps: averages of overlapping chunks
