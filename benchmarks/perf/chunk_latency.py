@@ -10,8 +10,10 @@ while the reply is out), one prefetching (`prefetch_margin_s` 0.05: ask while th
 than the slowest recent round trip + 50 ms). Both run an episode for `--seconds` at once, so they see the same
 load. A tick on which a node held for want of an action (status `starved`), counted from its first executed
 action on (the first chunk is waited for in any mode), is a hold; the figure is holds per minute.
-`safety.max_observation_age_s` is latency + 0.2 s for both nodes: a reply whose image is older is dropped by
-design, and 0.3 s (the default) would drop every 400 ms reply. Prints one JSON line per latency, then
+`safety.max_observation_age_s` is latency + 0.3 s for both nodes: a reply whose image is older when its first
+action would run is dropped by design, and that age is the camera frame's age when the request went out (up to
+0.1 s at the sim's 10 fps) + the round trip + the wait for the next tick (up to one period); the default 0.3 s
+would drop every 400 ms reply and, now and then, a 150 ms one. Prints one JSON line per latency, then
 
     chunk_latency hold_sync=<holds/min> hold_async=<holds/min> latency_ms=<ms>      (the first latency)
 
@@ -57,7 +59,7 @@ def write_config(work: Path, args, mode: str, namespace: str, server_port: int, 
                   episodes_dir=str(work / "episodes"), execute_steps=args.chunk,
                   prefetch_margin_s=MARGIN_S if mode == "async" else None)
     config["server"].update(port=server_port, timeout_s=latency_ms / 1000.0 + 1.0)
-    config["safety"]["max_observation_age_s"] = latency_ms / 1000.0 + 0.2
+    config["safety"]["max_observation_age_s"] = latency_ms / 1000.0 + 0.3
     config["topics"].update(namespace=namespace, equilibrium_pose=f"/{namespace}/equilibrium_pose",
                             gripper_command=f"/{namespace}/gripper_command")
     path = work / f"{namespace}.yaml"

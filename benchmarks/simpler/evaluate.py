@@ -9,7 +9,8 @@ The protocol (SimplerEnv's ManiSkill3 evaluation): episode i of a task is SIMPLE
 `info["success"]` at the last step, with the partial credit `is_src_obj_grasped` (the source object was
 grasped at some step) and `consecutive_grasp` (grasped 5 steps in a row). Action chunks run open-loop, like
 LIBERO's, or as the ROS node runs them (`--execute-steps`, `--prefetch-steps`, `--ensemble`, `--latency-steps`:
-`lara.benchmarks.execution`). The env wrapper (`env.py`) maps images, robot state and actions, rotation convention included.
+`lara.benchmarks.execution`). The env wrapper (`env.py`) maps images, robot state and actions, rotation
+convention included.
 
 Before any worker spawns: the policy spec, the task names and every asset file are checked (one line naming
 what is missing and the download command; ManiSkill's own download prompt never runs). results.json records

@@ -1,6 +1,7 @@
 """A policy whose actions encode the step they are meant for, served for the chunk-execution tests:
 
-    python tests/real_robot/index_policy.py PORT [--horizon 10] [--delay-ms 120] [--late-every 0] [--late-ms 500] [--offset]
+    python tests/real_robot/index_policy.py PORT [--horizon 10] [--delay-ms 120] [--late-every 0] [--late-ms 500]
+        [--offset]
 
 Action i of a chunk computed on the observation of step s (the `timestep` the ROS node sends) rotates by
 ((s + i) // 100, 0, (s + i) % 100) x UNIT policy units and does not translate, so the executed actions a node

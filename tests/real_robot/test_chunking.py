@@ -142,7 +142,7 @@ def test_temporal_ensembling_aligns_chunks_by_step(query_every, latency_steps):
     assert max(len(p) for p in schedule.queue.predictions.values()) > 1  # they did overlap
 
 
-def test_bad_queue_arguments():
+def test_bad_prefetch_and_ensemble_queue_arguments():
     with pytest.raises(ValueError, match="execute_steps must be at least 1"):
         ActionQueue(execute_steps=0)
     with pytest.raises(ValueError, match="ensemble_decay must be a finite number"):
