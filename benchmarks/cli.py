@@ -2,6 +2,7 @@
 
     lara eval libero --policy scripted --suite object --tasks 0,1 --trials 50 --workers 2 --out runs/eval
     lara eval simpler --policy scripted --tasks carrot,spoon --episodes 24 --seeds 3 --workers 2 --out runs/eval
+    lara eval libero ... --execute-steps 8 --prefetch-steps 3 --latency-steps 2   # the ROS node's chunk strategies
 
 --policy is `scripted` (the privileged LIBERO / WidowX expert), `checkpoint:DIR` (a saved VLA), `ws://HOST:PORT` (a
 policy served by `lara serve`, e.g. on a GPU machine) or `module:factory` / `file.py:factory`, a callable returning a
@@ -15,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lara.benchmarks.execution import add_flags as add_execution_flags
 from lara.errors import InputError
 from lara.outputs import check_new
 
@@ -52,6 +54,7 @@ def build_libero_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")
+    add_execution_flags(p)
     return p
 
 
@@ -78,7 +81,21 @@ def build_simpler_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")
+    add_execution_flags(p)
     return p
+
+
+def execution_args(args: argparse.Namespace) -> dict:
+    return dict(execute_steps=args.execute_steps, prefetch_steps=args.prefetch_steps, ensemble=args.ensemble,
+                latency_steps=args.latency_steps)
+
+
+def print_holds(results: dict, steps_key: str) -> None:
+    """How many steps the arm waited for a chunk (a simulated inference latency), when it did."""
+    episodes = [e for task in results["tasks"] for e in task["episodes"]]
+    holds, steps = sum(e["holds"] for e in episodes), sum(e[steps_key] for e in episodes)
+    if holds:
+        print(f"held on {holds} of {steps} steps waiting for chunks ({holds / len(episodes):.1f} per episode)")
 
 
 def main_simpler(argv: list[str]) -> int:
@@ -90,13 +107,14 @@ def main_simpler(argv: list[str]) -> int:
                        episodes=args.episodes, seeds=args.seeds, workers=args.workers, assets=args.assets,
                        image_size=args.image_size, rotation=args.rotation, max_steps=args.max_steps,
                        video=not args.no_video, threads_per_worker=args.threads_per_worker,
-                       allow_train_episodes=args.allow_train_episodes)
+                       allow_train_episodes=args.allow_train_episodes, **execution_args(args))
     for task in results["tasks"]:
         low, high = task["success_ci95"]
         print(f"{task['env_id']}: {task['successes']}/{task['trials']} success (95% CI {100 * low:.1f}-"
               f"{100 * high:.1f}%), grasped {100 * task['is_src_obj_grasped_rate']:.1f}%")
     if not results["simpler_scores"]:
         print(f"stand-in table scene for {results['stand_in_stages']}: these are NOT SIMPLER scores")
+    print_holds(results, "env_steps")
     print(f"average: {100 * results['average_success_rate']:.1f}%  ({results['env_steps_per_s']} env steps/s, "
           f"{results['wall_time_s']} s)  -> {args.out}/results.json")
     return 0
@@ -124,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate(args.policy, listed("--suite", args.suite), args.out, tasks=tasks, trials=args.trials,
                        workers=args.workers, threads_per_worker=args.threads_per_worker, seed=args.seed,
                        camera_size=args.camera_size, max_steps=args.max_steps, video=not args.no_video,
-                       allow_train_init_states=args.allow_train_init_states)
+                       allow_train_init_states=args.allow_train_init_states, **execution_args(args))
     for task in results["tasks"]:
         print(f"{task['suite']} task {task['task_id']:2d}: {task['successes']}/{task['trials']}  {task['task_name']}")
     for suite, rate in results["suites"].items():
         print(f"{suite}: {100 * rate:.1f}%")
+    print_holds(results, "steps")
     print(f"average: {100 * results['average_success_rate']:.1f}%  ({results['env_steps_per_s']} env steps/s, "
           f"{results['wall_time_s']} s)  -> {args.out}/results.json")
     return 0

@@ -2,10 +2,15 @@
 
     python -m lara.real_robot.ros_node --config real_robot/config.yaml
 
-Every 1/rate_hz seconds: take the newest camera image and robot state; if the action chunk is used
-up, ask the policy server for a new one (waiting at most half a period, then holding while the
-reply is out); pass the next action through the safety layer; publish the target pose on the
-impedance controller's `equilibrium_pose` and the gripper command; record the step.
+Every 1/rate_hz seconds: take the newest camera image and robot state; when the action queue runs
+low, ask the policy server for the next chunk on that observation; pass the next action through the
+safety layer; publish the target pose on the impedance controller's `equilibrium_pose` and the gripper
+command; record the step. Which action runs when is `chunking.ActionQueue`'s business: synchronous by
+default (ask when the chunk is used up, wait at most half a period, then hold while the reply is out),
+or with `prefetch_steps` / `prefetch_margin_s` ask while actions remain, so that the arm keeps moving
+while the next chunk is computed, and with `ensemble_decay` average overlapping chunks (ACT). Each
+request carries `timestep`, the actions executed so far in the episode (LeRobot's asynchronous
+inference sends the same): action i of its reply is meant for step timestep + i.
 
 Its own interface (under /<namespace>/, default /lara/):
     services (std_srvs/Trigger): start, stop (saves the episode), reset (discards it), reset_estop
@@ -18,14 +23,17 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from lara.real_robot.chunking import ActionQueue
 from lara.real_robot.client import PolicyClient, ServerUnavailable
 from lara.real_robot.config import NodeConfig, load_config
 from lara.real_robot.gripper import GripperCommander
@@ -118,6 +126,18 @@ class Sensors:
         return obs, now - min(stamps)
 
 
+@dataclass
+class Request:
+    """The request in flight: its reply, when it was sent, when its observation was taken (both
+    time.monotonic()), the step it was taken at and the episode it belongs to."""
+
+    future: Future  # -> (reply, time.monotonic() when it came)
+    sent: float
+    image_time: float
+    step: int
+    episode: int
+
+
 def _stamp(msg) -> float:
     """Capture time from the header; receipt time when the publisher left it at zero."""
     stamp = msg.header.stamp.to_sec()
@@ -135,11 +155,11 @@ class PolicyNode:
         self.client = PolicyClient(s.host, s.port, timeout_s=s.timeout_s, connect_timeout_s=s.connect_timeout_s,
                                    backoff_s=s.backoff_s, max_backoff_s=s.max_backoff_s)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
-        self._future: Optional[Future] = None
-        self._future_start = 0.0
-        self._request_image_time = 0.0
-        self._queue: collections.deque = collections.deque()
+        self._request: Optional[Request] = None
+        self.actions = ActionQueue(config.execute_steps, config.ensemble_decay)
+        self._round_trips: collections.deque = collections.deque(maxlen=5)  # seconds, the latest replies
         self._server_state = "not queried yet"
+        self.episode = 0
         self.lock = threading.Lock()  # guards episode state against the service threads
         self.running = False
         self._new_episode = False  # the next request asks the server to reset the policy
@@ -191,7 +211,8 @@ class PolicyNode:
             if not self.instruction:
                 return TriggerResponse(False, "no instruction: publish one on the instruction topic first")
             self.running, self.success, self._new_episode = True, False, True
-            self._queue.clear()
+            self.episode += 1  # a reply still out from before belongs to no step of this episode
+            self.actions.reset()
             if self.config.record:
                 self.recorder.begin(self.instruction)
         return TriggerResponse(True, f"episode started: {self.instruction!r}")
@@ -199,7 +220,7 @@ class PolicyNode:
     def _stop(self, _req):
         with self.lock:
             self.running = False
-            self._queue.clear()
+            self.actions.clear()
             success = self.success
         path = self.recorder.save(success) if self.config.record else None
         return TriggerResponse(True, str(path) if path else "stopped; no executed step to save")
@@ -207,7 +228,7 @@ class PolicyNode:
     def _reset(self, _req):
         with self.lock:
             self.running = False
-            self._queue.clear()
+            self.actions.clear()
             self.recorder.discard()
         return TriggerResponse(True, "episode discarded")
 
@@ -217,36 +238,75 @@ class PolicyNode:
 
     # ---- control loop -------------------------------------------------------------------------
     def _next_action(self, obs: dict, age: float, now: float) -> tuple[Optional[np.ndarray], str]:
-        """The action for this period, or (None, why not). Never blocks longer than half a period.
-        A chunk whose reply comes later than `max_observation_age_s` after its image was taken is dropped."""
-        if self._queue and not self.client.connected:
-            self._queue.clear()  # the server went away: a chunk computed before is not trusted
+        """The action for this period, or (None, why not). Never blocks longer than half a period."""
+        queue = self.actions
+        if queue.remaining and not self.client.connected:
+            queue.clear()  # the server went away: a chunk computed before is not trusted
             self._server_state = "server lost (connection closed)"
-        if not self._queue and self._future is None:
-            request = {k: v for k, v in obs.items() if k != "ee_quat"}
-            request["instruction"] = self.instruction
-            request["reset"], self._new_episode = self._new_episode, False
-            self._future, self._future_start = self._executor.submit(self.client.infer, request), now
-            self._request_image_time = now - age  # time.monotonic() when its oldest part was captured
-        if self._future is not None:
-            try:
-                reply = self._future.result(timeout=max(0.0, self._future_start + 0.5 * self.period - time.monotonic()))
-            except TimeoutError:
-                waited = time.monotonic() - self._future_start
-                return None, f"waiting for the server ({waited * 1000:.0f} ms)"
-            except Exception as exc:  # ServerUnavailable, ServerError, or a bug: never motion from it
-                kind = "server lost" if isinstance(exc, ServerUnavailable) else "bad server reply"
-                self._future, self._server_state = None, f"{kind}: {exc}"
-                return None, self._server_state
-            self._future, self._server_state = None, "ok"
-            image_age = time.monotonic() - self._request_image_time
-            if image_age > self.config.safety.max_observation_age_s:
-                self._server_state = f"reply too late: its image is {image_age:.3f} s old"
-                return None, self._server_state
-            self._queue.extend(reply["actions"][: self.config.execute_steps])
-        if not self._queue:
-            return None, self._server_state
-        return self._queue.popleft(), "ok"
+        healthy = True
+        if self._request is not None and (self._request.future.done() or not queue.remaining):
+            healthy = self._collect()
+        if healthy and self._request is None and queue.due(self.prefetch_steps()):
+            self._send(obs, age, now)
+            if not queue.remaining:  # nothing left to run: wait for this reply, at most half a period
+                self._collect()
+        action = queue.pop()
+        if action is not None:
+            return action, "ok"
+        if self._request is not None:
+            return None, f"waiting for the server ({(time.monotonic() - self._request.sent) * 1000:.0f} ms)"
+        return None, self._server_state
+
+    def prefetch_steps(self) -> int:
+        """Ask for the next chunk while this many actions remain: `prefetch_steps`, or with `prefetch_margin_s`
+        as many as the slowest of the latest round trips plus the margin takes (below `execute_steps`)."""
+        steps, margin = self.config.prefetch_steps, self.config.prefetch_margin_s
+        if margin is not None and self._round_trips:
+            needed = math.ceil((max(self._round_trips) + margin) / self.period)
+            steps = max(steps, min(needed, self.config.execute_steps - 1))
+        return steps
+
+    def _send(self, obs: dict, age: float, now: float) -> None:
+        """Ask for a chunk on this observation, from the worker thread."""
+        request = {k: v for k, v in obs.items() if k != "ee_quat"}
+        request["instruction"] = self.instruction
+        request["reset"], self._new_episode = self._new_episode, False
+        request["timestep"] = self.actions.step
+        future = self._executor.submit(self._infer, request)
+        # now - age = time.monotonic() when the observation's oldest part was captured
+        self._request = Request(future, now, now - age, self.actions.step, self.episode)
+
+    def _infer(self, request: dict) -> tuple[dict, float]:
+        return self.client.infer(request), time.monotonic()
+
+    def _collect(self) -> bool:
+        """Take the reply of the request in flight if it has come (waiting until half a period after it was
+        sent): its chunk joins the queue. False when it failed or was dropped (the reason is `_server_state`);
+        a failed request also empties the queue, so nothing computed before the failure runs after it."""
+        request = self._request
+        try:
+            reply, came = request.future.result(timeout=max(0.0, request.sent + 0.5 * self.period - time.monotonic()))
+        except TimeoutError:
+            return True  # still out
+        except Exception as exc:  # ServerUnavailable, ServerError, or a bug: never motion from it
+            kind = "server lost" if isinstance(exc, ServerUnavailable) else "bad server reply"
+            self._request, self._server_state = None, f"{kind}: {exc}"
+            self.actions.clear()
+            return False
+        self._request = None
+        self._round_trips.append(came - request.sent)
+        if request.episode != self.episode:
+            return True  # asked for in an earlier episode: none of its steps are this episode's
+        image_age = time.monotonic() - request.image_time
+        if image_age > self.config.safety.max_observation_age_s:
+            self._server_state = f"reply too late: its image is {image_age:.3f} s old"
+            return False
+        if self.actions.add(reply["actions"], request.step) == 0:
+            executed = self.actions.step - request.step
+            self._server_state = f"reply too late: {executed} actions ran while it was computed, none of its own left"
+            return False
+        self._server_state = "ok"
+        return True
 
     def step(self) -> Command:
         """One control period."""
@@ -256,10 +316,12 @@ class PolicyNode:
             running = self.running
             fresh = obs is not None and age <= self.config.safety.max_observation_age_s
             error = self.sensors.image_error
+            starved = False  # held for want of an action (not for safety's sake)
             if running and fresh and error is None and not self.safety.estopped:
                 action, why = self._next_action(obs, age, now)
+                starved = action is None
             else:  # actions computed from images before this pause must not run after it
-                self._queue.clear()
+                self.actions.clear()
                 action, why = None, "no fresh observation"
             command = self.safety.command(action, self.sensors.latest_pose(), age, missing_reason=why,
                                           observation_error=error)
@@ -273,7 +335,9 @@ class PolicyNode:
         self.status_pub.publish(String(json.dumps({
             "tick": self.tick, "tick_time": now, "state": "running" if running else "idle", "hold": command.hold,
             "reason": command.reason, "estop": self.safety.estop_reason, "observation_age_s": min(age, 1e9),
-            "recorded_steps": self.recorder.num_steps})))
+            "recorded_steps": self.recorder.num_steps, "timestep": self.actions.step, "queued": self.actions.remaining,
+            "starved": starved,
+            "round_trip_ms": round(self._round_trips[-1] * 1000.0, 1) if self._round_trips else None})))
         self.tick += 1
         return command
 

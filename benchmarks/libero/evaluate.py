@@ -9,7 +9,9 @@ Two checks keep it honest (`protocol.py`): a `checkpoint:RUN/final/vla` whose tr
 init states of the evaluated trials is refused (`allow_train_init_states` runs it anyway and records the
 overlap), and images are rendered at the size the checkpoint was trained at unless `camera_size` says
 otherwise (with a warning when it differs); results.json records both.
-Action chunks run to the end unless the episode ends first. Episodes run in spawned worker processes
+Action chunks run to the end unless the episode ends first; `execution` (`--execute-steps`, `--prefetch-steps`,
+`--ensemble`, `--latency-steps`) runs them as the ROS node would instead (`lara.benchmarks.execution`), holding on
+the steps a simulated inference latency leaves without an action. Episodes run in spawned worker processes
 (one worker too: the same code path, so 1 vs N workers compare fairly), each with its own env and
 with its BLAS/OpenMP/llvmpipe thread pools at `threads_per_worker` (default 1: workers, not threads,
 use the cores); a policy that returns wrong-shaped or non-finite actions fails that episode (with the
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lara.benchmarks.execution import Execution, execution, hold_action
 from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.protocol import REMOTE, camera_size_for, check_init_states, policy_image_size
@@ -141,14 +144,15 @@ def _seed_everything(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-def _init_worker(policy_spec: str, camera_size: int, seed: int, threads: int, spawned_at: float) -> None:
+def _init_worker(policy_spec: str, camera_size: int, seed: int, threads: int, spawned_at: float,
+                 strategy: Execution = Execution()) -> None:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     policy = load_policy(policy_spec)
     # render only what the policy reads (a camera costs a render per step) plus agentview for the videos
     cameras = tuple(CAMERAS) if not hasattr(policy, "cameras") else ("agentview_rgb", *policy.cameras)
     _WORKER.update(policy=policy, camera_size=camera_size, seed=seed, env=None, key=None, cameras=cameras,
-                   startup_s=time.time() - spawned_at)  # spawn, imports and policy load
+                   strategy=strategy, startup_s=time.time() - spawned_at)  # spawn, imports and policy load
 
 
 def _env_for(suite: str, task: int) -> tuple[LiberoEnv, float]:
@@ -182,23 +186,25 @@ def run_episode(job: tuple) -> dict:
         obs, _ = env.step(WAIT_ACTION)
         env_steps += 1
         frames += [obs["agentview_rgb"]] if video else []
-    while steps < max_steps and not success and reason is None:
-        try:
-            chunk = policy.act(obs)
-        except Exception as error:  # a crashing policy fails its episode, not the whole evaluation
-            reason = f"policy.act raised {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
-            break
-        reason = check_chunk(chunk)
-        if reason is not None:
-            break
-        for action in np.asarray(chunk, dtype=np.float64).reshape(-1, ACTION_DIM):
-            action = action.copy()
-            action[-1] = 1.0 if action[-1] > 0 else -1.0  # binarised gripper: +1 close, -1 open
-            obs, success = env.step(action)
-            env_steps, steps = env_steps + 1, steps + 1
-            frames += [obs["agentview_rgb"]] if video else []
-            if success or steps >= max_steps:
+    schedule, gripper = _WORKER["strategy"].schedule(), float(WAIT_ACTION[-1])
+    while steps < max_steps and not success:
+        if schedule.wants_chunk():
+            try:
+                chunk = policy.act(obs)
+            except Exception as error:  # a crashing policy fails its episode, not the whole evaluation
+                reason = f"policy.act raised {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
                 break
+            reason = check_chunk(chunk)
+            if reason is not None:
+                break
+            schedule.submit(np.asarray(chunk, dtype=np.float64).reshape(-1, ACTION_DIM))
+        action = schedule.next_action()  # None: the chunk is still being computed, the arm holds
+        if action is None:
+            action = hold_action(gripper)
+        action[-1] = gripper = 1.0 if action[-1] > 0 else -1.0  # binarised gripper: +1 close, -1 open
+        obs, success = env.step(action)
+        env_steps, steps = env_steps + 1, steps + 1
+        frames += [obs["agentview_rgb"]] if video else []
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start  # all the worker's threads
     if video:
         import imageio.v2 as imageio
@@ -207,15 +213,16 @@ def run_episode(job: tuple) -> dict:
         imageio.mimwrite(video, frames, fps=30, macro_block_size=1)
     return {"suite": env.suite, "task_id": task, "task_name": env.task_name, "instruction": env.instruction,
             "trial": trial, "init_state": trial % len(env.init_states), "success": bool(success),
-            "steps": steps, "env_steps": env_steps, "seconds": round(seconds, 2),
-            "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason,
+            "steps": steps, "env_steps": env_steps, "chunks": schedule.chunks, "holds": schedule.holds,
+            "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason,
             "video": video, "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
             "env_build_s": round(build_s, 2)}
 
 
-def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int, threads: int = 1):
+def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int, threads: int = 1,
+             strategy: Execution = Execution()):
     """Run episodes in `workers` spawned processes (`workers.run_in_pool`); yields records as they finish."""
-    initargs = (policy_spec, camera_size, seed, threads, time.time())
+    initargs = (policy_spec, camera_size, seed, threads, time.time(), strategy)
     yield from run_in_pool(workers, threads, _init_worker, initargs, run_episode, jobs)
 
 
@@ -266,10 +273,12 @@ def plot(summary: dict, path: Path) -> None:
 def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] | None = None, trials: int = 50,
              workers: int = 1, seed: int = 7, camera_size: int | None = None, max_steps: int | None = None,
              video: bool = True, progress: bool = True, threads_per_worker: int = 1,
-             allow_train_init_states: bool = False) -> dict:
+             allow_train_init_states: bool = False, execute_steps: int | None = None, prefetch_steps: int | None = None,
+             ensemble: float | None = None, latency_steps: int = 0) -> dict:
     """Run the protocol on every (suite, task, trial); writes OUT/results.json, OUT/success.png, OUT/videos/.
 
-    `camera_size=None` renders at the policy's training image size when its checkpoint says it, else 256 px."""
+    `camera_size=None` renders at the policy's training image size when its checkpoint says it, else 256 px.
+    `execute_steps` ... `latency_steps`: how chunks run (`lara.benchmarks.execution`); by default whole, at once."""
     from tqdm import tqdm
 
     check_policy_spec(policy)
@@ -277,6 +286,7 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
                             camera_size=camera_size, max_steps=max_steps).items():
         if value is not None and value < 1:  # --trials 0 would report 0 % of nothing as a result
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    strategy = execution(execute_steps, prefetch_steps, ensemble, latency_steps)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     suites = [resolve_suite(s) for s in suites]
     out = Path(out)
@@ -296,7 +306,7 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     start = time.time()
     records = []
     bar = tqdm(total=len(jobs), desc="LIBERO episodes", disable=not progress, dynamic_ncols=True)
-    for record in run_jobs(jobs, policy, camera_size, seed, workers, threads_per_worker):
+    for record in run_jobs(jobs, policy, camera_size, seed, workers, threads_per_worker, strategy):
         records.append(record)
         bar.update(1)
         successes = sum(r["success"] for r in records)  # beside tqdm's episodes done/total, rate and ETA
@@ -316,7 +326,7 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
                      "wait_action": WAIT_ACTION.tolist(), "camera_size": camera_size,
                      "policy_image_size": trained_size, "image_rotation_deg": 180,
                      "gripper": "binarised (+1 close, -1 open)", "init_state_rule": "benchmark fixed, trial i -> state i",
-                     **init_states},
+                     "execution": strategy.record(), **init_states},
         "versions": versions(), "wall_time_s": round(wall, 1), "env_steps": env_steps,
         "env_steps_per_s": round(env_steps / wall, 2),  # throughput, env creation and video writing included
         "episode_env_steps_per_s": round(env_steps / max(sum(r["seconds"] for r in records), 1e-9), 2),

@@ -8,7 +8,9 @@ The protocol (SimplerEnv's ManiSkill3 evaluation): episode i of a task is SIMPLE
 1000 s + i); every episode runs the task's full 60 steps (eggplant 120) at 5 Hz and its success is
 `info["success"]` at the last step, with the partial credit `is_src_obj_grasped` (the source object was
 grasped at some step) and `consecutive_grasp` (grasped 5 steps in a row). Action chunks run open-loop, like
-LIBERO's. The env wrapper (`env.py`) maps images, robot state and actions, rotation convention included.
+LIBERO's, or as the ROS node runs them (`--execute-steps`, `--prefetch-steps`, `--ensemble`, `--latency-steps`:
+`lara.benchmarks.execution`). The env wrapper (`env.py`) maps images, robot state and actions, rotation
+convention included.
 
 Before any worker spawns: the policy spec, the task names and every asset file are checked (one line naming
 what is missing and the download command; ManiSkill's own download prompt never runs). results.json records
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lara.benchmarks.execution import Execution, execution, hold_action
 from lara.benchmarks.libero.evaluate import _seed_everything, check_chunk, check_policy_spec
 from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size, recipe_of
 from lara.benchmarks.libero.workers import run_in_pool
@@ -51,12 +54,12 @@ def load_policy(spec: str):
 
 
 def _init_worker(policy_spec: str, image_size: int, assets: str, rotation: str, threads: int,
-                 spawned_at: float) -> None:
+                 spawned_at: float, strategy: Execution = Execution()) -> None:
     import torch
 
     torch.set_num_threads(threads)
     _WORKER.update(policy=load_policy(policy_spec), image_size=image_size, assets=assets, rotation=rotation,
-                   env=None, startup_s=time.time() - spawned_at)
+                   env=None, strategy=strategy, startup_s=time.time() - spawned_at)
 
 
 def _env_for(env_id: str):
@@ -87,21 +90,24 @@ def run_episode(job: tuple) -> dict:
     policy.reset(env.instruction)
     frames = [env.frame] if video else []
     steps, info, reason = 0, {}, None
-    while steps < max_steps and reason is None:
-        try:
-            chunk = policy.act(obs)
-        except Exception as error:  # a crashing policy fails its episode, not the evaluation
-            reason = f"policy.act raised {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
-            break
-        reason = check_chunk(chunk)
-        if reason is not None:
-            break
-        for action in np.asarray(chunk, dtype=np.float64).reshape(-1, ACTION_DIM):
-            obs, info = env.step(action)
-            steps += 1
-            frames += [env.frame] if video else []
-            if steps >= max_steps:
+    schedule, gripper = _WORKER["strategy"].schedule(), -1.0  # ours: -1 open
+    while steps < max_steps:
+        if schedule.wants_chunk():
+            try:
+                chunk = policy.act(obs)
+            except Exception as error:  # a crashing policy fails its episode, not the evaluation
+                reason = f"policy.act raised {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
                 break
+            reason = check_chunk(chunk)
+            if reason is not None:
+                break
+            schedule.submit(np.asarray(chunk, dtype=np.float64).reshape(-1, ACTION_DIM))
+        action = schedule.next_action()  # None: the chunk is still being computed, the arm holds
+        action = hold_action(gripper) if action is None else action
+        gripper = float(action[-1])
+        obs, info = env.step(action)
+        steps += 1
+        frames += [env.frame] if video else []
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     if video:
         import imageio.v2 as imageio
@@ -111,16 +117,17 @@ def run_episode(job: tuple) -> dict:
     finished = reason is None
     return {"env_id": env_id, "instruction": env.instruction, "seed": seed, "episode_id": episode_id,
             "success": bool(finished and info.get("success", False)),
-            **{k: bool(info.get(k, False)) for k in PARTIAL}, "env_steps": steps, "seconds": round(seconds, 2),
+            **{k: bool(info.get(k, False)) for k in PARTIAL}, "env_steps": steps, "chunks": schedule.chunks,
+            "holds": schedule.holds, "seconds": round(seconds, 2),
             "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason, "video": video,
             "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
             "env_build_s": round(build_s, 2)}
 
 
 def run_jobs(jobs: list[tuple], policy: str, image_size: int, assets: Path, rotation: str, workers: int,
-             threads: int = 1):
+             threads: int = 1, strategy: Execution = Execution()):
     """Episodes in `workers` spawned processes (`workers.run_in_pool`); yields records as they finish."""
-    initargs = (policy, image_size, str(assets), rotation, threads, time.time())
+    initargs = (policy, image_size, str(assets), rotation, threads, time.time(), strategy)
     os.environ["MS_ASSET_DIR"] = str(assets)  # spawned workers import mani_skill with it
     yield from run_in_pool(workers, threads, _init_worker, initargs, run_episode, jobs)
 
@@ -189,8 +196,10 @@ def plot(summary: dict, path: Path, simpler_scores: bool) -> None:
 def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24, seeds: int = 3, workers: int = 1,
              assets: str | Path | None = None, image_size: int | None = None, rotation: str = "simpler",
              max_steps: int | None = None, video: bool = True, progress: bool = True,
-             threads_per_worker: int = 1, allow_train_episodes: bool = False) -> dict:
-    """Run every (task, seed, episode); writes OUT/results.json, OUT/success.png and OUT/videos/."""
+             threads_per_worker: int = 1, allow_train_episodes: bool = False, execute_steps: int | None = None,
+             prefetch_steps: int | None = None, ensemble: float | None = None, latency_steps: int = 0) -> dict:
+    """Run every (task, seed, episode); writes OUT/results.json, OUT/success.png and OUT/videos/.
+    `execute_steps` ... `latency_steps`: how chunks run (`lara.benchmarks.execution`); by default whole, at once."""
     from tqdm import tqdm
 
     from lara.benchmarks.simpler.env import ROTATIONS, versions
@@ -200,6 +209,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
                             image_size=image_size, max_steps=max_steps).items():
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    strategy = execution(execute_steps, prefetch_steps, ensemble, latency_steps)
     if rotation not in ROTATIONS:
         raise InputError(f"--rotation must be one of {list(ROTATIONS)}, got {rotation!r}")
     env_ids = [resolve_task(t) for t in tasks]
@@ -232,7 +242,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
     out.mkdir(parents=True, exist_ok=True)
     start, records = time.time(), []
     bar = tqdm(total=len(jobs), desc="SIMPLER episodes", disable=not progress, dynamic_ncols=True)
-    for record in run_jobs(jobs, policy, size, root, rotation, workers, threads_per_worker):
+    for record in run_jobs(jobs, policy, size, root, rotation, workers, threads_per_worker, strategy):
         records.append(record)
         bar.update(1)
         successes = sum(r["success"] for r in records)
@@ -253,7 +263,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
                      "max_steps": {e: max_steps or BRIDGE_TASKS[e].max_steps for e in env_ids},
                      "rotation": rotation, "gripper": "ours -1 open / +1 close -> WidowX +1 open / -1 close, binarised",
                      "episode_rule": "episode i -> episode_id i; env and policy seeded 1000*seed + i",
-                     "success": "info['success'] at the last step"},
+                     "success": "info['success'] at the last step", "execution": strategy.record()},
         "train_episode_ids": trained_on or None, "train_episode_overlap": shared or None,
         "versions": versions(), "asset_dir": str(root), "asset_sha256": checksums(root, env_ids),
         "wall_time_s": round(wall, 1), "env_steps": steps, "env_steps_per_s": round(steps / wall, 2),
