@@ -11,7 +11,7 @@ import pytest
 from index_policy import OFFSET, decode, shifts
 from robot_test_support import Rig, free_port, node_config, wait_for_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # timing-sensitive: alone after the parallel part
 
 
 def start_index_server(processes, port, *args):
