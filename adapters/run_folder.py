@@ -190,11 +190,12 @@ def locked(run_dir: Path):
 
 def holds_run_folder(run: Callable[[RecipeConfig], dict]) -> Callable[[RecipeConfig], dict]:
     """A recipe's `run(cfg)` holding its output_dir's lock throughout (the main process takes it: under DDP the
-    launch's other processes are its own)."""
+    launch's other processes are its own). The rank comes from the launcher's RANK variable (accelerate launch,
+    torchrun): a PartialState built this early, before the trainer's Accelerator, calls every process the main one."""
 
     @functools.wraps(run)
     def holding(cfg: RecipeConfig) -> dict:
-        if not PartialState().is_main_process:
+        if os.environ.get("RANK", "0") != "0":
             return run(cfg)
         with locked(cfg.output_dir):
             return run(cfg)

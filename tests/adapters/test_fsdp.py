@@ -22,8 +22,9 @@ from recipe_files import tiny, write_demos
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lara.adapters.cli"]
+# port 0: a free port of its own, as two pytest workers may launch at once
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+          "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lara.adapters.cli"]
 # fsq: no codebook whose restarts draw from each rank's own latents; complete samples only, so the per-process
 # means average to the global mean. A 2-layer TokenVLA: two Llama blocks and a SigLIP block are FSDP units.
 COMMON = ["data.drop_incomplete=true", "lara.lam.quantizer=fsq", "model.build={width: 32, layers: 2, image_size: 32}"]

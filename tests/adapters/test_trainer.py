@@ -91,7 +91,8 @@ def test_accelerate_launch_two_cpu_processes_matches_one_process_with_the_double
     common = ["data.drop_incomplete=true", "lara.lam.quantizer=fsq"]
     two = tiny(demos, tmp_path / "two", steps=3, every=3) + common
     subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "--num_machines", "1", "--main_process_port", "0",  # a free port: pytest workers launch at once
+                    "--mixed_precision", "no", "--dynamo_backend", "no",
                     "-m", "lara.adapters.cli", "posttrain_token_vla", *two],
                    check=True, env=ENV, cwd=ROOT, capture_output=True)
     one = tiny(demos, tmp_path / "one", steps=3, every=3) + common + ["train.batch_size=8"]
