@@ -30,7 +30,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from accelerate import PartialState
 from pydantic import ValidationError
 
 from lara.errors import InputError
@@ -142,7 +141,7 @@ def check_run_folder(cfg: RecipeConfig) -> bool:
     if not cfg.train.allow_config_change:
         raise InputError(f"{where} Give a new output_dir to train this config from scratch, or "
                          f"train.allow_config_change=true to resume the saved checkpoints under it")
-    if PartialState().is_main_process:  # every DDP process checks; one writes
+    if main_process():  # every DDP process checks; one writes
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "saved_in": str(source),
                   "changes": {name: {"saved": old, "now": new} for name, (old, new) in changed.items()}}
         with open(cfg.output_dir / "config_changes.jsonl", "a") as handle:
@@ -163,6 +162,12 @@ def _check_final(final: Path) -> None:
 
 
 LOCK = ".lock"
+
+
+def main_process() -> bool:
+    """Rank 0 of a launch (accelerate launch and torchrun set RANK), or a process launched alone. Read from the
+    environment: a PartialState built here, before the trainer's Accelerator, calls every process the main one."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 @contextmanager
@@ -190,12 +195,11 @@ def locked(run_dir: Path):
 
 def holds_run_folder(run: Callable[[RecipeConfig], dict]) -> Callable[[RecipeConfig], dict]:
     """A recipe's `run(cfg)` holding its output_dir's lock throughout (the main process takes it: under DDP the
-    launch's other processes are its own). The rank comes from the launcher's RANK variable (accelerate launch,
-    torchrun): a PartialState built this early, before the trainer's Accelerator, calls every process the main one."""
+    launch's other processes are its own)."""
 
     @functools.wraps(run)
     def holding(cfg: RecipeConfig) -> dict:
-        if os.environ.get("RANK", "0") != "0":
+        if not main_process():
             return run(cfg)
         with locked(cfg.output_dir):
             return run(cfg)
