@@ -12,13 +12,15 @@ from lara.data.libero_hdf5 import LiberoHDF5Writer
 TASKS = ("put the bowl on the plate", "open the drawer")
 
 
-def write_tasks(directory: Path, episodes: int, size: int = 32, length: int = 14) -> Path:
-    """One file per task, `episodes` demos each: a square drifting across the image, actions = its drift."""
+def write_tasks(directory: Path, episodes: int | tuple[int, ...], size: int = 32, length: int = 14) -> Path:
+    """One file per task with `episodes` demos (per task, or one number for each): a square drifting across the
+    image, actions = its drift."""
+    counts = episodes if isinstance(episodes, tuple) else (episodes,) * len(TASKS)
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for task, language in enumerate(TASKS):
         with LiberoHDF5Writer(directory / f"task{task}_demo.hdf5", language=language) as writer:
-            for _ in range(episodes):
+            for _ in range(counts[task]):
                 drift = rng.uniform(-1, 1, size=2)
                 xy = np.clip(8 + np.cumsum(np.tile(drift, (length, 1)), 0), 0, size - 7).astype(int)
                 frames = np.full((length, size, size, 3), 40, np.uint8)
