@@ -17,7 +17,7 @@ from lara.errors import InputError
 from lara.model import LARA_KEYS
 
 from .config import LoraConfig, RecipeConfig
-from .families import Family, family_class
+from .families import Family, family_class, lara_inputs
 
 if TYPE_CHECKING:
     from .trainer import Trainer

@@ -56,7 +56,8 @@ class CodePredictor(nn.Module):
         super().__init__()
         self.vla = vla
 
-    def forward(self, input_ids, attention_mask, labels, pixel_values, proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids, attention_mask, labels, pixel_values,
+                proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.vla.lm_forward(input_ids, pixel_values, attention_mask, labels, proprio)
         extra = out.logits.shape[1] - input_ids.shape[1]  # image patches spliced in after BOS
         targets = splice_after_bos(labels, extra, IGNORE_INDEX)[:, 1:]  # (B, T + P - 1): what each position predicts

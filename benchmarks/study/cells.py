@@ -4,11 +4,10 @@ OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json)
 cell.json: the recorded arguments of both commands and, once each finished, its wall time. A two-stage variant
 (config.StagedVariant) first trains first/ (first.log), and its run starts from first/final/vla (and, with
 continue_lam, continues first/final/lara or first/final/lam as its LAM). A variant may train on its own
-data.paths instead of the study's. A cell is
-skipped when its recorded arguments match and eval/results.json exists; a half-done one is re-run (the
-training resumes from its own checkpoints). A cell whose recorded arguments differ from the study's is
-refused (its run may hold hours of training): `replace_changed` retrains one whose training arguments
-changed and re-evaluates one whose evaluation arguments changed.
+data.paths instead of the study's. A cell is skipped when its recorded arguments match and eval/results.json
+exists; a half-done one is re-run (the training resumes from its own checkpoints). A cell whose recorded
+arguments differ from the study's is refused (its run may hold hours of training): `replace_changed` retrains
+one whose training arguments changed and re-evaluates one whose evaluation arguments changed.
 """
 
 from __future__ import annotations
@@ -22,9 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from lara.errors import InputError
 
-from .config import StudyConfig, lam_of, variant_parts
+from .config import StudyConfig, continues_lam, variant_parts
 
 LAM_METRICS = {"code_usage": "lam/code_usage", "perplexity": "lam/perplexity", "align_cos": "align/cos",
                "z_std": "lam/z_std", "align_constant": "align/constant"}  # the cell record's name -> the key in the run's metrics.jsonl
@@ -75,8 +76,6 @@ def camera_size_of(recipe, name: str) -> int:
 
 def data_override(entries: list) -> str:
     """`data.paths=[...]` of the study's data: paths as they are, source entries as YAML flow mappings."""
-    import yaml
-
     def item(entry) -> str:
         if isinstance(entry, Path):
             return str(entry)
@@ -115,7 +114,7 @@ def plan_cells(study: StudyConfig) -> list[Cell]:
                 first_recipe = validated(first.preset, first_args[2:] + [f"output_dir={folder / 'first'}"],
                                          f"{variant}/seed{seed} (first stage)")
                 overrides = [*overrides, f"model.path={folder / 'first' / 'final' / 'vla'}"]
-                if lam_of(spec):  # latent_pretrain exports its labeller as final/lam, the others final/lara
+                if continues_lam(spec):  # latent_pretrain exports its labeller as final/lam, the others final/lara
                     artifact = "lam" if first_recipe.recipe == "latent_pretrain" else "lara"
                     overrides.append(f"refine.lam_from={folder / 'first' / 'final' / artifact}")
             own_data = _sets(overrides, "data.paths")  # a variant on other data (e.g. an oracle with every label)

@@ -71,7 +71,7 @@ class StagedVariant(BaseModel):
         return split_top_level(value) if isinstance(value, str) else value
 
 
-def lam_of(spec: list[str] | StagedVariant) -> bool:
+def continues_lam(spec: list[str] | StagedVariant) -> bool:
     """Whether a variant's run continues its first stage's LAM."""
     return isinstance(spec, StagedVariant) and spec.continue_lam
 
@@ -140,10 +140,11 @@ class StudyConfig(BaseModel):
         groups = [("--set", self.overrides, OWNED_KEYS + SHARED_ONLY)]
         for name, spec in self.variants.items():
             overrides, first = variant_parts(spec)
-            owned = CELL_KEYS + (("model.path",) if first else ()) + (("refine.lam_from",) if lam_of(spec) else ())
+            owned = CELL_KEYS + (("model.path",) if first else ())
+            owned += ("refine.lam_from",) if continues_lam(spec) else ()
             groups.append((f"variant '{name}'", overrides, owned))
             if first is not None:  # its data may differ (action-free videos): only seed and folder are the cell's
-                groups.append((f"variant '{name}' (first stage)", first.overrides, ("train.seed", "output_dir")))
+                groups.append((f"variant '{name}' (first stage)", first.overrides, CELL_KEYS))
         for where, overrides, owned in groups:
             for assignment in overrides:
                 key = assignment.split("=", 1)[0].strip()

@@ -39,7 +39,7 @@ def test_k_per_task_labelled_the_rest_unlabelled_disjoint_and_recorded(demos):
     assert not ids(labelled) & ids(unlabelled) and len(ids(labelled) | ids(unlabelled)) == 12
     assert ids(labelled) == {(str(ep.path), ep.source.split(" ", 1)[1]) for ep in labelled.episodes}
     record = labelled.split[0]
-    assert (record["labelled_per_task"], record["split_seed"], record["episodes"], record["count"]) == (2, 0, "labelled", 4)
+    assert [record[key] for key in ("labelled_per_task", "split_seed", "episodes", "count")] == [2, 0, "labelled", 4]
     assert record["action_free"] is False and unlabelled.split[0]["action_free"] is True
 
 

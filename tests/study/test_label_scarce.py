@@ -52,7 +52,8 @@ def test_the_arms_read_the_sides_of_the_split_the_issue_names(tmp_path):
     assert f"refine.lam_from={pre.folder / 'first' / 'final' / 'lara'}" in pre.train_args  # continue_lam
     assert f"model.path={pre.folder / 'first' / 'final' / 'vla'}" in pre.train_args
     lapa = cells["lapa"]
-    assert lapa.first_args[:2] == ["train", "latent_pretrain_token_vla"] and f"data.paths={unlabelled}" in lapa.first_args
+    assert lapa.first_args[:2] == ["train", "latent_pretrain_token_vla"]
+    assert f"data.paths={unlabelled}" in lapa.first_args
     assert labelled not in lapa.first_args and "baseline=true" in lapa.train_args
     assert not any(a.startswith("refine.lam_from") for a in lapa.train_args)
     oracle = cells["oracle"]
