@@ -18,7 +18,7 @@ from lara.model import LARA_KEYS
 
 from . import checkpoints as ckpt
 from .config import LoraConfig, RecipeConfig
-from .families import Family, family_class
+from .families import Family, family_class, lara_inputs
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -42,6 +42,17 @@ def load_data(cfg: RecipeConfig) -> LiberoDataset:
 def video_data(cfg: RecipeConfig, paths: list[Path]) -> LiberoDataset:
     """Action-free frames cut like the demonstrations (same camera, frame gap and size)."""
     return LiberoDataset(cfg.data.model_copy(update={"paths": paths, "action_free": True, "statistics_path": None}))
+
+
+def record_split(cfg: RecipeConfig, **roles: LiberoDataset | None) -> None:
+    """RUN/data_split.json: for each role (data, video, lam_warmup) the label-scarce sides its sources read
+    (SourceSpec.labelled_per_task), with their episode ids; nothing is written when no source is split."""
+    from accelerate import PartialState
+
+    split = {role: data.split for role, data in roles.items() if data is not None and data.split}
+    if split and PartialState().is_main_process:
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.output_dir / "data_split.json").write_text(json.dumps(split, indent=1))
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig | None) -> nn.Module:
@@ -122,11 +133,25 @@ def lam_step(lam: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
     return out.losses["total"], parts
 
 
-def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: float) -> lara.LatentActionModel:
-    """A fresh LAM trained alone on frames (reconstruction) for `steps` steps in RUN/lam (resumable).
-    Bidirectional alignment against an untrained LAM can collapse its latent (measured: a single code in
-    use), which is why the LARA release trains its LAM first."""
+def lam_inputs(samples: list[dict]) -> dict:
+    """The LAM warm-up's batch (`lara_inputs`), which may mix demonstrations with action-free frames (e.g.
+    posttrain.lam_warmup_paths): a sample without actions gets zero lam_actions with lam_action_mask False,
+    which the LAM's action loss leaves out exactly (lara/lam.py: per-step mask, then a mean over the samples
+    with any unmasked step). VLA batches keep `lara_inputs`, which refuses such a mix."""
     from .families import lara_inputs
+
+    shapes = [s["lam_actions"].shape for s in samples if "lam_actions" in s]  # (k, A) each
+    if not shapes or len(shapes) == len(samples):
+        return lara_inputs(samples)
+    k, dim = shapes[0]
+    missing = {"lam_actions": torch.zeros(k, dim), "lam_action_mask": torch.zeros(k, dtype=torch.bool)}
+    return lara_inputs([s if "lam_actions" in s else {**s, **missing} for s in samples])
+
+
+def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: float) -> lara.LatentActionModel:
+    """A fresh LAM trained alone on frames (reconstruction, and its action head where a sample has actions)
+    for `steps` steps in RUN/lam (resumable). Bidirectional alignment against an untrained LAM can collapse
+    its latent (measured: a single code in use), which is why the LARA release trains its LAM first."""
     from .trainer import Trainer
 
     lam = lara.LatentActionModel(cfg.lara.lam)
@@ -135,7 +160,7 @@ def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: 
     # the LAM alone is small: DDP (or one process) even when the joint phase shards with FSDP
     lam_train = cfg.train.model_copy(update={"steps": steps, "warmup_steps": 0, "ema_decay": None, "fsdp": False})
     phase = Trainer(lam_train, cfg.output_dir / "lam", lam, lam_step,
-                    datasets=[torch.utils.data.ConcatDataset(frames)], collate=lara_inputs,
+                    datasets=[torch.utils.data.ConcatDataset(frames)], collate=lam_inputs,
                     export=lambda m, d: lara.save_lam(m, d / "lam"), lr=lr, run_config=cfg.model_dump(mode="json"))
     phase.fit()
     phase.accelerator.free_memory()

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lara.config import LaraConfig
-from lara.data.config import LiberoDataConfig, SourceSpec
+from lara.data.config import LiberoDataConfig, SourceEntry
 from lara.errors import InputError, MissingPath
 
 PRESETS_DIR = Path(__file__).parent / "configs"
@@ -170,7 +170,7 @@ class PretrainConfig(_Strict):
         "allowed). Without them bidirectional alignment can collapse a fresh LAM's latent.",
     )
     lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM-only phase.")
-    video_paths: list[Path | SourceSpec] = Field(
+    video_paths: list[SourceEntry] = Field(
         default_factory=list, description="Action-free data, any source (video folders, LIBERO HDF5, LeRobot; "
         "paths or {path, format, weight, labels} entries as in data.paths): used in the LAM phase, and in the "
         "joint phase for the LAM and alignment losses only.",
@@ -186,6 +186,12 @@ class PosttrainConfig(_Strict):
         "before joint training (0: none). Alignment against an untrained LAM can collapse its latent.",
     )
     lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM warm-up.")
+    lam_warmup_paths: list[SourceEntry] = Field(
+        default_factory=list, description="Action-free frames added to the fresh LAM's warm-up beside the "
+        "demonstrations' (any source, paths or entries as in data.paths, read action-free; e.g. the unlabelled "
+        "side of a label-scarce split): reconstruction only, the action head learns on the demonstrations. "
+        "Read only when a fresh LAM warms up (lam_warmup_steps > 0, no refine.lam_from, not baseline).",
+    )
 
 
 class RefineConfig(_Strict):

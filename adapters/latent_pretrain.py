@@ -16,7 +16,9 @@
    [BOS, patches, prompt, c_1 .. c_n] with labels on the n code tokens only. Logged: `latent/accuracy` (the code
    tokens whose argmax over the K code rows is right) beside `latent/chance` (always predicting each position's
    most frequent code). `posttrain` with `model.path=RUN/final/vla` drops the code rows again
-   (adapters/families/token_vla.py says why) and learns actions from these weights.
+   (adapters/families/token_vla.py says why) and learns actions from these weights. A TokenVLA that reads the
+   robot state (`proprio_dim`) gets the neutral state here (TokenVLAFamily.neutral_state: frames have none);
+   its state projector's weights first learn in post-training, as OFT adds its proprio projector there.
 
 Exports RUN/final/vla (the TokenVLA with its code rows), RUN/final/lam (the labeller, a LARA artifact),
 RUN/final/latent_codes.json (label statistics and the last logged accuracy) and RUN/final/recipe.json.
@@ -39,7 +41,7 @@ from lara.vla.token_vla import splice_after_bos
 from lara.vla.tokenizer import IGNORE_INDEX, collate, encode_text, prompt
 
 from . import checkpoints as ckpt
-from .common import warm_up_lam
+from .common import record_split, warm_up_lam
 from .config import RecipeConfig
 from .families.token_vla import TokenVLAFamily
 from .metrics import read_metrics
@@ -55,8 +57,9 @@ class CodePredictor(nn.Module):
         super().__init__()
         self.vla = vla
 
-    def forward(self, input_ids, attention_mask, labels, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.vla.lm_forward(input_ids, pixel_values, attention_mask, labels)
+    def forward(self, input_ids, attention_mask, labels, pixel_values,
+                proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.vla.lm_forward(input_ids, pixel_values, attention_mask, labels, proprio)
         extra = out.logits.shape[1] - input_ids.shape[1]  # image patches spliced in after BOS
         targets = splice_after_bos(labels, extra, IGNORE_INDEX)[:, 1:]  # (B, T + P - 1): what each position predicts
         mask = targets != IGNORE_INDEX  # the code tokens
@@ -155,6 +158,7 @@ def run(cfg: RecipeConfig) -> dict:
     # action-free whatever the source holds; a pair past an episode's end has no latent action to label
     frames = LiberoDataset(cfg.data.model_copy(update={"action_free": True, "statistics_path": None,
                                                         "drop_incomplete": True}))
+    record_split(cfg, data=frames)  # a label-scarce side of a source: which episodes were read (RUN/data_split.json)
     lam = labeller(cfg, frames)
     num_codes = lam.quantizer.num_codes
 
@@ -162,9 +166,6 @@ def run(cfg: RecipeConfig) -> dict:
     family = TokenVLAFamily(cfg.model, None, (cfg.data.camera, *cfg.data.extra_cameras), cfg.data.dataset_name)
     family.latent_codes = num_codes
     vla = family.build()
-    if vla.config.proprio_dim:
-        raise InputError(f"the TokenVLA reads a {vla.config.proprio_dim}-D robot state, which action-free frames do "
-                         "not have; latent-pretrain one with proprio_dim=0")
     accelerator = make_accelerator(cfg.train)
     codes = codes_of(cfg, lam, frames, accelerator)
     statistics = code_statistics(codes, num_codes)
@@ -181,10 +182,14 @@ def run(cfg: RecipeConfig) -> dict:
         for sample in samples:
             ids, code_ids = encode_text(prompt(sample["instruction"])), (first + sample["latent_codes"]).tolist()
             examples.append((ids + code_ids, [IGNORE_INDEX] * len(ids) + code_ids))  # loss on the codes only
-        return family.cast({**collate(examples), "pixel_values": family.pixel_values(samples)})  # model.dtype
+        batch = {**collate(examples), "pixel_values": family.pixel_values(samples)}
+        if vla.config.proprio_dim:  # action-free frames have no robot state: the neutral one (family.neutral_state)
+            batch["proprio"] = family.neutral_state(len(samples))
+        return family.cast(batch)  # model.dtype
 
     def code_step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        loss, accuracy = model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"])
+        loss, accuracy = model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"],
+                               batch.get("proprio"))
         return loss, {"latent/accuracy": accuracy.detach(),
                       "latent/chance": torch.tensor(statistics["chance"], device=loss.device)}
 

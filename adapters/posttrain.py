@@ -5,15 +5,17 @@
 
 Full fine-tuning or LoRA (`model.lora`, through peft). The LAM continues from `refine.lam_from` (a LARA
 artifact, e.g. from `pretrain`) or starts fresh; a fresh LAM first trains alone on the demonstrations'
-frames for `posttrain.lam_warmup_steps` steps (RUN/lam), since alignment against an untrained LAM can
-collapse its latent. Writes RUN/checkpoints/step_N (resumable), RUN/metrics.jsonl, RUN/final/{vla, lara}.
+frames (and those of `posttrain.lam_warmup_paths`, action-free) for `posttrain.lam_warmup_steps` steps
+(RUN/lam), since alignment against an untrained LAM can collapse its latent. Writes RUN/checkpoints/step_N
+(resumable), RUN/metrics.jsonl, RUN/final/{vla, lara}, and RUN/data_split.json where a source is split.
 """
 
 from __future__ import annotations
 
 import lara
 
-from .common import baseline_step, build_vla, export_final, exporter, lara_step, load_data, warm_up_lam
+from .common import (baseline_step, build_vla, export_final, exporter, lara_step, load_data, record_split, video_data,
+                     warm_up_lam)
 from .config import RecipeConfig
 from .run_folder import check_run_folder, holds_run_folder
 from .trainer import Trainer, seed_everything
@@ -24,6 +26,7 @@ def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
+    record_split(cfg, data=data)
     family, vla = build_vla(cfg, data)
     if cfg.baseline:
         model = vla
@@ -31,8 +34,13 @@ def run(cfg: RecipeConfig) -> dict:
         if cfg.refine.lam_from:
             lam = lara.load_lam(cfg.refine.lam_from)
         else:
-            # the demonstrations with their actions: the LAM's action head (lara.lam.action_horizon) learns too
-            lam = warm_up_lam(cfg, [data], cfg.posttrain.lam_warmup_steps, cfg.posttrain.lam_lr)
+            # the demonstrations with their actions: the LAM's action head (lara.lam.action_horizon) learns too;
+            # posttrain.lam_warmup_paths add action-free frames (reconstruction only)
+            extra = cfg.posttrain.lam_warmup_paths if cfg.posttrain.lam_warmup_steps else []
+            frames = video_data(cfg, extra) if extra else None
+            record_split(cfg, data=data, lam_warmup=frames)
+            lam = warm_up_lam(cfg, [data] + ([frames] if frames is not None else []), cfg.posttrain.lam_warmup_steps,
+                              cfg.posttrain.lam_lr)
         model = lara.attach(vla, cfg.lara, lam=lam)
         print(model.trainable_parameters())
     trainer = Trainer(cfg.train, cfg.output_dir, model, baseline_step if cfg.baseline else lara_step,

@@ -7,15 +7,16 @@ Phase 1 (RUN/lam): LAM-only reconstruction on the frames of the demonstrations a
 videos. Bidirectional alignment against a fresh LAM can collapse its latent (measured: a single code
 in use), which is why the LAM goes first, as in the LARA release.
 Phase 2 (RUN/joint): VLA + LAM with alignment; every `video_every`-th batch comes from the videos and
-contributes the LAM and alignment losses only. Both phases resume from their own checkpoints.
+contributes the LAM and alignment losses only. Both phases resume from their own checkpoints. Where a source
+is split (SourceSpec.labelled_per_task), RUN/data_split.json records which episodes each role read.
 """
 
 from __future__ import annotations
 
 import lara
 
-from .common import (baseline_step, build_vla, export_final, exporter, lara_step, load_data, video_data,
-                     warm_up_lam)
+from .common import (baseline_step, build_vla, export_final, exporter, lara_step, load_data, record_split,
+                     video_data, warm_up_lam)
 from .config import RecipeConfig
 from .run_folder import check_run_folder, holds_run_folder
 from .trainer import Trainer, seed_everything
@@ -27,6 +28,7 @@ def run(cfg: RecipeConfig) -> dict:
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
     videos = video_data(cfg, cfg.pretrain.video_paths) if cfg.pretrain.video_paths else None
+    record_split(cfg, data=data, video=videos)
     family, vla = build_vla(cfg, data)
     lam = None
     if not cfg.baseline:

@@ -43,8 +43,8 @@ class TokenVLAFamily(Family):
             action = self.statistics.action
             model.config.norm_stats = {"q01": action.q01.tolist(), "q99": action.q99.tolist(),
                                        "mask": action.mask.tolist()}
-        if model.config.proprio_dim:
-            proprio = None if self.statistics is None else self.statistics.proprio
+        if model.config.proprio_dim and self.statistics is not None:  # None: frames only (latent pre-training)
+            proprio = self.statistics.proprio
             if proprio is None or len(proprio.mean) != model.config.proprio_dim:
                 found = "no robot state" if proprio is None else f"a {len(proprio.mean)}-D robot state"
                 raise InputError(f"model.build.proprio_dim={model.config.proprio_dim}, but the data has {found} "
@@ -73,7 +73,9 @@ class TokenVLAFamily(Family):
         ids = self.action_tokenizer.encode(actions.numpy()).reshape(len(samples), -1)  # (B, H * A)
         batch = collate([build_example(s["instruction"], row) for s, row in zip(samples, ids)])
         batch["pixel_values"] = self.pixel_values(samples)
-        if cfg.proprio_dim:
+        if cfg.proprio_dim and lara.get("lam_action_free"):
+            batch["proprio"] = self.neutral_state(len(samples))
+        elif cfg.proprio_dim:
             if "proprio" not in samples[0]:
                 raise InputError("the TokenVLA reads the robot state, which these samples lack (action-free data?)")
             batch["proprio"] = torch.stack([s["proprio"] for s in samples])
@@ -82,6 +84,15 @@ class TokenVLAFamily(Family):
         # (the 'tokens' head's cross-entropy keeps the padded steps, which repeat the episode's last action,
         # as pi0's loss does, rather than cut each sample's token sequence at a different length)
         return {**self.cast(batch), **lara}
+
+    def neutral_state(self, batch_size: int) -> torch.Tensor:
+        """(B, proprio_dim) raw states for action-free frames, which have none: the training data's mean state
+        (0 once standardised), or 0 where the model has no state statistics yet (latent pre-training; the
+        post-training that follows sets them, so 0 is again its mean). Only the state token's position and the
+        projector's bias learn from it."""
+        stats = self.model_config.proprio_stats
+        mean = torch.tensor(stats["mean"]) if stats else torch.zeros(self.model_config.proprio_dim)
+        return mean.float().expand(batch_size, -1).clone()
 
     def pixel_values(self, samples: list[dict]) -> torch.Tensor:
         """The cameras of each sample as the model reads them: (B, 3, S, S), or (B, N, 3, S, S) for N cameras."""

@@ -104,15 +104,17 @@ def _from_hdf5(path: Path, found: TrainingInitStates) -> None:
 
 
 def training_init_states(policy_spec: str) -> TrainingInitStates | None:
-    """The benchmark init states a checkpoint's training data (recipe `data.paths` and `pretrain.video_paths`)
-    started from; None when the policy is not a run's `final/vla` with a recipe.json beside it."""
+    """The benchmark init states a checkpoint's training data (recipe `data.paths`, `pretrain.video_paths` and
+    `posttrain.lam_warmup_paths`) started from; None when the policy is not a run's `final/vla` with a recipe.json
+    beside it."""
     recipe = recipe_of(policy_spec)
     if recipe is None:
         return None
     from lara.data.libero_source import resolve_files
 
     config = json.loads(recipe.read_text())
-    paths = list(config.get("data", {}).get("paths", [])) + list(config.get("pretrain", {}).get("video_paths", []))
+    paths = [*config.get("data", {}).get("paths", []), *config.get("pretrain", {}).get("video_paths", []),
+             *config.get("posttrain", {}).get("lam_warmup_paths", [])]
     found = TrainingInitStates(recipe)
     for path in (Path(p["path"] if isinstance(p, dict) else p) for p in paths):  # a path or a {path, ...} spec
         if path.is_dir() and _from_generation_json(path, found):

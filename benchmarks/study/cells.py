@@ -2,11 +2,12 @@
 
 OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json), train.log, eval.log and
 cell.json: the recorded arguments of both commands and, once each finished, its wall time. A two-stage variant
-(config.StagedVariant) first trains first/ (first.log), and its run starts from first/final/vla. A cell is
-skipped when its recorded arguments match and eval/results.json exists; a half-done one is re-run (the
-training resumes from its own checkpoints). A cell whose recorded arguments differ from the study's is
-refused (its run may hold hours of training): `replace_changed` retrains one whose training arguments
-changed and re-evaluates one whose evaluation arguments changed.
+(config.StagedVariant) first trains first/ (first.log), and its run starts from first/final/vla (and, with
+continue_lam, continues first/final/lara or first/final/lam as its LAM). A variant may train on its own
+data.paths instead of the study's. A cell is skipped when its recorded arguments match and eval/results.json
+exists; a half-done one is re-run (the training resumes from its own checkpoints). A cell whose recorded
+arguments differ from the study's is refused (its run may hold hours of training): `replace_changed` retrains
+one whose training arguments changed and re-evaluates one whose evaluation arguments changed.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from lara.errors import InputError
 
-from .config import StudyConfig, variant_parts
+from .config import StudyConfig, continues_lam, variant_parts
 
 LAM_METRICS = {"code_usage": "lam/code_usage", "perplexity": "lam/perplexity", "align_cos": "align/cos",
                "z_std": "lam/z_std", "align_constant": "align/constant"}  # the cell record's name -> the key in the run's metrics.jsonl
@@ -71,6 +74,20 @@ def camera_size_of(recipe, name: str) -> int:
     return size
 
 
+def data_override(entries: list) -> str:
+    """`data.paths=[...]` of the study's data: paths as they are, source entries as YAML flow mappings."""
+    def item(entry) -> str:
+        if isinstance(entry, Path):
+            return str(entry)
+        fields = entry.model_dump(mode="json", exclude_defaults=True)
+        return yaml.safe_dump(fields, default_flow_style=True, sort_keys=False, width=1 << 20).strip()
+    return f"data.paths=[{','.join(item(e) for e in entries)}]"
+
+
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(o.split("=", 1)[0].strip() == key for o in overrides)
+
+
 def plan_cells(study: StudyConfig) -> list[Cell]:
     """Every (variant, seed) cell with its commands; each cell's recipe is validated here, before anything runs.
     Seed by seed (every variant of seed 0 first): a study stopped early holds complete pairs with the baseline."""
@@ -82,7 +99,7 @@ def plan_cells(study: StudyConfig) -> list[Cell]:
         except (ValueError, FileNotFoundError) as error:
             raise InputError(f"cell {name}: " + "; ".join(line.strip() for line in str(error).splitlines())) from None
 
-    data = f"data.paths=[{','.join(str(p) for p in study.data)}]"
+    data = data_override(study.data)
     tasks = ",".join(str(t) for t in study.tasks)
     cells = []
     for seed in study.seeds:
@@ -91,13 +108,18 @@ def plan_cells(study: StudyConfig) -> list[Cell]:
             overrides, first = variant_parts(spec)
             first_args = None
             if first is not None:
-                own_data = any(o.split("=", 1)[0].strip() == "data.paths" for o in first.overrides)
+                own_data = _sets(first.overrides, "data.paths")
                 first_args = ["train", first.preset, *study.overrides, *first.overrides, *([] if own_data else [data]),
                               f"train.seed={seed}"]
-                validated(first.preset, first_args[2:] + [f"output_dir={folder / 'first'}"],
-                          f"{variant}/seed{seed} (first stage)")
+                first_recipe = validated(first.preset, first_args[2:] + [f"output_dir={folder / 'first'}"],
+                                         f"{variant}/seed{seed} (first stage)")
                 overrides = [*overrides, f"model.path={folder / 'first' / 'final' / 'vla'}"]
-            train_args = ["train", study.preset, *study.overrides, *overrides, data, f"train.seed={seed}"]
+                if continues_lam(spec):  # latent_pretrain exports its labeller as final/lam, the others final/lara
+                    artifact = "lam" if first_recipe.recipe == "latent_pretrain" else "lara"
+                    overrides.append(f"refine.lam_from={folder / 'first' / 'final' / artifact}")
+            own_data = _sets(overrides, "data.paths")  # a variant on other data (e.g. an oracle with every label)
+            train_args = ["train", study.preset, *study.overrides, *overrides, *([] if own_data else [data]),
+                          f"train.seed={seed}"]
             recipe = validated(study.preset, train_args[2:] + [f"output_dir={folder / 'run'}"], f"{variant}/seed{seed}")
             size = camera_size_of(recipe, f"{variant}/seed{seed}")
             eval_args = ["eval", "libero", "--suite", study.suite, "--tasks", tasks, "--trials", str(study.trials),

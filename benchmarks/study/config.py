@@ -12,10 +12,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lara.data.config import SourceEntry, SourceSpec
 from lara.errors import InputError
 
 BUILT_IN = {"baseline": ["baseline=true"], "lara": []}  # always run: the recipe without LARA, and as it is
 OWNED_KEYS = ("data.paths", "train.seed", "output_dir")  # set per cell by the study itself
+CELL_KEYS = ("train.seed", "output_dir")  # of those, what a variant may not set either (it may train on other data)
 SHARED_ONLY = ("baseline",)  # a variant may set it (e.g. the baseline recipe after another first stage); --set may not
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a variant names a folder
 
@@ -54,6 +56,11 @@ class StagedVariant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     first: FirstStage = Field(description="The run before the variant's own.")
+    continue_lam: bool = Field(
+        False, description="The variant's run also continues the first stage's LAM: refine.lam_from="
+        "<cell>/first/final/lara (final/lam after latent_pretrain), e.g. LARA pre-training, then LARA "
+        "post-training with the same LAM. False: the variant's own recipe decides its LAM.",
+    )
     overrides: list[str] = Field(
         default_factory=list, description="`key=value` overrides of the variant's own run (the study's preset).",
     )
@@ -62,6 +69,15 @@ class StagedVariant(BaseModel):
     @classmethod
     def _override_list(cls, value):
         return split_top_level(value) if isinstance(value, str) else value
+
+
+def continues_lam(spec: list[str] | StagedVariant) -> bool:
+    """Whether a variant's run continues its first stage's LAM."""
+    return isinstance(spec, StagedVariant) and spec.continue_lam
+
+
+def source_path(entry: Path | SourceSpec) -> Path:
+    return entry.path if isinstance(entry, SourceSpec) else entry
 
 
 def variant_parts(spec: list[str] | StagedVariant) -> tuple[list[str], FirstStage | None]:
@@ -75,7 +91,11 @@ class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: str = Field(description="The `lara train` preset (a name in adapters/configs or a .yaml path).")
-    data: list[Path] = Field(min_length=1, description="Demonstration files or folders; every cell trains on them.")
+    data: list[SourceEntry] = Field(
+        min_length=1, description="Demonstration files or folders, or data.paths entries ({path, labelled_per_task, "
+        "episodes, ...}: e.g. the labelled side of a label-scarce split); every cell trains on them unless its "
+        "variant gives its own data.paths.",
+    )
     suite: str = Field(description="LIBERO suite of the evaluation: spatial, object, goal, 10, 90.")
     tasks: list[int | str] = Field(min_length=1, description="Task indices (or names) of the evaluation.")
     seeds: list[int] = Field(min_length=1, description="Training seeds (train.seed); every variant runs each.")
@@ -120,9 +140,11 @@ class StudyConfig(BaseModel):
         groups = [("--set", self.overrides, OWNED_KEYS + SHARED_ONLY)]
         for name, spec in self.variants.items():
             overrides, first = variant_parts(spec)
-            groups.append((f"variant '{name}'", overrides, OWNED_KEYS + (("model.path",) if first else ())))
+            owned = CELL_KEYS + (("model.path",) if first else ())
+            owned += ("refine.lam_from",) if continues_lam(spec) else ()
+            groups.append((f"variant '{name}'", overrides, owned))
             if first is not None:  # its data may differ (action-free videos): only seed and folder are the cell's
-                groups.append((f"variant '{name}' (first stage)", first.overrides, ("train.seed", "output_dir")))
+                groups.append((f"variant '{name}' (first stage)", first.overrides, CELL_KEYS))
         for where, overrides, owned in groups:
             for assignment in overrides:
                 key = assignment.split("=", 1)[0].strip()
@@ -131,10 +153,13 @@ class StudyConfig(BaseModel):
                 if key in owned and key == "model.path":
                     raise ValueError(f"{where}: 'model.path' of a two-stage variant is its first stage's VLA "
                                      "(<cell>/first/final/vla), set by the study")
+                if key in owned and key == "refine.lam_from":
+                    raise ValueError(f"{where}: 'refine.lam_from' of a variant with continue_lam is its first stage's "
+                                     "LAM, set by the study")
                 if key in owned:
                     raise ValueError(f"{where}: '{key}' is set by the study for every cell ({', '.join(owned)}); "
                                      "use --data, --seeds, --out or the 'baseline' variant instead")
-        missing = [str(p) for p in self.data if not p.exists()]
+        missing = [str(p) for p in map(source_path, self.data) if not p.exists()]
         if missing:
             raise ValueError(f"data: {', '.join(missing)} not found; give LIBERO HDF5 files or folders "
                              "(e.g. from `lara data generate`)")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 SAMPLE_KEYS = {"lam_frames", "lam_valid", "image", "instruction", "episode_index", "frame_index", "actions",
                "action_mask", "lam_actions", "lam_action_mask", "proprio"}
@@ -30,6 +30,36 @@ class SourceSpec(BaseModel):
         "template}; id = the video's file stem) giving each video's instruction. Without it a sidecar "
         "<stem>.txt next to a video is its instruction, else the instruction is empty.",
     )
+    labelled_per_task: int | None = Field(
+        None, ge=1, description="Label-scarce split of this source: its episodes grouped by task (instruction) in "
+        "the reader's order, each task's shuffled with split_seed, the first K of each task 'labelled' (they keep "
+        "their actions) and the rest 'unlabelled' (frames only). `episodes` says which side this entry reads; the "
+        "episode ids of each side go to RUN/data_split.json. None: no split.",
+    )
+    episodes: Literal["all", "labelled", "unlabelled"] = Field(
+        "all", description="Which episodes of the source this entry reads: 'all' (no split), or a side of the "
+        "labelled_per_task split: 'labelled' (K per task, with actions) or 'unlabelled' (the others, opened "
+        "action-free: their actions are never read, so no statistic, sample or lam_actions comes from them).",
+    )
+    split_seed: int = Field(0, ge=0, description="Seed of the per-task shuffle of the labelled_per_task split.")
+
+    @model_validator(mode="after")
+    def _side_of_a_split(self):
+        if self.labelled_per_task is None and self.episodes != "all":
+            raise ValueError(f"{self.path}: episodes='{self.episodes}' reads one side of a label-scarce split; set "
+                             "labelled_per_task (K labelled episodes per task) too, or episodes='all'")
+        if self.labelled_per_task is not None and self.episodes == "all":
+            raise ValueError(f"{self.path}: labelled_per_task={self.labelled_per_task} splits the source; say which "
+                             "side this entry reads: episodes='labelled' or episodes='unlabelled'")
+        return self
+
+
+def _entry_kind(value) -> str:
+    return "spec" if isinstance(value, (dict, SourceSpec)) else "path"
+
+
+# a data source as configs take it: a path, or a {path, ...} SourceSpec entry (errors name the entry's own fields)
+SourceEntry = Annotated[Annotated[Path, Tag("path")] | Annotated[SourceSpec, Tag("spec")], Discriminator(_entry_kind)]
 
 
 class LiberoDataConfig(BaseModel):
@@ -37,10 +67,11 @@ class LiberoDataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    paths: list[Path | SourceSpec] = Field(
+    paths: list[SourceEntry] = Field(
         description="Data sources: paths (LIBERO HDF5 files or folders of *.hdf5/*.h5, not recursive; LeRobot "
-        "dataset folders; video files or folders, recursive), or {path, format, weight, labels} entries for "
-        "an explicit reader or a mixture weight. A single path may be given instead of a list.",
+        "dataset folders; video files or folders, recursive), or {path, format, weight, labels, labelled_per_task, "
+        "episodes, split_seed} entries for an explicit reader, a mixture weight or one side of a label-scarce "
+        "split. A single path may be given instead of a list.",
     )
     camera: str = Field(
         "agentview_rgb",

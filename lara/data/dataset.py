@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .config import LiberoDataConfig, SourceSpec
 from .episodes import Episode, EpisodeSource, SourceError, detect_format, open_source
 from .sampler import window_order
+from .split import episode_id, split_episodes
 from .statistics import (
     GRIPPER_NOT_NORMALIZED,
     ArrayStatistics,
@@ -70,8 +71,11 @@ class LiberoDataset(torch.utils.data.Dataset):
                                              for spec, format in zip(specs, formats)]
         self.episodes: list[Episode] = []
         self._source_of: list[int] = []  # episode -> index into self.sources
-        for index, source in enumerate(self.sources):
+        self.split: list[dict] = []  # the label-scarce side each split source gave (RUN/data_split.json)
+        for index, (spec, source) in enumerate(zip(specs, self.sources)):
             found = source.episodes()
+            if spec.labelled_per_task is not None:
+                found = self._side(spec, found)
             self.episodes += found
             self._source_of += [index] * len(found)
         self.weights = [spec.weight for spec in specs]
@@ -113,14 +117,27 @@ class LiberoDataset(torch.utils.data.Dataset):
     def _options(self, spec: SourceSpec, format: str) -> dict:
         """The reader options of this config for one source (each reader takes only its own)."""
         options = {"skip_bad_files": self.config.skip_bad_files}
+        action_free = self.config.action_free or spec.episodes == "unlabelled"  # never read an unlabelled action
         if format == "libero_hdf5":
-            options.update(cameras=(self.config.camera, *self.config.extra_cameras),
-                           action_free=self.config.action_free)
+            options.update(cameras=(self.config.camera, *self.config.extra_cameras), action_free=action_free)
         elif format == "video":
+            if spec.labelled_per_task is not None:
+                raise SourceError(f"{spec.path}: labelled_per_task splits a source's episodes into ones with and "
+                                  "without actions, and videos have none; split a LIBERO HDF5 or LeRobot source")
             options.update(labels=spec.labels, fps=self.config.fps, window=self.config.window)
         elif format == "lerobot":  # camera names as for LIBERO (agentview_rgb) or LeRobot feature names
-            options.update(cameras=(self.config.camera, *self.config.extra_cameras), action_free=self.config.action_free)
+            options.update(cameras=(self.config.camera, *self.config.extra_cameras), action_free=action_free)
         return options
+
+    def _side(self, spec: SourceSpec, episodes: list[Episode]) -> list[Episode]:
+        """The side of the source's label-scarce split this entry reads, recorded in `self.split`."""
+        labelled, unlabelled = split_episodes(episodes, spec.labelled_per_task, spec.split_seed, str(spec.path))
+        side = labelled if spec.episodes == "labelled" else unlabelled
+        self.split.append({"path": str(spec.path), "labelled_per_task": spec.labelled_per_task,
+                           "split_seed": spec.split_seed, "episodes": spec.episodes,
+                           "action_free": spec.episodes == "unlabelled" or self.config.action_free,
+                           "count": len(side), "ids": [episode_id(ep) for ep in side]})
+        return side
 
     def _camera_of(self, episode: Episode) -> str:
         """The LAM camera of an episode: `camera`, or a single-camera source's only camera (a video)."""
@@ -161,7 +178,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         if self.config.statistics_path is not None:
             return load_statistics(self.config.statistics_path, self.config.dataset_name)
         stored = [s.statistics() for s in self.sources]
-        if len(self.sources) == 1 and stored[0] is not None:
+        if len(self.sources) == 1 and stored[0] is not None and not self.split:  # a split's stored ones hold all
             return stored[0]
         mask = GRIPPER_NOT_NORMALIZED if dims == {len(GRIPPER_NOT_NORMALIZED)} else None
         states = [ep.states for ep in episodes if ep.states is not None]

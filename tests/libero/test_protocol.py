@@ -165,3 +165,12 @@ def test_the_progress_bar_shows_episodes_done_and_the_running_success_rate(tmp_p
     frames = capsys.readouterr().err.split("\r")
     assert any("1/3" in f and "success=1/1 (100.0%)" in f for f in frames)
     assert any("3/3" in f and "success=2/3 (66.7%)" in f for f in frames)
+
+
+def test_frames_of_the_lam_warm_up_count_as_training_data(tmp_path):
+    spec = fake_run(tmp_path, [])
+    recipe = tmp_path / "run" / "final" / "recipe.json"
+    warmup = [{"path": str(benchmark_data(tmp_path / "frames", indices=(3,))), "labelled_per_task": 1,
+               "episodes": "unlabelled"}]  # a source entry, e.g. the action-free side of a label-scarce split
+    recipe.write_text(json.dumps({**json.loads(recipe.read_text()), "posttrain": {"lam_warmup_paths": warmup}}))
+    assert training_init_states(spec).benchmark == {("libero_object", 1): [3]}
