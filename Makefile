@@ -50,12 +50,12 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 # One intra-op thread per process: the tests run small models, where torch's thread pool on 2 cores costs more
-# than it gains. Two pytest workers share the cores; tests marked `serial` (timing-sensitive real-robot loops,
-# multi-process jobs that want both cores) run alone afterwards.
+# than it gains. Two pytest workers (pytest-xdist) share the cores; tests marked `serial` (timing-sensitive
+# real-robot loops against a roscore and served policies) run alone afterwards. The slowest tests are listed.
 test: export OMP_NUM_THREADS = 1
 test: system-deps $(VENV)/.installed $(VENV_TF440)/.installed
-	$(PY) -m pytest -q -n 2 --dist worksteal -m "not serial" tests
-	$(PY) -m pytest -q -m serial tests
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not serial" --durations=15 tests
+	$(PY) -m pytest -q -m serial --durations=5 tests
 	$(MAKE) --no-print-directory test-core-tf440
 
 test-core-tf440: export OMP_NUM_THREADS = 1
