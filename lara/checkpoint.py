@@ -36,9 +36,9 @@ def save(model: LaraModel, directory: str | Path) -> Path:
     return directory
 
 
-def load(model: nn.Module, directory: str | Path) -> LaraModel:
-    """Attach LARA to `model` with the saved config and weights. Keys must match exactly."""
-    directory = Path(directory)
+def _read_config(directory: Path) -> LaraConfig:
+    """The saved LaraConfig, after checking both files are there (one line naming the LAM's folder when given a
+    VLA's)."""
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             hint = ""
@@ -47,7 +47,13 @@ def load(model: nn.Module, directory: str | Path) -> LaraModel:
                         f"{directory.parent / 'lara'} (latent_pretrain: {directory.parent / 'lam'})")
             raise MissingPath(f"{directory / name} not found: a LARA checkpoint holds {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME}{hint}")
-    config = LaraConfig.model_validate_json((directory / CONFIG_NAME).read_text())
+    return LaraConfig.model_validate_json((directory / CONFIG_NAME).read_text())
+
+
+def load(model: nn.Module, directory: str | Path) -> LaraModel:
+    """Attach LARA to `model` with the saved config and weights. Keys must match exactly."""
+    directory = Path(directory)
+    config = _read_config(directory)
     wrapped = attach(model, config)
     saved = load_file(directory / WEIGHTS_NAME)
     expected = lara_state_dict(wrapped)
@@ -65,15 +71,7 @@ def load(model: nn.Module, directory: str | Path) -> LaraModel:
 def load_lam(directory: str | Path) -> LatentActionModel:
     """The latent action model alone from a LARA checkpoint (LAM refinement, probes, latent-action policies)."""
     directory = Path(directory)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (directory / name).is_file():
-            hint = ""
-            if (directory / "config.json").is_file():  # e.g. RUN/final/vla given for RUN/final/lara
-                hint = (f"; {directory} holds a VLA (config.json), not a LAM: a run's LAM is in "
-                        f"{directory.parent / 'lara'} (latent_pretrain: {directory.parent / 'lam'})")
-            raise MissingPath(f"{directory / name} not found: a LARA checkpoint holds {CONFIG_NAME} and "
-                              f"{WEIGHTS_NAME}{hint}")
-    config = LaraConfig.model_validate_json((directory / CONFIG_NAME).read_text())
+    config = _read_config(directory)
     lam = LatentActionModel(config.lam)
     saved = {k[len("lam."):]: v for k, v in load_file(directory / WEIGHTS_NAME).items() if k.startswith("lam.")}
     lam.load_state_dict(saved)
