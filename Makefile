@@ -43,7 +43,7 @@ lock:
 	$(PYTHON) scripts/lock.py freeze $(LOCK_TF440) --venv .venv-lock-tf440 --source 'torch==2.13.0 + $(TF440_PACKAGES) + .'
 	rm -rf .venv-lock .venv-lock-tf440
 
-versions: $(VENV)/.installed
+versions: system-deps $(VENV)/.installed
 	@$(PY) -c 'from importlib.metadata import version; print("versions: " + ", ".join(f"{p} {version(p)}" for p in "$(SHOWN)".split()))'
 
 system-deps:
