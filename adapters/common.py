@@ -19,6 +19,7 @@ from lara.model import LARA_KEYS
 from . import checkpoints as ckpt
 from .config import LoraConfig, RecipeConfig
 from .families import Family, family_class, lara_inputs
+from .run_folder import main_process
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -47,10 +48,8 @@ def video_data(cfg: RecipeConfig, paths: list[Path]) -> LiberoDataset:
 def record_split(cfg: RecipeConfig, **roles: LiberoDataset | None) -> None:
     """RUN/data_split.json: for each role (data, video, lam_warmup) the label-scarce sides its sources read
     (SourceSpec.labelled_per_task), with their episode ids; nothing is written when no source is split."""
-    from accelerate import PartialState
-
     split = {role: data.split for role, data in roles.items() if data is not None and data.split}
-    if split and PartialState().is_main_process:
+    if split and main_process():
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
         (cfg.output_dir / "data_split.json").write_text(json.dumps(split, indent=1))
 
@@ -138,8 +137,6 @@ def lam_inputs(samples: list[dict]) -> dict:
     posttrain.lam_warmup_paths): a sample without actions gets zero lam_actions with lam_action_mask False,
     which the LAM's action loss leaves out exactly (lara/lam.py: per-step mask, then a mean over the samples
     with any unmasked step). VLA batches keep `lara_inputs`, which refuses such a mix."""
-    from .families import lara_inputs
-
     shapes = [s["lam_actions"].shape for s in samples if "lam_actions" in s]  # (k, A) each
     if not shapes or len(shapes) == len(samples):
         return lara_inputs(samples)

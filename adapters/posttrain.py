@@ -26,7 +26,10 @@ def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
-    record_split(cfg, data=data)
+    # a fresh LAM's warm-up reads posttrain.lam_warmup_paths too (action-free frames, reconstruction only)
+    fresh_lam = not cfg.baseline and not cfg.refine.lam_from and cfg.posttrain.lam_warmup_steps
+    frames = video_data(cfg, cfg.posttrain.lam_warmup_paths) if fresh_lam and cfg.posttrain.lam_warmup_paths else None
+    record_split(cfg, data=data, lam_warmup=frames)
     family, vla = build_vla(cfg, data)
     if cfg.baseline:
         model = vla
@@ -34,11 +37,7 @@ def run(cfg: RecipeConfig) -> dict:
         if cfg.refine.lam_from:
             lam = lara.load_lam(cfg.refine.lam_from)
         else:
-            # the demonstrations with their actions: the LAM's action head (lara.lam.action_horizon) learns too;
-            # posttrain.lam_warmup_paths add action-free frames (reconstruction only)
-            extra = cfg.posttrain.lam_warmup_paths if cfg.posttrain.lam_warmup_steps else []
-            frames = video_data(cfg, extra) if extra else None
-            record_split(cfg, data=data, lam_warmup=frames)
+            # the demonstrations with their actions: the LAM's action head (lara.lam.action_horizon) learns too
             lam = warm_up_lam(cfg, [data] + ([frames] if frames is not None else []), cfg.posttrain.lam_warmup_steps,
                               cfg.posttrain.lam_lr)
         model = lara.attach(vla, cfg.lara, lam=lam)

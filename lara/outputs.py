@@ -3,7 +3,7 @@ line before any work, and an interrupted write's staging file is cleared by the 
 
     check_new(outputs, overwrite=args.overwrite)  # an OUT file or folder that exists: refused, naming --overwrite
     writable(out, "--out")                          # created, and proven writable, before minutes of rollouts
-    staging = staging_path(target)                   # .NAME.<pid>.<random>.tmp beside it; stale ones of NAME removed
+    fd, staging = staging_file(target)               # .NAME.<pid>.<random>.tmp beside it; stale ones of NAME removed
 
 Staging names carry the writer's process id, so a staging file is known stale when its process is gone: the
 next write of the same target removes those (and only those: another target's, or a live writer's, stay).
