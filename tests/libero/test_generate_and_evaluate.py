@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lara.benchmarks.libero import generate
-from lara.benchmarks.libero.evaluate import check_chunk, evaluate
+from lara.benchmarks.libero.evaluate import evaluate
+from lara.benchmarks.rollout import check_chunk
 from lara.benchmarks.libero.protocol import overlap, training_init_states
 
 pytestmark = pytest.mark.slow
