@@ -3,19 +3,25 @@ line before any work, and an interrupted write's staging file is cleared by the 
 
     check_new(outputs, overwrite=args.overwrite)  # an OUT file or folder that exists: refused, naming --overwrite
     writable(out, "--out")                          # created, and proven writable, before minutes of rollouts
-    fd, staging = staging_file(target)               # .NAME.<pid>.<random>.tmp beside it; stale ones of NAME removed
+    with replacing(target) as staging:              # write `staging`; it becomes `target` when the block ends
+        torch.save(state, staging)                  # (fsynced, moved atomically), or is removed when it raises
 
-Staging names carry the writer's process id, so a staging file is known stale when its process is gone: the
-next write of the same target removes those (and only those: another target's, or a live writer's, stay).
-Pure Python: the HDF5 writer imports it under the system interpreter.
+Every temp-file-then-rename write of lara, its recipes and benchmarks goes through here: `replacing` for a file
+written in one block, `new_staging_file` + `publish` for one that lives across calls (the HDF5 writer),
+`staging_folder` + `publish_folder` for a folder. Staging names (`.NAME.<pid>.<random>.tmp` beside the target)
+carry the writer's process id, so a staging file is known stale when its process is gone: the next write of the
+same target removes those (and only those: another target's, or a live writer's, stay). A leaf module (pure
+Python, importing only `lara.errors`): the data readers and writers import it without import cycles, and the HDF5
+writer under the system interpreter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lara.errors import InputError
@@ -96,3 +102,56 @@ def staging_folder(target: Path) -> Path:
     """A new staging folder beside `target` (after clearing stale ones)."""
     remove_stale_staging(target)
     return Path(tempfile.mkdtemp(prefix=f"{_prefix(target)}{os.getpid()}.", suffix=".tmp", dir=target.parent))
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process umask (set and restored to read it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def new_staging_file(target: Path) -> Path:
+    """A new, empty staging file beside `target` with a new file's mode (mkstemp's 0600 would make the output
+    private to its writer), after clearing stale ones; `publish` moves it onto `target`."""
+    fd, path = staging_file(target)
+    try:
+        os.fchmod(fd, new_file_mode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def publish(staging: Path, target: Path) -> Path:
+    """Move a finished staging file onto `target` atomically (one filesystem), its bytes on disk first."""
+    with open(staging, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(staging, target)
+    return Path(target)
+
+
+@contextlib.contextmanager
+def replacing(target: str | os.PathLike) -> Iterator[Path]:
+    """A staging path to write `target`'s new content to; it replaces `target` when the block ends, and is removed
+    when the block raises (`target` is then left as it was)."""
+    target = Path(target)
+    staging = new_staging_file(target)
+    try:
+        yield staging
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    publish(staging, target)
+
+
+def publish_folder(staging: Path, target: Path) -> Path:
+    """Move a finished staging folder onto `target`; an earlier `target` is set aside first and removed only once
+    the new one is in place."""
+    if target.exists():
+        earlier = staging.with_name(staging.name + ".earlier")
+        target.rename(earlier)
+        staging.rename(target)
+        shutil.rmtree(earlier)
+    else:
+        staging.rename(target)
+    return target

@@ -11,11 +11,11 @@ overlap), and images are rendered at the size the checkpoint was trained at unle
 otherwise (with a warning when it differs); results.json records both.
 Action chunks run to the end unless the episode ends first; `execution` (`--execute-steps`, `--prefetch-steps`,
 `--ensemble`, `--latency-steps`) runs them as the ROS node would instead (`lara.benchmarks.execution`), holding on
-the steps a simulated inference latency leaves without an action. Episodes run in spawned worker processes
-(one worker too: the same code path, so 1 vs N workers compare fairly), each with its own env and
-with its BLAS/OpenMP/llvmpipe thread pools at `threads_per_worker` (default 1: workers, not threads,
-use the cores); a policy that returns wrong-shaped or non-finite actions fails that episode (with the
-reason) and the evaluation goes on.
+the steps a simulated inference latency leaves without an action. Episodes run in the rollout loop SIMPLER shares
+(`lara.benchmarks.rollout`, with `LiberoEpisodes` below as its env adapter): in spawned worker processes (one worker
+too: the same code path, so 1 vs N workers compare fairly), each with its own env and with its BLAS/OpenMP/llvmpipe
+thread pools at `threads_per_worker` (default 1: workers, not threads, use the cores); a policy that returns
+wrong-shaped or non-finite actions fails that episode (with the reason) and the evaluation goes on.
 """
 
 from __future__ import annotations
@@ -24,25 +24,21 @@ import difflib
 import importlib
 import importlib.util
 import json
-import os
-import random
-import sys
 import time
-import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from lara.benchmarks.execution import Execution, execution, hold_action
+from lara.benchmarks.execution import execution
 from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.protocol import REMOTE, camera_size_for, check_init_states, policy_image_size
-from lara.benchmarks.libero.workers import run_in_pool
+from lara.benchmarks.rollout import follow, run_jobs
 from lara.errors import InputError, MissingPath
-from lara.policy import ACTION_DIM, find_vla_dir
-
-_WORKER: dict = {}  # per-process state: the policy and the env of the current task
+from lara.policy import find_vla_dir
 
 
 def check_policy_spec(spec: str) -> None:
@@ -123,107 +119,46 @@ def load_policy(spec: str):
     return getattr(module, factory)()
 
 
-def check_chunk(chunk) -> str | None:
-    """Why an action chunk is unusable (None when it is a finite float array [T, 7], T >= 1)."""
-    array = np.asarray(chunk)
-    if array.ndim == 1 and array.shape[0] == ACTION_DIM:
-        array = array[None]
-    if array.ndim != 2 or array.shape[1] != ACTION_DIM or array.shape[0] == 0:
-        return f"policy returned actions of shape {list(array.shape)}, expected [T, {ACTION_DIM}] with T >= 1"
-    if not np.issubdtype(array.dtype, np.number):
-        return f"policy returned actions of dtype {array.dtype}, expected float"
-    if not np.all(np.isfinite(array)):
-        return "policy returned NaN or inf actions"
-    return None
+@dataclass(frozen=True)
+class LiberoEpisodes:
+    """LIBERO's env adapter for the rollout loop (`lara.benchmarks.rollout`): an episode is (suite, task, trial),
+    trial i starts from the task's init state i, seeded `seed + 1000 task + trial`, after 10 still steps."""
 
+    camera_size: int
+    seed: int
+    wait_steps: ClassVar[int] = NUM_WAIT_STEPS
+    stops_at_success: ClassVar[bool] = True  # success = `done`: the episode ends there
+    video_fps: ClassVar[int] = 30
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)
+    def load_policy(self, spec: str):
+        return load_policy(spec)
 
+    def env_key(self, episode) -> tuple[str, int]:
+        return episode[0], episode[1]
 
-def _init_worker(policy_spec: str, camera_size: int, seed: int, threads: int, spawned_at: float,
-                 strategy: Execution = Execution()) -> None:
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-    policy = load_policy(policy_spec)
-    # render only what the policy reads (a camera costs a render per step) plus agentview for the videos
-    cameras = tuple(CAMERAS) if not hasattr(policy, "cameras") else ("agentview_rgb", *policy.cameras)
-    _WORKER.update(policy=policy, camera_size=camera_size, seed=seed, env=None, key=None, cameras=cameras,
-                   strategy=strategy, startup_s=time.time() - spawned_at)  # spawn, imports and policy load
+    def make_env(self, key: tuple[str, int], policy) -> LiberoEnv:
+        # render only what the policy reads (a camera costs a render per step) plus agentview for the videos
+        cameras = tuple(CAMERAS) if not hasattr(policy, "cameras") else ("agentview_rgb", *policy.cameras)
+        return LiberoEnv(*key, camera_size=self.camera_size, seed=self.seed, cameras=cameras)
 
+    def episode_seed(self, episode) -> int:
+        _, task, trial = episode
+        return self.seed + 1000 * task + trial
 
-def _env_for(suite: str, task: int) -> tuple[LiberoEnv, float]:
-    """The worker's env for this task (built when the task changes) and the seconds spent building it."""
-    if _WORKER["key"] == (suite, task):
-        return _WORKER["env"], 0.0
-    start = time.time()
-    if _WORKER["env"] is not None:
-        _WORKER["env"].close()
-    _WORKER["env"] = LiberoEnv(suite, task, camera_size=_WORKER["camera_size"], seed=_WORKER["seed"],
-                               cameras=_WORKER["cameras"])
-    _WORKER["key"] = (suite, task)
-    return _WORKER["env"], time.time() - start
+    def reset(self, env: LiberoEnv, episode) -> dict:
+        return env.reset(episode[2])
 
+    def step(self, env: LiberoEnv, action: np.ndarray) -> tuple[dict, bool, dict]:
+        obs, done = env.step(action)  # done: the task's success predicate
+        return obs, done, {}
 
-def run_episode(job: tuple) -> dict:
-    """One trial: (suite, task, trial, max_steps or None, video path or None) -> episode record."""
-    suite, task, trial, max_steps, video = job
-    env, build_s = _env_for(suite, task)
-    policy = _WORKER["policy"]
-    max_steps = max_steps or env.max_steps
-    _seed_everything(_WORKER["seed"] + 1000 * task + trial)
-    start, cpu_start = time.time(), time.process_time()
-    obs = env.reset(trial)
-    if hasattr(policy, "bind"):  # privileged policies (the scripted expert) read the live sim
-        policy.bind(env)
-    policy.reset(env.instruction)
-    frames = [obs["agentview_rgb"]] if video else []
-    env_steps, steps, success, reason = 0, 0, False, None
-    for _ in range(NUM_WAIT_STEPS):
-        obs, _ = env.step(WAIT_ACTION)
-        env_steps += 1
-        frames += [obs["agentview_rgb"]] if video else []
-    schedule, gripper = _WORKER["strategy"].schedule(), float(WAIT_ACTION[-1])
-    while steps < max_steps and not success:
-        if schedule.wants_chunk():
-            try:
-                chunk = policy.act(obs)
-            except Exception as error:  # a crashing policy fails its episode, not the whole evaluation
-                reason = f"policy.act raised {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
-                break
-            reason = check_chunk(chunk)
-            if reason is not None:
-                break
-            schedule.submit(np.asarray(chunk, dtype=np.float64).reshape(-1, ACTION_DIM))
-        action = schedule.next_action()  # None: the chunk is still being computed, the arm holds
-        if action is None:
-            action = hold_action(gripper)
-        action[-1] = gripper = 1.0 if action[-1] > 0 else -1.0  # binarised gripper: +1 close, -1 open
-        obs, success = env.step(action)
-        env_steps, steps = env_steps + 1, steps + 1
-        frames += [obs["agentview_rgb"]] if video else []
-    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start  # all the worker's threads
-    if video:
-        import imageio.v2 as imageio
+    def frame(self, env: LiberoEnv, obs: dict) -> np.ndarray:
+        return obs["agentview_rgb"]
 
-        Path(video).parent.mkdir(parents=True, exist_ok=True)
-        imageio.mimwrite(video, frames, fps=30, macro_block_size=1)
-    return {"suite": env.suite, "task_id": task, "task_name": env.task_name, "instruction": env.instruction,
-            "trial": trial, "init_state": trial % len(env.init_states), "success": bool(success),
-            "steps": steps, "env_steps": env_steps, "chunks": schedule.chunks, "holds": schedule.holds,
-            "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason,
-            "video": video, "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
-            "env_build_s": round(build_s, 2)}
-
-
-def run_jobs(jobs: list[tuple], policy_spec: str, camera_size: int, seed: int, workers: int, threads: int = 1,
-             strategy: Execution = Execution()):
-    """Run episodes in `workers` spawned processes (`workers.run_in_pool`); yields records as they finish."""
-    initargs = (policy_spec, camera_size, seed, threads, time.time(), strategy)
-    yield from run_in_pool(workers, threads, _init_worker, initargs, run_episode, jobs)
+    def record(self, env: LiberoEnv, episode, done: bool, info: dict, finished: bool, steps: int) -> dict:
+        _, task, trial = episode
+        return {"suite": env.suite, "task_id": task, "task_name": env.task_name, "instruction": env.instruction,
+                "trial": trial, "init_state": trial % len(env.init_states), "success": bool(done), "steps": steps}
 
 
 def summarize(records: list[dict], suites: list[str]) -> dict:
@@ -279,8 +214,6 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
 
     `camera_size=None` renders at the policy's training image size when its checkpoint says it, else 256 px.
     `execute_steps` ... `latency_steps`: how chunks run (`lara.benchmarks.execution`); by default whole, at once."""
-    from tqdm import tqdm
-
     check_policy_spec(policy)
     for name, value in dict(trials=trials, workers=workers, threads_per_worker=threads_per_worker,
                             camera_size=camera_size, max_steps=max_steps).items():
@@ -304,17 +237,9 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
         warnings.warn(size_warning, stacklevel=2)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    records = []
-    bar = tqdm(total=len(jobs), desc="LIBERO episodes", disable=not progress, dynamic_ncols=True)
-    for record in run_jobs(jobs, policy, camera_size, seed, workers, threads_per_worker, strategy):
-        records.append(record)
-        bar.update(1)
-        successes = sum(r["success"] for r in records)  # beside tqdm's episodes done/total, rate and ETA
-        bar.set_postfix(success=f"{successes}/{len(records)} ({100 * successes / len(records):.1f}%)")
-        if record["failure_reason"]:
-            bar.write(f"{record['suite']} task {record['task_id']} trial {record['trial']} failed: "
-                      f"{record['failure_reason'].splitlines()[0]}")
-    bar.close()
+    records = follow(run_jobs(jobs, LiberoEpisodes(camera_size, seed), policy, workers, threads_per_worker, strategy),
+                     len(jobs), "LIBERO episodes", progress,
+                     lambda r: f"{r['suite']} task {r['task_id']} trial {r['trial']}")
     wall = time.time() - start
     env_steps = sum(r["env_steps"] for r in records)
     startup = {r["worker_pid"]: r["worker_startup_s"] for r in records}  # spawn, imports, policy load

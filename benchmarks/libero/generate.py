@@ -31,7 +31,7 @@ from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, 
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 from lara.benchmarks.libero.protocol import FRESH, parse_init_states, placement_seed
-from lara.benchmarks.libero.workers import spawn_pool
+from lara.benchmarks.workers import spawn_pool
 from lara.errors import InputError
 from lara.outputs import check_new, writable
 

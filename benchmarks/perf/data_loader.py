@@ -7,7 +7,7 @@ Writes the same synthetic episodes (a textured scene panning, `--size` px, `--fp
 frames), then, in this one process (= one DataLoader worker), counts per CPU second of the process (all
 its threads: other load on the machine bends the figures less than wall time would), in interleaved
 rounds (medians):
-  hdf5        LiberoDataset samples over the HDF5 files, in EpochShuffleSampler order;
+  hdf5        EpisodeDataset samples over the HDF5 files, in EpochShuffleSampler order;
   mp4_window  the same samples over the mp4 files in the window-by-window order the trainer uses;
   mp4_random  over the mp4 files in a plain random order with window=1 (each pair decoded on its own);
   raw         every frame of the same mp4 files decoded in sequence by PyAV to RGB arrays (the limit).
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lara.data import EpochShuffleSampler, LiberoDataset
+from lara.data import EpochShuffleSampler, EpisodeDataset
 from lara.data.libero_hdf5 import LiberoHDF5Writer
 
 
@@ -62,7 +62,7 @@ def write_sources(root: Path, args) -> tuple[Path, Path]:
     return hdf5, mp4
 
 
-def pairs_per_second(data: LiberoDataset, order: list[int], seconds: float) -> float:
+def pairs_per_second(data: EpisodeDataset, order: list[int], seconds: float) -> float:
     """Samples read per CPU second, walking `order` (cyclically) for about `seconds` of CPU time."""
     count, start = 0, time.process_time()
     while time.process_time() - start < seconds:
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         hdf5, mp4 = write_sources(Path(tmp), args)
         common = dict(frame_gap=args.frame_gap, image_size=args.size, action_free=True)
-        libero = LiberoDataset(paths=hdf5, **common)
-        windowed = LiberoDataset(paths=mp4, window=args.window, **common)
-        single = LiberoDataset(paths=mp4, window=1, **common)
+        libero = EpisodeDataset(paths=hdf5, **common)
+        windowed = EpisodeDataset(paths=mp4, window=args.window, **common)
+        single = EpisodeDataset(paths=mp4, window=1, **common)
         shuffled = torch.randperm(len(single), generator=torch.Generator().manual_seed(0)).tolist()
         runs = {
             "hdf5": lambda s: pairs_per_second(libero, list(EpochShuffleSampler(libero, seed=0)), s),

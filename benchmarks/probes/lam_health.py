@@ -25,14 +25,14 @@ import torch.nn.functional as F
 
 import lara
 from lara.benchmarks.probes.linear_probe import ridge_r2
-from lara.data import LiberoDataset
+from lara.data import EpisodeDataset
 from lara.model import latent_spread
 from lara.quantize import usage_stats
 
 
 def load_pairs(paths: list[Path], frame_gap: int, image_size: int, held_out_every: int) -> dict:
     """Every valid (o_t, o_{t+k}) pair with its action chunk, split by episode (every n-th episode held out)."""
-    data = LiberoDataset(paths=paths, frame_gap=frame_gap, action_horizon=1, image_size=image_size,
+    data = EpisodeDataset(paths=paths, frame_gap=frame_gap, action_horizon=1, image_size=image_size,
                          drop_incomplete=True)
     frames, actions, episodes = [], [], []
     for i in range(len(data)):

@@ -54,9 +54,9 @@ class PairData:
 
 def load_pairs(paths: list[Path], frame_gap: int, image_size: int, camera: str, stride: int) -> PairData:
     """Every `stride`-th complete pair of every episode of the sources, with its action chunk."""
-    from lara.data import LiberoDataset
+    from lara.data import EpisodeDataset
 
-    data = LiberoDataset(paths=paths, frame_gap=frame_gap, action_horizon=1, image_size=image_size, camera=camera,
+    data = EpisodeDataset(paths=paths, frame_gap=frame_gap, action_horizon=1, image_size=image_size, camera=camera,
                          drop_incomplete=True)
     if data.statistics is None:
         raise InputError(f"{[str(p) for p in paths]}: these sources have no actions; the probe regresses actions, "

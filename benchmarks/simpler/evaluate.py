@@ -9,8 +9,9 @@ The protocol (SimplerEnv's ManiSkill3 evaluation): episode i of a task is SIMPLE
 `info["success"]` at the last step, with the partial credit `is_src_obj_grasped` (the source object was
 grasped at some step) and `consecutive_grasp` (grasped 5 steps in a row). Action chunks run open-loop, like
 LIBERO's, or as the ROS node runs them (`--execute-steps`, `--prefetch-steps`, `--ensemble`, `--latency-steps`:
-`lara.benchmarks.execution`). The env wrapper (`env.py`) maps images, robot state and actions, rotation
-convention included.
+`lara.benchmarks.execution`). Episodes run in the rollout loop LIBERO shares (`lara.benchmarks.rollout`, with
+`SimplerEpisodes` below as its env adapter); the env wrapper (`env.py`) maps images, robot state and actions,
+rotation convention included.
 
 Before any worker spawns: the policy spec, the task names and every asset file are checked (one line naming
 what is missing and the download command; ManiSkill's own download prompt never runs). results.json records
@@ -23,23 +24,22 @@ from __future__ import annotations
 import json
 import os
 import time
-import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from lara.benchmarks.execution import Execution, execution, hold_action
-from lara.benchmarks.libero.evaluate import _seed_everything, check_chunk, check_policy_spec
+from lara.benchmarks.execution import execution
+from lara.benchmarks.libero.evaluate import check_policy_spec
 from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size, recipe_of
-from lara.benchmarks.libero.workers import run_in_pool
+from lara.benchmarks.rollout import follow, run_jobs
 from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksums, resolve_asset_dir, resolve_task,
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
 from lara.errors import InputError
-from lara.policy import ACTION_DIM
 
 PARTIAL = ("is_src_obj_grasped", "consecutive_grasp")
-_WORKER: dict = {}
 
 
 def load_policy(spec: str):
@@ -53,83 +53,49 @@ def load_policy(spec: str):
     return load_libero_policy(spec)
 
 
-def _init_worker(policy_spec: str, image_size: int, assets: str, rotation: str, threads: int,
-                 spawned_at: float, strategy: Execution = Execution()) -> None:
-    import torch
+@dataclass(frozen=True)
+class SimplerEpisodes:
+    """SIMPLER's env adapter for the rollout loop (`lara.benchmarks.rollout`): an episode is (env_id, seed, episode_id),
+    SIMPLER's configuration `episode_id` with the env and the policy seeded `1000 seed + episode_id`; it runs the
+    task's whole budget and its success is `info["success"]` at the last step."""
 
-    torch.set_num_threads(threads)
-    _WORKER.update(policy=load_policy(policy_spec), image_size=image_size, assets=assets, rotation=rotation,
-                   env=None, strategy=strategy, startup_s=time.time() - spawned_at)
+    image_size: int
+    assets: str
+    rotation: str
+    wait_steps: ClassVar[int] = 0
+    stops_at_success: ClassVar[bool] = False  # every episode runs the task's whole budget
+    video_fps: ClassVar[int] = 5  # the control rate
 
+    def load_policy(self, spec: str):
+        return load_policy(spec)
 
-def _env_for(env_id: str):
-    from lara.benchmarks.simpler.env import ManiSkillEnv
+    def env_key(self, episode) -> str:
+        return episode[0]
 
-    if _WORKER["env"] is not None and _WORKER["env"].env_id == env_id:
-        return _WORKER["env"], 0.0
-    start = time.time()
-    if _WORKER["env"] is not None:
-        _WORKER["env"].close()
-    _WORKER["env"] = ManiSkillEnv(env_id, image_size=_WORKER["image_size"], assets=_WORKER["assets"],
-                                  rotation=_WORKER["rotation"])
-    return _WORKER["env"], time.time() - start
+    def make_env(self, env_id: str, policy):
+        from lara.benchmarks.simpler.env import ManiSkillEnv
 
+        return ManiSkillEnv(env_id, image_size=self.image_size, assets=self.assets, rotation=self.rotation)
 
-def run_episode(job: tuple) -> dict:
-    """One episode: (env_id, seed, episode_id, max_steps or None, video path or None) -> episode record."""
-    env_id, seed, episode_id, max_steps, video = job
-    env, build_s = _env_for(env_id)
-    policy = _WORKER["policy"]
-    max_steps = max_steps or env.max_steps
-    episode_seed = 1000 * seed + episode_id
-    _seed_everything(episode_seed)
-    start, cpu_start = time.time(), time.process_time()
-    obs = env.reset(episode_id=episode_id, seed=episode_seed)
-    if hasattr(policy, "bind"):
-        policy.bind(env)
-    policy.reset(env.instruction)
-    frames = [env.frame] if video else []
-    steps, info, reason = 0, {}, None
-    schedule, gripper = _WORKER["strategy"].schedule(), -1.0  # ours: -1 open
-    while steps < max_steps:
-        if schedule.wants_chunk():
-            try:
-                chunk = policy.act(obs)
-            except Exception as error:  # a crashing policy fails its episode, not the evaluation
-                reason = f"policy.act raised {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
-                break
-            reason = check_chunk(chunk)
-            if reason is not None:
-                break
-            schedule.submit(np.asarray(chunk, dtype=np.float64).reshape(-1, ACTION_DIM))
-        action = schedule.next_action()  # None: the chunk is still being computed, the arm holds
-        action = hold_action(gripper) if action is None else action
-        gripper = float(action[-1])
-        obs, info = env.step(action)
-        steps += 1
-        frames += [env.frame] if video else []
-    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
-    if video:
-        import imageio.v2 as imageio
+    def episode_seed(self, episode) -> int:
+        _, seed, episode_id = episode
+        return 1000 * seed + episode_id
 
-        Path(video).parent.mkdir(parents=True, exist_ok=True)
-        imageio.mimwrite(video, frames, fps=5, macro_block_size=1)
-    finished = reason is None
-    return {"env_id": env_id, "instruction": env.instruction, "seed": seed, "episode_id": episode_id,
-            "success": bool(finished and info.get("success", False)),
-            **{k: bool(info.get(k, False)) for k in PARTIAL}, "env_steps": steps, "chunks": schedule.chunks,
-            "holds": schedule.holds, "seconds": round(seconds, 2),
-            "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason, "video": video,
-            "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
-            "env_build_s": round(build_s, 2)}
+    def reset(self, env, episode) -> dict:
+        return env.reset(episode_id=episode[2], seed=self.episode_seed(episode))
 
+    def step(self, env, action: np.ndarray) -> tuple[dict, bool, dict]:
+        obs, info = env.step(action)  # the env maps the action to the WidowX controller's
+        return obs, False, info
 
-def run_jobs(jobs: list[tuple], policy: str, image_size: int, assets: Path, rotation: str, workers: int,
-             threads: int = 1, strategy: Execution = Execution()):
-    """Episodes in `workers` spawned processes (`workers.run_in_pool`); yields records as they finish."""
-    initargs = (policy, image_size, str(assets), rotation, threads, time.time(), strategy)
-    os.environ["MS_ASSET_DIR"] = str(assets)  # spawned workers import mani_skill with it
-    yield from run_in_pool(workers, threads, _init_worker, initargs, run_episode, jobs)
+    def frame(self, env, obs: dict) -> np.ndarray:
+        return env.frame  # the full-size camera image
+
+    def record(self, env, episode, done: bool, info: dict, finished: bool, steps: int) -> dict:
+        env_id, seed, episode_id = episode
+        return {"env_id": env_id, "instruction": env.instruction, "seed": seed, "episode_id": episode_id,
+                "success": bool(finished and info.get("success", False)),
+                **{k: bool(info.get(k, False)) for k in PARTIAL}}
 
 
 def training_episodes(policy: str) -> dict[str, list[int]]:
@@ -200,8 +166,6 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
              prefetch_steps: int | None = None, ensemble: float | None = None, latency_steps: int = 0) -> dict:
     """Run every (task, seed, episode); writes OUT/results.json, OUT/success.png and OUT/videos/.
     `execute_steps` ... `latency_steps`: how chunks run (`lara.benchmarks.execution`); by default whole, at once."""
-    from tqdm import tqdm
-
     from lara.benchmarks.simpler.env import ROTATIONS, versions
 
     check_policy_spec(policy)
@@ -240,17 +204,11 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
              str(out / "videos" / env_id / f"seed{seed}_episode{episode:03d}.mp4") if video else None)
             for env_id in env_ids for seed in range(seeds) for episode in range(episodes)]
     out.mkdir(parents=True, exist_ok=True)
-    start, records = time.time(), []
-    bar = tqdm(total=len(jobs), desc="SIMPLER episodes", disable=not progress, dynamic_ncols=True)
-    for record in run_jobs(jobs, policy, size, root, rotation, workers, threads_per_worker, strategy):
-        records.append(record)
-        bar.update(1)
-        successes = sum(r["success"] for r in records)
-        bar.set_postfix(success=f"{successes}/{len(records)}")
-        if record["failure_reason"]:
-            bar.write(f"{record['env_id']} seed {record['seed']} episode {record['episode_id']} failed: "
-                      f"{record['failure_reason'].splitlines()[0]}")
-    bar.close()
+    os.environ["MS_ASSET_DIR"] = str(root)  # spawned workers import mani_skill with it
+    start = time.time()
+    records = follow(run_jobs(jobs, SimplerEpisodes(size, str(root), rotation), policy, workers, threads_per_worker,
+                              strategy), len(jobs), "SIMPLER episodes", progress,
+                     lambda r: f"{r['env_id']} seed {r['seed']} episode {r['episode_id']}")
     wall = time.time() - start
     stand_in = sorted(e for e in env_ids if stage_is_stand_in(root, e))
     steps = sum(r["env_steps"] for r in records)

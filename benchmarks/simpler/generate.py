@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from lara.benchmarks.libero.protocol import placement_seed
-from lara.benchmarks.libero.workers import run_in_pool
+from lara.benchmarks.rollout import init_worker, worker_env, worker_policy
 from lara.benchmarks.simpler.assets import BRIDGE_TASKS, check_assets, resolve_asset_dir, resolve_task
-from lara.benchmarks.simpler.evaluate import _WORKER, _env_for, _init_worker
+from lara.benchmarks.simpler.evaluate import SimplerEpisodes
+from lara.benchmarks.workers import run_in_pool
 from lara.errors import InputError
 from lara.outputs import check_new, writable
 
@@ -95,11 +96,11 @@ def rollout(env, expert, episode_id: int, seed: int, fresh: bool) -> dict:
 
 def run_attempt(job: tuple) -> dict:
     """(env_id, attempt, episode_id, placement seed or None) -> the attempt's record, with the episode when it
-    succeeded. Runs in an evaluation worker (`evaluate._init_worker` with the `scripted` policy: the expert)."""
+    succeeded. Runs in an evaluation worker (`rollout.init_worker` with the `scripted` policy: the expert)."""
     env_id, attempt, episode_id, seed = job
-    env, _ = _env_for(env_id)
+    env, _ = worker_env(env_id)
     start = time.time()
-    episode = rollout(env, _WORKER["policy"], episode_id, seed if seed is not None else 0, fresh=seed is not None)
+    episode = rollout(env, worker_policy(), episode_id, seed if seed is not None else 0, fresh=seed is not None)
     return {"env_id": env_id, "attempt": attempt, "episode_id": episode_id, "placement_seed": seed,
             "instruction": env.instruction, "success": episode["success"], "steps": len(episode["actions"]),
             "start_poses": episode["start_poses"], "seconds": round(time.time() - start, 2),
@@ -193,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     os.environ["MS_ASSET_DIR"] = str(root)  # spawned workers import mani_skill with it
     with tqdm(total=len(jobs), desc="expert episodes", disable=args.no_progress, dynamic_ncols=True) as bar:
-        initargs = ("scripted", args.camera_size, str(root), args.rotation, 1, time.time())
-        for record in run_in_pool(args.workers, 1, _init_worker, initargs, run_attempt, jobs):
+        initargs = (SimplerEpisodes(args.camera_size, str(root), args.rotation), "scripted", 1, time.time())
+        for record in run_in_pool(args.workers, 1, init_worker, initargs, run_attempt, jobs):
             records[record["env_id"]][record["attempt"]] = record
             bar.update(1)
             for env_id in env_ids:

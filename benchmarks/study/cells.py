@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from lara.errors import InputError
+from lara.outputs import replacing
 
 from .config import StudyConfig, continues_lam, variant_parts
 
@@ -135,9 +136,8 @@ def _read_state(cell: Cell) -> dict:
 
 
 def _write_state(cell: Cell, state: dict) -> None:
-    tmp = cell.folder / "cell.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, cell.folder / "cell.json")
+    with replacing(cell.folder / "cell.json") as staging:
+        staging.write_text(json.dumps(state, indent=1))
 
 
 def _subprocess(args: list[str], log: Path, threads: int) -> tuple[float, list[float]]:

@@ -15,6 +15,7 @@ _EXPORTS = {
     "SourceError": "episodes",
     "detect_format": "episodes",
     "open_source": "episodes",
+    "EpisodeDataset": "dataset",
     "LiberoDataset": "dataset",
     "LeRobotSource": "lerobot",
     "LeRobotWriter": "lerobot_writer",

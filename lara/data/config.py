@@ -1,4 +1,4 @@
-"""Configuration of the data core (`lara.data.LiberoDataset`): which sources to read and how to cut them."""
+"""Configuration of the data core (`lara.data.EpisodeDataset`): which sources to read and how to cut them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from .episodes import SOURCES
 
 SAMPLE_KEYS = {"lam_frames", "lam_valid", "image", "instruction", "episode_index", "frame_index", "actions",
                "action_mask", "lam_actions", "lam_action_mask", "proprio"}
@@ -18,8 +20,10 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path = Field(description="A LIBERO HDF5 file or folder, a LeRobot dataset folder, or a video file/folder.")
-    format: Literal["libero_hdf5", "lerobot", "video"] | None = Field(
-        None, description="The reader; None recognises it from what is on disk.",
+    format: str | None = Field(
+        None, description="The reader: libero_hdf5, lerobot, video (lara.data.episodes.SOURCES), or the dotted name "
+        "of a module holding a reader's `options` and `open_source` (e.g. my_lab.readers.rlds); None recognises it "
+        "from what is on disk.",
     )
     weight: float = Field(
         1.0, gt=0, description="Mixture weight, per sample: an epoch draws a source's samples `weight` times as "
@@ -42,6 +46,13 @@ class SourceSpec(BaseModel):
         "action-free: their actions are never read, so no statistic, sample or lam_actions comes from them).",
     )
     split_seed: int = Field(0, ge=0, description="Seed of the per-task shuffle of the labelled_per_task split.")
+
+    @field_validator("format")
+    @classmethod
+    def _known_reader(cls, value):
+        if value is not None and value not in SOURCES and "." not in value:
+            raise ValueError(f"format {value!r}: expected one of {sorted(SOURCES)} or a reader module's dotted name")
+        return value
 
     @model_validator(mode="after")
     def _side_of_a_split(self):
@@ -144,6 +155,11 @@ class LiberoDataConfig(BaseModel):
         can arrive unvalidated through `model_copy(update=...)`)."""
         return [p if isinstance(p, SourceSpec) else SourceSpec.model_validate(p) if isinstance(p, dict)
                 else SourceSpec(path=p) for p in self.paths]
+
+    def actions_unread(self, spec: SourceSpec) -> bool:
+        """Whether a source's actions stay unread: `action_free`, or the unlabelled side of a label-scarce split
+        (an unlabelled action is never read, so it cannot leak into training)."""
+        return self.action_free or spec.episodes == "unlabelled"
 
     @field_validator("paths", mode="before")
     @classmethod

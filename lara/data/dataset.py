@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import LiberoDataConfig, SourceSpec
-from .episodes import Episode, EpisodeSource, SourceError, detect_format, open_source
+from .episodes import Episode, EpisodeSource, SourceError, detect_format, open_source, reader
 from .sampler import window_order
 from .split import episode_id, split_episodes
 from .statistics import (
@@ -54,10 +54,10 @@ def _check_finite(episode: Episode, name: str, values: np.ndarray) -> None:
                           "Fix or drop this episode.")
 
 
-class LiberoDataset(torch.utils.data.Dataset):
-    """LARA training samples from any mixture of sources: LIBERO HDF5, LeRobot datasets, video folders.
+class EpisodeDataset(torch.utils.data.Dataset):
+    """LARA training samples from the episodes of any mixture of sources: LIBERO HDF5, LeRobot datasets, video folders.
 
-        data = LiberoDataset(paths=["data/libero_object"], frame_gap=9, action_horizon=10, image_size=224)
+        data = EpisodeDataset(paths=["data/libero_object"], frame_gap=9, action_horizon=10, image_size=224)
         loader = DataLoader(data, batch_size=32, sampler=EpochShuffleSampler(data, seed=0), num_workers=4)
     """
 
@@ -67,8 +67,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         self.config = config if config is not None else LiberoDataConfig(**fields)
         specs = self.config.sources
         formats = [spec.format or detect_format(spec.path) for spec in specs]
-        self.sources: list[EpisodeSource] = [open_source(spec.path, format, **self._options(spec, format))
-                                             for spec, format in zip(specs, formats)]
+        self.sources: list[EpisodeSource] = [self._open(spec, format) for spec, format in zip(specs, formats)]
         self.episodes: list[Episode] = []
         self._source_of: list[int] = []  # episode -> index into self.sources
         self.split: list[dict] = []  # the label-scarce side each split source gave (RUN/data_split.json)
@@ -114,20 +113,10 @@ class LiberoDataset(torch.utils.data.Dataset):
     # ---------------------------------------------------------------------------------------------
     # Building the index
 
-    def _options(self, spec: SourceSpec, format: str) -> dict:
-        """The reader options of this config for one source (each reader takes only its own)."""
-        options = {"skip_bad_files": self.config.skip_bad_files}
-        action_free = self.config.action_free or spec.episodes == "unlabelled"  # never read an unlabelled action
-        if format == "libero_hdf5":
-            options.update(cameras=(self.config.camera, *self.config.extra_cameras), action_free=action_free)
-        elif format == "video":
-            if spec.labelled_per_task is not None:
-                raise SourceError(f"{spec.path}: labelled_per_task splits a source's episodes into ones with and "
-                                  "without actions, and videos have none; split a LIBERO HDF5 or LeRobot source")
-            options.update(labels=spec.labels, fps=self.config.fps, window=self.config.window)
-        elif format == "lerobot":  # camera names as for LIBERO (agentview_rgb) or LeRobot feature names
-            options.update(cameras=(self.config.camera, *self.config.extra_cameras), action_free=action_free)
-        return options
+    def _open(self, spec: SourceSpec, format: str) -> EpisodeSource:
+        """One source, opened with the options its reader takes from this config (the reader's `options`)."""
+        return open_source(spec.path, format, skip_bad_files=self.config.skip_bad_files,
+                           **reader(format).options(self.config, spec))
 
     def _side(self, spec: SourceSpec, episodes: list[Episode]) -> list[Episode]:
         """The side of the source's label-scarce split this entry reads, recorded in `self.split`."""
@@ -264,7 +253,7 @@ class LiberoDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         files = len({ep.path for ep in self.episodes})
-        return (f"LiberoDataset({len(self)} samples, {len(self.episodes)} episodes, {files} files, "
+        return (f"EpisodeDataset({len(self)} samples, {len(self.episodes)} episodes, {files} files, "
                 f"camera={self.config.camera}, frame_gap={self.config.frame_gap}, "
                 f"action_horizon={self.config.action_horizon}, action_free={self.config.action_free})")
 
@@ -285,3 +274,6 @@ def _chunk(actions: np.ndarray, t: int, length: int) -> tuple[torch.Tensor, torc
     mask = steps < len(actions)
     chunk = actions[np.minimum(steps, len(actions) - 1)]  # (length, D)
     return torch.from_numpy(chunk), torch.from_numpy(mask)
+
+
+LiberoDataset = EpisodeDataset  # its name from when it read LIBERO HDF5 only: recipes, tests and notebooks use it

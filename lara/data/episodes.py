@@ -1,6 +1,6 @@
 """The source-neutral episode every reader yields, and the registry that recognises sources on disk.
 
-A reader only *yields episodes*; `lara.data.dataset.LiberoDataset` (the one data core) cuts them into LARA
+A reader only *yields episodes*; `lara.data.dataset.EpisodeDataset` (the one data core) cuts them into LARA
 samples (frame pairs, `lam_valid`, action chunks and masks, normalisation, statistics). No reader cuts.
 
 How a new source plugs in:
@@ -11,14 +11,17 @@ How a new source plugs in:
    its own) and drop them in `__getstate__`. Errors name the file (and the episode, the step). Build the
    Episodes in `episodes()` rather than keeping them: an Episode references its reader, and a reader
    holding its Episodes is a reference cycle that keeps files open until the garbage collector runs.
-2. Give the module two functions: `recognise(path: Path) -> bool` (cheap: looks at names on disk, no decode)
-   and `open_source(path: Path, **options) -> EpisodeSource`; `options` are the reader's own settings
-   (`skip_bad_files` is always passed); an unknown option raises TypeError naming it. The data core
-   (`LiberoDataset._options`) passes: libero_hdf5 {cameras, action_free}, video {labels, fps, window},
-   lerobot {action_free}; add a source's own there. `statistics()` may return stored statistics
-   (LeRobot's meta/stats.json), used when the dataset reads that one source alone.
-3. Add one line to `SOURCES`: `"format_name": "lara.data.module"`. The module is imported on first use,
-   so a source's heavy dependency (PyAV, pyarrow) is needed only when that source is read.
+2. Give the module three functions: `recognise(path: Path) -> bool` (cheap: looks at names on disk, no decode),
+   `open_source(path: Path, **options) -> EpisodeSource`, whose `options` are the reader's own settings
+   (`skip_bad_files` is always passed; an unknown option raises TypeError naming it), and
+   `options(config: LiberoDataConfig, spec: SourceSpec) -> dict`, the settings it takes from the data config
+   and the source's entry (libero_hdf5 and lerobot: cameras, action_free; video: labels, fps, window), refusing
+   what it cannot do with a SourceError. `statistics()` may return stored statistics (LeRobot's
+   meta/stats.json), used when the dataset reads that one source alone.
+3. Add one line to `SOURCES`: `"format_name": "lara.data.module"`, so that the source is recognised on disk; a
+   reader kept elsewhere is used unregistered by naming its module: `{path: ..., format: my_lab.readers.rlds}`.
+   The module is imported on first use, so a source's heavy dependency (PyAV, pyarrow) is needed only when that
+   source is read.
 
     source = open_source("data/videos")                 # recognised from what is on disk
     source = open_source("data/x", format="lerobot")    # or named explicitly
@@ -160,20 +163,28 @@ def detect_format(path: str | os.PathLike) -> str:
                       "Name the reader with `format:` if the names on disk are unusual.")
 
 
+def reader(format: str):
+    """The reader module of a format (its `options` and `open_source`), imported now: a SOURCES name, or the dotted
+    name of a reader module outside this table (found when named, not recognised from disk)."""
+    if format not in SOURCES and "." not in format:
+        raise SourceError(f"unknown data format {format!r}; expected one of {sorted(SOURCES)} or a reader module's "
+                          "dotted name.")
+    module = SOURCES.get(format, format)
+    try:
+        return import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name == module:
+            raise SourceError(f"the {format!r} reader is not part of this installation of lara.") from error
+        raise _missing(format, error) from error
+
+
 def open_source(path: str | os.PathLike, format: str | None = None, **options) -> EpisodeSource:
     """Open the source at `path` (its format recognised from disk, or `format` given) with reader options."""
     path = Path(path)
     format = format or detect_format(path)
-    if format not in SOURCES:
-        raise SourceError(f"unknown data format {format!r}; expected one of {sorted(SOURCES)}.")
+    module = reader(format)
     try:
-        reader = import_module(SOURCES[format])
-    except ModuleNotFoundError as error:
-        if error.name == SOURCES[format]:
-            raise SourceError(f"the {format!r} reader is not part of this installation of lara.") from error
-        raise _missing(format, error) from error
-    try:
-        return reader.open_source(path, **options)
+        return module.open_source(path, **options)
     except ImportError as error:
         if error.name is None or error.name.startswith("lara"):
             raise

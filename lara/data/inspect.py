@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import LiberoDataConfig, SourceSpec
-from .dataset import LiberoDataset
+from .dataset import EpisodeDataset
 from .episodes import SourceError, detect_format
 
 
@@ -27,7 +27,7 @@ def _range(values: list[float]) -> str:
     return f"{low:g}" if low == high else f"{low:g}-{high:g}"
 
 
-def summary(data: LiberoDataset) -> list[str]:
+def summary(data: EpisodeDataset) -> list[str]:
     """Human-readable lines describing a dataset's sources, episodes and statistics."""
     episodes = data.episodes
     lengths = [ep.length for ep in episodes]
@@ -58,7 +58,7 @@ def summary(data: LiberoDataset) -> list[str]:
     return lines
 
 
-def contact_sheet(data: LiberoDataset, pairs: int, seed: int, path: Path) -> list[tuple[int, int, int]]:
+def contact_sheet(data: EpisodeDataset, pairs: int, seed: int, path: Path) -> list[tuple[int, int, int]]:
     """Write `pairs` random (o_t, o_{t+k}) pairs side by side as a PNG; returns (episode, t, t+k) per row."""
     from PIL import Image
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             paths=[SourceSpec(path=args.path, format=fmt)], camera=camera, extra_cameras=others,
             frame_gap=args.frame_gap, frame_gap_s=args.frame_gap_s, fps=args.fps, image_size=args.image_size,
             crop=args.crop, action_free=action_free, skip_bad_files=True)
-        data = LiberoDataset(config)
+        data = EpisodeDataset(config)
     print("\n".join(summary(data)))
     for warning in skipped:
         if issubclass(warning.category, UserWarning):

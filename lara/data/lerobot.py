@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .config import LiberoDataConfig, SourceSpec
 from .episodes import Episode, SourceError
 from .statistics import GRIPPER_NOT_NORMALIZED, ArrayStatistics, DatasetStatistics
 from .video_io import VideoError, VideoReader
@@ -48,6 +49,12 @@ ACTION, STATE = "action", "observation.state"
 
 def recognise(path: Path) -> bool:
     return path.is_dir() and (path / INFO_PATH).is_file()
+
+
+def options(config: LiberoDataConfig, spec: SourceSpec) -> dict:
+    """The data core's settings this reader takes: cameras (named as for LIBERO, `agentview_rgb`, or by LeRobot
+    feature name), and whether to leave the actions unread."""
+    return {"cameras": (config.camera, *config.extra_cameras), "action_free": config.actions_unread(spec)}
 
 
 def open_source(path: Path, *, skip_bad_files: bool = False, cameras: tuple[str, ...] | None = None,

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lara.errors import InputError
-from lara.outputs import staging_folder
+from lara.outputs import publish_folder, staging_folder
 
 from .video_io import VideoEncoder, stream_info
 
@@ -271,14 +271,7 @@ class LeRobotWriter:
                 "fps": self.fps, "splits": {"train": f"0:{len(self.episode_rows)}"}, "data_path": DATA_PATH,
                 "video_path": VIDEO_PATH if self.videos else None, "features": features}
         (self._tmp / "meta/info.json").write_text(json.dumps(info, indent=4))
-        if self.overwrite and self.root.exists():  # the earlier dataset goes only once the new one is whole
-            earlier = self._tmp.with_name(self._tmp.name + ".earlier")
-            self.root.rename(earlier)
-            self._tmp.rename(self.root)
-            shutil.rmtree(earlier)
-        else:
-            self._tmp.rename(self.root)
-        return self.root
+        return publish_folder(self._tmp, self.root)  # an earlier dataset (--overwrite) goes once the new one is whole
 
     def discard(self) -> None:
         for key in self.videos:

@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lara.outputs import staging_file
+from lara.outputs import new_staging_file, publish
 
 from .episodes import SourceError
 
@@ -75,13 +75,6 @@ def _check_array(name: str, value: Any, shape: tuple, *, kind: str) -> np.ndarra
     return array
 
 
-def new_file_mode() -> int:
-    """The mode `open()` gives a new file: 0o666 less the process umask (set and restored to read it)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 class LiberoHDF5Writer:
     """Writes demonstrations in the official LIBERO HDF5 layout, atomically.
 
@@ -116,12 +109,10 @@ class LiberoHDF5Writer:
         self.image_compression = image_compression
         try:  # the staging file beside it, named after the writer's process: stale ones of this path are removed
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp_path = staging_file(self.path)
+            self._tmp_path = new_staging_file(self.path)
         except OSError as error:
             raise LiberoFileError(f"{self.path}: cannot write there ({error.strerror or error}); give a folder you "
                                   "can write to.") from None
-        os.fchmod(fd, new_file_mode())  # mkstemp's 0600 would make generated data private to its writer
-        os.close(fd)
         try:
             self._file = h5py.File(self._tmp_path, "w")
         except OSError:
@@ -220,10 +211,7 @@ class LiberoHDF5Writer:
         self._data.attrs["total"] = self.total
         self._file.close()
         self._file = None
-        with open(self._tmp_path, "rb") as handle:  # the bytes reach the disk before the rename
-            os.fsync(handle.fileno())
-        os.replace(self._tmp_path, self.path)
-        return self.path
+        return publish(self._tmp_path, self.path)
 
     def discard(self) -> None:
         """Drop everything written so far; nothing appears at `path`."""

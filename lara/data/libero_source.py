@@ -15,6 +15,7 @@ import numpy as np
 
 from lara.errors import MissingPath
 
+from .config import LiberoDataConfig, SourceSpec
 from .episodes import SKIP_HINT, Episode
 from .libero_hdf5 import LiberoFileError, damaged, demo_names, images_upside_down, open_libero_hdf5, read_instruction
 
@@ -43,6 +44,11 @@ def recognise(path: Path) -> bool:
     if path.is_file():
         return path.suffix in HDF5_SUFFIXES
     return path.is_dir() and any(p.suffix in HDF5_SUFFIXES for p in path.iterdir())
+
+
+def options(config: LiberoDataConfig, spec: SourceSpec) -> dict:
+    """The data core's settings this reader takes: the cameras to read, and whether to leave the actions unread."""
+    return {"cameras": (config.camera, *config.extra_cameras), "action_free": config.actions_unread(spec)}
 
 
 def open_source(path: Path, *, skip_bad_files: bool = False, cameras: tuple[str, ...] = ("agentview_rgb",),

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lara.data.libero_hdf5 import new_file_mode
-from lara.outputs import staging_file
+from lara.outputs import replacing
 
 STATISTICS_FILE = "dataset_statistics.json"
 GRIPPER_NOT_NORMALIZED = (True,) * 6 + (False,)  # LIBERO / OpenVLA 7-D actions
@@ -95,11 +94,8 @@ def save_statistics(stats: DatasetStatistics, path: str | os.PathLike, dataset_n
     path.parent.mkdir(parents=True, exist_ok=True)
     content = json.loads(path.read_text()) if path.is_file() else {}
     content[dataset_name] = stats.to_json()
-    fd, tmp = staging_file(path)
-    os.fchmod(fd, new_file_mode())  # not mkstemp's 0600
-    with os.fdopen(fd, "w") as handle:
-        json.dump(content, handle, indent=2)
-    os.replace(tmp, path)
+    with replacing(path) as staging:
+        staging.write_text(json.dumps(content, indent=2))
     return path
 
 
@@ -110,7 +106,7 @@ def load_statistics(path: str | os.PathLike, dataset_name: str | None = None) ->
     if path.is_dir():
         path = path / STATISTICS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no statistics file; compute it with LiberoDataset(...).statistics.")
+        raise FileNotFoundError(f"{path}: no statistics file; compute it with EpisodeDataset(...).statistics.")
     content = json.loads(path.read_text())
     if dataset_name is None:
         if len(content) != 1:

@@ -6,7 +6,7 @@ One `Episode` per video file (mp4 / webm / mkv / avi / mov, found recursively, i
 
 Decoding is by window: a request for frames decodes, from the keyframe before it, the whole aligned
 window of `window` frames (plus the frame gap) once and keeps it in a small per-process cache, so the
-window-by-window sample order of `LiberoDataset.epoch_order` cuts many (o_t, o_{t+k}) pairs from one decode.
+window-by-window sample order of `EpisodeDataset.epoch_order` cuts many (o_t, o_{t+k}) pairs from one decode.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import LiberoDataConfig, SourceSpec
 from .episodes import SKIP_HINT, Episode, SourceError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
@@ -44,6 +45,14 @@ def recognise(path: Path) -> bool:
     if path.is_file():
         return _is_video(path)
     return path.is_dir() and any(_is_video(p) for p in path.rglob("*"))
+
+
+def options(config: LiberoDataConfig, spec: SourceSpec) -> dict:
+    """The data core's settings this reader takes: the entry's labels file, the decode rate and window."""
+    if spec.labelled_per_task is not None:
+        raise SourceError(f"{spec.path}: labelled_per_task splits a source's episodes into ones with and "
+                          "without actions, and videos have none; split a LIBERO HDF5 or LeRobot source")
+    return {"labels": spec.labels, "fps": config.fps, "window": config.window}
 
 
 def open_source(path: Path, *, skip_bad_files: bool = False, labels: Path | None = None,

@@ -19,7 +19,8 @@ from lara.adapters.config import load_recipe
 from lara.adapters.families import family_class
 from lara.adapters.metrics import read_metrics
 from lara.adapters.trainer import seed_everything
-from lara.benchmarks.libero.evaluate import check_chunk, load_policy
+from lara.benchmarks.libero.evaluate import load_policy
+from lara.benchmarks.rollout import check_chunk
 from lara.data import LiberoDataset
 from lara.vla.presets import pi0_config, tiny_token_vla
 

@@ -86,3 +86,31 @@ def test_the_next_write_of_the_same_output_clears_an_interrupted_ones_staging_on
     assert inspect_libero_hdf5(demo).num_demos == 1 and (dataset / "meta" / "info.json").is_file()
     assert remove_stale_staging(tmp_path / "other_demo.hdf5") and not any(
         p.name.startswith(".other") for p in tmp_path.iterdir())
+
+
+def test_replacing_writes_whole_files_with_a_new_files_mode_or_leaves_the_old_one(tmp_path):
+    from lara.outputs import new_file_mode, replacing
+
+    target = tmp_path / "cell.json"
+    target.write_text("earlier")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with replacing(target) as staging:
+            staging.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == ["cell.json"]
+    with replacing(target) as staging:
+        assert staging.parent == tmp_path and staging.name.startswith(".cell.json.")
+        staging.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["cell.json"]
+    assert target.stat().st_mode & 0o777 == new_file_mode()  # not mkstemp's 0600
+
+
+def test_publish_folder_replaces_an_earlier_folder_only_once_the_new_one_is_in_place(tmp_path):
+    from lara.outputs import publish_folder, staging_folder
+
+    target = tmp_path / "dataset"
+    for content in ("first", "second"):
+        staging = staging_folder(target)
+        (staging / "info.json").write_text(content)
+        assert publish_folder(staging, target) == target
+    assert (target / "info.json").read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["dataset"]

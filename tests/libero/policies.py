@@ -22,3 +22,21 @@ class FlakyPolicy:
 
 def flaky_policy() -> FlakyPolicy:
     return FlakyPolicy()
+
+
+class RandomDraws:
+    """Draws from numpy's global generator (the harness seeds it per episode), each draw the length of a chunk of
+    still actions; the third call raises with the draws, so that they reach the episode's `failure_reason`."""
+
+    def reset(self, instruction: str) -> None:
+        self.draws = []
+
+    def act(self, obs) -> np.ndarray:
+        if len(self.draws) == 3:
+            raise RuntimeError(f"draws {self.draws}")
+        self.draws.append(int(np.random.randint(1, 1000)))
+        return np.tile(np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32), (self.draws[-1] % 3 + 1, 1))
+
+
+def random_draws() -> RandomDraws:
+    return RandomDraws()

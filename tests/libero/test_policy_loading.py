@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lara.benchmarks.libero.evaluate import check_chunk, load_policy
+from lara.benchmarks.libero.evaluate import load_policy
+from lara.benchmarks.rollout import check_chunk
 from lara.vla.presets import tiny_token_vla
 
 

@@ -1,4 +1,5 @@
-"""Spawned worker processes for LIBERO / SIMPLER evaluation and generation, each with its own env and small thread pools."""
+"""Spawned worker processes for LIBERO / SIMPLER evaluation (`rollout.py`) and generation, each with its own env and
+small thread pools."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def spawn_pool(workers: int, threads: int, initializer, initargs: tuple = ()):
         try:
             yield pool
         except BrokenProcessPool as error:
-            raise RuntimeError("a LIBERO worker process died (its own traceback is printed above: a failed "
+            raise RuntimeError("a worker process died (its own traceback is printed above: a failed "
                                "policy load or env creation, or memory); fix that and run again") from error
 
 
