@@ -29,28 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from lara.benchmarks.execution import Execution, execution, hold_action
-from lara.benchmarks.libero.evaluate import _seed_everything, check_chunk, check_policy_spec
+from lara.benchmarks.libero.evaluate import _seed_everything, check_chunk
 from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size, recipe_of
 from lara.benchmarks.libero.workers import run_in_pool
 from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksums, resolve_asset_dir, resolve_task,
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
 from lara.errors import InputError
-from lara.policy import ACTION_DIM
+from lara.policy import ACTION_DIM, check_policy_spec, load_simpler_policy as load_policy
 
 PARTIAL = ("is_src_obj_grasped", "consecutive_grasp")
 _WORKER: dict = {}
-
-
-def load_policy(spec: str):
-    """`scripted` (the privileged WidowX expert), `checkpoint:DIR`, `ws://HOST:PORT` or `module:factory`, as for LIBERO."""
-    if spec == "scripted":
-        from lara.benchmarks.simpler.expert import ScriptedWidowXExpert
-
-        return ScriptedWidowXExpert()
-    from lara.benchmarks.libero.evaluate import load_policy as load_libero_policy
-
-    return load_libero_policy(spec)
 
 
 def _init_worker(policy_spec: str, image_size: int, assets: str, rotation: str, threads: int,

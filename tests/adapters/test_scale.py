@@ -15,12 +15,11 @@ import lara
 from lara.adapters import posttrain
 from lara.adapters.common import enable_gradient_checkpointing, native_bf16
 from lara.adapters.config import load_recipe
-from lara.adapters.families.pi0 import PI0Family
-from lara.adapters.families.token_vla import TokenVLAFamily
 from lara.adapters.metrics import read_metrics
-from lara.vla import presets
-from lara.vla.token_vla import preprocess_images
-from lara.vla.tokenizer import build_example, collate
+from lara.vla.backbones import backbone
+from lara.vla.pi0 import pi0_batch, pi0_config, tiny_pi0
+from lara.vla.token_vla import preprocess_images, tiny_token_vla
+from lara.vla.token_vla.tokenizer import build_example, collate
 
 from openvla_standin import write_openvla_standin
 from recipe_files import tiny, write_demos
@@ -35,7 +34,7 @@ def demos(tmp_path_factory) -> Path:
 
 def token_vla_case(layer: str | None):
     torch.manual_seed(0)
-    vla = presets.tiny_token_vla(width=32, layers=4)
+    vla = tiny_token_vla(width=32, layers=4)
     frames = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8)
     batch = collate([build_example("pick up the bowl", row)
                      for row in vla.action_tokenizer.encode(np.random.default_rng(0).uniform(-1, 1, (4, 7)))])
@@ -46,17 +45,16 @@ def token_vla_case(layer: str | None):
 
 def pi0_case(layer: str | None):
     torch.manual_seed(0)
-    cfg = presets.pi0_config(layers=3)
-    batch = presets.pi0_batch(cfg, 4)
+    cfg = pi0_config(layers=3)
+    batch = pi0_batch(cfg, 4)
     batch["lam_frames"] = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8)
     align = lara.AlignConfig(layer=layer, hidden_size=32) if layer else lara.AlignConfig()
-    return presets.tiny_pi0(layers=3), batch, lara.LaraConfig(backbone="pi0", align=align, align_weight=1.0, lam=LAM)
+    return tiny_pi0(layers=3), batch, lara.LaraConfig(backbone="pi0", align=align, align_weight=1.0, lam=LAM)
 
 
 def loss_and_gradients(vla, batch, config, checkpointing: str | None):
     vla = copy.deepcopy(vla)
-    family = PI0Family if config.backbone == "pi0" else TokenVLAFamily
-    for module in family.checkpointed_modules(vla):  # what train.gradient_checkpointing=true does
+    for module in backbone(config.backbone).glue.checkpointed_modules(vla):  # what train.gradient_checkpointing=true does
         if checkpointing == "non-reentrant":
             enable_gradient_checkpointing(module)
         elif checkpointing == "reentrant":
@@ -114,7 +112,7 @@ def dtypes(path: Path) -> set[torch.dtype]:
 def test_bf16_loading_trains_the_vla_in_bf16_beside_an_fp32_lam(demos, tmp_path, family):
     if family == "pi0":  # a saved fp32 checkpoint, loaded in bf16 as openpi loads pi0
         source = tmp_path / "pi0"
-        presets.tiny_pi0(**{"width": 32, "expert_width": 16, "layers": 1, "image_size": 32, "chunk_size": 10,
+        tiny_pi0(**{"width": 32, "expert_width": 16, "layers": 1, "image_size": 32, "chunk_size": 10,
                             "vocab_size": 512}).save_pretrained(source)
         extra = [f"model.path={source}"]
     else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lara.benchmarks.libero.evaluate import check_chunk, load_policy
-from lara.vla.presets import tiny_token_vla
+from lara.benchmarks.libero.evaluate import check_chunk
+from lara.policy import load_policy
+from lara.vla.token_vla import tiny_token_vla
 
 
 def test_checkpoint_policy_acts_on_a_libero_observation(tmp_path):

@@ -131,7 +131,7 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
     from robot_test_support import free_port, wait_for_port
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     tiny_token_vla().save_pretrained(tmp_path)
     port = free_port()
@@ -155,7 +155,7 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
 def test_remote_policy_acts_as_the_served_policy_and_resets_every_episode(server_factory):
     """`--policy ws://HOST:PORT` in the evaluators: the same chunks as the local policy, a reset at each episode's
     first observation even when the instruction repeats, and any arm's joint count (the WidowX has 6)."""
-    from lara.benchmarks.libero.evaluate import load_policy
+    from lara.policy import load_policy
 
     served = TinyMLPPolicy(horizon=3)
     server = server_factory(served)
@@ -225,7 +225,7 @@ def test_openpi_libero_client_observation_keys_are_served(server_factory):
 def test_serve_picks_the_vla_of_a_run_folder_or_names_the_folder_to_pass(tmp_path, capsys):
     from lara.policy import find_vla_dir
     from lara.cli import main as lara_main
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     run = tmp_path / "run"
     step = run / "checkpoints" / "step_000002"
@@ -327,7 +327,7 @@ def test_lara_serve_refuses_bad_addresses_and_damaged_checkpoints_in_one_line(tm
     from robot_test_support import free_port
 
     from lara import cli
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     good, truncated, malformed = tmp_path / "good", tmp_path / "truncated", tmp_path / "malformed"
     for folder in (good, truncated, malformed):
