@@ -133,13 +133,15 @@ def load_policy(path: str | Path, device="cpu"):
     backbone of the table)."""
     from safetensors import SafetensorError
 
-    from lara.errors import InputError
+    from lara.errors import InputError, UserError
     from lara.policy import find_vla_dir
 
     path = find_vla_dir(path)
     found = BY_MODEL_TYPE.get(model_type_of(path), BACKBONES["token_vla"])
     try:
         return found.glue.load_policy(path, device)
+    except UserError:  # already says what is missing and what to do
+        raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:  # a damaged or foreign weights file
         reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise InputError(f"{path}: the VLA cannot be loaded ({reason}); the files are damaged or not a "
