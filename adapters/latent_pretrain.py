@@ -17,7 +17,7 @@
    tokens whose argmax over the K code rows is right) beside `latent/chance` (always predicting each position's
    most frequent code). `posttrain` with `model.path=RUN/final/vla` drops the code rows again
    (lara/vla/token_vla/processor.py says why) and learns actions from these weights. A TokenVLA that reads the
-   robot state (`proprio_dim`) gets the neutral state here (TokenVLAFamily.neutral_state: frames have none);
+   robot state (`proprio_dim`) gets the neutral state here (token_vla.Processor.neutral_state: frames have none);
    its state projector's weights first learn in post-training, as OFT adds its proprio projector there.
 
 Exports RUN/final/vla (the TokenVLA with its code rows), RUN/final/lam (the labeller, a LARA artifact),
