@@ -4,7 +4,8 @@ how wide it is, which tokens are the action positions) and the folder `lara/vla/
 
 A folder exposes:
 
-    config(**build)                    the model config `model.build` keywords make (None: loaded only)
+    config(**build), BUILD_KEYS        the model config `model.build` keywords make, and those keywords
+                                       (None and []: loaded from model.path only)
     load(path, build, dtype, cameras, statistics, dataset_name) -> (model, tokenizer or None)
     Processor(model_config, statistics, tokenizer=None, dtype=torch.float32)
                                        stateless: reader samples -> the model's inputs + the LARA keys
