@@ -122,9 +122,8 @@ class ModelConfig(_Strict):
     """The VLA a recipe trains."""
 
     family: Literal[tuple(BACKBONES)] = Field(
-        description="A backbone of lara.vla.backbones: 'token_vla' (lara.vla.TokenVLA), 'pi0' (transformers "
-        "PI0ForConditionalGeneration), 'openvla' (OpenVLA / OpenVLA-OFT with trust_remote_code) or 'pi05' "
-        "(transformers PI05ForConditionalGeneration).",
+        description=f"A backbone of the table in lara/vla/backbones.py: {', '.join(BACKBONES)} (its folder "
+        "lara/vla/<family>/ says what it is).",
     )
     path: Path | None = Field(
         None, description="A local pretrained model directory (save_pretrained layout). None: build a new model "
@@ -132,8 +131,7 @@ class ModelConfig(_Strict):
     )
     build: dict[str, Any] = Field(
         default_factory=dict, description="Size of a newly built model: keyword arguments of "
-        "the family's `config` (lara.vla.<family>: token_vla_config, pi0_config, pi05_config; e.g. width, layers, "
-        "image_size).",
+        "the family's `config` (lara.vla.<family>.config, e.g. token_vla_config: width, layers, image_size).",
     )
     dtype: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="dtype the VLA is loaded (or built) in: 'bf16' as OpenVLA's finetune.py and openpi load "

@@ -152,6 +152,39 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
         proc.wait(5)
 
 
+def test_lara_serve_cli_serves_a_pi05_checkpoint(tmp_path):
+    """`lara serve --checkpoint DIR` serves a pi0.5 export (weights + dataset_statistics.json beside them): chunks of
+    its chunk_size, the robot state read into its prompt."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+    from robot_test_support import free_port, wait_for_port
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    from lara.vla.pi05 import tiny_pi05
+
+    torch.manual_seed(0)
+    tiny_pi05(chunk_size=4, image_size=32).save_pretrained(tmp_path)
+    stats = {"mean": [0.0] * 8, "std": [1.0] * 8, "min": [-1.0] * 8, "max": [1.0] * 8, "q01": [-1.0] * 8,
+             "q99": [1.0] * 8}
+    action = {**{k: v[:7] for k, v in stats.items()}, "mask": [True] * 6 + [False]}
+    (tmp_path / "dataset_statistics.json").write_text(json.dumps({"libero": {"action": action, "proprio": stats}}))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lara.cli", "serve", "--checkpoint", str(tmp_path),
+                             "--port", str(port)])
+    try:
+        wait_for_port(port, timeout_s=60)
+        client = WebsocketClientPolicy("127.0.0.1", port)
+        assert client.get_server_metadata()["image_size"] == 32
+        actions = client.infer(observation())["actions"]
+        assert actions.shape == (4, 7) and np.isfinite(actions).all()
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
 def test_remote_policy_acts_as_the_served_policy_and_resets_every_episode(server_factory):
     """`--policy ws://HOST:PORT` in the evaluators: the same chunks as the local policy, a reset at each episode's
     first observation even when the instruction repeats, and any arm's joint count (the WidowX has 6)."""
