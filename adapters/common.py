@@ -170,7 +170,8 @@ def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: 
     return phase.unwrapped
 
 
-def exporter(cfg: RecipeConfig, tokenizer=None, statistics=None, vla_of: Callable[[nn.Module], nn.Module] | None = None):
+def exporter(cfg: RecipeConfig, tokenizer=None, statistics=None,
+             vla_of: Callable[[nn.Module], nn.Module] | None = None):
     """The one export, of checkpoints and of RUN/final: `vla/` natively with its tokenizer and training statistics
     (`lara.vla.backbones.export_vla`: the folder alone is a policy) and, with LARA, the artifact `lara/` (projector
     + LAM). `final=True` merges LoRA into the weights (what `lara eval` and `lara serve` load); checkpoints keep
