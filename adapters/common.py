@@ -13,12 +13,14 @@ from torch import nn
 
 import lara
 from lara.data import LiberoDataset
+from lara.data.statistics import save_statistics
 from lara.errors import InputError
-from lara.model import LARA_KEYS
+from lara.model import DTYPES, LARA_KEYS, LaraModel
+from lara.vla.backbones import backbone, export_vla
+from lara.vla.batch import lara_inputs
 
 from . import checkpoints as ckpt
 from .config import LoraConfig, RecipeConfig
-from .families import Family, family_class, lara_inputs
 from .run_folder import main_process
 
 if TYPE_CHECKING:
@@ -99,17 +101,21 @@ def warn_without_native_bf16(cfg: RecipeConfig) -> None:
                       "fp32; set them to fp32 / 'no' on this machine", UserWarning, stacklevel=2)
 
 
-def build_vla(cfg: RecipeConfig, data: LiberoDataset) -> tuple[Family, nn.Module]:
-    cameras = (cfg.data.camera, *cfg.data.extra_cameras)
-    family = family_class(cfg.model.family)(cfg.model, data.statistics, cameras, cfg.data.dataset_name)
+def build_vla(cfg: RecipeConfig, statistics) -> tuple[nn.Module, Callable[[list[dict]], dict], object]:
+    """The VLA of `model.family` (loaded or built, frozen, checkpointed, with LoRA), its stateless processor
+    (samples -> batch) and the tokenizer it was loaded with (None when it has none), which the export saves."""
+    glue = backbone(cfg.model.family).glue
     warn_without_native_bf16(cfg)
-    vla = family.build()
+    dtype = DTYPES[cfg.model.dtype]
+    vla, tokenizer = glue.load(cfg.model.path, cfg.model.build, dtype, (cfg.data.camera, *cfg.data.extra_cameras),
+                               statistics, cfg.data.dataset_name)
+    processor = glue.Processor(vla.config, statistics, tokenizer, dtype)
     if cfg.model.freeze:
         vla.requires_grad_(False)
     if cfg.train.gradient_checkpointing:
-        for module in family.checkpointed_modules(vla):
+        for module in glue.checkpointed_modules(vla):
             enable_gradient_checkpointing(module)
-    return family, apply_lora(vla, cfg.model.lora)
+    return apply_lora(vla, cfg.model.lora), processor, tokenizer
 
 
 def lara_step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -164,18 +170,26 @@ def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: 
     return phase.unwrapped
 
 
-def exporter(family: Family, baseline: bool):
-    """Checkpoint exports: `vla/` natively and, with LARA, the artifact `lara/` (projector + LAM)."""
-    def export(model: nn.Module, directory: Path) -> None:
-        family.save(model if baseline else model.base, directory / "vla")
-        if not baseline:
+def exporter(cfg: RecipeConfig, tokenizer=None, statistics=None,
+             vla_of: Callable[[nn.Module], nn.Module] | None = None):
+    """The one export, of checkpoints and of RUN/final: `vla/` natively with its tokenizer and training statistics
+    (`lara.vla.backbones.export_vla`: the folder alone is a policy) and, with LARA, the artifact `lara/` (projector
+    + LAM). `final=True` merges LoRA into the weights (what `lara eval` and `lara serve` load); checkpoints keep
+    the adapter. `vla_of`: where the VLA sits in the trained module (default: the LaraModel's base)."""
+    def export(model: nn.Module, directory: Path, final: bool = False) -> None:
+        vla = vla_of(model) if vla_of is not None else (model.base if isinstance(model, LaraModel) else model)
+        if final and hasattr(vla, "merge_and_unload"):  # peft: fold the adapters into the weights
+            vla = vla.merge_and_unload()
+        export_vla(vla, directory / "vla", tokenizer, statistics, cfg.data.dataset_name)
+        if isinstance(model, LaraModel):
             lara.save(model, directory / "lara")
     return export
 
 
-def export_final(cfg: RecipeConfig, family: Family, trainer: Trainer, data: LiberoDataset | None, finished: bool,
-                 also: Callable[[Path], None] | None = None) -> Path | None:
-    """RUN/final from the trained model on the main process (None on the others), then `also(final)`.
+def export_final(cfg: RecipeConfig, trainer: Trainer, export, statistics, finished: bool,
+                 also: Callable[[nn.Module, Path], None] | None = None) -> Path | None:
+    """RUN/final from the trained (EMA) model on the main process (None on the others): `export(final=True)`, the
+    statistics and recipe it was trained with, then `also(model, final)`, and the manifest.
 
     A run that was finished before (adapters/run_folder.py) and trained nothing now keeps its records as they
     are: re-exporting would rewrite them without new weights. One whose newest checkpoint was corrupt retrains
@@ -189,25 +203,12 @@ def export_final(cfg: RecipeConfig, family: Family, trainer: Trainer, data: Libe
         trainer.ema.copy_to(trainer.unwrapped)
     with trainer.full_model() as model:  # under FSDP the weights gathered from every rank
         if model is not None:
-            final_export(cfg, family, model, data)
+            export(model, final, final=True)
+            if statistics is not None:  # the run's record (data.statistics_path reads it); the VLA has its own
+                save_statistics(statistics, final, cfg.data.dataset_name)
+            (final / "recipe.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
             if also is not None:
-                also(final)
+                also(model, final)
             ckpt.write_manifest(final)  # what a re-run verifies before it says there is nothing to do
     trainer.accelerator.wait_for_everyone()
     return final if trainer.accelerator.is_main_process else None
-
-
-def final_export(cfg: RecipeConfig, family: Family, model: nn.Module, data: LiberoDataset | None) -> Path:
-    """RUN/final: the VLA with LoRA merged (what `lara eval libero --policy checkpoint:RUN/final/vla`
-    and `lara serve` load), the LARA artifact, and the action statistics it was trained with."""
-    final = cfg.output_dir / "final"
-    vla = model if cfg.baseline else model.base
-    if hasattr(vla, "merge_and_unload"):  # peft: fold the adapters into the weights
-        vla = vla.merge_and_unload()
-    family.save(vla, final / "vla")
-    if not cfg.baseline:
-        lara.save(model, final / "lara")
-    if data is not None and data.statistics is not None:
-        data.save_statistics(final)
-    (final / "recipe.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
-    return final

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lara.config import LaraConfig
 from lara.data.config import LiberoDataConfig, SourceEntry
 from lara.errors import InputError, MissingPath
+from lara.vla.backbones import BACKBONES, build_keys
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -120,17 +121,17 @@ class LoraConfig(_Strict):
 class ModelConfig(_Strict):
     """The VLA a recipe trains."""
 
-    family: Literal["token_vla", "pi0", "openvla"] = Field(
-        description="'token_vla' (lara.vla.TokenVLA), 'pi0' (transformers PI0ForConditionalGeneration) or "
-        "'openvla' (OpenVLA / OpenVLA-OFT with trust_remote_code).",
+    family: Literal[tuple(BACKBONES)] = Field(
+        description=f"A backbone of the table in lara/vla/backbones.py: {', '.join(BACKBONES)} (its folder "
+        "lara/vla/<family>/ says what it is).",
     )
     path: Path | None = Field(
         None, description="A local pretrained model directory (save_pretrained layout). None: build a new model "
-        "from `build` (token_vla and pi0 only; openvla needs its weights).",
+        "from `build` (every family but openvla, which needs its weights).",
     )
     build: dict[str, Any] = Field(
         default_factory=dict, description="Size of a newly built model: keyword arguments of "
-        "lara.vla.presets.token_vla_config / pi0_config (e.g. width, layers, image_size).",
+        "the family's `config` (lara.vla.<family>.config, e.g. token_vla_config: width, layers, image_size).",
     )
     dtype: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="dtype the VLA is loaded (or built) in: 'bf16' as OpenVLA's finetune.py and openpi load "
@@ -142,9 +143,9 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _weights(self) -> ModelConfig:
-        if self.family == "openvla" and self.path is None:
-            raise ValueError("model.family='openvla' needs model.path: a local OpenVLA checkpoint directory "
-                             "(e.g. a snapshot of openvla/openvla-7b); it cannot be built from scratch")
+        if self.path is None and not build_keys(self.family):
+            raise ValueError(f"model.family='{self.family}' needs model.path: a local checkpoint directory (OpenVLA: "
+                             "e.g. a snapshot of openvla/openvla-7b); it cannot be built from scratch")
         return self
 
     @model_validator(mode="after")
@@ -152,8 +153,6 @@ class ModelConfig(_Strict):
         """transformers configs store unknown keywords silently (`widht=64` would build the default width)."""
         if not self.build:
             return self
-        from lara.vla.presets import build_keys
-
         known = build_keys(self.family)
         for key in self.build:
             if key not in known:

@@ -15,7 +15,7 @@ What is sharded, one FSDP unit each (its parameters gathered just before it runs
   tensors, to save an all-gather of one Linear (~1 MB at width 1024);
 - the rest (embeddings, heads, norms) in the root unit.
 
-pi0's prefix LM hands its keys and values to the action expert through a KV cache, not through its blocks'
+pi0's (and pi0.5's) prefix LM hands its keys and values to the action expert through a KV cache, not through its blocks'
 outputs, so FSDP's pre-backward hook (on those outputs) would re-gather an LM block only after the expert's
 backward already needed its weights (`setStorage: ... out of bounds for storage of size 0`). Those blocks keep
 their gathered weights from their forward to their backward (`reshard_after_forward=False`: ZeRO-2 for them;
@@ -49,12 +49,13 @@ from lara.errors import InputError
 from lara.lam import LatentActionModel
 from lara.model import LaraModel
 from lara.specs import unwrap
+from lara.vla.backbones import BACKBONES
 
 from .ema import EMA
 
 
-# model_type -> a name part of the blocks whose outputs other blocks read through a KV cache
-KEEP_GATHERED = {"pi0": ".vlm.language_model."}
+# model_type -> a name part of the blocks whose outputs other blocks read through a KV cache (pi0, pi0.5)
+KEEP_GATHERED = {b.model_type: b.keep_gathered for b in BACKBONES.values() if b.keep_gathered}
 
 
 def block_classes(model: nn.Module) -> set[str]:

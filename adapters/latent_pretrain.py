@@ -16,8 +16,8 @@
    [BOS, patches, prompt, c_1 .. c_n] with labels on the n code tokens only. Logged: `latent/accuracy` (the code
    tokens whose argmax over the K code rows is right) beside `latent/chance` (always predicting each position's
    most frequent code). `posttrain` with `model.path=RUN/final/vla` drops the code rows again
-   (adapters/families/token_vla.py says why) and learns actions from these weights. A TokenVLA that reads the
-   robot state (`proprio_dim`) gets the neutral state here (TokenVLAFamily.neutral_state: frames have none);
+   (lara/vla/token_vla/processor.py says why) and learns actions from these weights. A TokenVLA that reads the
+   robot state (`proprio_dim`) gets the neutral state here (token_vla.Processor.neutral_state: frames have none);
    its state projector's weights first learn in post-training, as OFT adds its proprio projector there.
 
 Exports RUN/final/vla (the TokenVLA with its code rows), RUN/final/lam (the labeller, a LARA artifact),
@@ -37,13 +37,14 @@ from torch import nn
 import lara
 from lara.data import LiberoDataset
 from lara.errors import InputError, MissingPath
+from lara.model import DTYPES
+from lara.vla import token_vla
+from lara.vla.batch import cast
 from lara.vla.token_vla import splice_after_bos
-from lara.vla.tokenizer import IGNORE_INDEX, collate, encode_text, prompt
+from lara.vla.token_vla.tokenizer import IGNORE_INDEX, collate, encode_text, prompt
 
-from . import checkpoints as ckpt
-from .common import record_split, warm_up_lam
+from .common import export_final, exporter, record_split, warm_up_lam
 from .config import RecipeConfig
-from .families.token_vla import TokenVLAFamily
 from .metrics import read_metrics
 from .run_folder import check_run_folder, holds_run_folder
 from .trainer import Trainer, make_accelerator, seed_everything
@@ -163,9 +164,10 @@ def run(cfg: RecipeConfig) -> dict:
     num_codes = lam.quantizer.num_codes
 
     seed_everything(cfg.train.seed + 1)  # the VLA's weights do not depend on whether a LAM was trained here
-    family = TokenVLAFamily(cfg.model, None, (cfg.data.camera, *cfg.data.extra_cameras), cfg.data.dataset_name)
-    family.latent_codes = num_codes
-    vla = family.build()
+    dtype = DTYPES[cfg.model.dtype]
+    vla, _ = token_vla.load(cfg.model.path, cfg.model.build, dtype, (cfg.data.camera, *cfg.data.extra_cameras),
+                            latent_codes=num_codes)
+    processor = token_vla.Processor(vla.config, dtype=dtype)
     accelerator = make_accelerator(cfg.train)
     codes = codes_of(cfg, lam, frames, accelerator)
     statistics = code_statistics(codes, num_codes)
@@ -182,10 +184,10 @@ def run(cfg: RecipeConfig) -> dict:
         for sample in samples:
             ids, code_ids = encode_text(prompt(sample["instruction"])), (first + sample["latent_codes"]).tolist()
             examples.append((ids + code_ids, [IGNORE_INDEX] * len(ids) + code_ids))  # loss on the codes only
-        batch = {**collate(examples), "pixel_values": family.pixel_values(samples)}
-        if vla.config.proprio_dim:  # action-free frames have no robot state: the neutral one (family.neutral_state)
-            batch["proprio"] = family.neutral_state(len(samples))
-        return family.cast(batch)  # model.dtype
+        batch = {**collate(examples), "pixel_values": processor.pixel_values(samples)}
+        if vla.config.proprio_dim:  # action-free frames have no robot state: the neutral one (Processor.neutral_state)
+            batch["proprio"] = processor.neutral_state(len(samples))
+        return cast(batch, dtype)  # model.dtype
 
     def code_step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         loss, accuracy = model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"],
@@ -193,26 +195,20 @@ def run(cfg: RecipeConfig) -> dict:
         return loss, {"latent/accuracy": accuracy.detach(),
                       "latent/chance": torch.tensor(statistics["chance"], device=loss.device)}
 
+    export = exporter(cfg, vla_of=lambda model: model.vla)
     trainer = Trainer(cfg.train, cfg.output_dir, CodePredictor(vla), code_step, datasets=[Labelled(frames, codes)],
-                      collate=collate_codes, export=lambda m, d: family.save(m.vla, d / "vla"),
-                      run_config=cfg.model_dump(mode="json"), accelerator=accelerator)
+                      collate=collate_codes, export=export, run_config=cfg.model_dump(mode="json"),
+                      accelerator=accelerator)
     checkpoint = trainer.fit()
-    final = cfg.output_dir / "final"
-    export = not (finished and not trainer.trained)  # a finished run keeps its records (as common.export_final)
-    if not export:
-        accelerator.print(f"{cfg.output_dir} holds this run, finished before: nothing to train; {final} is left "
-                          "as it is")
-    elif trainer.ema is not None:
-        trainer.ema.copy_to(trainer.unwrapped)
-    if export and accelerator.is_main_process:
-        family.save(trainer.unwrapped.vla, final / "vla")
+
+    def also(model: nn.Module, final: Path) -> None:
+        """The labelling LAM and how its codes were learnt."""
         lara.save_lam(lam, final / "lam")
         logged = read_metrics(cfg.output_dir / "metrics.jsonl")
         statistics["accuracy_last_logged"] = next((r["latent/accuracy"] for r in reversed(logged)
                                                    if "latent/accuracy" in r), None)
         statistics["lam"] = str(cfg.latent.lam_from or cfg.output_dir / "lam")
         (final / "latent_codes.json").write_text(json.dumps(statistics, indent=1))
-        (final / "recipe.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
-        ckpt.write_manifest(final)  # what a re-run verifies before it says there is nothing to do
-    accelerator.wait_for_everyone()
+
+    final = export_final(cfg, trainer, export, None, finished, also=also) or cfg.output_dir / "final"
     return {"checkpoint": checkpoint, "final": final, "pairs": len(frames), **statistics}

@@ -30,7 +30,8 @@ def run(cfg: RecipeConfig) -> dict:
     fresh_lam = not cfg.baseline and not cfg.refine.lam_from and cfg.posttrain.lam_warmup_steps
     frames = video_data(cfg, cfg.posttrain.lam_warmup_paths) if fresh_lam and cfg.posttrain.lam_warmup_paths else None
     record_split(cfg, data=data, lam_warmup=frames)
-    family, vla = build_vla(cfg, data)
+    vla, processor, tokenizer = build_vla(cfg, data.statistics)
+    export = exporter(cfg, tokenizer, data.statistics)
     if cfg.baseline:
         model = vla
     else:
@@ -43,8 +44,8 @@ def run(cfg: RecipeConfig) -> dict:
         model = lara.attach(vla, cfg.lara, lam=lam)
         print(model.trainable_parameters())
     trainer = Trainer(cfg.train, cfg.output_dir, model, baseline_step if cfg.baseline else lara_step,
-                      datasets=[data], collate=family.collate, export=exporter(family, cfg.baseline),
+                      datasets=[data], collate=processor, export=export,
                       run_config=cfg.model_dump(mode="json"))
     checkpoint = trainer.fit()
-    final = export_final(cfg, family, trainer, data, finished)
+    final = export_final(cfg, trainer, export, data.statistics, finished)
     return {"checkpoint": checkpoint, "final": final, "samples": len(data)}

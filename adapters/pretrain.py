@@ -29,7 +29,8 @@ def run(cfg: RecipeConfig) -> dict:
     data = load_data(cfg)
     videos = video_data(cfg, cfg.pretrain.video_paths) if cfg.pretrain.video_paths else None
     record_split(cfg, data=data, video=videos)
-    family, vla = build_vla(cfg, data)
+    vla, processor, tokenizer = build_vla(cfg, data.statistics)
+    export = exporter(cfg, tokenizer, data.statistics)
     lam = None
     if not cfg.baseline:
         frames = [video_data(cfg, cfg.data.paths)] + ([videos] if videos is not None else [])
@@ -39,9 +40,9 @@ def run(cfg: RecipeConfig) -> dict:
     model = vla if cfg.baseline else lara.attach(vla, cfg.lara, lam=lam)
     sources = [data] + ([videos] if videos is not None and cfg.pretrain.video_every else [])
     trainer = Trainer(cfg.train, cfg.output_dir / "joint", model, baseline_step if cfg.baseline else lara_step,
-                      datasets=sources, collate=family.collate, export=exporter(family, cfg.baseline),
+                      datasets=sources, collate=processor, export=export,
                       video_every=cfg.pretrain.video_every if len(sources) > 1 else 0,
                       run_config=cfg.model_dump(mode="json"))
     checkpoint = trainer.fit()
-    final = export_final(cfg, family, trainer, data, finished)
+    final = export_final(cfg, trainer, export, data.statistics, finished)
     return {"checkpoint": checkpoint, "final": final, "samples": len(data), "videos": len(videos) if videos else 0}

@@ -67,21 +67,22 @@ def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
-    family, vla = build_vla(cfg, data)
+    vla, processor, tokenizer = build_vla(cfg, data.statistics)
+    export = exporter(cfg, tokenizer, data.statistics)
     lam = with_action_head(cfg)
     before = probe(lam, data, cfg.refine.probe_samples)
     model = lara.attach(vla, cfg.lara, lam=lam)
     print(model.trainable_parameters())
-    trainer = Trainer(cfg.train, cfg.output_dir, model, lara_step, datasets=[data], collate=family.collate,
-                      export=exporter(family, baseline=False), run_config=cfg.model_dump(mode="json"))
+    trainer = Trainer(cfg.train, cfg.output_dir, model, lara_step, datasets=[data], collate=processor,
+                      export=export, run_config=cfg.model_dump(mode="json"))
     checkpoint = trainer.fit()
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.unwrapped)  # the probe judges the weights that are exported
     result = {"checkpoint": checkpoint, "probe_r2_before": before,
               "probe_r2_after": probe(trainer.unwrapped.lam, data, cfg.refine.probe_samples)}
-    write_probe = lambda final: (final / "probe.json").write_text(json.dumps(  # noqa: E731
+    write_probe = lambda model, final: (final / "probe.json").write_text(json.dumps(  # noqa: E731
         {k: result[k] for k in ("probe_r2_before", "probe_r2_after")}, indent=1))
-    final = export_final(cfg, family, trainer, data, finished, also=write_probe)
+    final = export_final(cfg, trainer, export, data.statistics, finished, also=write_probe)
     if final is not None:
         result["final"] = final
     return result

@@ -1,7 +1,7 @@
 """One training loop for every recipe, on accelerate (single process, DDP from `accelerate launch`, or FSDP2
 with `train.fsdp=true`, adapters/fsdp.py).
 
-    trainer = Trainer(train_config, run_dir, model, loss_fn, datasets=[demos], collate=family.collate,
+    trainer = Trainer(train_config, run_dir, model, loss_fn, datasets=[demos], collate=processor,
                       export=save_vla_and_lara)
     trainer.fit()
 

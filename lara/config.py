@@ -131,7 +131,8 @@ class LaraConfig(_Strict):
     """Everything `lara.attach` needs besides the model."""
 
     backbone: str | None = Field(
-        None, description="Backbone spec name ('pi0', 'openvla', 'token_vla', 'generic'); None: from model_type."
+        None, description="Backbone spec name: a row of lara/vla/backbones.py (e.g. 'pi0', 'token_vla') or "
+        "'generic'; None: from model_type."
     )
     align: AlignConfig = Field(default_factory=AlignConfig, description="Alignment settings.")
     lam: LAMConfig = Field(default_factory=LAMConfig, description="Latent action model settings.")

@@ -1,4 +1,4 @@
-"""Per-backbone defaults, in one plain table (like peft's target-module defaults).
+"""Per-backbone alignment defaults, read off the backbone table (`lara.vla.backbones`).
 
 A spec says which module's output is the policy hidden state, how wide it is, and which tokens are
 the action positions. `LaraConfig.align` overrides any of it; a model whose `config.model_type` is
@@ -8,61 +8,14 @@ cannot be read off the module).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from torch import nn
 
 from lara.config import AlignConfig
+from lara.vla.backbones import BACKBONES, BackboneSpec
 
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    layer: Callable[[object], str] | None  # model config -> module path
-    hidden_size: Callable[[object], int] | None  # model config -> width of that module's output
-    positions: str  # last_k | action_tokens | mask | all
-    chunk: Callable[[object], int] | None = None  # for last_k
-    action_token_ids: Callable[[object], tuple[int, int]] | None = None  # for action_tokens: first, last id
-    insert_at: int = 1  # where image patches sit in the hidden sequence relative to the labels
-
-
-def _text_config(cfg: object) -> object:
-    return getattr(cfg, "text_config", None) or getattr(cfg, "llm_config", None) or cfg
-
-
-SPECS: dict[str, BackboneSpec] = {
-    # transformers PI0ForConditionalGeneration: the action expert's output at the action tokens (LARA release).
-    "pi0": BackboneSpec(
-        name="pi0",
-        layer=lambda cfg: "model.dit",
-        hidden_size=lambda cfg: cfg.dit_config.hidden_size,
-        positions="last_k",
-        chunk=lambda cfg: cfg.chunk_size,
-    ),
-    # OpenVLA / OpenVLA-OFT (remote code, model_type 'openvla'): LLM layer 24 of 32 (Spatial Forcing),
-    # action tokens are the last 256 ids of Llama-2's 32000-token vocabulary.
-    "openvla": BackboneSpec(
-        name="openvla",
-        layer=lambda cfg: f"language_model.model.layers.{(3 * _text_config(cfg).num_hidden_layers) // 4}",
-        hidden_size=lambda cfg: _text_config(cfg).hidden_size,
-        positions="action_tokens",
-        action_token_ids=lambda cfg: (31744, 31999),
-    ),
-    # lara.vla.TokenVLA: OpenVLA's layout and tokenization at any size.
-    "token_vla": BackboneSpec(
-        name="token_vla",
-        layer=lambda cfg: f"language_model.model.layers.{(3 * cfg.text_config.num_hidden_layers) // 4}",
-        hidden_size=lambda cfg: cfg.text_config.hidden_size,
-        positions="action_tokens",
-        # the action bins end where LAM code rows (latent-action pre-training) begin, if any
-        action_token_ids=lambda cfg: (cfg.text_config.vocab_size - getattr(cfg, "latent_codes", 0) - cfg.n_action_bins,
-                                      cfg.text_config.vocab_size - getattr(cfg, "latent_codes", 0) - 1),
-    ),
-    "generic": BackboneSpec(name="generic", layer=None, hidden_size=None, positions="all"),
-}
-
-MODEL_TYPES = {"pi0": "pi0", "openvla": "openvla", "lara_token_vla": "token_vla"}
+GENERIC = BackboneSpec(name="generic", layer=None, hidden_size=None, positions="all")
+SPECS: dict[str, BackboneSpec] = {**{name: b.spec for name, b in BACKBONES.items()}, "generic": GENERIC}
+MODEL_TYPES = {b.model_type: name for name, b in BACKBONES.items()}
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if checkpoint != Path(args.checkpoint):
         logger.info("serving the VLA in %s", checkpoint)
     from lara.benchmarks.libero.protocol import policy_image_size  # announced: evaluators render at this size
-    from lara.vla import load_policy  # the model stack is needed only when a checkpoint is served
+    from lara.vla.backbones import load_policy  # the model stack is needed only when a checkpoint is served
 
     policy = load_policy(checkpoint)
     metadata = {"checkpoint": public_name(checkpoint), "image_size": policy_image_size(f"checkpoint:{checkpoint}")}

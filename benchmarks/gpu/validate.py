@@ -31,11 +31,10 @@ import torch
 
 import lara
 from lara.adapters.common import enable_gradient_checkpointing
-from lara.adapters.families.pi0 import PI0Family
-from lara.adapters.families.token_vla import TokenVLAFamily
-from lara.vla.presets import pi0_batch, pi0_config, token_vla_config
-from lara.vla.token_vla import TokenVLA, TokenVLAConfig, preprocess_images
-from lara.vla.tokenizer import build_example, collate
+from lara.vla.backbones import backbone
+from lara.vla.pi0 import pi0_batch, pi0_config
+from lara.vla.token_vla import TokenVLA, TokenVLAConfig, preprocess_images, token_vla_config
+from lara.vla.token_vla.tokenizer import build_example, collate
 
 MODELS = ("pi0-3b", "openvla-7b")
 MODES = ("lora", "full")
@@ -95,8 +94,7 @@ def run_case(name: str, mode: str, args, device: torch.device) -> dict:
     torch.manual_seed(0)
     vla, batch = build(name, args.dry_run, batch_size, device)
     if args.gradient_checkpointing:  # as train.gradient_checkpointing does (pi0: its SigLIP tower)
-        family = PI0Family if name == "pi0-3b" else TokenVLAFamily
-        for module in family.checkpointed_modules(vla):
+        for module in backbone("pi0" if name == "pi0-3b" else "token_vla").glue.checkpointed_modules(vla):
             enable_gradient_checkpointing(module)
     if mode == "lora":
         vla = lora(vla)

@@ -20,9 +20,6 @@ wrong-shaped or non-finite actions fails that episode (with the reason) and the 
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.util
 import json
 import time
 import warnings
@@ -35,88 +32,10 @@ import numpy as np
 from lara.benchmarks.execution import execution
 from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
-from lara.benchmarks.libero.protocol import REMOTE, camera_size_for, check_init_states, policy_image_size
+from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.rollout import follow, run_jobs
-from lara.errors import InputError, MissingPath
-from lara.policy import find_vla_dir
-
-
-def check_policy_spec(spec: str) -> None:
-    """What can be checked before workers spawn: the spec's form, a checkpoint folder with its config.json,
-    a policy file or module that exists; raises naming what was expected (loading itself happens in the workers)."""
-    if spec == "scripted":
-        return
-    if spec.startswith(REMOTE):
-        host, port = remote_address(spec)
-        from lara.real_robot.client import PolicyClient
-
-        if not PolicyClient(host, port, connect_timeout_s=5.0).health():
-            raise InputError(f"--policy {spec!r}: no policy server answers at http://{host}:{port}/healthz; start one "
-                             f"there with `lara serve --checkpoint RUN --port {port}`")
-        return
-    if spec.startswith("checkpoint:"):
-        folder = Path(spec[len("checkpoint:"):])
-        found = find_vla_dir(folder)  # raises naming the folder to pass
-        if found != folder:  # the protocol checks read RUN/final/recipe.json beside the VLA folder itself
-            raise MissingPath(f"--policy {spec!r}: {folder} holds no config.json; pass the VLA inside it: "
-                              f"--policy checkpoint:{found}")
-        return
-    module_name, sep, factory = spec.rpartition(":")
-    if not sep or not module_name or not factory:
-        close = difflib.get_close_matches(spec, ["scripted"], n=1)
-        hint = " Did you mean 'scripted'?" if close else ""
-        raise InputError(f"--policy must be 'scripted', 'checkpoint:DIR', 'ws://HOST:PORT' (a `lara serve` server) or "
-                         f"'module:factory' (a callable returning a Policy), "
-                         f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.{hint}")
-    if module_name.endswith(".py"):
-        if not Path(module_name).is_file():
-            raise MissingPath(f"--policy {spec!r}: no Python file at {module_name!r}.")
-        return
-    try:
-        found_module = importlib.util.find_spec(module_name)
-    except ModuleNotFoundError:  # a parent package is missing
-        found_module = None
-    if found_module is None:
-        raise InputError(f"--policy {spec!r}: no module named {module_name!r} on the Python path "
-                         f"(a file needs its path: 'path/to/{module_name.rpartition('.')[2]}.py:{factory}').")
-
-
-def remote_address(spec: str) -> tuple[str, int]:
-    """`ws://HOST:PORT` (a `lara serve` server) -> (host, port)."""
-    host, sep, port = spec[len(REMOTE):].rstrip("/").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise InputError(f"--policy {spec!r}: a served policy is given as ws://HOST:PORT (the address `lara serve` "
-                         "listens on), e.g. ws://127.0.0.1:8000")
-    return host, int(port)
-
-
-def load_policy(spec: str):
-    """`scripted` (the privileged expert), `checkpoint:DIR` (a VLA saved with save_pretrained, e.g. a LARA
-    run's detached TokenVLA), `ws://HOST:PORT` (a policy served by `lara serve`) or `module:factory` /
-    `path/to/file.py:factory`."""
-    check_policy_spec(spec)
-    if spec == "scripted":
-        from lara.benchmarks.libero.expert import ScriptedExpert
-
-        return ScriptedExpert()
-    if spec.startswith(REMOTE):
-        from lara.real_robot.client import RemotePolicy
-
-        return RemotePolicy(*remote_address(spec))
-    if spec.startswith("checkpoint:"):
-        from lara.vla import load_policy as load_checkpoint
-
-        return load_checkpoint(spec[len("checkpoint:"):])
-    module_name, _, factory = spec.rpartition(":")
-    if module_name.endswith(".py"):
-        loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-        module = importlib.util.module_from_spec(loader)
-        loader.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
-    if not callable(getattr(module, factory, None)):
-        raise AttributeError(f"--policy {spec!r}: {module_name!r} has no callable {factory!r}.")
-    return getattr(module, factory)()
+from lara.errors import InputError
+from lara.policy import check_policy_spec, load_policy
 
 
 @dataclass(frozen=True)

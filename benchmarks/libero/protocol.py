@@ -21,9 +21,9 @@ from pathlib import Path
 
 from lara.benchmarks.libero.env import _benchmark
 from lara.errors import InputError
+from lara.policy import REMOTE, remote_address
 
 FRESH = "fresh"
-REMOTE = "ws://"  # --policy ws://HOST:PORT: a policy served by `lara serve`
 PROTOCOL_CAMERA_SIZE = 256  # the community protocol's render size, for policies that do not say theirs
 
 
@@ -191,7 +191,6 @@ def policy_image_size(policy_spec: str) -> int | None:
     vision `image_size`; for a `ws://HOST:PORT` policy the size its `lara serve` announces; None for other
     policies, or when nothing says."""
     if policy_spec.startswith(REMOTE):
-        from lara.benchmarks.libero.evaluate import remote_address
         from lara.real_robot.client import PolicyClient
 
         client = PolicyClient(*remote_address(policy_spec), connect_timeout_s=5.0)

@@ -27,7 +27,7 @@ import sys
 import torch
 
 import lara
-from lara.vla.presets import pi0_batch, pi0_config
+from lara.vla.pi0 import pi0_batch, pi0_config
 
 
 def vla_config(tiny: bool):

@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import lara
-from lara.vla.presets import pi0_batch, pi0_config
+from lara.vla.pi0 import pi0_batch, pi0_config
 
 
 

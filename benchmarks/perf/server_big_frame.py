@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=int, default=200, help="frame size in megabytes (10^6 bytes)")
     parser.add_argument("--server", type=Path, default=None, help="a server.py to run instead of `lara serve`")
     args = parser.parse_args(argv)
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     with tempfile.TemporaryDirectory() as folder:
         tiny_token_vla().save_pretrained(folder)

@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_recipe("posttrain_token_vla", demo.training_overrides(settings, Path("outputs/throughput")))
     seed_everything(0)
     data = load_data(cfg)
-    family, vla = build_vla(cfg, data)
+    vla, processor, _ = build_vla(cfg, data.statistics)
     variants = {"baseline": (copy.deepcopy(vla), baseline_step), "lara": (lara.attach(vla, cfg.lara), lara_step)}
     optimizers = {name: torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
                   for name, (model, _) in variants.items()}
     g = torch.Generator().manual_seed(0)
-    batches = [family.collate([data[int(i)] for i in torch.randint(len(data), (args.batch_size,), generator=g)])
+    batches = [processor([data[int(i)] for i in torch.randint(len(data), (args.batch_size,), generator=g)])
                for _ in range(args.steps)]
     print(f"{len(data)} samples from {args.data}; batch {args.batch_size}; torch threads {torch.get_num_threads()}")
     for name, (model, _) in variants.items():

@@ -31,26 +31,15 @@ from typing import ClassVar
 import numpy as np
 
 from lara.benchmarks.execution import execution
-from lara.benchmarks.libero.evaluate import check_policy_spec
 from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size, recipe_of
 from lara.benchmarks.rollout import follow, run_jobs
 from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksums, resolve_asset_dir, resolve_task,
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
 from lara.errors import InputError
+from lara.policy import check_policy_spec, load_simpler_policy
 
 PARTIAL = ("is_src_obj_grasped", "consecutive_grasp")
-
-
-def load_policy(spec: str):
-    """`scripted` (the privileged WidowX expert), `checkpoint:DIR`, `ws://HOST:PORT` or `module:factory`, as for LIBERO."""
-    if spec == "scripted":
-        from lara.benchmarks.simpler.expert import ScriptedWidowXExpert
-
-        return ScriptedWidowXExpert()
-    from lara.benchmarks.libero.evaluate import load_policy as load_libero_policy
-
-    return load_libero_policy(spec)
 
 
 @dataclass(frozen=True)
@@ -67,7 +56,7 @@ class SimplerEpisodes:
     video_fps: ClassVar[int] = 5  # the control rate
 
     def load_policy(self, spec: str):
-        return load_policy(spec)
+        return load_simpler_policy(spec)
 
     def env_key(self, episode) -> str:
         return episode[0]

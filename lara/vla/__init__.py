@@ -1,12 +1,23 @@
-"""Reference VLAs and their policies (TokenVLA, pi0). TokenVLA registers with transformers' Auto classes."""
+"""The backbones: one folder each (token_vla, pi0, openvla, pi05) and the table that lists them
+(`lara.vla.backbones`). Names load on first use, so the table (and `lara.attach`) import no model code."""
 
-from transformers import AutoConfig, AutoModel
+from __future__ import annotations
 
-from lara.vla.pi0 import PI0Policy, load_pi0_policy
-from lara.vla.policy import TokenVLAPolicy, load_policy
-from lara.vla.token_vla import TokenVLA, TokenVLAConfig
+import importlib
 
-AutoConfig.register(TokenVLAConfig.model_type, TokenVLAConfig, exist_ok=True)
-AutoModel.register(TokenVLAConfig, TokenVLA, exist_ok=True)
+_EXPORTS = {
+    "TokenVLA": "lara.vla.token_vla",
+    "TokenVLAConfig": "lara.vla.token_vla",
+    "TokenVLAPolicy": "lara.vla.token_vla",
+    "FlowPolicy": "lara.vla.pi0",
+    "load_policy": "lara.vla.backbones",
+    "export_vla": "lara.vla.backbones",
+    "BACKBONES": "lara.vla.backbones",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = ["PI0Policy", "TokenVLA", "TokenVLAConfig", "TokenVLAPolicy", "load_pi0_policy", "load_policy"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lara.vla' has no attribute '{name}'")

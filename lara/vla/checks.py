@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lara.vla.tokenizer import build_example, collate, prompt
+from lara.vla.token_vla.tokenizer import build_example, collate, prompt
 
 
 def _pixel_shape(config) -> tuple[int, int]:

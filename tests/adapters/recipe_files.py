@@ -31,9 +31,10 @@ def write_demos(directory: Path, size: int = 32) -> Path:
     return directory
 
 
-# a 32-px model of each family that builds from a config (pi0: chunks of the preset's action_horizon, 10)
+# a 32-px model of each family that builds from a config (pi0, pi0.5: chunks of the preset's action_horizon, 10)
 TINY_BUILD = {"token_vla": "{width: 32, layers: 1, image_size: 32}",
-              "pi0": "{width: 32, expert_width: 16, layers: 1, image_size: 32, chunk_size: 10, vocab_size: 512}"}
+              "pi0": "{width: 32, expert_width: 16, layers: 1, image_size: 32, chunk_size: 10, vocab_size: 512}",
+              "pi05": "{width: 32, expert_width: 16, layers: 1, image_size: 32, chunk_size: 10, vocab_size: 512}"}
 
 
 def tiny(data: Path, out: Path, steps: int = 4, every: int = 2, family: str = "token_vla") -> list[str]:

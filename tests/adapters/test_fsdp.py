@@ -130,6 +130,23 @@ def test_fsdp_pi0_with_lora_and_gradient_checkpointing_trains_as_ddp(demos, tmp_
     assert adapters and all("lora_" in k for k in adapters)  # the checkpoint's VLA export is the LoRA adapter
 
 
+@pytest.mark.slow
+def test_fsdp_pi05_with_lora_and_gradient_checkpointing_trains_as_ddp(demos, tmp_path):
+    """pi0.5 hands its prefix LM's keys and values to the action expert as pi0 does (KEEP_GATHERED from the
+    backbone table): FSDP2 with LoRA and its SigLIP tower checkpointed logs DDP's losses."""
+    build = "model.build={width: 32, expert_width: 16, layers: 2, image_size: 32, chunk_size: 10, vocab_size: 512}"
+    extra = ["model.lora={r: 4}", "train.gradient_checkpointing=true", "data.drop_incomplete=true", build]
+    for name, flags in (("fsdp", ["train.fsdp=true"]), ("ddp", [])):
+        subprocess.run([*LAUNCH, "posttrain_pi05", *tiny(demos, tmp_path / name, steps=3, every=3, family="pi05"),
+                        *extra, *flags], check=True, env=ENV, cwd=ROOT, capture_output=True)
+    fsdp_run, ddp_run = losses(tmp_path / "fsdp"), losses(tmp_path / "ddp")
+    assert len({r["loss"] for r in ddp_run}) == 3
+    for a, b in zip(fsdp_run, ddp_run):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    merged = load_file(tmp_path / "fsdp" / "final" / "vla" / "model.safetensors")
+    assert merged and not any("lora" in k for k in merged)  # the gathered export, LoRA merged
+
+
 def test_fsdp_setups_that_cannot_work_are_refused_in_one_line(demos, tmp_path, monkeypatch):
     from lara.adapters import posttrain
     from lara.adapters.config import TrainConfig, load_recipe

@@ -8,7 +8,7 @@ import torch
 
 import lara
 from lara.adapters.common import lam_inputs
-from lara.adapters.families import lara_inputs
+from lara.vla.batch import lara_inputs
 
 K = 3  # lara.lam.action_horizon = the frame gap of these samples
 

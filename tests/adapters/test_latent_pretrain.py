@@ -19,7 +19,7 @@ from lara.data import LiberoDataset
 from lara.data.libero_hdf5 import LiberoHDF5Writer
 from lara.errors import InputError, MissingPath
 from lara.vla import load_policy
-from lara.vla.presets import tiny_token_vla
+from lara.vla.token_vla import tiny_token_vla
 from lara.vla.token_vla import TokenVLA
 
 from recipe_files import tiny, write_demos

@@ -13,12 +13,12 @@ from safetensors.torch import load_file
 
 from lara.adapters import posttrain
 from lara.adapters.config import load_recipe
-from lara.adapters.families import family_class
-from lara.adapters.families.openvla import load_openvla, load_openvla_processor, prompt
+from lara.adapters.common import build_vla
 from lara.adapters.metrics import read_metrics
 from lara.data import LiberoDataset
-from lara.vla.presets import tiny_token_vla
-from lara.vla.tokenizer import IGNORE_INDEX
+from lara.vla.openvla import load_openvla, load_openvla_processor, prompt
+from lara.vla.token_vla import tiny_token_vla
+from lara.vla.token_vla.tokenizer import IGNORE_INDEX
 
 from openvla_standin import write_openvla_standin
 from recipe_files import tiny, write_demos
@@ -44,11 +44,10 @@ def openvla_recipe(demos: Path, out: Path, model: Path, *extra: str):
 def test_batches_are_openvla_finetune_batches(demos, standin, tmp_path):
     cfg = openvla_recipe(demos, tmp_path, standin)
     data = LiberoDataset(cfg.data)
-    family = family_class("openvla")(cfg.model, data.statistics)
-    family.build()
+    _, processor, _ = build_vla(cfg, data.statistics)
     samples = [data[i] for i in (0, 40, 80)]
-    batch = family.collate(samples)
-    tokenizer = family.tokenizer
+    batch = processor(samples)
+    tokenizer = processor.tokenizer
     for row, sample in enumerate(samples):
         length = int(batch["attention_mask"][row].sum())
         ids, labels = batch["input_ids"][row, :length].tolist(), batch["labels"][row, :length].tolist()
@@ -101,7 +100,7 @@ def test_image_dependence_runs_on_openvlas_config_layout(standin):
     """OpenVLAConfig has `image_sizes` and `use_fused_vision_backbone`, no `vision_config`, and OpenVLA's prompt
     must come from its own Llama tokenizer (saved beside it), not TokenVLA's byte tokens."""
     from lara.vla.checks import image_dependence
-    from lara.vla.tokenizer import prompt as policy_prompt
+    from lara.vla.token_vla.tokenizer import prompt as policy_prompt
 
     model = load_openvla(standin)
     del model.config.vision_config  # the stand-in's network is built; its config now reads as OpenVLA's does

@@ -16,13 +16,14 @@ from transformers import PI0ForConditionalGeneration
 
 from lara.adapters import posttrain
 from lara.adapters.config import load_recipe
-from lara.adapters.families import family_class
+from lara.adapters.common import build_vla
 from lara.adapters.metrics import read_metrics
 from lara.adapters.trainer import seed_everything
-from lara.benchmarks.libero.evaluate import load_policy
 from lara.benchmarks.rollout import check_chunk
 from lara.data import LiberoDataset
-from lara.vla.presets import pi0_config, tiny_token_vla
+from lara.policy import load_policy
+from lara.vla.pi0 import pi0_config
+from lara.vla.token_vla import tiny_token_vla
 
 from recipe_files import TINY_BUILD, tiny, write_demos
 
@@ -95,9 +96,8 @@ def test_pi0_policy_acts_on_a_libero_observation(pi0_run):
 def test_pi0_collate_of_video_samples_is_action_free(demos, pi0_run):
     cfg = load_recipe("posttrain_pi0", tiny(demos, Path("unused"), family="pi0") + ["data.action_free=true"])
     video = LiberoDataset(cfg.data)
-    family = family_class("pi0")(cfg.model, None)
-    family.build()
-    batch = family.collate([video[i] for i in range(3)])
+    _, processor, _ = build_vla(cfg, None)
+    batch = processor([video[i] for i in range(3)])
     assert batch["lam_action_free"] is True and "lam_actions" not in batch
     assert batch["actions"].shape == (3, 10, 8) and not batch["actions"].any() and not batch["state"].any()
     assert batch["pixel_values"].shape == (3, 1, 3, 32, 32) and batch["pixel_values"].min() >= -1
@@ -109,9 +109,8 @@ def test_pi0_sees_every_configured_camera(demos):
     cfg = load_recipe("posttrain_pi0", tiny(demos, Path("unused"), family="pi0")
                       + ["data.extra_cameras=[eye_in_hand_rgb]"])
     data = LiberoDataset(cfg.data)
-    family = family_class("pi0")(cfg.model, data.statistics, ("agentview_rgb", "eye_in_hand_rgb"))
-    model = family.build()
-    batch = family.collate([data[i] for i in range(2)])
+    model, processor, _ = build_vla(cfg, data.statistics)  # data.camera, then data.extra_cameras
+    batch = processor([data[i] for i in range(2)])
     assert batch["pixel_values"].shape == (2, 2, 3, 32, 32) and batch["pixel_attention_mask"].all()
     assert (batch["input_ids"] == 511).sum(1).tolist() == [2 * 16, 2 * 16]  # 16 patches per camera
     assert not torch.equal(batch["pixel_values"][:, 0], batch["pixel_values"][:, 1])
@@ -131,9 +130,8 @@ def test_pi0_from_a_path_uses_the_tokenizer_saved_there(demos, tmp_path):
     tokenizer.save_pretrained(tmp_path / "pi0")
     cfg = load_recipe("posttrain_pi0", tiny(demos, tmp_path / "run", steps=1, every=1, family="pi0")
                       + [f"model.path={tmp_path / 'pi0'}", "model.lora=null"])
-    family = family_class("pi0")(cfg.model, None)
-    family.build()
-    ids = family.collate([LiberoDataset(cfg.data)[0]])["input_ids"][0, 16:].tolist()  # after the image tokens
+    _, processor, _ = build_vla(cfg, None)
+    ids = processor([LiberoDataset(cfg.data)[0]])["input_ids"][0, 16:].tolist()  # after the image tokens
     assert ids == tokenizer("<s>put the bowl on the plate\n", add_special_tokens=False)["input_ids"]
     final = posttrain.run(cfg)["final"] / "vla"
     assert (final / "tokenizer.json").is_file()

@@ -15,12 +15,12 @@ import lara
 from lara.adapters import posttrain
 from lara.adapters.common import enable_gradient_checkpointing, native_bf16
 from lara.adapters.config import load_recipe
-from lara.adapters.families.pi0 import PI0Family
-from lara.adapters.families.token_vla import TokenVLAFamily
 from lara.adapters.metrics import read_metrics
-from lara.vla import presets
-from lara.vla.token_vla import preprocess_images
-from lara.vla.tokenizer import build_example, collate
+from lara.vla.backbones import backbone
+from lara.vla.pi0 import pi0_batch, pi0_config, tiny_pi0
+from lara.vla.pi05 import pi05_config, tiny_pi05
+from lara.vla.token_vla import preprocess_images, tiny_token_vla
+from lara.vla.token_vla.tokenizer import build_example, collate
 
 from openvla_standin import write_openvla_standin
 from recipe_files import tiny, write_demos
@@ -35,7 +35,7 @@ def demos(tmp_path_factory) -> Path:
 
 def token_vla_case(layer: str | None):
     torch.manual_seed(0)
-    vla = presets.tiny_token_vla(width=32, layers=4)
+    vla = tiny_token_vla(width=32, layers=4)
     frames = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8)
     batch = collate([build_example("pick up the bowl", row)
                      for row in vla.action_tokenizer.encode(np.random.default_rng(0).uniform(-1, 1, (4, 7)))])
@@ -46,17 +46,24 @@ def token_vla_case(layer: str | None):
 
 def pi0_case(layer: str | None):
     torch.manual_seed(0)
-    cfg = presets.pi0_config(layers=3)
-    batch = presets.pi0_batch(cfg, 4)
+    cfg = pi0_config(layers=3)
+    batch = pi0_batch(cfg, 4)
     batch["lam_frames"] = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8)
     align = lara.AlignConfig(layer=layer, hidden_size=32) if layer else lara.AlignConfig()
-    return presets.tiny_pi0(layers=3), batch, lara.LaraConfig(backbone="pi0", align=align, align_weight=1.0, lam=LAM)
+    return tiny_pi0(layers=3), batch, lara.LaraConfig(backbone="pi0", align=align, align_weight=1.0, lam=LAM)
+
+
+def pi05_case(layer: str | None):
+    torch.manual_seed(0)
+    batch = pi0_batch(pi05_config(layers=3), 4)  # no state: pi0.5 reads it in its prompt
+    batch["lam_frames"] = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8)
+    align = lara.AlignConfig(layer=layer, hidden_size=32) if layer else lara.AlignConfig()
+    return tiny_pi05(layers=3), batch, lara.LaraConfig(backbone="pi05", align=align, align_weight=1.0, lam=LAM)
 
 
 def loss_and_gradients(vla, batch, config, checkpointing: str | None):
     vla = copy.deepcopy(vla)
-    family = PI0Family if config.backbone == "pi0" else TokenVLAFamily
-    for module in family.checkpointed_modules(vla):  # what train.gradient_checkpointing=true does
+    for module in backbone(config.backbone).glue.checkpointed_modules(vla):  # what train.gradient_checkpointing=true does
         if checkpointing == "non-reentrant":
             enable_gradient_checkpointing(module)
         elif checkpointing == "reentrant":
@@ -74,7 +81,9 @@ def loss_and_gradients(vla, batch, config, checkpointing: str | None):
 CASES = {"token_vla block": (token_vla_case, None),
          "token_vla inside a block": (token_vla_case, "language_model.model.layers.2.mlp"),
          "pi0 expert": (pi0_case, None),
-         "pi0 inside a vision block": (pi0_case, "model.vlm.vision_tower.encoder.layers.0.mlp")}
+         "pi0 inside a vision block": (pi0_case, "model.vlm.vision_tower.encoder.layers.0.mlp"),
+         "pi05 expert": (pi05_case, None),
+         "pi05 inside a vision block": (pi05_case, "model.vlm.vision_tower.encoder.layers.0.mlp")}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -110,12 +119,13 @@ def dtypes(path: Path) -> set[torch.dtype]:
     return {v.dtype for v in load_file(path).values() if v.is_floating_point()}
 
 
-@pytest.mark.parametrize("family", ["pi0", "openvla"])
+@pytest.mark.parametrize("family", ["pi0", "openvla", "pi05"])
 def test_bf16_loading_trains_the_vla_in_bf16_beside_an_fp32_lam(demos, tmp_path, family):
-    if family == "pi0":  # a saved fp32 checkpoint, loaded in bf16 as openpi loads pi0
-        source = tmp_path / "pi0"
-        presets.tiny_pi0(**{"width": 32, "expert_width": 16, "layers": 1, "image_size": 32, "chunk_size": 10,
-                            "vocab_size": 512}).save_pretrained(source)
+    if family in ("pi0", "pi05"):  # a saved fp32 checkpoint, loaded in bf16 as openpi loads pi0
+        source = tmp_path / family
+        (tiny_pi0 if family == "pi0" else tiny_pi05)(**{"width": 32, "expert_width": 16, "layers": 1,
+                                                         "image_size": 32, "chunk_size": 10,
+                                                         "vocab_size": 512}).save_pretrained(source)
         extra = [f"model.path={source}"]
     else:
         source = write_openvla_standin(tmp_path / "openvla-standin")
@@ -127,7 +137,7 @@ def test_bf16_loading_trains_the_vla_in_bf16_beside_an_fp32_lam(demos, tmp_path,
     assert dtypes(final / "lara" / "lara.safetensors") == {torch.float32}  # lara.dtype's default
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) and r["align"] > 0 for r in records)
-    if family == "pi0":  # the bf16 export serves as a policy (its inputs cast to the weights' dtype)
+    if family in ("pi0", "pi05"):  # the bf16 export serves as a policy (its inputs cast to the weights' dtype)
         from lara.vla import load_policy
 
         policy = load_policy(final / "vla")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lara.vla.presets import tiny_token_vla
+from lara.vla.token_vla import tiny_token_vla
 
 
 @pytest.fixture

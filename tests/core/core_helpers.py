@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import lara
-from lara.vla import presets
-from lara.vla.tokenizer import build_example, collate
+from lara.vla.pi0 import pi0_config
+from lara.vla.pi0 import pi0_batch as make_pi0_batch
+from lara.vla.token_vla.tokenizer import build_example, collate
 
 SMALL_LAM = dict(image_size=32, patch_size=8, width=32, heads=2, idm_layers=1, fdm_layers=1)
 
@@ -31,7 +32,7 @@ def token_vla_batch(model, batch_size: int = 4, seed: int = 0) -> dict:
 def pi0_batch(batch_size: int = 4, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     return dict(
-        presets.pi0_batch(presets.pi0_config(), batch_size, text_len=5, seed=seed),
+        make_pi0_batch(pi0_config(), batch_size, text_len=5, seed=seed),
         noise=torch.randn(batch_size, 4, 8, generator=g),  # fixed noise and time: a deterministic flow loss
         timestep=torch.full((batch_size,), 0.5),
         lam_frames=torch.randint(0, 256, (batch_size, 2, 3, 32, 32), dtype=torch.uint8, generator=g),

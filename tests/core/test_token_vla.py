@@ -11,8 +11,8 @@ from core_helpers import small_config, token_vla_batch
 from lara.align import action_token_mask
 from lara.vla import TokenVLA, load_policy
 from lara.vla.checks import image_dependence
-from lara.vla.presets import tiny_token_vla
-from lara.vla.tokenizer import ActionTokenizer, normalize, unnormalize
+from lara.vla.token_vla import tiny_token_vla
+from lara.vla.token_vla.tokenizer import ActionTokenizer, normalize, unnormalize
 
 
 @pytest.mark.tf440

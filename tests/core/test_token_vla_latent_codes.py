@@ -7,7 +7,7 @@ import torch
 
 from lara.specs import SPECS
 from lara.vla import TokenVLA
-from lara.vla.presets import tiny_token_vla
+from lara.vla.token_vla import tiny_token_vla
 
 
 @pytest.mark.tf440

@@ -11,9 +11,9 @@ import lara
 from core_helpers import small_config
 from lara.align import action_token_mask
 from lara.vla import TokenVLA, load_policy
-from lara.vla.presets import token_vla_config
+from lara.vla.token_vla import token_vla_config
 from lara.vla.token_vla import random_shift
-from lara.vla.tokenizer import ActionTokenizer, build_example, collate
+from lara.vla.token_vla.tokenizer import ActionTokenizer, build_example, collate
 
 INSTRUCTION = "pick up the alphabet soup and place it in the basket"
 CAMERAS = ["agentview_rgb", "eye_in_hand_rgb"]

@@ -7,7 +7,7 @@ import torch
 
 import lara
 from core_helpers import GenericPolicy, generic_batch, pi0_batch, small_config, token_vla_batch
-from lara.vla.presets import tiny_token_vla
+from lara.vla.token_vla import tiny_token_vla
 
 DECREASING = ("base", "align", "lam/recon", "lam/action", "fdm")
 
@@ -39,7 +39,7 @@ def make(kind: str):
         return base, cfg, token_vla_batch(base)
     if kind == "pi0":
         pytest.importorskip("transformers", minversion="5.0")
-        from lara.vla.presets import tiny_pi0
+        from lara.vla.pi0 import tiny_pi0
 
         return tiny_pi0(), cfg, pi0_batch()
     base = GenericPolicy()

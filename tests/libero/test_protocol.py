@@ -17,7 +17,7 @@ def fake_run(tmp_path, paths, image_size=None, vla=False):
     final = tmp_path / "run" / "final"
     (final / "vla").mkdir(parents=True)
     if vla:
-        from lara.vla.presets import tiny_token_vla
+        from lara.vla.token_vla import tiny_token_vla
 
         tiny_token_vla().save_pretrained(final / "vla")
     else:  # enough for the checks that run before any worker loads the policy

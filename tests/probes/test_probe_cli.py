@@ -57,7 +57,7 @@ def test_probe_reads_a_saved_lam_and_refuses_unknown_representations(demos, tmp_
     assert "unknown representation 'optical_flow'" in capsys.readouterr().err
     assert main(["probe", "--data", str(demos), "--represent", f"lam:{tmp_path / 'nothing'}"]) == 2
     capsys.readouterr()
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     vla = tmp_path / "run" / "final" / "vla"  # a VLA given where a LAM belongs: a FileNotFoundError traceback before
     tiny_token_vla().save_pretrained(vla)

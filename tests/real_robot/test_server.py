@@ -131,7 +131,7 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
     from robot_test_support import free_port, wait_for_port
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     tiny_token_vla().save_pretrained(tmp_path)
     port = free_port()
@@ -152,10 +152,43 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
         proc.wait(5)
 
 
+def test_lara_serve_cli_serves_a_pi05_checkpoint(tmp_path):
+    """`lara serve --checkpoint DIR` serves a pi0.5 export (weights + dataset_statistics.json beside them): chunks of
+    its chunk_size, the robot state read into its prompt."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+    from robot_test_support import free_port, wait_for_port
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    from lara.vla.pi05 import tiny_pi05
+
+    torch.manual_seed(0)
+    tiny_pi05(chunk_size=4, image_size=32).save_pretrained(tmp_path)
+    stats = {"mean": [0.0] * 8, "std": [1.0] * 8, "min": [-1.0] * 8, "max": [1.0] * 8, "q01": [-1.0] * 8,
+             "q99": [1.0] * 8}
+    action = {**{k: v[:7] for k, v in stats.items()}, "mask": [True] * 6 + [False]}
+    (tmp_path / "dataset_statistics.json").write_text(json.dumps({"libero": {"action": action, "proprio": stats}}))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lara.cli", "serve", "--checkpoint", str(tmp_path),
+                             "--port", str(port)])
+    try:
+        wait_for_port(port, timeout_s=60)
+        client = WebsocketClientPolicy("127.0.0.1", port)
+        assert client.get_server_metadata()["image_size"] == 32
+        actions = client.infer(observation())["actions"]
+        assert actions.shape == (4, 7) and np.isfinite(actions).all()
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
 def test_remote_policy_acts_as_the_served_policy_and_resets_every_episode(server_factory):
     """`--policy ws://HOST:PORT` in the evaluators: the same chunks as the local policy, a reset at each episode's
     first observation even when the instruction repeats, and any arm's joint count (the WidowX has 6)."""
-    from lara.benchmarks.libero.evaluate import load_policy
+    from lara.policy import load_policy
 
     served = TinyMLPPolicy(horizon=3)
     server = server_factory(served)
@@ -225,7 +258,7 @@ def test_openpi_libero_client_observation_keys_are_served(server_factory):
 def test_serve_picks_the_vla_of_a_run_folder_or_names_the_folder_to_pass(tmp_path, capsys):
     from lara.policy import find_vla_dir
     from lara.cli import main as lara_main
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     run = tmp_path / "run"
     step = run / "checkpoints" / "step_000002"
@@ -327,7 +360,7 @@ def test_lara_serve_refuses_bad_addresses_and_damaged_checkpoints_in_one_line(tm
     from robot_test_support import free_port
 
     from lara import cli
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     good, truncated, malformed = tmp_path / "good", tmp_path / "truncated", tmp_path / "malformed"
     for folder in (good, truncated, malformed):

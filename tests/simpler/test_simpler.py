@@ -147,7 +147,7 @@ def test_a_saved_token_vla_runs_on_a_bridge_task_unchanged(bridge_assets, tmp_pa
     """A LIBERO-style checkpoint policy acts on Bridge observations; a do-nothing policy scores 0 (the metric
     is not satisfied by standing still), and its chunks are executed to the step budget."""
     from lara.benchmarks.simpler.evaluate import evaluate
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     tiny_token_vla().save_pretrained(tmp_path / "vla")
     results = evaluate(f"checkpoint:{tmp_path / 'vla'}", ["carrot"], tmp_path / "eval", episodes=1, seeds=1,
@@ -213,7 +213,7 @@ def test_a_policy_trained_on_simplers_own_configurations_is_refused(bridge_asset
     before any worker starts (`--allow-train-episodes` runs them, recorded in results.json)."""
     from lara.benchmarks.simpler.evaluate import evaluate, training_episodes
     from lara.errors import InputError
-    from lara.vla.presets import tiny_token_vla
+    from lara.vla.token_vla import tiny_token_vla
 
     data = tmp_path / "fixed_demos"
     data.mkdir()

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
+    AutoConfig,
+    AutoModel,
     LlamaConfig,
     LlamaForCausalLM,
     PretrainedConfig,
@@ -55,7 +57,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from lara.align import action_token_mask
 from lara.errors import InputError
-from lara.vla.tokenizer import IGNORE_INDEX, ActionTokenizer, build_example, collate, unnormalize
+from lara.vla.token_vla.tokenizer import IGNORE_INDEX, ActionTokenizer, build_example, collate, unnormalize
 
 ACTION_HEADS = ("tokens", "l1")
 VISION_TYPES = {"siglip": (SiglipVisionConfig, SiglipVisionModel), "resnet": (ResNetConfig, ResNetModel)}
@@ -65,7 +67,7 @@ DEFAULT_CAMERAS = ("agentview_rgb",)
 class TokenVLAConfig(PretrainedConfig):
     """vision_config / text_config: SiglipVisionConfig / LlamaConfig fields. Left out, they are transformers'
     defaults: a SigLIP-base tower and a 7B Llama-2-sized LLM (4096 wide, 32 layers, 32000 ids), so
-    `TokenVLA(TokenVLAConfig())` allocates about 7B parameters. Small models: `lara.vla.presets.token_vla_config`."""
+    `TokenVLA(TokenVLAConfig())` allocates about 7B parameters. Small models: `token_vla_config` below."""
 
     model_type = "lara_token_vla"
 
@@ -343,3 +345,30 @@ def preprocess_images(images: torch.Tensor | np.ndarray, size: int) -> torch.Ten
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return (x - 0.5) / 0.5
+
+
+AutoConfig.register(TokenVLAConfig.model_type, TokenVLAConfig, exist_ok=True)
+AutoModel.register(TokenVLAConfig, TokenVLA, exist_ok=True)
+
+
+def token_vla_config(width: int = 64, layers: int = 2, image_size: int = 32, vocab_size: int = 1024,
+                     patch_size: int = 8, vision_type: str = "siglip", **kw) -> TokenVLAConfig:
+    """A small TokenVLA (tests, the demo: a training step in milliseconds on a CPU core). `vision_type='resnet'`:
+    a 3-stage basic-block ResNet (widths width/4, width/2, width; stride 16, so a 64 px image gives 4 x 4 patches)
+    instead of the 1-layer SigLIP tower with `patch_size`. Other keywords (chunk_size, action_head, cameras,
+    proprio_dim, image_shift, ...) go to TokenVLAConfig."""
+    if vision_type == "resnet":
+        vision = dict(num_channels=3, embedding_size=width // 4, hidden_sizes=[width // 4, width // 2, width],
+                      depths=[1, 1, 1], layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)
+        kw["image_size"] = image_size
+    else:
+        vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1, num_attention_heads=2,
+                      image_size=image_size, patch_size=patch_size)
+    text = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=2,
+                num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    return TokenVLAConfig(vision_config=vision, text_config=text, vision_type=vision_type, **kw)
+
+
+def tiny_token_vla(**kw) -> TokenVLA:
+    return TokenVLA(token_vla_config(**kw))

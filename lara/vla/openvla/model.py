@@ -11,7 +11,7 @@ prismatic's RLDSBatchTransform and PaddedCollatorForActionPrediction:
 with a_i = ActionTokenizer on the q01/q99-normalised action: 256 uniform bins on [-1, 1], bin b is token id
 `tokenizer.vocab_size - b` (31744..31999 for Llama-2), right padding with the tokenizer's pad id. The
 training statistics go into `config.norm_stats[dataset]` (what OpenVLA's predict_action un-normalises with)
-and beside the weights as dataset_statistics.json.
+and, as for every backbone, beside the weights as dataset_statistics.json (lara.vla.backbones.export_vla).
 
 Verified on a tiny stand-in checkpoint with OpenVLA's model_type, module paths, processor layout and token
 ids (tests/adapters/openvla_standin); real OpenVLA weights are unverified here (they cannot be downloaded).
@@ -32,12 +32,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lara.data.statistics import save_statistics
 from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM
-from lara.vla.tokenizer import IGNORE_INDEX, ActionTokenizer
-
-from .base import Family, lara_inputs
+from lara.vla.batch import IGNORE_INDEX, cast, lara_inputs, load_kwargs, prompt, right_pad
+from lara.vla.token_vla.tokenizer import ActionTokenizer
 
 AUTO_CLASS = "AutoModelForVision2Seq"  # the auto_map entry of OpenVLA's config.json
 # what an OpenVLA checkpoint holds besides config and weights: remote code, tokenizer and image processor
@@ -45,32 +43,60 @@ PROCESSOR_FILES = ("*.py", "tokenizer*", "special_tokens_map.json", "added_token
                    "processor_config.json")
 
 
-def prompt(instruction: str) -> str:
-    """OpenVLA's PurePromptBuilder turn, as finetune.py builds it (instruction lower-cased)."""
-    return f"In: What action should the robot take to {instruction.strip().lower()}?\nOut:"
+config = None  # loaded from model.path only
+BUILD_KEYS: list[str] = []
 
 
-class OpenVLAFamily(Family):
-    name = "openvla"
+class CheckpointFiles:
+    """OpenVLA's processor (tokenizer + image transform) as loaded from its checkpoint folder; saving copies the
+    folder's own remote code and processor files as they were, so `trust_remote_code` loading works from the
+    export as from the original."""
 
-    def build(self) -> nn.Module:
-        path = Path(self.config.path)
-        check_openvla_directory(path)
-        self.processor = load_openvla_processor(path)
-        self.tokenizer = self.processor.tokenizer
-        model = load_openvla(path, self.load_kwargs())
+    def __init__(self, processor, source: Path):
+        self.processor, self.source = processor, source
+
+    def save_pretrained(self, directory: Path) -> None:
+        for pattern in PROCESSOR_FILES:
+            for source in self.source.glob(pattern):
+                shutil.copy(source, Path(directory) / source.name)
+
+
+def load(path: Path | None, build: dict, dtype: torch.dtype, cameras: tuple[str, ...], statistics=None,
+         dataset_name: str = "libero") -> tuple[nn.Module, CheckpointFiles]:
+    """OpenVLA from its checkpoint folder, the training statistics in its `norm_stats[dataset_name]` (what its own
+    predict_action un-normalises with)."""
+    path = Path(path)
+    check_openvla_directory(path)
+    processor = load_openvla_processor(path)
+    model = load_openvla(path, load_kwargs(dtype))
+    if statistics is not None:
+        model.config.norm_stats = {**(getattr(model.config, "norm_stats", None) or {}), dataset_name: statistics.to_json()}
+    return model, CheckpointFiles(processor, path)
+
+
+def checkpointed_modules(vla: nn.Module) -> list[nn.Module]:
+    return [vla]
+
+
+def load_policy(path: Path, device="cpu"):
+    raise InputError(f"{path} holds an OpenVLA checkpoint: LARA trains it, and it acts through its own remote code "
+                     "(`predict_action`, transformers 4.40, README \"Backbones\"), not as a `lara` policy here")
+
+
+class Processor:
+    """Reader samples -> OpenVLA's fine-tuning inputs (+ the LARA keys), from its checkpoint's processor."""
+
+    def __init__(self, model_config, statistics=None, tokenizer: CheckpointFiles | None = None, dtype=torch.float32):
+        if tokenizer is None:
+            raise InputError("OpenVLA's processor needs the checkpoint's own tokenizer and image transform (load)")
+        self.processor, self.tokenizer, self.dtype = tokenizer.processor, tokenizer.processor.tokenizer, dtype
         self.action_tokenizer = ActionTokenizer(self.tokenizer.vocab_size)
         self.space_id = self.tokenizer.convert_tokens_to_ids("▁")  # Llama's 29871: OpenVLA's predict_action appends it
         if self.space_id in (None, self.tokenizer.unk_token_id) or self.tokenizer.pad_token_id is None:
-            raise InputError(f"{path}: OpenVLA's tokenizer (Llama-2 sentencepiece with a pad token) was expected; "
-                             f"this one has no '▁' token or no pad token")
-        if self.statistics is not None:
-            model.config.norm_stats = {**(getattr(model.config, "norm_stats", None) or {}),
-                                       self.dataset_name: self.statistics.to_json()}
-        self.source = path
-        return model
+            raise InputError(f"{tokenizer.source}: OpenVLA's tokenizer (Llama-2 sentencepiece with a pad token) was "
+                             "expected; this one has no '▁' token or no pad token")
 
-    def collate(self, samples: list[dict]) -> dict:
+    def __call__(self, samples: list[dict]) -> dict:
         lara = lara_inputs(samples)
         if lara.get("lam_action_free"):
             # no robot action: the neutral action (bin of 0) keeps the action positions; LaraModel leaves the
@@ -78,32 +104,17 @@ class OpenVLAFamily(Family):
             actions = np.zeros((len(samples), ACTION_DIM), np.float32)
         else:
             actions = torch.stack([s["actions"][0] for s in samples]).numpy()  # a_t, normalised
-        rows = []
+        rows, labels = [], []
         for sample, action_ids in zip(samples, self.action_tokenizer.encode(actions)):
             ids = self.tokenizer(prompt(sample["instruction"]), add_special_tokens=True)["input_ids"]
             tail = [int(t) for t in action_ids] + [self.tokenizer.eos_token_id]
-            ids = ids + [self.space_id] + tail
-            rows.append((ids, [IGNORE_INDEX] * (len(ids) - len(tail)) + tail))  # loss on actions + EOS only
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (ids, row_labels) in enumerate(rows):
-            input_ids[i, : len(ids)], labels[i, : len(ids)] = torch.tensor(ids), torch.tensor(row_labels)
+            rows.append(ids + [self.space_id] + tail)
+            labels.append([IGNORE_INDEX] * (len(rows[-1]) - len(tail)) + tail)  # loss on actions + EOS only
+        batch = right_pad(rows, self.tokenizer.pad_token_id, labels)
         transform = self.processor.image_processor.apply_transform  # finetune.py's per-image transform
         images = [Image.fromarray(s["image"].permute(1, 2, 0).numpy()) for s in samples]  # uint8 (H, W, 3)
-        batch = dict(input_ids=input_ids, attention_mask=input_ids.ne(self.tokenizer.pad_token_id).long(),
-                     labels=labels, pixel_values=torch.stack([transform(image) for image in images]))
-        return {**self.cast(batch), **lara}
-
-    def save(self, model: nn.Module, directory: Path) -> None:
-        """Weights (a peft model: its adapter), the checkpoint's own remote code and processor files as they
-        were (so `trust_remote_code` loading works from here as from the original) and the training statistics."""
-        model.save_pretrained(directory)
-        for pattern in PROCESSOR_FILES:
-            for source in self.source.glob(pattern):
-                shutil.copy(source, directory / source.name)
-        if self.statistics is not None:
-            save_statistics(self.statistics, directory, self.dataset_name)
+        batch["pixel_values"] = torch.stack([transform(image) for image in images])
+        return {**cast(batch, self.dtype), **lara}
 
 
 def load_openvla(path: Path, load_kwargs: dict | None = None) -> nn.Module:

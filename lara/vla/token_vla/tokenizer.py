@@ -12,12 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lara.vla.batch import IGNORE_INDEX, prompt, right_pad
+
 PAD, BOS, EOS, BYTE_OFFSET = 0, 1, 2, 3
-IGNORE_INDEX = -100
-
-
-def prompt(instruction: str) -> str:
-    return f"In: What action should the robot take to {instruction.strip().lower()}?\nOut:"
 
 
 def encode_text(text: str) -> list[int]:
@@ -69,12 +66,4 @@ def build_example(instruction: str, action_ids: np.ndarray | None) -> tuple[list
 
 def collate(examples: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
     """Right-pad a list of (input_ids, labels) into input_ids, attention_mask, labels (B, T)."""
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), PAD, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (ids, lab) in enumerate(examples):
-        input_ids[row, : len(ids)], labels[row, : len(lab)], attention[row, : len(ids)] = (
-            torch.tensor(ids), torch.tensor(lab), 1,
-        )
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    return right_pad([ids for ids, _ in examples], PAD, [labels for _, labels in examples])
