@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from lara.benchmarks.libero.protocol import FRESH
+from lara.outputs import publish_folder
 
 DEFAULT_TASKS = "0,1"  # libero_object: the alphabet soup and the cream cheese into the basket
 PRESET = "reference_libero_object"
@@ -92,8 +93,7 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
     for task in summary["tasks"]:  # the summary names files by their final place
         task["file"] = str(args.data / Path(task["file"]).name)
     (staging / "generation.json").write_text(json.dumps(summary, indent=2))
-    shutil.rmtree(args.data, ignore_errors=True)
-    staging.rename(args.data)
+    publish_folder(staging, args.data)
     return summary, False
 
 

@@ -38,6 +38,7 @@ import lara
 from lara.data import LiberoDataset
 from lara.errors import InputError, MissingPath
 from lara.model import DTYPES
+from lara.outputs import replacing
 from lara.vla import token_vla
 from lara.vla.batch import cast
 from lara.vla.token_vla import splice_after_bos
@@ -146,8 +147,8 @@ def codes_of(cfg: RecipeConfig, lam: lara.LatentActionModel, frames: LiberoDatas
     if fresh and accelerator.is_main_process:
         codes = label(lam, frames, cfg.train.batch_size, accelerator.device, cfg.train.num_workers)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"lam": key, "codes": codes}, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        with replacing(path) as staging:
+            torch.save({"lam": key, "codes": codes}, staging)
     accelerator.wait_for_everyone()
     return torch.load(path, weights_only=True)["codes"]
 

@@ -7,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
+from lara.outputs import replacing
+
 
 class MetricsLog:
     """`RUN/metrics.jsonl` (one JSON object per logged step) and a wandb run; main process only.
@@ -35,9 +37,8 @@ class MetricsLog:
         if not self.path.is_file():
             return
         keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        with replacing(self.path) as staging:
+            staging.write_text("".join(line + "\n" for line in keep))
 
     def log(self, step: int, values: dict[str, float]) -> None:
         record = {"step": step, **values}
