@@ -113,19 +113,25 @@ def test_killed_fsdp_run_resumes_with_the_identical_loss_sequence(demos, tmp_pat
         assert all(torch.equal(resumed_weights[k], straight[k]) for k in straight), export
 
 
-@pytest.mark.slow
-def test_fsdp_pi0_with_lora_and_gradient_checkpointing_trains_as_ddp(demos, tmp_path):
-    """pi0's prefix LM passes its keys and values to the expert through a KV cache: those blocks stay gathered
-    until their backward (adapters/fsdp.py KEEP_GATHERED); LoRA's frozen base weights are sharded too."""
+def fsdp_equals_ddp_with_lora_and_checkpointing(demos, tmp_path, family: str) -> None:
+    """Three LoRA + gradient-checkpointing steps of a flow-matching backbone under FSDP2 and under DDP log the same
+    losses (the losses differ from step to step, so equal ones are not a constant)."""
     build = "model.build={width: 32, expert_width: 16, layers: 2, image_size: 32, chunk_size: 10, vocab_size: 512}"
     extra = ["model.lora={r: 4}", "train.gradient_checkpointing=true", "data.drop_incomplete=true", build]
     for name, flags in (("fsdp", ["train.fsdp=true"]), ("ddp", [])):
-        subprocess.run([*LAUNCH, "posttrain_pi0", *tiny(demos, tmp_path / name, steps=3, every=3, family="pi0"),
+        subprocess.run([*LAUNCH, f"posttrain_{family}", *tiny(demos, tmp_path / name, steps=3, every=3, family=family),
                         *extra, *flags], check=True, env=ENV, cwd=ROOT, capture_output=True)
     fsdp_run, ddp_run = losses(tmp_path / "fsdp"), losses(tmp_path / "ddp")
     assert len({r["loss"] for r in ddp_run}) == 3
     for a, b in zip(fsdp_run, ddp_run):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_fsdp_pi0_with_lora_and_gradient_checkpointing_trains_as_ddp(demos, tmp_path):
+    """pi0's prefix LM passes its keys and values to the expert through a KV cache: those blocks stay gathered
+    until their backward (adapters/fsdp.py KEEP_GATHERED); LoRA's frozen base weights are sharded too."""
+    fsdp_equals_ddp_with_lora_and_checkpointing(demos, tmp_path, "pi0")
     adapters = load_file(tmp_path / "fsdp" / "checkpoints" / "step_000003" / "vla" / "adapter_model.safetensors")
     assert adapters and all("lora_" in k for k in adapters)  # the checkpoint's VLA export is the LoRA adapter
 
@@ -134,15 +140,7 @@ def test_fsdp_pi0_with_lora_and_gradient_checkpointing_trains_as_ddp(demos, tmp_
 def test_fsdp_pi05_with_lora_and_gradient_checkpointing_trains_as_ddp(demos, tmp_path):
     """pi0.5 hands its prefix LM's keys and values to the action expert as pi0 does (KEEP_GATHERED from the
     backbone table): FSDP2 with LoRA and its SigLIP tower checkpointed logs DDP's losses."""
-    build = "model.build={width: 32, expert_width: 16, layers: 2, image_size: 32, chunk_size: 10, vocab_size: 512}"
-    extra = ["model.lora={r: 4}", "train.gradient_checkpointing=true", "data.drop_incomplete=true", build]
-    for name, flags in (("fsdp", ["train.fsdp=true"]), ("ddp", [])):
-        subprocess.run([*LAUNCH, "posttrain_pi05", *tiny(demos, tmp_path / name, steps=3, every=3, family="pi05"),
-                        *extra, *flags], check=True, env=ENV, cwd=ROOT, capture_output=True)
-    fsdp_run, ddp_run = losses(tmp_path / "fsdp"), losses(tmp_path / "ddp")
-    assert len({r["loss"] for r in ddp_run}) == 3
-    for a, b in zip(fsdp_run, ddp_run):
-        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    fsdp_equals_ddp_with_lora_and_checkpointing(demos, tmp_path, "pi05")
     merged = load_file(tmp_path / "fsdp" / "final" / "vla" / "model.safetensors")
     assert merged and not any("lora" in k for k in merged)  # the gathered export, LoRA merged
 
