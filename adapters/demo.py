@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from lara.benchmarks.libero.protocol import FRESH
-from lara.outputs import publish_folder
+from lara.outputs import publish_folder, staging_folder
 
 DEFAULT_TASKS = "0,1"  # libero_object: the alphabet soup and the cream cheese into the basket
 PRESET = "reference_libero_object"
@@ -80,8 +80,8 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
     if args.data.exists() and any(args.data.iterdir()) and not (args.data / "generation.json").is_file():
         raise FileExistsError(f"--data {args.data} holds files but no generation.json, so it is not a demo cache; "
                               "the demo replaces its cache when settings change: name an empty or new folder")
-    staging = args.data.with_name(args.data.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    args.data.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_folder(args.data)  # beside it, named by this process: an interrupted run's is removed next time
     code = generate.main(["generate", "--suite", suite, "--tasks", ",".join(map(str, tasks)),
                           "--episodes", str(args.episodes), "--init-states", FRESH,
                           "--camera-size", str(args.camera_size),
