@@ -143,6 +143,7 @@ class LiberoEnv:
         self.init_states = bench.get_task_init_states(self.task_id)  # (N, S) the benchmark's fixed states
         self.max_steps = SUITE_MAX_STEPS[self.suite]
         self.camera_size = camera_size
+        self.cameras = tuple(c for c in CAMERAS if c in cameras)  # obs keys, in CAMERAS' order
         from libero.libero.envs import OffScreenRenderEnv
 
         unknown = sorted(set(cameras) - set(CAMERAS))
@@ -153,7 +154,7 @@ class LiberoEnv:
             bddl_file_name=self.bddl_file,
             camera_heights=size,
             camera_widths=size,
-            camera_names=[CAMERAS[c] for c in CAMERAS if c in cameras],  # each camera costs a render per step
+            camera_names=[CAMERAS[c] for c in self.cameras],  # each camera costs a render per step
             use_camera_obs=camera_size is not None,
         )
         self.instruction = self.env.language_instruction

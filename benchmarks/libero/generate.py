@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lara.benchmarks.libero.env import (NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, _benchmark, resolve_suite,
+from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, _benchmark, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 from lara.benchmarks.libero.protocol import FRESH, parse_init_states, placement_seed
@@ -74,10 +74,10 @@ def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int | None
     return episode
 
 
-def render(env: LiberoEnv, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Upright agentview and wrist images [T, H, W, 3] of stored sim states."""
+def render(env: LiberoEnv, states: np.ndarray) -> dict[str, np.ndarray]:
+    """Upright images [T, H, W, 3] of stored sim states, per camera of the env (`agentview_rgb`, ...)."""
     frames = [env.render_state(s) for s in states]
-    return (np.stack([f["agentview_rgb"] for f in frames]), np.stack([f["eye_in_hand_rgb"] for f in frames]))
+    return {camera: np.stack([f[camera] for f in frames]) for camera in env.cameras}
 
 
 _WORKER: dict = {}  # per-process state: the expert and one physics and one camera env
@@ -87,14 +87,15 @@ def _init_worker() -> None:
     _WORKER.update(expert=ScriptedExpert(), envs={})
 
 
-def _env_for(suite: str, task: int, camera_size: int | None) -> LiberoEnv:
+def _env_for(suite: str, task: int, camera_size: int | None, cameras: tuple[str, ...] = tuple(CAMERAS)) -> LiberoEnv:
     """The worker's physics (`camera_size=None`) or camera env for this task, rebuilt when the task changes."""
     kind = "physics" if camera_size is None else "camera"
     env = _WORKER["envs"].get(kind)
-    if env is None or (env.suite, env.task_id, env.camera_size) != (resolve_suite(suite), task, camera_size):
+    key = (resolve_suite(suite), task, camera_size, tuple(c for c in CAMERAS if c in cameras))
+    if env is None or (env.suite, env.task_id, env.camera_size, env.cameras) != key:
         if env is not None:
             env.close()
-        env = _WORKER["envs"][kind] = LiberoEnv(suite, task, camera_size=camera_size)
+        env = _WORKER["envs"][kind] = LiberoEnv(suite, task, camera_size=camera_size, cameras=cameras)
     return env
 
 
@@ -118,14 +119,14 @@ def rollout_chunk(job: tuple) -> dict:
     return {"meta": meta, "records": records}
 
 
-def render_episode(job: tuple) -> tuple[np.ndarray, np.ndarray, float]:
-    """(suite, task, camera_size, start, states) -> agentview and wrist images and the seconds it took. The
+def render_episode(job: tuple) -> tuple[dict[str, np.ndarray], float]:
+    """(suite, task, camera_size, cameras, start, states) -> the images per camera and the seconds it took. The
     camera env is reset from the same start first: fixture positions live in the model, not in the states."""
-    suite, task, camera_size, start, states = job
+    suite, task, camera_size, cameras, start, states = job
     t0 = time.time()
-    env = _env_for(suite, task, camera_size)
+    env = _env_for(suite, task, camera_size, cameras)
     env.reset(**_reset_args(start))
-    return (*render(env, states), time.time() - t0)
+    return render(env, states), time.time() - t0
 
 
 def task_starts(init_states: range | None, task: int, seed: int, attempts: int) -> list[dict]:
@@ -197,18 +198,18 @@ def _start(record: dict) -> dict:
     return {k: record[k] for k in ("init_state_index", "placement_seed") if k in record}
 
 
-def _writer(path: Path, suite: str, task: int, camera_size: int, meta: dict):
+def _writer(path: Path, suite: str, task: int, camera_size: int, cameras: tuple[str, ...], meta: dict):
     from lara.data.libero_hdf5 import LiberoHDF5Writer
 
     env_args = {"env_name": meta["problem_info"]["problem_name"], "type": 1, "suite": suite, "task_id": task,
                 "env_kwargs": {"camera_heights": camera_size, "camera_widths": camera_size,
-                               "camera_names": ["agentview", "robot0_eye_in_hand"], "controller": "OSC_POSE"}}
+                               "camera_names": [CAMERAS[c] for c in cameras], "controller": "OSC_POSE"}}
     return LiberoHDF5Writer(path, language=meta["instruction"], problem_info=meta["problem_info"],
                             env_args=env_args, bddl_file_name=meta["bddl_file"])
 
 
 def write_files(pool, suite: str, camera_size: int, tasks: dict[int, dict], workers: int, bar=None,
-                distractors=None) -> dict[int, float]:
+                distractors=None, cameras: tuple[str, ...] = tuple(CAMERAS)) -> dict[int, float]:
     """Render every task's kept episodes in the pool (at most `workers` in flight) and write each task's
     `OUT/<task_name>_demo.hdf5` in start order as they arrive; returns per task its render seconds. With
     `distractors` (a DistractorConfig) the agentview frames get a patch moving with the arm's (x, y) command
@@ -220,21 +221,24 @@ def write_files(pool, suite: str, camera_size: int, tasks: dict[int, dict], work
         while written < len(jobs):
             while submitted < len(jobs) and len(pending) < workers:
                 task, record = jobs[submitted]
-                job = (suite, task, camera_size, _start(record), record["episode"]["states"])
+                job = (suite, task, camera_size, cameras, _start(record), record["episode"]["states"])
                 pending[pool.submit(render_episode, job)] = submitted
                 submitted += 1
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             arrived.update((pending.pop(f), f.result()) for f in finished)
             while written in arrived:  # in job order: at most `workers` episodes wait in memory
-                (agentview, wrist, seconds), (task, record) = arrived.pop(written), jobs[written]
+                (images, seconds), (task, record) = arrived.pop(written), jobs[written]
+                agentview = images["agentview_rgb"]
                 if task not in writers:
-                    writers[task] = _writer(Path(tasks[task]["file"]), suite, task, camera_size, tasks[task]["meta"])
+                    writers[task] = _writer(Path(tasks[task]["file"]), suite, task, camera_size, cameras,
+                                            tasks[task]["meta"])
                 ep = record["episode"]
                 if distractors is not None:
                     from lara.benchmarks.probes.distractors import distract_episode
 
                     agentview = distract_episode(agentview, ep["actions"][:, :2], distractors, record["placement_seed"])
-                writers[task].add_demo(actions=ep["actions"], agentview_rgb=agentview, eye_in_hand_rgb=wrist,
+                writers[task].add_demo(actions=ep["actions"], agentview_rgb=agentview,
+                                       eye_in_hand_rgb=images.get("eye_in_hand_rgb"),
                                        ee_states=ep["ee_states"], gripper_states=ep["gripper_states"],
                                        joint_states=ep["joint_states"], states=ep["states"],
                                        attrs={"success": True, "scripted": True, **_start(record)})
@@ -306,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="try at most this many starts per task (default: 3x --episodes fresh placements, or all "
                         "of A:B); with --dry-run and --episodes equal to it: the expert's success rate")
     p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
+    p.add_argument("--cameras", default=",".join(CAMERAS),
+                   help=f"comma-separated cameras to render and write, agentview_rgb first (default: {','.join(CAMERAS)}; "
+                        "each costs about as much as the other: a policy that reads agentview alone halves rendering)")
     p.add_argument("--workers", type=int, default=1,
                    help="spawned worker processes, splitting every task's starts between them")
     p.add_argument("--threads-per-worker", type=int, default=1,
@@ -335,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("episodes", "attempts", "workers", "threads_per_worker", "camera_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
+    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    if not cameras or cameras[0] != "agentview_rgb" or set(cameras) - set(CAMERAS) or len(set(cameras)) < len(cameras):
+        parser.error(f"--cameras {args.cameras!r}: expected agentview_rgb, optionally followed by eye_in_hand_rgb "
+                     f"(the LIBERO HDF5 schema's cameras), e.g. --cameras {','.join(CAMERAS)}")
     try:
         init_states = parse_init_states(args.init_states)
     except ValueError as error:
@@ -377,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             with tqdm(total=sum(len(f["kept"]) for f in found.values()), desc="rendering kept episodes",
                       disable=args.no_progress, dynamic_ncols=True) as bar:
-                render_s = write_files(pool, suite, args.camera_size, found, args.workers, bar, distractors)
+                render_s = write_files(pool, suite, args.camera_size, found, args.workers, bar, distractors, cameras)
     results = [task_summary(suite, t, found[t], args.episodes, max_attempts, render_s[t]) for t in tasks]
     for r in results:
         capped = " (--attempts cap reached)" if r["successes"] < args.episodes else ""
@@ -385,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({100 * r['success_rate']:.0f}%){capped} rollout {r['rollout_s_per_episode']} s/ep, "
               f"render {r['render_s_per_episode']} s/ep  {r['task_name']}")
     summary = {"suite": suite, "episodes_per_task": args.episodes, "camera_size": args.camera_size,
-               "init_states": args.init_states, "max_attempts": max_attempts, "seed": args.seed,
+               "cameras": list(cameras), "init_states": args.init_states, "max_attempts": max_attempts, "seed": args.seed,
                "distractors": distractors.model_dump() if distractors is not None else None,
                "workers": args.workers, "threads_per_worker": args.threads_per_worker, "versions": versions(),
                "wall_s": round(time.time() - start, 1),

@@ -47,6 +47,30 @@ def test_expert_demo_on_libero_object_from_a_fresh_placement(tmp_path):
     assert overlap({("libero_object", 1): list(range(50))}, train) == []
 
 
+def test_agentview_only_generation_renders_and_writes_one_camera(tmp_path):
+    """`--cameras agentview_rgb` (what `lara demo` renders): the files hold no wrist images and say so, the
+    agentview frames are those of a two-camera generation, and a policy reading the wrist camera is refused."""
+    both, one = tmp_path / "both", tmp_path / "one"
+    common = ["generate", "--suite", "object", "--tasks", "1", "--episodes", "1", "--camera-size", "32", "--no-progress"]
+    assert generate.main([*common, "--out", str(both)]) == 0
+    assert generate.main([*common, "--cameras", "agentview_rgb", "--out", str(one)]) == 0
+    assert json.loads((one / "generation.json").read_text())["cameras"] == ["agentview_rgb"]
+    assert json.loads((both / "generation.json").read_text())["cameras"] == ["agentview_rgb", "eye_in_hand_rgb"]
+    name = "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5"
+    with h5py.File(one / name) as f, h5py.File(both / name) as g:
+        assert "eye_in_hand_rgb" not in f["data/demo_0/obs"]
+        assert json.loads(f["data"].attrs["env_args"])["env_kwargs"]["camera_names"] == ["agentview"]
+        np.testing.assert_array_equal(f["data/demo_0/obs/agentview_rgb"][:], g["data/demo_0/obs/agentview_rgb"][:])
+    from lara.data.libero_source import LiberoFileError, open_source
+
+    with pytest.raises(LiberoFileError, match="no camera 'eye_in_hand_rgb'"):
+        open_source(one / name, cameras=("agentview_rgb", "eye_in_hand_rgb"))
+    for bad in ("eye_in_hand_rgb", "agentview_rgb,front", "agentview_rgb,agentview_rgb"):
+        with pytest.raises(SystemExit):
+            generate.main([*common, "--cameras", bad, "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_scripted_policy_with_two_workers(tmp_path):
     results = evaluate("scripted", ["object"], tmp_path, tasks=[1], trials=2, workers=2, camera_size=64,
                        max_steps=15, progress=False)
