@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -28,12 +30,27 @@ def thread_limits(threads: int):
                 os.environ[key] = value
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker's watch: when its parent dies without shutting the pool down (SIGKILL, or a SIGTERM sent to it
+    alone), exit rather than render and simulate the queued episodes for nobody."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _start_worker(parent: int, initializer, initargs: tuple) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
+    initializer(*initargs)
+
+
 @contextlib.contextmanager
 def spawn_pool(workers: int, threads: int, initializer, initargs: tuple = ()):
     """A ProcessPoolExecutor of `workers` spawned processes with `threads` threads each; a worker that dies
-    (its initializer raised, or it ran out of memory) raises one RuntimeError instead of BrokenProcessPool."""
+    (its initializer raised, or it ran out of memory) raises one RuntimeError instead of BrokenProcessPool, and
+    the workers exit within a second or so when this process dies."""
     with thread_limits(threads), ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                                     initializer=initializer, initargs=initargs) as pool:
+                                                     initializer=_start_worker,
+                                                     initargs=(os.getpid(), initializer, initargs)) as pool:
         try:
             yield pool
         except BrokenProcessPool as error:
