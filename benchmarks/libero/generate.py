@@ -142,25 +142,35 @@ def roll_out(pool, suite: str, starts: dict[int, list[dict]], episodes: int, wor
     """Roll out each task's starts in chunks of ceil(episodes / workers), at most `workers` in flight, until
     its finished chunks hold `episodes` successes. Chunks are submitted in start order, so a task's tried
     starts are always a prefix: the first `episodes` successes in that order do not depend on `workers`.
+    A task's next chunk waits while its chunks in flight could still bring the successes it lacks (an expert
+    that succeeds every time then rolls out no episode it does not keep).
     Returns per task its file metadata and the records of every tried start, in start order."""
     size = max(1, -(-episodes // workers))
     queue = [(task, offset, ordered[offset:offset + size])
              for task, ordered in starts.items() for offset in range(0, len(ordered), size)]
-    found = {task: {"meta": None, "records": {}, "successes": 0} for task in starts}
+    found = {task: {"meta": None, "records": {}, "successes": 0, "in_flight": 0} for task in starts}
     pending = {}
     while queue or pending:
+        waiting = []  # chunks whose task may not need them: they keep their place in the queue
         while queue and len(pending) < workers:
             task, offset, chunk = queue.pop(0)
-            if found[task]["successes"] >= episodes:  # enough already: later starts are never needed
+            f = found[task]
+            if f["successes"] >= episodes:  # enough already: later starts are never needed
                 if bar is not None:
                     bar.total -= len(chunk)
                     bar.refresh()
                 continue
-            pending[pool.submit(run_chunk, (suite, task, chunk))] = (task, offset)
+            if f["successes"] + f["in_flight"] >= episodes or any(t == task for t, _, _ in waiting):
+                waiting.append((task, offset, chunk))
+                continue
+            f["in_flight"] += len(chunk)
+            pending[pool.submit(run_chunk, (suite, task, chunk))] = (task, offset, len(chunk))
+        queue[:0] = waiting
         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
         for future in finished:
-            task, offset = pending.pop(future)
+            task, offset, n = pending.pop(future)
             result = future.result()
+            found[task]["in_flight"] -= n
             found[task]["meta"] = result["meta"]
             found[task]["records"][offset] = result["records"]
             found[task]["successes"] += sum(r["success"] for r in result["records"])

@@ -36,6 +36,26 @@ def test_kept_starts_do_not_depend_on_the_worker_count():
     assert kept[1][1] == [s for s in range(1009, 1009 + 12) if s % 3 != 1][:4]
 
 
+def test_an_expert_that_always_succeeds_rolls_out_only_the_episodes_it_keeps():
+    """No look-ahead chunk while the chunks in flight can still bring the missing successes (the demo's 50
+    episodes once waited ~1 min for a third chunk of 25 they did not need); failures still get more starts."""
+    def always(job):
+        suite, task, starts = job
+        time.sleep(random.uniform(0, 0.02))
+        return {"meta": {"task_name": f"task{task}"},
+                "records": [{**s, "success": True, "steps": 1, "seconds": 0.0, "episode": None} for s in starts]}
+
+    starts = {task: generate.task_starts(None, task, seed=0, attempts=30) for task in (0, 1)}
+    for workers in (1, 2, 3):
+        with ThreadPoolExecutor(workers) as pool:
+            found = generate.roll_out(pool, "libero_object", starts, episodes=10, workers=workers, run_chunk=always)
+        size = -(-10 // workers)  # chunks of ceil(episodes / workers): 3 workers try 12 starts for 10
+        assert [len(f["records"]) for f in found.values()] == [-(-10 // size) * size] * 2
+        with ThreadPoolExecutor(workers) as pool:  # a third of the starts fail: more chunks, the same prefix
+            found = generate.roll_out(pool, "libero_object", starts, episodes=10, workers=workers, run_chunk=fake_chunk)
+        assert all(len(generate.keep_first(f["records"], 10)[0]) == 10 for f in found.values())
+
+
 def test_starts_and_their_records():
     assert parse_init_states("fresh") is None and parse_init_states("25:50") == range(25, 50)
     for bad in ("5", "3:3", "a:b", "benchmark"):
