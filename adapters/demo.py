@@ -12,7 +12,7 @@
 
 The default scale (task 1, cream cheese into the basket: 50 demonstrations, 500 LAM warm-up + 1200 joint
 steps at batch 32, 10 trials) is sized to the 15 minutes `make demo` may take on 2 cores with the venv: the
-render of the demonstrations is the largest cost (~45 ms per camera and frame with Mesa's llvmpipe, whatever
+render of the demonstrations is the largest cost (~40 ms per camera and frame with Mesa's llvmpipe, whatever
 the image size), which is why the demo renders one camera. Its measured success rates are in the README.
 """
 

@@ -160,7 +160,7 @@ def roll_out(pool, suite: str, starts: dict[int, list[dict]], episodes: int, wor
                     bar.total -= len(chunk)
                     bar.refresh()
                 continue
-            if f["successes"] + f["in_flight"] >= episodes or any(t == task for t, _, _ in waiting):
+            if f["successes"] + f["in_flight"] >= episodes:  # (a later chunk of the task then waits too)
                 waiting.append((task, offset, chunk))
                 continue
             f["in_flight"] += len(chunk)
