@@ -71,10 +71,11 @@ test-latest:
 	.venv-latest/bin/python -m pytest -q -n 2 tests/core tests/adapters
 
 # The same cap for the demo (its training ran at 8 s/step beside other load without it); OMP_NUM_THREADS=N make demo
-# gives it more.
+# gives it more. DEMO_ARGS go to `lara demo` (make demo DEMO_ARGS="--seed 3").
+DEMO_ARGS ?=
 demo: export OMP_NUM_THREADS ?= 1
 demo: system-deps $(VENV)/.installed
-	$(VENV)/bin/lara demo
+	$(VENV)/bin/lara demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_TF440) .venv-latest .venv-lock .venv-lock-tf440 .pytest_cache

@@ -7,7 +7,8 @@
 2. Post-training with LARA: the reference recipe (`reference_libero_object`: the TokenVLA with action chunks
    from OpenVLA-OFT's L1 head and the robot state; a fresh LAM warmed up alone, then joint training with the
    alignment loss), without its wrist camera unless `--wrist`, shrunk to minutes by the overrides it prints.
-3. Evaluation: the standard LIBERO protocol on the same task, 2 worker processes.
+3. Evaluation: the standard LIBERO protocol on the same task, 2 worker processes; the policy is asked again
+   after 4 of the 8 actions of each chunk (`--execute-steps`).
 4. Report: OUT/report/{results.json, loss.png, rollout.mp4, summary.txt}; the summary is printed.
 
 The default scale (task 1, cream cheese into the basket: 50 demonstrations, 500 LAM warm-up + 1200 joint
@@ -31,6 +32,7 @@ from lara.outputs import publish_folder, staging_folder
 
 DEFAULT_TASKS = "1"  # libero_object: the cream cheese into the basket
 PRESET = "reference_libero_object"
+EXECUTE_STEPS = 4  # half of each chunk: see the README's "Quick start" for what it changed over 3 seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--trials", type=int, default=10, help="evaluation episodes per task")
     p.add_argument("--max-steps", type=int, default=None, help="evaluation step budget (default: the suite's)")
+    p.add_argument("--execute-steps", type=int, default=EXECUTE_STEPS,
+                   help="actions of each 8-action chunk the evaluation runs before it asks the policy again "
+                        "(8: the whole chunk open-loop, as the reference study evaluates)")
     p.add_argument("--workers", type=int, default=2, help="worker processes for generation and evaluation")
     p.add_argument("--baseline", action="store_true", help="the identical run without LARA (alignment off)")
     p.add_argument("--seed", type=int, default=0)
@@ -191,10 +196,12 @@ def summary_text(report: dict, folder: Path) -> str:
               f"on {training['samples']} samples, {training['median_samples_per_s']} samples/s; last {parts}",
               f"  evaluation: {evaluation['successes']}/{evaluation['episodes']} successful episodes "
               f"({100 * evaluation['success_rate']:.0f}%, Wilson 95 % interval {100 * lo:.0f}-{100 * hi:.0f}%) on "
-              f"benchmark init states the demonstrations did not use, {evaluation['env_steps_per_s']} env steps/s",
+              f"benchmark init states the demonstrations did not use, {evaluation['execute_steps']} actions of each "
+              f"chunk per query, {evaluation['env_steps_per_s']} env steps/s",
               "  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()),
               f"  report: {folder} (results.json, loss.png, rollout.mp4)",
-              f"  policy: {training['final']}/vla  (lara eval libero --policy checkpoint:{training['final']}/vla)"]
+              f"  policy: {training['final']}/vla  (lara eval libero --policy checkpoint:{training['final']}/vla "
+              f"--execute-steps {evaluation['execute_steps']})"]
     return "\n".join(lines)
 
 
@@ -225,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     policy = f"checkpoint:{training['final']}/vla"
     results = evaluate(policy, [suite], eval_dir, tasks=tasks, trials=args.trials, workers=args.workers,
-                       seed=args.seed, camera_size=args.camera_size, max_steps=args.max_steps)
+                       seed=args.seed, camera_size=args.camera_size, max_steps=args.max_steps,
+                       execute_steps=args.execute_steps)
     timing["eval"] = time.time() - t0
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -243,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                                                "rollout_s_per_episode", "render_s_per_episode")}
                            for t in generation["tasks"]]},
         "train": training,
-        "eval": {"suite": suite, "episodes": len(episodes), "successes": sum(e["success"] for e in episodes),
+        "eval": {"suite": suite, "execute_steps": args.execute_steps, "episodes": len(episodes),
+                 "successes": sum(e["success"] for e in episodes),
                  "success_rate": results["average_success_rate"], "env_steps_per_s": results["env_steps_per_s"],
                  "per_task": {t["task_name"]: f"{t['successes']}/{t['trials']}" for t in results["tasks"]},
                  "results": str(eval_dir / "results.json"), "rollout_video": str(shown["video"]),

@@ -25,6 +25,9 @@ def test_demo_writes_the_report_and_reuses_its_demonstrations(tmp_path, capsys):
     assert results["train"]["joint_steps"] == 2 and results["train"]["lam_warmup_steps"] == 2
     assert {"base", "align", "lam/recon"} <= results["train"]["last"].keys()
     assert results["eval"]["episodes"] == 1 and 0 <= results["eval"]["success_rate"] <= 1
+    evaluation = json.loads((out / "eval" / "results.json").read_text())  # the policy is asked again mid-chunk
+    executed = evaluation["protocol"]["execution"]["execute_steps"]
+    assert results["eval"]["execute_steps"] == executed == demo.EXECUTE_STEPS
     assert (report / "loss.png").stat().st_size > 1000
     frames = imageio.mimread(report / "rollout.mp4")
     assert len(frames) >= 4 + 10 and frames[0].shape == (64, 64, 3)  # the 10 wait steps + the budget
@@ -42,10 +45,10 @@ def test_demo_refuses_to_replace_a_folder_that_is_not_its_cache(tmp_path):
     assert (tmp_path / "mine.hdf5").read_bytes() == b"user data"
 
 
-@pytest.mark.parametrize("given, expected", [(None, "1"), ("3", "3")])
-def test_make_demo_caps_torchs_threads_as_make_test_does(tmp_path, given, expected):
-    """`make demo` runs `lara demo` with OMP_NUM_THREADS=1 unless the caller sets it (a stand-in venv whose
-    `lara` reports its environment; -o system-deps skips the apt step)."""
+@pytest.mark.parametrize("given, expected, args", [(None, "1", []), ("3", "3", ["DEMO_ARGS=--seed 3"])])
+def test_make_demo_caps_torchs_threads_as_make_test_does(tmp_path, given, expected, args):
+    """`make demo` runs `lara demo` with OMP_NUM_THREADS=1 unless the caller sets it, and passes DEMO_ARGS on (a
+    stand-in venv whose `lara` reports its environment and arguments; -o system-deps skips the apt step)."""
     import os
     import shutil
     import stat
@@ -64,6 +67,6 @@ def test_make_demo_caps_torchs_threads_as_make_test_does(tmp_path, given, expect
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MAKEFLAGS", "MFLAGS")}
     if given is not None:
         env["OMP_NUM_THREADS"] = given
-    out = subprocess.run(["make", "--no-print-directory", "-s", "-o", "system-deps", "demo", f"VENV={venv}"],
+    out = subprocess.run(["make", "--no-print-directory", "-s", "-o", "system-deps", "demo", f"VENV={venv}", *args],
                          cwd=root, env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"OMP_NUM_THREADS={expected} demo"
+    assert out.strip() == f"OMP_NUM_THREADS={expected} demo" + "".join(f" {a.split('=', 1)[1]}" for a in args)
