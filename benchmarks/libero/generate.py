@@ -148,8 +148,8 @@ def roll_out(pool, suite: str, starts: dict[int, list[dict]], episodes: int, wor
     size = max(1, -(-episodes // workers))
     queue = [(task, offset, ordered[offset:offset + size])
              for task, ordered in starts.items() for offset in range(0, len(ordered), size)]
-    found = {task: {"meta": None, "records": {}, "successes": 0, "in_flight": 0} for task in starts}
-    pending = {}
+    found = {task: {"meta": None, "records": {}, "successes": 0} for task in starts}
+    pending = {}  # future -> (task, offset, starts in the chunk)
     while queue or pending:
         waiting = []  # chunks whose task may not need them: they keep their place in the queue
         while queue and len(pending) < workers:
@@ -160,17 +160,16 @@ def roll_out(pool, suite: str, starts: dict[int, list[dict]], episodes: int, wor
                     bar.total -= len(chunk)
                     bar.refresh()
                 continue
-            if f["successes"] + f["in_flight"] >= episodes:  # (a later chunk of the task then waits too)
+            in_flight = sum(n for t, _, n in pending.values() if t == task)
+            if f["successes"] + in_flight >= episodes:  # (a later chunk of the task then waits too)
                 waiting.append((task, offset, chunk))
                 continue
-            f["in_flight"] += len(chunk)
             pending[pool.submit(run_chunk, (suite, task, chunk))] = (task, offset, len(chunk))
         queue[:0] = waiting
         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
         for future in finished:
-            task, offset, n = pending.pop(future)
+            task, offset, _ = pending.pop(future)
             result = future.result()
-            found[task]["in_flight"] -= n
             found[task]["meta"] = result["meta"]
             found[task]["records"][offset] = result["records"]
             found[task]["successes"] += sum(r["success"] for r in result["records"])
