@@ -33,6 +33,7 @@ from lara.outputs import publish_folder, staging_folder
 DEFAULT_TASKS = "1"  # libero_object: the cream cheese into the basket
 PRESET = "reference_libero_object"
 EXECUTE_STEPS = 4  # half of each chunk: see the README's "Quick start" for what it changed over 3 seeds
+ACTION_NOISE = 0.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated task indices")
     p.add_argument("--episodes", type=int, default=50, help="scripted demonstrations per task")
     p.add_argument("--camera-size", type=int, default=64, help="rendered image size of demos and evaluation")
+    p.add_argument("--action-noise", type=float, default=ACTION_NOISE,
+                   help="noise the expert's executed actions carry while its own actions are recorded (DART; "
+                        "`lara data generate --action-noise`); 0: clean demonstrations")
     p.add_argument("--wrist", action="store_true",
                    help="also render and train on the wrist camera, as the reference recipe (twice the rendering)")
     p.add_argument("--lam-warmup", type=int, default=500, help="LAM-only steps before joint training")
@@ -71,7 +75,7 @@ def cameras(args) -> tuple[str, ...]:
 
 
 def _cache_matches(data: Path, suite: str, tasks: list[int], episodes: int, camera_size: int,
-                   cams: tuple[str, ...]) -> bool:
+                   cams: tuple[str, ...], action_noise: float) -> bool:
     """Whether `data` holds demonstrations generated with these settings from fresh placements (a cache
     from the benchmark's init states, or from before they were recorded, is regenerated; one from before
     cameras were recorded had both)."""
@@ -82,6 +86,7 @@ def _cache_matches(data: Path, suite: str, tasks: list[int], episodes: int, came
     entries = {t["task_id"]: t for t in summary.get("tasks", [])}
     return (summary.get("suite") == suite and summary.get("episodes_per_task") == episodes
             and summary.get("camera_size") == camera_size and sorted(entries) == sorted(tasks)
+            and summary.get("action_noise", 0.0) == action_noise
             and tuple(summary.get("cameras", ("agentview_rgb", "eye_in_hand_rgb"))) == cams
             and all(t.get("file") and Path(t["file"]).is_file() for t in entries.values())
             and all(t.get("init_states", {}).get("source") == FRESH for t in entries.values()))
@@ -92,7 +97,7 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
     so an interrupted generation never looks like a cache)."""
     from lara.benchmarks.libero import generate
 
-    if _cache_matches(args.data, suite, tasks, args.episodes, args.camera_size, cameras(args)):
+    if _cache_matches(args.data, suite, tasks, args.episodes, args.camera_size, cameras(args), args.action_noise):
         return json.loads((args.data / "generation.json").read_text()), True
     if args.data.exists() and any(args.data.iterdir()) and not (args.data / "generation.json").is_file():
         raise FileExistsError(f"--data {args.data} holds files but no generation.json, so it is not a demo cache; "
@@ -102,6 +107,7 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
     code = generate.main(["generate", "--suite", suite, "--tasks", ",".join(map(str, tasks)),
                           "--episodes", str(args.episodes), "--init-states", FRESH,
                           "--camera-size", str(args.camera_size), "--cameras", ",".join(cameras(args)),
+                          "--action-noise", str(args.action_noise),
                           "--workers", str(args.workers), "--seed", str(args.seed),
                           "--out", str(staging)])
     summary = json.loads((staging / "generation.json").read_text())
@@ -185,7 +191,8 @@ def summary_text(report: dict, folder: Path) -> str:
     lines = [f"LARA demo ({'baseline, no LARA' if report['baseline'] else 'TokenVLA + LARA'}) "
              f"on {evaluation['suite']} tasks {report['tasks']}",
              f"  demonstrations: {data['episodes']} scripted episodes "
-             f"({'cached' if data['cached'] else 'generated'}, expert success {data['expert_success']})"]
+             f"({'cached' if data['cached'] else 'generated'}, expert success {data['expert_success']}"
+             + (f", executed with action noise {data['action_noise']:g})" if data.get("action_noise") else ")")]
     from lara.benchmarks.study.stats import wilson_interval
 
     last = training["last"]
@@ -245,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "baseline": args.baseline, "tasks": tasks, "settings": {k: str(v) for k, v in vars(args).items()},
         "data": {"folder": str(args.data), "cached": cached, "episodes": sum(t["successes"] for t in generation["tasks"]),
+                 "action_noise": generation.get("action_noise", 0.0),
                  "expert_success": f"{sum(t['successes'] for t in generation['tasks'])}/"
                                    f"{sum(t['attempts'] for t in generation['tasks'])}",
                  "tasks": [{k: t[k] for k in ("task_id", "task_name", "successes", "attempts",

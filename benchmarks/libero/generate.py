@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +38,20 @@ from lara.outputs import check_new, writable
 
 TAIL_STEPS = 25  # release-and-retreat steps after the first `done` (at least)
 RELEASED_STEPS = 10  # and the tail ends with the gripper open this long
+ACTION_NOISE_STREAM = 7  # the noise generator's first seed word: its draws are independent of the placement's
 
 
 def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int | None = None,
-            seed: int | None = None) -> dict:
+            seed: int | None = None, action_noise: float = 0.0) -> dict:
     """One unrendered expert episode from a start (`LiberoEnv.reset`'s arguments): per-step sim states,
-    actions and proprioception, and success."""
+    actions and proprioception, and success.
+
+    With `action_noise` > 0 the env executes the expert's action plus Gaussian noise of that standard
+    deviation on the six arm dimensions (clipped to [-1, 1]; the gripper command stays clean), while the
+    recorded action is the expert's own: the demonstrations then visit states off the expert's path, each
+    labelled with the correction the expert makes there (DART, Laskey et al. 2017). The noise is drawn from
+    a generator seeded by the start, so an episode is reproduced from its start and the noise scale."""
+    noise = np.random.default_rng([ACTION_NOISE_STREAM, seed or 0, 0 if init_state_index is None else 1 + init_state_index])
     obs = env.reset(init_state_index, seed)
     for _ in range(NUM_WAIT_STEPS):
         obs, _ = env.step(WAIT_ACTION)
@@ -58,7 +67,10 @@ def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int | None
         steps["gripper_states"].append(obs["gripper_qpos"])
         steps["joint_states"].append(obs["joint_qpos"])
         steps["actions"].append(action)
-        obs, done = env.step(action)
+        executed = action.copy()
+        if action_noise > 0:
+            executed[:6] = np.clip(action[:6] + noise.normal(0.0, action_noise, 6), -1.0, 1.0)
+        obs, done = env.step(executed)
         steps["dones"].append(done)
         open_steps = open_steps + 1 if action[6] < 0 else 0
         if done and first_done is None:
@@ -103,7 +115,7 @@ def _reset_args(start: dict) -> dict:
     return {"init_state_index": start.get("init_state_index"), "seed": start["placement_seed"]}
 
 
-def rollout_chunk(job: tuple) -> dict:
+def rollout_chunk(job: tuple, action_noise: float = 0.0) -> dict:
     """(suite, task, starts) -> the task's file metadata and one record per start, with the episode's
     arrays when it succeeded (failed episodes keep their counts only)."""
     suite, task, starts = job
@@ -111,7 +123,7 @@ def rollout_chunk(job: tuple) -> dict:
     records = []
     for start in starts:
         t0 = time.time()
-        episode = rollout(env, _WORKER["expert"], **_reset_args(start))
+        episode = rollout(env, _WORKER["expert"], **_reset_args(start), action_noise=action_noise)
         records.append({**start, "success": episode["success"], "steps": len(episode["actions"]),
                         "seconds": round(time.time() - t0, 2), "episode": episode if episode["success"] else None})
     meta = {"task_name": env.task_name, "instruction": env.instruction, "bddl_file": env.bddl_file,
@@ -328,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BLAS/OpenMP/llvmpipe threads in each worker (1: let the workers use the cores)")
     p.add_argument("--seed", type=int, default=0,
                    help="base seed: attempt a of task t is placed with seed*100003 + t*1009 + a")
+    p.add_argument("--action-noise", type=float, default=0.0,
+                   help="standard deviation of Gaussian noise added to the six arm dimensions of the actions the "
+                        "env executes (actions are in [-1, 1]); the recorded actions stay the expert's own, so the "
+                        "demonstrations show its corrections from off-path states (DART). Default 0: no noise")
     p.add_argument("--dry-run", action="store_true",
                    help="measure the expert only: roll out and count successes, render and write nothing")
     p.add_argument("--distractors", action="store_true",
@@ -351,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("episodes", "attempts", "workers", "threads_per_worker", "camera_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
+    if not 0 <= args.action_noise <= 1:
+        parser.error(f"--action-noise must be in [0, 1] (a standard deviation in action units), got {args.action_noise}.")
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     if not cameras or cameras[0] != "agentview_rgb" or set(cameras) - set(CAMERAS) or len(set(cameras)) < len(cameras):
         parser.error(f"--cameras {args.cameras!r}: expected agentview_rgb, optionally followed by eye_in_hand_rgb "
@@ -389,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     with spawn_pool(args.workers, args.threads_per_worker, _init_worker) as pool:
         with tqdm(total=sum(map(len, starts.values())), desc="expert rollouts", disable=args.no_progress,
                   dynamic_ncols=True) as bar:
-            found = roll_out(pool, suite, starts, args.episodes, args.workers, bar)
+            found = roll_out(pool, suite, starts, args.episodes, args.workers, bar,
+                             run_chunk=partial(rollout_chunk, action_noise=args.action_noise))
         for task, f in found.items():
             f["kept"] = keep_first(f["records"], args.episodes)[0]
             f["file"] = str(out / f"{f['meta']['task_name']}_demo.hdf5") if f["kept"] and not args.dry_run else None
@@ -407,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"suite": suite, "episodes_per_task": args.episodes, "camera_size": args.camera_size,
                "cameras": list(cameras), "init_states": args.init_states, "max_attempts": max_attempts, "seed": args.seed,
                "distractors": distractors.model_dump() if distractors is not None else None,
+               "action_noise": args.action_noise,
                "workers": args.workers, "threads_per_worker": args.threads_per_worker, "versions": versions(),
                "wall_s": round(time.time() - start, 1),
                "tasks": results}

@@ -71,3 +71,15 @@ def test_make_demo_caps_torchs_threads_as_make_test_does(tmp_path, given, args, 
     out = subprocess.run(["make", "--no-print-directory", "-s", "-o", "system-deps", "demo", f"VENV={venv}", *args],
                          cwd=root, env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == expected
+
+
+def test_demonstrations_with_other_action_noise_are_not_taken_from_the_cache(tmp_path):
+    (tmp_path / "task.hdf5").write_bytes(b"")
+    task = {"task_id": 1, "file": str(tmp_path / "task.hdf5"), "init_states": {"source": "fresh"}}
+    summary = {"suite": "libero_object", "episodes_per_task": 50, "camera_size": 64, "cameras": ["agentview_rgb"],
+               "tasks": [task]}
+    settings = (tmp_path, "libero_object", [1], 50, 64, ("agentview_rgb",))
+    for recorded, matches in ((None, {0.0}), (0.0, {0.0}), (0.1, {0.1})):  # None: a cache from before the flag
+        (tmp_path / "generation.json").write_text(json.dumps(
+            summary if recorded is None else {**summary, "action_noise": recorded}))
+        assert {noise for noise in (0.0, 0.1) if demo._cache_matches(*settings, noise)} == matches

@@ -122,3 +122,39 @@ def test_check_chunk():
     assert check_chunk(np.zeros((3, 7))) is None and check_chunk(np.zeros(7)) is None
     assert "shape [0, 7]" in check_chunk(np.zeros((0, 7)))
     assert "NaN" in check_chunk(np.array([[0, 0, 0, np.inf, 0, 0, 1]]))
+
+
+def test_action_noise_perturbs_what_the_env_executes_and_records_the_experts_actions():
+    """DART demonstrations (`--action-noise`): the env executes the expert's action plus noise on the arm, the file
+    gets the expert's own action, and the same start gives the same noisy episode."""
+    from lara.benchmarks.libero.env import LiberoEnv
+    from lara.benchmarks.libero.expert import ScriptedExpert
+
+    env = LiberoEnv("object", 1, camera_size=None)
+    executed, step = [], env.step
+    env.step = lambda action: (executed.append(np.array(action)), step(action))[1]
+    try:
+        clean = generate.rollout(env, ScriptedExpert(), seed=1009)
+        executed.clear()
+        noisy = generate.rollout(env, ScriptedExpert(), seed=1009, action_noise=0.1)
+        sent = np.stack(executed[generate.NUM_WAIT_STEPS:])
+        again = generate.rollout(env, ScriptedExpert(), seed=1009, action_noise=0.1)
+    finally:
+        env.close()
+    assert clean["success"] and noisy["success"]
+    difference = sent - noisy["actions"]
+    assert 0.07 < difference[:, :6].std() < 0.11 and np.abs(sent[:, :6]).max() <= 1  # noise, clipped to the range
+    np.testing.assert_array_equal(sent[:, 6], noisy["actions"][:, 6])  # the gripper command stays clean
+    assert not np.allclose(noisy["ee_states"][20], clean["ee_states"][20])  # it took the hand off the clean path
+    np.testing.assert_array_equal(again["states"], noisy["states"])
+    np.testing.assert_array_equal(again["actions"], noisy["actions"])
+
+
+def test_action_noise_is_recorded_and_checked(tmp_path, capsys):
+    common = ["generate", "--suite", "object", "--tasks", "1", "--episodes", "1", "--attempts", "2", "--dry-run",
+              "--no-progress"]
+    assert generate.main([*common, "--action-noise", "0.05", "--out", str(tmp_path / "ok")]) == 0
+    assert json.loads((tmp_path / "ok" / "generation.json").read_text())["action_noise"] == 0.05
+    with pytest.raises(SystemExit):
+        generate.main([*common, "--action-noise", "-0.1", "--out", str(tmp_path / "bad")])
+    assert "--action-noise must be in [0, 1]" in capsys.readouterr().err
