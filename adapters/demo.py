@@ -1,9 +1,11 @@
 """`make demo` / `lara demo`: the main job end to end on a CPU, no GPU and no downloads.
 
 1. Demonstrations: the privileged scripted expert solves a libero_object task in the real LIBERO simulator,
-   from fresh placements (not the benchmark's init states, which step 3 evaluates on); the successful
-   episodes are rendered (agentview only unless `--wrist`), written in the LIBERO HDF5 schema and cached
-   (`--data`), so a second run skips this step.
+   from fresh placements (not the benchmark's init states, which step 3 evaluates on), while the env executes
+   its actions with Gaussian noise of 0.1 on the arm (`--action-noise`; the files record the expert's own
+   actions, so they show its corrections from off-path states: DART); the successful episodes are rendered
+   (agentview only unless `--wrist`), written in the LIBERO HDF5 schema and cached (`--data`), so a second run
+   skips this step.
 2. Post-training with LARA: the reference recipe (`reference_libero_object`: the TokenVLA with action chunks
    from OpenVLA-OFT's L1 head and the robot state; a fresh LAM warmed up alone, then joint training with the
    alignment loss), without its wrist camera unless `--wrist`, shrunk to minutes by the overrides it prints.
@@ -33,7 +35,7 @@ from lara.outputs import publish_folder, staging_folder
 DEFAULT_TASKS = "1"  # libero_object: the cream cheese into the basket
 PRESET = "reference_libero_object"
 EXECUTE_STEPS = 4  # half of each chunk: see the README's "Quick start" for what it changed over 3 seeds
-ACTION_NOISE = 0.0
+ACTION_NOISE = 0.1  # DART demonstrations: see the README's "Quick start" for what it changed over 3 seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
