@@ -51,7 +51,8 @@ def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int | None
     recorded action is the expert's own: the demonstrations then visit states off the expert's path, each
     labelled with the correction the expert makes there (DART, Laskey et al. 2017). The noise is drawn from
     a generator seeded by the start, so an episode is reproduced from its start and the noise scale."""
-    noise = np.random.default_rng([ACTION_NOISE_STREAM, seed or 0, 0 if init_state_index is None else 1 + init_state_index])
+    start = 0 if init_state_index is None else 1 + init_state_index
+    noise = np.random.default_rng([ACTION_NOISE_STREAM, seed or 0, start])
     obs = env.reset(init_state_index, seed)
     for _ in range(NUM_WAIT_STEPS):
         obs, _ = env.step(WAIT_ACTION)
@@ -368,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
     if not 0 <= args.action_noise <= 1:
-        parser.error(f"--action-noise must be in [0, 1] (a standard deviation in action units), got {args.action_noise}.")
+        parser.error(f"--action-noise must be in [0, 1] (a standard deviation in action units), "
+                     f"got {args.action_noise}.")
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     if not cameras or cameras[0] != "agentview_rgb" or set(cameras) - set(CAMERAS) or len(set(cameras)) < len(cameras):
         parser.error(f"--cameras {args.cameras!r}: expected agentview_rgb, optionally followed by eye_in_hand_rgb "
