@@ -231,11 +231,13 @@ def _writer(path: Path, suite: str, task: int, camera_size: int, cameras: tuple[
 
 
 def write_files(pool, suite: str, camera_size: int, tasks: dict[int, dict], workers: int, bar=None,
-                distractors=None, cameras: tuple[str, ...] = tuple(CAMERAS)) -> dict[int, float]:
+                distractors=None, cameras: tuple[str, ...] = tuple(CAMERAS), action_noise: float = 0.0
+                ) -> dict[int, float]:
     """Render every task's kept episodes in the pool (at most `workers` in flight) and write each task's
     `OUT/<task_name>_demo.hdf5` in start order as they arrive; returns per task its render seconds. With
     `distractors` (a DistractorConfig) the agentview frames get a patch moving with the arm's (x, y) command
-    and a scrolling background texture, seeded by the episode's placement seed."""
+    and a scrolling background texture, seeded by the episode's placement seed. Each demo's attrs hold its start
+    and `action_noise` (with noise its actions are the expert's, not the executed ones: they do not replay it)."""
     jobs = [(task, record) for task, t in tasks.items() for record in t["kept"]]
     last = {task: max(i for i, (t, _) in enumerate(jobs) if t == task) for task, t in tasks.items() if t["kept"]}
     render_s, writers, arrived, pending, submitted, written = dict.fromkeys(tasks, 0.0), {}, {}, {}, 0, 0
@@ -263,7 +265,8 @@ def write_files(pool, suite: str, camera_size: int, tasks: dict[int, dict], work
                                        eye_in_hand_rgb=images.get("eye_in_hand_rgb"),
                                        ee_states=ep["ee_states"], gripper_states=ep["gripper_states"],
                                        joint_states=ep["joint_states"], states=ep["states"],
-                                       attrs={"success": True, "scripted": True, **_start(record)})
+                                       attrs={"success": True, "scripted": True, "action_noise": action_noise,
+                                              **_start(record)})
                 render_s[task] += seconds
                 if written == last[task]:
                     writers.pop(task).close()
@@ -418,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             with tqdm(total=sum(len(f["kept"]) for f in found.values()), desc="rendering kept episodes",
                       disable=args.no_progress, dynamic_ncols=True) as bar:
-                render_s = write_files(pool, suite, args.camera_size, found, args.workers, bar, distractors, cameras)
+                render_s = write_files(pool, suite, args.camera_size, found, args.workers, bar, distractors, cameras,
+                                       args.action_noise)
     results = [task_summary(suite, t, found[t], args.episodes, max_attempts, render_s[t]) for t in tasks]
     for r in results:
         capped = " (--attempts cap reached)" if r["successes"] < args.episodes else ""

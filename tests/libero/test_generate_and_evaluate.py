@@ -151,10 +151,12 @@ def test_action_noise_perturbs_what_the_env_executes_and_records_the_experts_act
 
 
 def test_action_noise_is_recorded_and_checked(tmp_path, capsys):
-    common = ["generate", "--suite", "object", "--tasks", "1", "--episodes", "1", "--attempts", "2", "--dry-run",
-              "--no-progress"]
+    common = ["generate", "--suite", "object", "--tasks", "1", "--episodes", "1", "--attempts", "2",
+              "--camera-size", "32", "--cameras", "agentview_rgb", "--no-progress"]
     assert generate.main([*common, "--action-noise", "0.05", "--out", str(tmp_path / "ok")]) == 0
     assert json.loads((tmp_path / "ok" / "generation.json").read_text())["action_noise"] == 0.05
+    with h5py.File(tmp_path / "ok" / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5") as f:
+        assert f["data/demo_0"].attrs["action_noise"] == 0.05  # the file says its actions do not replay it
     with pytest.raises(SystemExit):
         generate.main([*common, "--action-noise", "-0.1", "--out", str(tmp_path / "bad")])
     assert "--action-noise must be in [0, 1]" in capsys.readouterr().err
