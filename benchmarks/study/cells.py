@@ -130,7 +130,7 @@ def plan_cells(study: StudyConfig) -> list[Cell]:
     return cells
 
 
-def _read_state(cell: Cell) -> dict:
+def read_state(cell: Cell) -> dict:
     path = cell.folder / "cell.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -158,7 +158,7 @@ def _subprocess(args: list[str], log: Path, threads: int) -> tuple[float, list[f
 def changes(cell: Cell, state: dict | None = None) -> list[str]:
     """What a recorded cell was run with differently from its arguments now: ['training'] (a retrained cell is
     evaluated afresh anyway), ['evaluation'] or []. `state`: its cell.json, when already read."""
-    state = _read_state(cell) if state is None else state
+    state = read_state(cell) if state is None else state
     if not state:
         return []
     if state.get("train") != cell.train_args or state.get("first") != cell.first_args:
@@ -169,7 +169,7 @@ def changes(cell: Cell, state: dict | None = None) -> list[str]:
 def prepare(cell: Cell, replace_changed: bool = False) -> tuple[dict, str]:
     """The cell's state, after discarding what no longer matches its arguments where `replace_changed`
     allows it, and what is left to do."""
-    state = _read_state(cell)
+    state = read_state(cell)
     if not state and cell.folder.is_dir() and any(cell.folder.iterdir()):
         raise CellFailed(f"{cell.folder} holds files but no cell.json, so it is not a study cell; "
                          "give the study a new --out or remove that folder")
@@ -191,9 +191,13 @@ def prepare(cell: Cell, replace_changed: bool = False) -> tuple[dict, str]:
     _write_state(cell, state)
     if state.get("train_s") is None:
         return state, "train and evaluate"
-    if state.get("eval_s") is None or not (cell.eval / "results.json").is_file():
-        return state, "evaluate"
-    return state, "skip"
+    return state, "skip" if finished(cell, state) else "evaluate"
+
+
+def finished(cell: Cell, state: dict) -> bool:
+    """Whether the cell whose cell.json is `state` was trained and evaluated (with whatever arguments)."""
+    return (state.get("train_s") is not None and state.get("eval_s") is not None
+            and (cell.eval / "results.json").is_file())
 
 
 def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_changed: bool = False) -> dict:

@@ -20,6 +20,7 @@ the baseline with a hierarchical bootstrap 95 % interval (benchmarks/study/stats
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 from lara.errors import InputError
 
 from . import report, stats
-from .cells import CellFailed, changes, plan_cells, run_cell
+from .cells import CellFailed, changes, finished, plan_cells, read_cell, read_state, run_cell
 from .config import load_study, read_study_file, split_top_level
 
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace-changed", action="store_true",
                    help="retrain (re-evaluate) cells of --out recorded with other training (evaluation) arguments; "
                         "without it such a study is refused before anything runs")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write study.json, study.md and study.png from the cells of --out finished so far "
+                        "(a running or interrupted study's figures); the cells not finished are named")
     return p
 
 
@@ -72,6 +76,43 @@ def source_commit() -> dict:
 
     commit = git("rev-parse", "HEAD")
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+
+
+def study_settings(study, source: dict) -> dict:
+    """study.json's `settings`: the study's fields, the code its cells ran (`source`) and how it is analysed."""
+    return {**study.model_dump(mode="json"), "source": source,
+            "init_states": "trial i starts from the benchmark's init state i, in every cell",
+            "bootstrap": {"resamples": stats.RESAMPLES, "rng_seed": stats.BOOTSTRAP_SEED,
+                          "resampled": "training seeds with replacement, then within each drawn seed its "
+                                       "(task, trial) episodes with replacement; percentile interval"}}
+
+
+def report_only(study, cells: list, command: str) -> int:
+    """--report-only: the report of the cells finished so far, with this study's arguments; nothing runs.
+
+    The code that ran the cells is the `source` of an earlier study.json in --out (a study writes one when a run
+    of it ends), else unknown (None); the code writing this report is `settings.report.commit`."""
+    records, unfinished = [], []
+    for cell in cells:
+        state = read_state(cell)
+        if finished(cell, state) and not changes(cell, state):
+            records.append(read_cell(cell, state))
+        else:
+            unfinished.append(cell.name)
+    if not records:
+        raise InputError(f"{study.out} holds no finished cell of this study yet, so there is nothing to report; "
+                         "run the study without --report-only first")
+    earlier = study.out / "study.json"
+    source = json.loads(earlier.read_text())["settings"].get("source") if earlier.is_file() else None
+    settings = study_settings(study, source or {"commit": None, "dirty": None})
+    settings["report"] = {**source_commit(), "report_only": True, "unfinished": unfinished}
+    summary = report.summarise(command, settings, records, list(study.all_variants()))
+    report.write(summary, study.out)
+    print(report.markdown(summary))
+    if unfinished:
+        print(f"lara study: {len(unfinished)} of {len(cells)} cells not finished yet ({', '.join(unfinished)}); "
+              "the report leaves them out.", file=sys.stderr)
+    return 0
 
 
 def _comma_list(text: str) -> list[str]:
@@ -106,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     study = load_study(study_fields(args))  # a bad study raises InputError: one line from the dispatcher, exit 2
     cells = plan_cells(study)
+    if args.report_only:
+        return report_only(study, cells, "lara study " + shlex.join(argv))
     changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}
     if changed and not args.replace_changed:
         listed = ", ".join(f"{name} ({what})" for name, what in changed.items())
@@ -114,24 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     command = "lara study " + shlex.join(argv)
     print(f"{command}\n{len(cells)} cells ({len(study.all_variants())} variants x {len(study.seeds)} seeds), "
           f"{study.workers} at a time -> {study.out}", flush=True)
-    finished, failed = {}, {}
+    done, failed = {}, {}
     with ThreadPoolExecutor(study.workers) as pool:  # each cell's work runs in its own subprocesses
         futures = [(cell, pool.submit(run_cell, cell, study.eval_workers, study.threads,
                                       lambda line: print(line, flush=True), args.replace_changed)) for cell in cells]
         for cell, future in futures:
             try:
-                finished[cell.name] = future.result()
+                done[cell.name] = future.result()
             except CellFailed as error:
                 failed[cell.name] = str(error)
                 print(f"[{cell.name}] failed: {error}", file=sys.stderr, flush=True)
-    settings = {**study.model_dump(mode="json"), "source": source_commit(),
-                "init_states": "trial i starts from the benchmark's init state i, in every cell",
-                "bootstrap": {"resamples": stats.RESAMPLES, "rng_seed": stats.BOOTSTRAP_SEED,
-                              "resampled": "training seeds with replacement, then within each drawn seed its "
-                                           "(task, trial) episodes with replacement; percentile interval"}}
-    records = [finished[cell.name] for cell in cells if cell.name in finished]
+    records = [done[cell.name] for cell in cells if cell.name in done]
     if records:
-        summary = report.summarise(command, settings, records, list(study.all_variants()))
+        summary = report.summarise(command, study_settings(study, source_commit()), records,
+                                   list(study.all_variants()))
         report.write(summary, study.out)
         print("\n" + report.markdown(summary))
     if failed:

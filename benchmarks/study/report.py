@@ -21,22 +21,42 @@ def _mean(values: list) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def by_task(episodes: dict[tuple, bool]) -> dict[str, dict[tuple, bool]]:
+    """{task (as a string): that task's {(seed, task, trial): success}}, tasks in order."""
+    return {str(task): {key: v for key, v in episodes.items() if key[1] == task}
+            for task in sorted({key[1] for key in episodes})}
+
+
+def _success(episodes: dict[tuple, bool]) -> dict:
+    success = stats.success_summary(episodes)
+    success.pop("per_seed")
+    return success
+
+
 def summarise(command: str, settings: dict, cells: list[dict], variants: list[str]) -> dict:
-    """The study.json object: every finished cell, each variant's pooled success, each difference to the baseline."""
+    """The study.json object: every finished cell, each variant's pooled success, each difference to the baseline,
+    and both again per task (`per_task`: a study's tasks can move in opposite directions under a pooled figure)."""
     summary = {"command": command, "settings": settings, "cells": cells, "variants": {}, "differences": {}}
     for name in variants:
         own = [c for c in cells if c["variant"] == name]
         if not own:
             continue
-        success = stats.success_summary(episodes_of(cells, name))
+        episodes = episodes_of(cells, name)
+        success = stats.success_summary(episodes)
         per_seed = {str(seed): entry for seed, entry in success.pop("per_seed").items()}
         summary["variants"][name] = {"seeds": sorted(c["seed"] for c in own), "success": success, "per_seed": per_seed,
+                                     "per_task": {task: _success(e) for task, e in by_task(episodes).items()},
                                      **{key: _mean([c[key] for c in own])
                                         for key in ("code_usage", "perplexity", "align_cos", "z_std", "align_constant")}}
     baseline = episodes_of(cells, "baseline")
     for name in variants:
         if name != "baseline" and name in summary["variants"] and baseline:
-            summary["differences"][name] = stats.paired_difference(episodes_of(cells, name), baseline)
+            variant = episodes_of(cells, name)
+            difference = stats.paired_difference(variant, baseline)
+            tasks = by_task(baseline)
+            difference["per_task"] = {task: stats.paired_difference(mine, tasks[task])
+                                      for task, mine in by_task(variant).items() if task in tasks}
+            summary["differences"][name] = difference
     return summary
 
 
@@ -74,6 +94,34 @@ def difference_sentence(name: str, diff: dict) -> str:
     return head + f"; the interval excludes 0: {name}'s success is {direction} than the baseline's in this study."
 
 
+def per_task_table(summary: dict) -> list[str]:
+    """The success of every variant on each task, and its paired difference to the baseline on that task with the
+    discordant episodes (solved by only one of the two)."""
+    lines = ["| task | variant | success | % | 95 % CI (Wilson) | vs baseline, points (95 % CI) "
+             "| solved only by the variant / only by the baseline |", "|---|---|---|---|---|---|---|"]
+    tasks = sorted({task for v in summary["variants"].values() for task in v.get("per_task", {})}, key=int)
+    for task in tasks:
+        for name, v in summary["variants"].items():
+            success = v.get("per_task", {}).get(task)
+            if success is None:
+                continue
+            diff = summary["differences"].get(name, {}).get("per_task", {}).get(task)
+            versus = f"{_points(diff['mean'])} {_interval(diff['ci95'], signed=True)}" if diff else "-"
+            discordant = f"{diff['only_variant']} / {diff['only_baseline']}" if diff else "-"
+            lines.append(f"| {task} | {name} | {success['k']}/{success['n']} | {100 * success['mean']:.1f} | "
+                         f"{_interval(success['ci95'])} | {versus} | {discordant} |")
+    return lines
+
+
+def _report_only_lines(report: dict | None) -> list[str]:
+    """What a --report-only report says of itself: the code that wrote it and the cells it leaves out."""
+    if not report:
+        return []
+    left = ", ".join(report["unfinished"]) or "none"
+    return [f"Written with --report-only by commit {report.get('commit') or 'unknown'} from the cells finished so far; "
+            f"not finished yet: {left}.", ""]
+
+
 def markdown(summary: dict) -> str:
     """study.md: the command first, then the table and one sentence per difference."""
     s = summary["settings"]
@@ -85,6 +133,7 @@ def markdown(summary: dict) -> str:
              f"Code: commit {(s.get('source') or {}).get('commit') or 'unknown'}"
              f"{' with uncommitted changes' if (s.get('source') or {}).get('dirty') else ''}; "
              f"load average (1 min) while cells ran: {_load_range(summary['cells'])}.", "",
+             *_report_only_lines(s.get("report")),
              "| variant | seeds | success | % | 95 % CI (Wilson) | vs baseline, points (95 % CI) | code usage "
              "| align cos | z spread | 1 − cos of the mean latent |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -95,6 +144,7 @@ def markdown(summary: dict) -> str:
                      f"{_interval(success['ci95'])} | {versus} | {_number(v['code_usage'])} | "
                      f"{_number(v['align_cos'])} | {_number(v['z_std'])} | {_number(v['align_constant'])} |")
     lines += ["", *[f"- {difference_sentence(n, d)}" for n, d in summary["differences"].items()], "",
+              *per_task_table(summary), "",
               f"Differences are paired by (seed, task, trial); their interval is a hierarchical bootstrap "
               f"({stats.RESAMPLES} resamples, RNG seed {stats.BOOTSTRAP_SEED}): training seeds resampled with "
               "replacement, then each drawn seed's (task, trial) episodes resampled with replacement; percentile "

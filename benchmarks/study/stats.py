@@ -89,9 +89,11 @@ def hierarchical_bootstrap(diffs: np.ndarray, resamples: int = RESAMPLES, seed: 
 
 def paired_difference(variant: dict[tuple, bool], baseline: dict[tuple, bool], resamples: int = RESAMPLES,
                       seed: int = BOOTSTRAP_SEED) -> dict:
-    """Mean paired difference in success (variant - baseline) and its hierarchical bootstrap 95 % interval."""
+    """Mean paired difference in success (variant - baseline), its hierarchical bootstrap 95 % interval and the
+    discordant episodes: solved only by the variant (`only_variant`) or only by the baseline (`only_baseline`)."""
     seeds, diffs = paired_differences(variant, baseline)
     means = hierarchical_bootstrap(diffs, resamples, seed)
     low, high = np.percentile(means, [2.5, 97.5])
     return {"mean": float(diffs.mean()), "ci95": [float(low), float(high)], "paired_episodes": int(diffs.size),
-            "paired_seeds": seeds, "excludes_zero": bool(low > 0 or high < 0)}
+            "paired_seeds": seeds, "excludes_zero": bool(low > 0 or high < 0),
+            "only_variant": int((diffs > 0).sum()), "only_baseline": int((diffs < 0).sum())}

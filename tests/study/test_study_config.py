@@ -131,3 +131,74 @@ def test_a_study_over_cells_run_with_other_arguments_is_refused_before_anything_
     error = capsys.readouterr().err
     assert f"{first.name} (training)" in error and "--replace-changed" in error and error.count("\n") == 1
     assert json.loads((first.folder / "cell.json").read_text()) == recorded and (first.folder / "run").is_dir()
+
+
+def finish(cell: Cell, successes: dict[int, list[int]], **recorded) -> None:
+    """Write what a trained and evaluated cell leaves behind: cell.json and its evaluation's results.json."""
+    cell.eval.mkdir(parents=True)
+    tasks = [{"task_id": task, "successes": sum(row), "trials": len(row),
+              "episodes": [{"task_id": task, "trial": i, "success": bool(s)} for i, s in enumerate(row)]}
+             for task, row in successes.items()]
+    (cell.eval / "results.json").write_text(json.dumps({"seed": 7, "tasks": tasks}))
+    state = {"variant": cell.variant, "seed": cell.seed, "train": cell.train_args, "eval": cell.eval_args,
+             "train_s": 10.0, "eval_s": 5.0, **recorded}
+    (cell.folder / "cell.json").write_text(json.dumps(state))
+
+
+def test_report_only_reports_the_finished_cells_per_task_and_runs_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = cli.build_parser().parse_args(options(tmp_path, out))
+    from lara.benchmarks.study.config import load_study
+
+    cells = {c.name: c for c in plan_cells(load_study(cli.study_fields(args)))}
+    assert set(cells) == {"baseline/seed0", "baseline/seed1", "lara/seed0", "lara/seed1"}
+    finish(cells["baseline/seed0"], {0: [0, 0, 1], 1: [1, 1, 1]})
+    finish(cells["baseline/seed1"], {0: [0, 1, 0], 1: [1, 1, 0]})
+    finish(cells["lara/seed0"], {0: [1, 1, 1], 1: [1, 0, 1]})
+    stale = cells["lara/seed1"]  # trained with another recipe: not this study's cell, and not deleted either
+    finish(stale, {0: [1, 1, 1], 1: [1, 1, 1]}, train=[*stale.train_args, "train.lr=1"])
+    assert lara_cli.main(["study", *options(tmp_path, out), "--report-only"]) == 0
+    captured = capsys.readouterr()
+    assert "lara/seed1" in captured.err and "not finished" in captured.err
+    summary = json.loads((out / "study.json").read_text())
+    assert sorted((c["variant"], c["seed"]) for c in summary["cells"]) == [("baseline", 0), ("baseline", 1),
+                                                                            ("lara", 0)]
+    assert summary["settings"]["report"]["unfinished"] == ["lara/seed1"]
+    assert summary["settings"]["source"]["commit"] is None  # no earlier study.json says which code ran the cells
+    baseline, lara = summary["variants"]["baseline"], summary["variants"]["lara"]
+    assert (baseline["success"]["k"], baseline["success"]["n"]) == (7, 12)
+    assert {t: (v["k"], v["n"]) for t, v in baseline["per_task"].items()} == {"0": (2, 6), "1": (5, 6)}
+    assert {t: (v["k"], v["n"]) for t, v in lara["per_task"].items()} == {"0": (3, 3), "1": (2, 3)}
+    diff = summary["differences"]["lara"]  # paired on seed 0 only: lara/seed1 is left out
+    assert diff["paired_seeds"] == [0] and diff["paired_episodes"] == 6
+    assert (diff["only_variant"], diff["only_baseline"]) == (2, 1) and diff["mean"] == pytest.approx(1 / 6)
+    task0, task1 = diff["per_task"]["0"], diff["per_task"]["1"]
+    assert (task0["only_variant"], task0["only_baseline"], task0["mean"]) == (2, 0, pytest.approx(2 / 3))
+    assert (task1["only_variant"], task1["only_baseline"], task1["mean"]) == (0, 1, pytest.approx(-1 / 3))
+    text = (out / "study.md").read_text()
+    assert "| 0 | lara | 3/3 | 100.0 |" in text and "| +66.7 [" in text and "| 2 / 0 |" in text
+    assert "not finished yet: lara/seed1" in text and "--report-only" in text
+    assert not list(out.glob("cells/*/seed*/*.log"))  # nothing trained or evaluated
+    assert json.loads((stale.folder / "cell.json").read_text())["train"][-1] == "train.lr=1"
+
+
+def test_report_only_without_a_finished_cell_is_one_line_and_exit_2(tmp_path, capsys):
+    assert lara_cli.main(["study", *options(tmp_path, tmp_path / "out"), "--report-only"]) == 2
+    error = capsys.readouterr().err
+    assert "holds no finished cell of this study yet" in error and error.count("\n") == 1
+
+
+def test_report_only_keeps_the_code_an_earlier_run_of_the_study_recorded(tmp_path):
+    out = tmp_path / "out"
+    args = cli.build_parser().parse_args(options(tmp_path, out))
+    from lara.benchmarks.study.config import load_study
+
+    for c in plan_cells(load_study(cli.study_fields(args))):
+        finish(c, {0: [1, 0, 1], 1: [0, 0, 1]})
+    ran = {"commit": "a" * 40, "dirty": False}
+    (out / "study.json").write_text(json.dumps({"settings": {"source": ran}}))
+    assert lara_cli.main(["study", *options(tmp_path, out), "--report-only"]) == 0
+    settings = json.loads((out / "study.json").read_text())["settings"]
+    assert settings["source"] == ran and settings["report"]["unfinished"] == []
+    assert settings["report"]["report_only"] is True and settings["report"]["commit"] != ran["commit"]
+    assert f"Code: commit {'a' * 40};" in (out / "study.md").read_text()

@@ -38,7 +38,8 @@ def test_success_summary_pools_episodes_and_keeps_per_seed_rates():
 def test_equal_differences_give_a_degenerate_interval_at_that_value():
     always, never = episodes({s: [1] * 10 for s in range(3)}), episodes({s: [0] * 10 for s in range(3)})
     assert stats.paired_difference(always, never) | {"paired_seeds": None} == {
-        "mean": 1.0, "ci95": [1.0, 1.0], "paired_episodes": 30, "paired_seeds": None, "excludes_zero": True}
+        "mean": 1.0, "ci95": [1.0, 1.0], "paired_episodes": 30, "paired_seeds": None, "excludes_zero": True,
+        "only_variant": 30, "only_baseline": 0}
     mixed = episodes({s: [1, 0] * 5 for s in range(3)})
     assert stats.paired_difference(mixed, mixed)["ci95"] == [0.0, 0.0]  # identical policies: no difference
 
