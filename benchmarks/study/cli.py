@@ -89,6 +89,7 @@ def study_settings(study, source: dict) -> dict:
 
 def report_only(study, cells: list, command: str) -> int:
     """--report-only: the report of the cells finished so far, with this study's arguments; nothing runs.
+    `command` is the study's own (what runs its cells), and `settings.report` says how this report was written.
 
     The code that ran the cells is the `source` of an earlier study.json in --out (a study writes one when a run
     of it ends), else unknown (None); the code writing this report is `settings.report.commit`."""
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     study = load_study(study_fields(args))  # a bad study raises InputError: one line from the dispatcher, exit 2
     cells = plan_cells(study)
     if args.report_only:
-        return report_only(study, cells, "lara study " + shlex.join(argv))
+        return report_only(study, cells, "lara study " + shlex.join(a for a in argv if a != "--report-only"))
     changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}
     if changed and not args.replace_changed:
         listed = ", ".join(f"{name} ({what})" for name, what in changed.items())

@@ -161,6 +161,7 @@ def test_report_only_reports_the_finished_cells_per_task_and_runs_nothing(tmp_pa
     captured = capsys.readouterr()
     assert "lara/seed1" in captured.err and "not finished" in captured.err
     summary = json.loads((out / "study.json").read_text())
+    assert summary["command"] == "lara study " + " ".join(options(tmp_path, out))  # the command that runs the cells
     assert sorted((c["variant"], c["seed"]) for c in summary["cells"]) == [("baseline", 0), ("baseline", 1),
                                                                             ("lara", 0)]
     assert summary["settings"]["report"]["unfinished"] == ["lara/seed1"]
