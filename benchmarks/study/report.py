@@ -179,7 +179,7 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_ylim(-3, 103)
     ax.set_ylabel("success rate (%)")
     ax.set_title(f"LIBERO {summary['settings']['suite']}: success per variant", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # away from the points
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
