@@ -14,7 +14,8 @@ variant's run starts from its VLA (model.path=<cell>/first/final/vla; configs/la
 latent-action pre-training, then post-training). Cells run at most --workers
 at a time; a finished cell is skipped on a re-run, a half-done one resumes. OUT/study.json, study.md and
 study.png hold each variant's success with its Wilson 95 % interval and each variant's paired difference to
-the baseline with a hierarchical bootstrap 95 % interval (benchmarks/study/stats.py says what is resampled).
+the baseline with a hierarchical bootstrap 95 % interval (benchmarks/study/stats.py says what is resampled), both
+also per task. --report-only runs nothing and writes that report from the cells finished so far.
 """
 
 from __future__ import annotations
