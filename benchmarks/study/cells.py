@@ -1,7 +1,8 @@
 """One cell of a study, (variant, seed): `lara train` then `lara eval libero`, each a subprocess, and its read-back.
 
 OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json), train.log, eval.log and
-cell.json: the recorded arguments of both commands and, once each finished, its wall time. A two-stage variant
+cell.json: the recorded arguments of both commands, the commit each ran (`*_source`) and, once each finished,
+its wall time. A two-stage variant
 (config.StagedVariant) first trains first/ (first.log), and its run starts from first/final/vla (and, with
 continue_lam, continues first/final/lara or first/final/lam as its LAM). A variant may train on its own
 data.paths instead of the study's. A cell is skipped when its recorded arguments match and eval/results.json
@@ -130,6 +131,22 @@ def plan_cells(study: StudyConfig) -> list[Cell]:
     return cells
 
 
+def source_commit() -> dict:
+    """The commit of the checkout this study's code runs from ({"commit": None} outside a git checkout) and
+    whether it had uncommitted changes: a study runs from its own worktree at a fixed commit."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+
+
 def read_state(cell: Cell) -> dict:
     path = cell.folder / "cell.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -205,12 +222,14 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
     state, todo = prepare(cell, replace_changed)
     say(f"[{cell.name}] {'done before: skipped' if todo == 'skip' else todo}")
     if cell.first_args is not None and state.get("first_s") is None:
+        state["first_source"] = source_commit()
         state["first_s"], state["first_load"] = _subprocess([*cell.first_args, f"output_dir={cell.first}"],
                                                             cell.folder / "first.log", threads)
         _write_state(cell, state)
         say(f"[{cell.name}] first stage trained in {state['first_s']:.0f} s")
     if state.get("train_s") is None:
         output_dir = f"output_dir={cell.run}"
+        state["train_source"] = source_commit()
         state["train_s"], state["train_load"] = _subprocess([*cell.train_args, output_dir], cell.folder / "train.log",
                                                             threads)
         _write_state(cell, state)
@@ -219,6 +238,7 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
         args = [*cell.eval_args, "--policy", f"checkpoint:{cell.run / 'final' / 'vla'}", "--out", str(cell.eval),
                 "--workers", str(eval_workers), "--threads-per-worker", str(threads),
                 "--overwrite"]  # the cell's own evaluation, redone because its arguments or results changed
+        state["eval_source"] = source_commit()
         state["eval_s"], state["eval_load"] = _subprocess(args, cell.folder / "eval.log", threads)
         _write_state(cell, state)
         say(f"[{cell.name}] evaluated in {state['eval_s']:.0f} s")
@@ -228,8 +248,9 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
 def read_cell(cell: Cell, state: dict) -> dict:
     """A finished cell: success k/n per task, per-episode success by (task, trial), the last logged LAM and
     alignment metrics of its training (None where not logged, e.g. in the baseline), those of a first stage
-    (`first_metrics`: the last logged latent-code accuracy and its chance level), its wall times and the load
-    averages at the start and end of each (`load`)."""
+    (`first_metrics`: the last logged latent-code accuracy and its chance level), its wall times, the load
+    averages at the start and end of each (`load`) and the code each phase ran (`source`: None where a phase ran
+    before cells recorded it)."""
     from lara.adapters.metrics import read_metrics
 
     results = json.loads((cell.eval / "results.json").read_text())
@@ -245,6 +266,7 @@ def read_cell(cell: Cell, state: dict) -> dict:
     return {"variant": cell.variant, "seed": cell.seed, "success": success, **last,
             "first_s": state.get("first_s"), "train_s": state["train_s"], "eval_s": state["eval_s"],
             "load": {phase: state.get(f"{phase}_load") for phase in ("first", "train", "eval")},
+            "source": {phase: state.get(f"{phase}_source") for phase in ("first", "train", "eval")},
             "camera_size": cell.camera_size,
             "eval_seed": results["seed"], "episodes": [list(e) for e in episodes], "folder": str(cell.folder),
             "versions": results.get("versions", {})}

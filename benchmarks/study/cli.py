@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 from lara.errors import InputError
 
 from . import report, stats
-from .cells import CellFailed, changes, finished, plan_cells, read_cell, read_state, run_cell
+from .cells import CellFailed, changes, finished, plan_cells, read_cell, read_state, run_cell, source_commit
 from .config import load_study, read_study_file, split_top_level
 
 
@@ -63,22 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def source_commit() -> dict:
-    """The commit of the checkout this study's code runs from ({"commit": None} outside a git checkout) and
-    whether it had uncommitted changes: a study runs from its own worktree at a fixed commit."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
-
-
 def study_settings(study, source: dict) -> dict:
     """study.json's `settings`: the study's fields, the code its cells ran (`source`) and how it is analysed."""
     return {**study.model_dump(mode="json"), "source": source,
@@ -93,7 +76,8 @@ def report_only(study, cells: list, command: str) -> int:
     `command` is the study's own (what runs its cells), and `settings.report` says how this report was written.
 
     The code that ran the cells is the `source` of an earlier study.json in --out (a study writes one when a run
-    of it ends), else unknown (None); the code writing this report is `settings.report.commit`."""
+    of it ends), else the one commit every finished cell recorded for its phases, else unknown (None); the code
+    writing this report is `settings.report.commit`."""
     records, unfinished = [], []
     for cell in cells:
         state = read_state(cell)
@@ -106,6 +90,9 @@ def report_only(study, cells: list, command: str) -> int:
                          "run the study without --report-only first")
     earlier = study.out / "study.json"
     source = json.loads(earlier.read_text())["settings"].get("source") if earlier.is_file() else None
+    recorded = {json.dumps(s, sort_keys=True) for r in records for s in (r.get("source") or {}).values() if s}
+    if source is None and len(recorded) == 1:  # every phase of every cell ran the same code
+        source = json.loads(recorded.pop())
     settings = study_settings(study, source or {"commit": None, "dirty": None})
     settings["report"] = {**source_commit(), "report_only": True, "unfinished": unfinished}
     summary = report.summarise(command, settings, records, list(study.all_variants()))

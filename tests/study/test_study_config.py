@@ -203,3 +203,22 @@ def test_report_only_keeps_the_code_an_earlier_run_of_the_study_recorded(tmp_pat
     assert settings["source"] == ran and settings["report"]["unfinished"] == []
     assert settings["report"]["report_only"] is True and settings["report"]["commit"] != ran["commit"]
     assert f"Code: commit {'a' * 40};" in (out / "study.md").read_text()
+
+
+def test_report_only_takes_the_code_from_the_cells_when_they_agree(tmp_path):
+    out = tmp_path / "out"
+    args = cli.build_parser().parse_args(options(tmp_path, out))
+    from lara.benchmarks.study.config import load_study
+
+    ran = {"commit": "b" * 40, "dirty": False}
+    planned = plan_cells(load_study(cli.study_fields(args)))
+    for c in planned:
+        finish(c, {0: [1, 0, 1], 1: [0, 0, 1]}, train_source=ran, eval_source=ran)
+    assert lara_cli.main(["study", *options(tmp_path, out), "--report-only"]) == 0
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["settings"]["source"] == ran and summary["cells"][0]["source"]["train"] == ran
+    (out / "study.json").unlink()
+    finish_state = json.loads((planned[0].folder / "cell.json").read_text())
+    (planned[0].folder / "cell.json").write_text(json.dumps({**finish_state, "eval_source": {**ran, "commit": "c" * 40}}))
+    assert lara_cli.main(["study", *options(tmp_path, out), "--report-only"]) == 0
+    assert json.loads((out / "study.json").read_text())["settings"]["source"]["commit"] is None  # they disagree

@@ -45,6 +45,8 @@ def test_a_miniature_study_runs_its_cells_and_resumes_them(libero_object_demos, 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(cli.__file__).parent, capture_output=True,
                           text=True).stdout.strip()
     assert first["settings"]["source"]["commit"] == head and len(head) == 40  # the code the cells ran
+    assert all(c["source"]["train"]["commit"] == c["source"]["eval"]["commit"] == head and c["source"]["first"] is None
+               for c in cells.values())  # and each cell's phases
     text = (out / "study.md").read_text()
     assert f"Code: commit {head}" in text and "load average (1 min) while cells ran: " in text
     assert first["command"] in text.splitlines()[3] and "| lara | 1 |" in text and "lara - baseline" in text
