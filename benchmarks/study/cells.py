@@ -2,10 +2,9 @@
 
 OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json), train.log, eval.log and
 cell.json: the recorded arguments of both commands, the commit each ran (`*_source`) and, once each finished,
-its wall time. A two-stage variant
-(config.StagedVariant) first trains first/ (first.log), and its run starts from first/final/vla (and, with
-continue_lam, continues first/final/lara or first/final/lam as its LAM). A variant may train on its own
-data.paths instead of the study's. A cell is skipped when its recorded arguments match and eval/results.json
+its wall time. A two-stage variant (config.StagedVariant) first trains first/ (first.log), and its run starts
+from first/final/vla (and, with continue_lam, continues first/final/lara or first/final/lam as its LAM). A
+variant may train on its own data.paths instead of the study's. A cell is skipped when its recorded arguments match and eval/results.json
 exists; a half-done one is re-run (the training resumes from its own checkpoints). A cell whose recorded
 arguments differ from the study's is refused (its run may hold hours of training): `replace_changed` retrains
 one whose training arguments changed and re-evaluates one whose evaluation arguments changed.

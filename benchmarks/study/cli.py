@@ -90,9 +90,9 @@ def report_only(study, cells: list, command: str) -> int:
                          "run the study without --report-only first")
     earlier = study.out / "study.json"
     source = json.loads(earlier.read_text())["settings"].get("source") if earlier.is_file() else None
-    recorded = {json.dumps(s, sort_keys=True) for r in records for s in (r.get("source") or {}).values() if s}
-    if source is None and len(recorded) == 1:  # every phase of every cell ran the same code
-        source = json.loads(recorded.pop())
+    recorded = [s for r in records for s in r["source"].values() if s]
+    if source is None and recorded and all(s == recorded[0] for s in recorded):  # every phase ran the same code
+        source = recorded[0]
     settings = study_settings(study, source or {"commit": None, "dirty": None})
     settings["report"] = {**source_commit(), "report_only": True, "unfinished": unfinished}
     summary = report.summarise(command, settings, records, list(study.all_variants()))

@@ -37,25 +37,24 @@ def summarise(command: str, settings: dict, cells: list[dict], variants: list[st
     """The study.json object: every finished cell, each variant's pooled success, each difference to the baseline,
     and both again per task (`per_task`: a study's tasks can move in opposite directions under a pooled figure)."""
     summary = {"command": command, "settings": settings, "cells": cells, "variants": {}, "differences": {}}
+    episodes = {name: episodes_of(cells, name) for name in {"baseline", *variants}}
     for name in variants:
         own = [c for c in cells if c["variant"] == name]
         if not own:
             continue
-        episodes = episodes_of(cells, name)
-        success = stats.success_summary(episodes)
+        success = stats.success_summary(episodes[name])
         per_seed = {str(seed): entry for seed, entry in success.pop("per_seed").items()}
         summary["variants"][name] = {"seeds": sorted(c["seed"] for c in own), "success": success, "per_seed": per_seed,
-                                     "per_task": {task: _success(e) for task, e in by_task(episodes).items()},
+                                     "per_task": {task: _success(e) for task, e in by_task(episodes[name]).items()},
                                      **{key: _mean([c[key] for c in own])
                                         for key in ("code_usage", "perplexity", "align_cos", "z_std", "align_constant")}}
-    baseline = episodes_of(cells, "baseline")
+    baseline = episodes["baseline"]
+    baseline_tasks = by_task(baseline)
     for name in variants:
         if name != "baseline" and name in summary["variants"] and baseline:
-            variant = episodes_of(cells, name)
-            difference = stats.paired_difference(variant, baseline)
-            tasks = by_task(baseline)
-            difference["per_task"] = {task: stats.paired_difference(mine, tasks[task])
-                                      for task, mine in by_task(variant).items() if task in tasks}
+            difference = stats.paired_difference(episodes[name], baseline)
+            difference["per_task"] = {task: stats.paired_difference(mine, baseline_tasks[task])
+                                      for task, mine in by_task(episodes[name]).items() if task in baseline_tasks}
             summary["differences"][name] = difference
     return summary
 
