@@ -15,7 +15,7 @@ import lara
 from lara.data import LiberoDataset
 from lara.data.statistics import save_statistics
 from lara.errors import InputError
-from lara.model import DTYPES, LARA_KEYS, LaraModel
+from lara.model import DTYPES, LARA_KEYS, LaraModel, latent_spread
 from lara.vla.backbones import backbone, export_vla
 from lara.vla.batch import lara_inputs
 
@@ -135,6 +135,7 @@ def lam_step(lam: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
     out = lam(batch["lam_frames"].float() / 255.0, batch.get("lam_actions"), batch["lam_valid"],
               batch.get("lam_action_mask"))  # actions where the data has them: the action head learns too
     parts = {f"lam/{k}": v.detach() for k, v in {**out.losses, **out.stats}.items() if k != "total"}
+    parts["lam/z_std"] = latent_spread(out.z.detach().flatten(1).float(), batch["lam_valid"].float())
     return out.losses["total"], parts
 
 

@@ -1,4 +1,4 @@
-"""Losses to a local JSONL file and to Weights & Biases (offline by default)."""
+"""Losses to a local JSONL file and to Weights & Biases (offline by default), and a watch on the LAM's latent."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
+from lara.model import COLLAPSED_SPREAD
 from lara.outputs import replacing
 
 
@@ -50,6 +51,30 @@ class MetricsLog:
     def close(self) -> None:
         if self.wandb is not None:
             self.wandb.finish()
+
+
+class CollapseWatch:
+    """Says once per run when the LAM's latent has stopped varying across samples: `lam/z_std` below
+    COLLAPSED_SPREAD in `patience` logged steps in a row. Its alignment target is then a constant, which the
+    policy matches without learning anything from it; the loss curves alone do not show this."""
+
+    def __init__(self, run_dir: Path, patience: int = 10):
+        self.run_dir, self.patience = run_dir, patience
+        self.low, self.said = 0, False
+
+    def observe(self, step: int, values: dict[str, float]) -> str | None:
+        spread = values.get("lam/z_std")
+        if spread is None or self.said:
+            return None
+        self.low = self.low + 1 if spread < COLLAPSED_SPREAD else 0
+        if self.low < self.patience:
+            return None
+        self.said = True
+        return (f"{self.run_dir}: the LAM's latent barely varies across samples (lam/z_std {spread:.2g} at step {step}, "
+                f"below {COLLAPSED_SPREAD} for {self.patience} logged steps in a row): its alignment target is nearly "
+                "constant, so LARA teaches the policy little. A LAM trained on reconstruction alone collapses so on "
+                "robot frames whose next move follows from the scene; its action head (lara.lam.action_horizon, "
+                "warmed up on demonstrations with actions) keeps it alive. README: 'Is the LAM alive?'")
 
 
 def read_metrics(path: Path) -> list[dict]:

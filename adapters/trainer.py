@@ -21,6 +21,7 @@ import pickle
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from . import checkpoints as ckpt
 from . import fsdp
 from .config import TrainConfig
 from .ema import EMA
-from .metrics import MetricsLog
+from .metrics import CollapseWatch, MetricsLog
 from .sampling import StepBatchSampler
 
 LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -290,6 +291,7 @@ class Trainer:
         if self.step >= cfg.steps:
             return resume_from
         log = MetricsLog(self.run_dir, cfg.wandb, self.run_config, self.step) if acc.is_main_process else None
+        watch = CollapseWatch(self.run_dir)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and acc.is_main_process),
                    desc=self.run_dir.name, dynamic_ncols=True)
         sums: dict[str, torch.Tensor] = {}
@@ -330,6 +332,8 @@ class Trainer:
                     values["samples_per_s"] = window_micro * cfg.batch_size * acc.num_processes / elapsed
                     if log is not None:
                         log.log(self.step, values)
+                        if (collapsed := watch.observe(self.step, values)) is not None:
+                            warnings.warn(collapsed, UserWarning, stacklevel=2)
                     bar.set_postfix(loss=f"{values['loss']:.4f}")
                     sums, window_micro, window_start = {}, 0, time.perf_counter()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:

@@ -211,6 +211,13 @@ class LaraModel(nn.Module):
         )
 
 
+COLLAPSED_SPREAD = 0.01
+"""A `latent_spread` below this is a collapsed LAM: every sample gets (nearly) the same latent, so the alignment
+target is a constant. Measured: LAMs trained with their action head stay at 0.10-0.82 throughout training (the
+reference study's LARA cells); reconstruction alone on scripted frames ends at 0.0001-0.001 (README "Is the LAM
+alive?")."""
+
+
 def latent_spread(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Std of the latent z (B, D) across the batch's valid samples, averaged over dims, relative to z's RMS:
     ~0 when the LAM gives every sample the same latent, which a constant projector output matches trivially."""

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lara.model import COLLAPSED_SPREAD
+
 from . import stats
 
 
@@ -93,6 +95,21 @@ def difference_sentence(name: str, diff: dict) -> str:
     return head + f"; the interval excludes 0: {name}'s success is {direction} than the baseline's in this study."
 
 
+def collapse_sentences(summary: dict) -> list[str]:
+    """One sentence per variant whose LAM ended training collapsed in some seed (z spread below COLLAPSED_SPREAD):
+    its LARA loss aligned the policy to a near-constant target, so that arm did not test alignment to a live LAM."""
+    sentences = []
+    for name in summary["variants"]:
+        low = [c for c in summary["cells"]
+               if c["variant"] == name and c.get("z_std") is not None and c["z_std"] < COLLAPSED_SPREAD]
+        if low:
+            spreads = ", ".join(f"{c['z_std']:.2g} (seed {c['seed']})" for c in sorted(low, key=lambda c: c["seed"]))
+            sentences.append(f"{name}: the LAM's latent barely varied at the end of training, z spread {spreads} "
+                             f"< {COLLAPSED_SPREAD}: a collapsed LAM, whose alignment target was nearly constant; "
+                             "these cells do not test alignment to a live LAM.")
+    return sentences
+
+
 def per_task_table(summary: dict) -> list[str]:
     """The success of every variant on each task, and its paired difference to the baseline on that task with the
     discordant episodes (solved by only one of the two)."""
@@ -142,7 +159,8 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {name} | {len(v['seeds'])} | {success['k']}/{success['n']} | {100 * success['mean']:.1f} | "
                      f"{_interval(success['ci95'])} | {versus} | {_number(v['code_usage'])} | "
                      f"{_number(v['align_cos'])} | {_number(v['z_std'])} | {_number(v['align_constant'])} |")
-    lines += ["", *[f"- {difference_sentence(n, d)}" for n, d in summary["differences"].items()], "",
+    lines += ["", *[f"- {difference_sentence(n, d)}" for n, d in summary["differences"].items()],
+              *[f"- {sentence}" for sentence in collapse_sentences(summary)], "",
               *per_task_table(summary), "",
               f"Differences are paired by (seed, task, trial); their interval is a hierarchical bootstrap "
               f"({stats.RESAMPLES} resamples, RNG seed {stats.BOOTSTRAP_SEED}): training seeds resampled with "

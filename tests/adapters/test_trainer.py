@@ -7,14 +7,20 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+import lara
 from lara.adapters import checkpoints, posttrain
-from lara.adapters.config import load_recipe
+from lara.adapters.common import lam_step
+from lara.adapters.config import TrainConfig, load_recipe
 from lara.adapters.metrics import read_metrics
+from lara.adapters.trainer import Trainer
+from lara.model import COLLAPSED_SPREAD
+from lara.vla.batch import lara_inputs
 
 from recipe_files import tiny, write_demos
 
@@ -108,3 +114,34 @@ def test_accelerate_launch_two_cpu_processes_matches_one_process_with_the_double
     two_losses, one_losses = ([r["loss"] for r in losses(tmp_path / n)] for n in ("two", "one"))
     assert two_losses == pytest.approx(one_losses, rel=1e-5)
     assert len(set(one_losses)) == 3  # the weights did move: every step saw a different loss
+
+
+def lam_frames(count: int, same: bool) -> list[dict]:
+    """(o_t, o_{t+k}) pairs of 16 px random frames; with `same`, every sample the same pair."""
+    g = torch.Generator().manual_seed(0)
+    pairs = torch.randint(0, 256, (1 if same else count, 2, 3, 16, 16), generator=g, dtype=torch.uint8)
+    return [{"lam_frames": pairs[0 if same else i], "lam_valid": torch.tensor(True)} for i in range(count)]
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_a_lam_whose_latent_stops_varying_is_reported_once(tmp_path, same):
+    """A LAM that gives every sample the same latent makes LARA's alignment target a constant, which no loss curve
+    shows; the trainer says so once, after `patience` logged steps in a row, and stays quiet while the latent varies."""
+    torch.manual_seed(0)
+    lam = lara.LatentActionModel(lara.LAMConfig(image_size=16, patch_size=4, width=32, heads=2, idm_layers=1,
+                                                fdm_layers=1))
+    cfg = TrainConfig(steps=14, batch_size=4, log_every=1, checkpoint_every=100, progress=False,
+                      wandb={"mode": "disabled"})
+    trainer = Trainer(cfg, tmp_path, lam, lam_step, datasets=[lam_frames(16, same)], collate=lara_inputs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit()
+    said = [str(w.message) for w in caught if "barely varies" in str(w.message)]
+    spreads = [r["lam/z_std"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert len(spreads) == 14
+    if same:
+        assert max(spreads) < COLLAPSED_SPREAD
+        assert len(said) == 1 and "at step 10," in said[0] and "lara.lam.action_horizon" in said[0]
+    else:
+        assert min(spreads) > COLLAPSED_SPREAD, spreads
+        assert said == []

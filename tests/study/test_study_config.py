@@ -183,6 +183,27 @@ def test_report_only_reports_the_finished_cells_per_task_and_runs_nothing(tmp_pa
     assert json.loads((stale.folder / "cell.json").read_text())["train"][-1] == "train.lr=1"
 
 
+def test_the_report_names_the_cells_whose_lam_ended_collapsed(tmp_path):
+    out = tmp_path / "out"
+    args = cli.build_parser().parse_args(options(tmp_path, out))
+    from lara.benchmarks.study.config import load_study
+
+    cells = {c.name: c for c in plan_cells(load_study(cli.study_fields(args)))}
+    for name, spread in (("baseline/seed0", None), ("baseline/seed1", None), ("lara/seed0", 0.12),
+                         ("lara/seed1", 0.00088)):
+        finish(cells[name], {0: [1, 0, 1], 1: [1, 1, 0]})
+        if spread is not None:  # what training logged last: the LAM's z spread, the 1 - cos of the mean latent
+            (cells[name].run).mkdir()
+            (cells[name].run / "metrics.jsonl").write_text(
+                json.dumps({"step": 10, "lam/z_std": 0.5, "align/constant": 0.1}) + "\n"
+                + json.dumps({"step": 20, "lam/z_std": spread, "align/constant": spread / 10}) + "\n")
+    assert lara_cli.main(["study", *options(tmp_path, out), "--report-only"]) == 0
+    text = (out / "study.md").read_text()
+    assert ("- lara: the LAM's latent barely varied at the end of training, z spread 0.00088 (seed 1) < 0.01: a "
+            "collapsed LAM") in text
+    assert "(seed 0)" not in text and text.count("barely varied") == 1
+
+
 def test_report_only_without_a_finished_cell_is_one_line_and_exit_2(tmp_path, capsys):
     assert lara_cli.main(["study", *options(tmp_path, tmp_path / "out"), "--report-only"]) == 2
     error = capsys.readouterr().err
