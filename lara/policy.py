@@ -59,29 +59,6 @@ def robot_state(obs: dict[str, Any], reader: str = "this policy") -> np.ndarray:
     return np.concatenate([np.asarray(obs[key], dtype=np.float32).reshape(-1) for key in STATE_KEYS])
 
 
-def find_vla_dir(path: str | Path) -> Path:
-    """The exported VLA folder (one with config.json) that `path` names: the folder itself, or the VLA inside a
-    training run's folders (RUN -> RUN/final/vla; RUN/final and RUN/checkpoints/step_N -> their vla/).
-    Raises MissingPath (a FileNotFoundError) naming the folder to pass when there is none to pick."""
-    path = Path(path)
-    for candidate in (path, path / "vla", path / "final" / "vla"):
-        if (candidate / "config.json").is_file():
-            return candidate
-    if not path.is_dir():
-        raise MissingPath(f"{path} holds no config.json (no such folder); expected a VLA saved by save_pretrained "
-                          "(e.g. RUN/final/vla of a training run) or the run folder RUN.")
-    if (path / "vla" / "adapter_config.json").is_file():
-        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        raise MissingPath(f"{path / 'vla'} holds a LoRA adapter, not a full VLA (checkpoints keep the adapter; "
-                          f"the final export has it merged): pass {run / 'final' / 'vla'} once the run finished.")
-    steps = sorted(p for p in (path / "checkpoints").glob("step_*") if (p / "vla" / "config.json").is_file())
-    if steps:
-        raise MissingPath(f"{path} has no final export (final/vla: the run has not finished); pass a "
-                          f"checkpoint's VLA instead, e.g. the newest: {steps[-1] / 'vla'}")
-    raise MissingPath(f"{path} holds no config.json, nor vla/config.json or final/vla/config.json; expected a "
-                      "VLA saved by save_pretrained (e.g. RUN/final/vla of a training run) or the run folder RUN.")
-
-
 # -------------------------------------------------------------------------------------------------
 # `--policy SPEC`: what `lara eval libero|simpler` runs
 
@@ -116,6 +93,8 @@ def check_policy_spec(spec: str) -> None:
                              f"there with `lara serve --checkpoint RUN --port {port}`")
         return
     if spec.startswith("checkpoint:"):
+        from lara.vla.backbones import find_vla_dir
+
         folder = Path(spec[len("checkpoint:"):])
         found = find_vla_dir(folder)  # raises naming the folder to pass
         if found != folder:  # the protocol checks read RUN/final/recipe.json beside the VLA folder itself

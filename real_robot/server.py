@@ -52,7 +52,8 @@ from websockets.asyncio.server import Request, ServerConnection
 from websockets.asyncio.server import serve as _ws_serve
 
 from lara.errors import InputError, MissingPath
-from lara.policy import ACTION_DIM, Policy, find_vla_dir
+from lara.policy import ACTION_DIM, Policy
+from lara.vla.backbones import find_vla_dir
 from lara.real_robot import wire
 
 logger = logging.getLogger(__name__)

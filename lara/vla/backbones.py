@@ -128,14 +128,38 @@ def model_type_of(directory: Path) -> str | None:
                          "save_pretrained writes: re-export the VLA or pass another checkpoint") from None
 
 
+def find_vla_dir(path: str | Path) -> Path:
+    """The exported VLA folder (one with config.json) that `path` names: the folder itself, or the VLA inside a
+    training run's folders (RUN -> RUN/final/vla; RUN/final and RUN/checkpoints/step_N -> their vla/).
+    Raises MissingPath (a FileNotFoundError) naming the folder to pass when there is none to pick."""
+    from lara.errors import MissingPath
+
+    path = Path(path)
+    for candidate in (path, path / "vla", path / "final" / "vla"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    if not path.is_dir():
+        raise MissingPath(f"{path} holds no config.json (no such folder); expected a VLA saved by save_pretrained "
+                          "(e.g. RUN/final/vla of a training run) or the run folder RUN.")
+    if (path / "vla" / "adapter_config.json").is_file():
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        raise MissingPath(f"{path / 'vla'} holds a LoRA adapter, not a full VLA (checkpoints keep the adapter; "
+                          f"the final export has it merged): pass {run / 'final' / 'vla'} once the run finished.")
+    steps = sorted(p for p in (path / "checkpoints").glob("step_*") if (p / "vla" / "config.json").is_file())
+    if steps:
+        raise MissingPath(f"{path} has no final export (final/vla: the run has not finished); pass a "
+                          f"checkpoint's VLA instead, e.g. the newest: {steps[-1] / 'vla'}")
+    raise MissingPath(f"{path} holds no config.json, nor vla/config.json or final/vla/config.json; expected a "
+                      "VLA saved by save_pretrained (e.g. RUN/final/vla of a training run) or the run folder RUN.")
+
+
 def load_policy(path: str | Path, device="cpu"):
     """A policy from a directory written by `save_pretrained` (LARA detached: VLA weights only), or a run folder
-    holding one (`lara.policy.find_vla_dir`), by its config.json `model_type` (a TokenVLA when it names no
+    holding one (`find_vla_dir`), by its config.json `model_type` (a TokenVLA when it names no
     backbone of the table)."""
     from safetensors import SafetensorError
 
     from lara.errors import InputError, UserError
-    from lara.policy import find_vla_dir
 
     path = find_vla_dir(path)
     found = BY_MODEL_TYPE.get(model_type_of(path), BACKBONES["token_vla"])

@@ -256,7 +256,7 @@ def test_openpi_libero_client_observation_keys_are_served(server_factory):
 
 
 def test_serve_picks_the_vla_of_a_run_folder_or_names_the_folder_to_pass(tmp_path, capsys):
-    from lara.policy import find_vla_dir
+    from lara.vla.backbones import find_vla_dir
     from lara.cli import main as lara_main
     from lara.vla.token_vla import tiny_token_vla
 
