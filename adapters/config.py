@@ -165,8 +165,9 @@ class ModelConfig(_Strict):
 
 class PretrainConfig(_Strict):
     lam_steps: int = Field(
-        500, ge=0, description="LAM-only steps on frames before joint training (reconstruction; action-free data "
-        "allowed). Without them bidirectional alignment can collapse a fresh LAM's latent.",
+        500, ge=0, description="LAM-only steps before joint training, on the demonstrations (reconstruction, and "
+        "their actions for the LAM's action head where lara.lam.action_horizon > 0) and on the frames of "
+        "`video_paths` (reconstruction only). Without them bidirectional alignment can collapse a fresh LAM's latent.",
     )
     lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM-only phase.")
     video_paths: list[SourceEntry] = Field(

@@ -3,9 +3,11 @@
     lara train pretrain_token_vla data.paths=[data/scripted_object] pretrain.video_paths=[data/videos] \
         pretrain.video_every=4
 
-Phase 1 (RUN/lam): LAM-only reconstruction on the frames of the demonstrations and of the action-free
-videos. Bidirectional alignment against a fresh LAM can collapse its latent (measured: a single code
-in use), which is why the LAM goes first, as in the LARA release.
+Phase 1 (RUN/lam): the LAM alone on the demonstrations, with their actions for its action head
+(lara.lam.action_horizon), and on the frames of the action-free videos (reconstruction only), as posttrain's
+warm-up. Bidirectional alignment against a fresh LAM can collapse its latent (measured: a single code in use),
+which is why the LAM goes first, as in the LARA release; reconstruction alone collapses it too on scripted robot
+frames (z spread 0.0001-0.001 through a whole run, README "Is the LAM alive?"), which the action head prevents.
 Phase 2 (RUN/joint): VLA + LAM with alignment; every `video_every`-th batch comes from the videos and
 contributes the LAM and alignment losses only. Both phases resume from their own checkpoints. Where a source
 is split (SourceSpec.labelled_per_task), RUN/data_split.json records which episodes each role read.
@@ -33,8 +35,8 @@ def run(cfg: RecipeConfig) -> dict:
     export = exporter(cfg, tokenizer, data.statistics)
     lam = None
     if not cfg.baseline:
-        frames = [video_data(cfg, cfg.data.paths)] + ([videos] if videos is not None else [])
-        lam = warm_up_lam(cfg, frames, cfg.pretrain.lam_steps, cfg.pretrain.lam_lr)
+        lam = warm_up_lam(cfg, [data] + ([videos] if videos is not None else []), cfg.pretrain.lam_steps,
+                          cfg.pretrain.lam_lr)
 
     seed_everything(cfg.train.seed + 1)  # phase 2's noise does not depend on whether phase 1 ran or resumed
     model = vla if cfg.baseline else lara.attach(vla, cfg.lara, lam=lam)

@@ -72,10 +72,11 @@ def test_posttrain_warms_a_fresh_lam_up_before_aligning(demos, tmp_path):
 def test_pretrain_trains_the_lam_first_then_jointly_with_video_batches(demos, tmp_path):
     cfg = load_recipe("pretrain_token_vla", tiny(demos, tmp_path / "pre", steps=4)
                       + [f"pretrain.video_paths=[{demos / 'b_demo.hdf5'}]", "pretrain.video_every=2",
-                         "pretrain.lam_steps=3"])
+                         "pretrain.lam_steps=3", "lara.lam.action_horizon=1"])
     result = pretrain.run(cfg)
     lam_log = read_metrics(tmp_path / "pre" / "lam" / "metrics.jsonl")
     assert [r["step"] for r in lam_log] == [1, 2, 3] and "base" not in lam_log[0]
+    assert all(r["lam/action"] > 0 for r in lam_log)  # the demonstrations' actions train the LAM's action head
     joint = read_metrics(tmp_path / "pre" / "joint" / "metrics.jsonl")
     video_steps = [r for r in joint if r["step"] % 2 == 0]  # micro-steps 1, 3: every 2nd batch is video
     assert all(r["base"] == 0 and r["loss"] < 1 for r in video_steps)  # LAM + alignment only

@@ -108,5 +108,6 @@ def test_no_action_of_an_action_free_episode_reaches_any_arm(tmp_path):
             assert ids == poisoned and all(record["action_free"] for record in records), (arm, stage, role)
     assert {key for key in read if key[2] != "data"} == {("lara", "run", "lam_warmup"), ("lara_pre", "first", "video")}
     assert ("lapa", "first", "data") in read and ("lapa", "run", "data") in read
-    warmup = finite_losses(next(c for c in cells if c.variant == "lara").folder / "run" / "lam")
-    assert all(r["lam/action"] > 0 for r in warmup if "lam/action" in r)  # the labelled ones trained the action head
+    for arm, phase in (("lara", "run"), ("lara_pre", "first")):  # posttrain's LAM warm-up, pretrain's LAM phase
+        warmup = finite_losses(next(c for c in cells if c.variant == arm).folder / phase / "lam")
+        assert all(r["lam/action"] > 0 for r in warmup), arm  # the labelled ones trained the action head
