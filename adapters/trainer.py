@@ -332,7 +332,7 @@ class Trainer:
                     values["samples_per_s"] = window_micro * cfg.batch_size * acc.num_processes / elapsed
                     if log is not None:
                         log.log(self.step, values)
-                        if (collapsed := watch.observe(self.step, values)) is not None:
+                        if (collapsed := watch.observe(self.step, values, self.step == cfg.steps)) is not None:
                             warnings.warn(collapsed, UserWarning, stacklevel=2)
                     bar.set_postfix(loss=f"{values['loss']:.4f}")
                     sums, window_micro, window_start = {}, 0, time.perf_counter()

@@ -17,7 +17,7 @@ import lara
 from lara.adapters import checkpoints, posttrain
 from lara.adapters.common import lam_step
 from lara.adapters.config import TrainConfig, load_recipe
-from lara.adapters.metrics import read_metrics
+from lara.adapters.metrics import CollapseWatch, read_metrics
 from lara.adapters.trainer import Trainer
 from lara.model import COLLAPSED_SPREAD
 from lara.vla.batch import lara_inputs
@@ -124,9 +124,10 @@ def lam_frames(count: int, same: bool) -> list[dict]:
 
 
 @pytest.mark.parametrize("same", [True, False])
-def test_a_lam_whose_latent_stops_varying_is_reported_once(tmp_path, same):
-    """A LAM that gives every sample the same latent makes LARA's alignment target a constant, which no loss curve
-    shows; the trainer says so once, after `patience` logged steps in a row, and stays quiet while the latent varies."""
+def test_a_lam_trained_alone_whose_latent_does_not_vary_is_reported_at_its_end(tmp_path, same):
+    """A LAM that gives every sample the same latent would make LARA's alignment target a constant, which no loss
+    curve shows: the trainer says so once, at the end of the LAM's own training (its spread starts low and rises
+    while it learns), and stays quiet when the latent varies."""
     torch.manual_seed(0)
     lam = lara.LatentActionModel(lara.LAMConfig(image_size=16, patch_size=4, width=32, heads=2, idm_layers=1,
                                                 fdm_layers=1))
@@ -141,7 +142,19 @@ def test_a_lam_whose_latent_stops_varying_is_reported_once(tmp_path, same):
     assert len(spreads) == 14
     if same:
         assert max(spreads) < COLLAPSED_SPREAD
-        assert len(said) == 1 and "at step 10," in said[0] and "lara.lam.action_horizon" in said[0]
+        assert len(said) == 1 and "at step 14," in said[0] and "end of the LAM's own training" in said[0]
     else:
         assert min(spreads) > COLLAPSED_SPREAD, spreads
         assert said == []
+
+
+def test_while_aligning_a_collapsed_latent_is_reported_after_ten_logged_steps_in_a_row(tmp_path):
+    watch = CollapseWatch(tmp_path)
+    low, live = {"align": 0.01, "lam/z_std": 0.0002}, {"align": 0.01, "lam/z_std": 0.2}
+    assert [watch.observe(s, low, False) for s in range(1, 10)] == [None] * 9
+    assert watch.observe(10, live, False) is None  # a live step starts the count over
+    assert [watch.observe(s, low, False) for s in range(11, 20)] == [None] * 9
+    said = watch.observe(20, low, False)
+    assert "lam/z_std 0.0002 at step 20" in said and "for 10 logged steps in a row" in said
+    assert watch.observe(21, low, True) is None  # once per run
+    assert CollapseWatch(tmp_path).observe(1, {"lam/recon": 0.1}, True) is None  # nothing to judge: no LAM
