@@ -61,6 +61,24 @@ def test_the_arms_read_the_sides_of_the_split_the_issue_names(tmp_path):
     assert {c.eval_args[c.eval_args.index("--trials") + 1] for c in cells.values()} == {"25"}
 
 
+def test_the_follow_up_reuses_the_studys_baseline_and_lara_cells_and_reruns_lara_pre_as_it_was(tmp_path):
+    """label_scarce_lara_pre_libero_object.yaml reruns lara_pre on the newer pretrain code and takes its baseline and
+    lara cells from the label-scarce study: `lara study` skips a copied cell only when its recorded arguments equal
+    the planned ones, so every argument must match (lara_pre's up to the study folder its paths name)."""
+    follow_up = STUDY_FILE.parent / "label_scarce_lara_pre_libero_object.yaml"
+    assert follow_up.read_text().startswith(f"# lara study benchmarks/study/configs/{follow_up.name}")
+    main = {c.name: c for c in plan_cells(load_study(shipped_study(tmp_path, tmp_path / "study")))}
+    raw = cli.study_fields(cli.build_parser().parse_args([str(follow_up)]))
+    text = json.dumps({**raw, "out": str(tmp_path / "again")}).replace(SHIPPED_DATA, str(tmp_path))
+    again = {c.name: c for c in plan_cells(load_study(json.loads(text)))}
+    assert set(again) == {f"{arm}/seed{s}" for arm in ("baseline", "lara", "lara_pre") for s in (0, 1, 2)}
+    moved = lambda args: [a.replace(str(tmp_path / "again"), str(tmp_path / "study")) for a in args]  # noqa: E731
+    for name, cell in again.items():
+        assert (cell.train_args if name.startswith(("baseline", "lara/")) else moved(cell.train_args)) == \
+            main[name].train_args, name
+        assert cell.first_args == main[name].first_args and cell.eval_args == main[name].eval_args, name
+
+
 def test_continue_lam_owns_refine_lam_from(tmp_path):
     raw = shipped_study(tmp_path, tmp_path / "study")
     raw["variants"]["lara_pre"]["overrides"] = ["refine.lam_from=elsewhere"]
