@@ -216,6 +216,14 @@ def finished(cell: Cell, state: dict) -> bool:
             and (cell.eval / "results.json").is_file())
 
 
+def records(cell: Cell) -> list[Path]:
+    """A cell's records, without weights: cell.json (its arguments and times: what a re-run needs to skip it),
+    eval/results.json, and every phase's metrics.jsonl and data_split.json (what the report reads, and the split)."""
+    logged = [path for name in ("metrics.jsonl", "data_split.json") for path in cell.folder.rglob(name)
+              if not {"checkpoints", "wandb"} & set(path.relative_to(cell.folder).parts)]
+    return [cell.folder / "cell.json", cell.eval / "results.json", *sorted(logged)]
+
+
 def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_changed: bool = False) -> dict:
     """Train and evaluate a cell where needed, then read it back (see `read_cell`)."""
     state, todo = prepare(cell, replace_changed)

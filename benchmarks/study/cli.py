@@ -16,13 +16,19 @@ at a time; a finished cell is skipped on a re-run, a half-done one resumes. OUT/
 study.png hold each variant's success with its Wilson 95 % interval and each variant's paired difference to
 the baseline with a hierarchical bootstrap 95 % interval (benchmarks/study/stats.py says what is resampled), both
 also per task. --report-only runs nothing and writes that report from the cells finished so far.
+
+A study longer than a machine's life moves with --save-finished DIR, which runs nothing and copies the records of
+every finished cell (no weights) to DIR/cells/; copied back into OUT/cells/ on another machine, those cells are
+skipped there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import filecmp
 import shlex
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +36,8 @@ from pathlib import Path
 from lara.errors import InputError
 
 from . import report, stats
-from .cells import CellFailed, changes, finished, plan_cells, read_cell, read_state, run_cell, source_commit
+from .cells import (CellFailed, changes, finished, plan_cells, read_cell, read_state, records, run_cell,
+                    source_commit)
 from .config import load_study, read_study_file, split_top_level
 
 
@@ -59,7 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write study.json, study.md and study.png from the cells of --out finished so far "
                         "(a running or interrupted study's figures); the cells not finished are named")
+    p.add_argument("--save-finished", type=Path, metavar="DIR",
+                   help="run nothing: copy the records of every finished cell (cell.json, results, each phase's "
+                        "metrics and data split; no weights) to DIR/cells/, to carry a study to another machine: "
+                        "copied back into --out's cells/ there, those cells are skipped")
     return p
+
+
+def save_finished(study, cells: list, folder: Path) -> int:
+    """--save-finished: copy each finished cell's records to FOLDER/cells/<variant>/seed<S>/, as they lie under
+    --out. A record already there is left if equal and refused if not: nothing saved earlier is replaced."""
+    finished_cells = [cell for cell in cells if finished(cell, state := read_state(cell)) and not changes(cell, state)]
+    pairs = [(path, folder / path.relative_to(study.out)) for cell in finished_cells for path in records(cell)]
+    clash = [str(target) for source, target in pairs
+             if target.exists() and not filecmp.cmp(source, target, shallow=False)]
+    if clash:
+        raise InputError(f"{clash[0]} exists with other contents ({len(clash)} such records): --save-finished "
+                         "replaces nothing; give another folder, or move those records aside")
+    for source, target in pairs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    names = ", ".join(cell.name for cell in finished_cells) or "none"
+    print(f"{len(finished_cells)} of {len(cells)} cells finished, their records saved in {folder / 'cells'}: {names}")
+    return 0
 
 
 def study_settings(study, source: dict) -> dict:
@@ -136,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     study = load_study(study_fields(args))  # a bad study raises InputError: one line from the dispatcher, exit 2
     cells = plan_cells(study)
+    if args.save_finished is not None:
+        return save_finished(study, cells, args.save_finished)
     if args.report_only:
         return report_only(study, cells, "lara study " + shlex.join(a for a in argv if a != "--report-only"))
     changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,47 @@ def test_the_report_names_the_cells_whose_lam_ended_collapsed(tmp_path):
     assert ("- lara: the LAM's latent barely varied at the end of training, z spread 0.00088 (seed 1) < 0.01: a "
             "collapsed LAM") in text
     assert "(seed 0)" not in text and text.count("barely varied") == 1
+
+
+def test_save_finished_carries_finished_cells_to_another_study_folder_where_they_are_skipped(tmp_path, capsys):
+    from lara.benchmarks.study.cells import changes, finished, read_state
+    from lara.benchmarks.study.config import load_study
+
+    out, saved, moved = tmp_path / "out", tmp_path / "saved", tmp_path / "moved"
+    cells = {c.name: c for c in plan_cells(load_study(cli.study_fields(cli.build_parser().parse_args(
+        options(tmp_path, out)))))}
+    for name in ("baseline/seed0", "lara/seed0"):
+        finish(cells[name], {0: [1, 0, 1], 1: [1, 1, 0]})
+        run = cells[name].run
+        for log in ("metrics.jsonl", "lam/metrics.jsonl", "checkpoints/step_000002/metrics.jsonl",
+                    "wandb/metrics.jsonl", "data_split.json"):
+            (run / log).parent.mkdir(parents=True, exist_ok=True)
+            (run / log).write_text(f"{name} {log}\n")
+        (run / "checkpoints" / "step_000002" / "model.pt").write_bytes(b"weights")
+    cells["lara/seed1"].run.mkdir(parents=True)  # training, not finished
+    (cells["lara/seed1"].run / "metrics.jsonl").write_text("{}\n")
+
+    assert lara_cli.main(["study", *options(tmp_path, out), "--save-finished", str(saved)]) == 0
+    assert "2 of 4 cells finished" in capsys.readouterr().out
+    assert sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file()) == [
+        f"cells/{arm}/seed0/{record}" for arm in ("baseline", "lara")
+        for record in ("cell.json", "eval/results.json", "run/data_split.json", "run/lam/metrics.jsonl",
+                       "run/metrics.jsonl")]
+    assert lara_cli.main(["study", *options(tmp_path, out), "--save-finished", str(saved)]) == 0  # again: equal
+
+    moved_cells = {c.name: c for c in plan_cells(load_study(cli.study_fields(cli.build_parser().parse_args(
+        options(tmp_path, moved)))))}
+    shutil.copytree(saved / "cells", moved / "cells")  # another machine: what a re-run there skips
+    for name, cell in moved_cells.items():
+        state = read_state(cell)
+        assert (finished(cell, state) and not changes(cell, state)) == (name.endswith("seed0")), name
+
+    record = saved / "cells" / "lara" / "seed0" / "run" / "metrics.jsonl"
+    record.write_text("an earlier, other run\n")
+    assert lara_cli.main(["study", *options(tmp_path, out), "--save-finished", str(saved)]) == 2
+    error = capsys.readouterr().err
+    assert f"{record} exists with other contents" in error and error.count("\n") == 1
+    assert record.read_text() == "an earlier, other run\n"
 
 
 def test_report_only_without_a_finished_cell_is_one_line_and_exit_2(tmp_path, capsys):
