@@ -76,10 +76,10 @@ class CollapseWatch:
         when = (f"below {COLLAPSED_SPREAD} for {self.patience} logged steps in a row: LARA's alignment target is "
                 "nearly constant, so it teaches the policy little" if aligning else
                 f"below {COLLAPSED_SPREAD} at the end of the LAM's own training: aligning to it would teach little")
-        return (f"{self.run_dir}: the LAM's latent barely varies across samples "
-                f"(lam/z_std {spread:.2g} at step {step}, {when}. A LAM trained on reconstruction alone collapses so on robot frames whose next move follows "
-                "from the scene; its action head (lara.lam.action_horizon, trained on demonstrations with actions) "
-                "keeps it alive. README: 'Is the LAM alive?'")
+        return (f"{self.run_dir}: the LAM's latent barely varies across samples (lam/z_std {spread:.2g} at step "
+                f"{step}, {when}. A LAM trained on reconstruction alone collapses so on robot frames whose next move "
+                "follows from the scene; its action head (lara.lam.action_horizon, trained on demonstrations with "
+                "actions) keeps it alive. README: 'Is the LAM alive?'")
 
 
 def read_metrics(path: Path) -> list[dict]:

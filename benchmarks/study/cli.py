@@ -25,8 +25,8 @@ skipped there.
 from __future__ import annotations
 
 import argparse
-import json
 import filecmp
+import json
 import shlex
 import shutil
 import sys
