@@ -216,7 +216,12 @@ def finished(cell: Cell, state: dict) -> bool:
             and (cell.eval / "results.json").is_file())
 
 
-def records(cell: Cell) -> list[Path]:
+def done(cell: Cell, state: dict) -> bool:
+    """Whether the cell is finished with this study's arguments: what a re-run skips and a report reads."""
+    return finished(cell, state) and not changes(cell, state)
+
+
+def record_files(cell: Cell) -> list[Path]:
     """A cell's records, without weights: cell.json (its arguments and times: what a re-run needs to skip it),
     eval/results.json, and every phase's metrics.jsonl and data_split.json (what the report reads, and the split)."""
     logged = [path for name in ("metrics.jsonl", "data_split.json") for path in cell.folder.rglob(name)

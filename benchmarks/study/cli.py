@@ -36,7 +36,7 @@ from pathlib import Path
 from lara.errors import InputError
 
 from . import report, stats
-from .cells import (CellFailed, changes, finished, plan_cells, read_cell, read_state, records, run_cell,
+from .cells import (CellFailed, changes, done, plan_cells, read_cell, read_state, record_files, run_cell,
                     source_commit)
 from .config import load_study, read_study_file, split_top_level
 
@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 def save_finished(study, cells: list, folder: Path) -> int:
     """--save-finished: copy each finished cell's records to FOLDER/cells/<variant>/seed<S>/, as they lie under
     --out. A record already there is left if equal and refused if not: nothing saved earlier is replaced."""
-    finished_cells = [cell for cell in cells if finished(cell, state := read_state(cell)) and not changes(cell, state)]
-    pairs = [(path, folder / path.relative_to(study.out)) for cell in finished_cells for path in records(cell)]
+    finished_cells = [cell for cell in cells if done(cell, read_state(cell))]
+    pairs = [(path, folder / path.relative_to(study.out)) for cell in finished_cells for path in record_files(cell)]
     clash = [str(target) for source, target in pairs
              if target.exists() and not filecmp.cmp(source, target, shallow=False)]
     if clash:
@@ -110,7 +110,7 @@ def report_only(study, cells: list, command: str) -> int:
     records, unfinished = [], []
     for cell in cells:
         state = read_state(cell)
-        if finished(cell, state) and not changes(cell, state):
+        if done(cell, state):
             records.append(read_cell(cell, state))
         else:
             unfinished.append(cell.name)

@@ -206,7 +206,7 @@ def test_the_report_names_the_cells_whose_lam_ended_collapsed(tmp_path):
 
 
 def test_save_finished_carries_finished_cells_to_another_study_folder_where_they_are_skipped(tmp_path, capsys):
-    from lara.benchmarks.study.cells import changes, finished, read_state
+    from lara.benchmarks.study.cells import done, read_state
     from lara.benchmarks.study.config import load_study
 
     out, saved, moved = tmp_path / "out", tmp_path / "saved", tmp_path / "moved"
@@ -235,8 +235,7 @@ def test_save_finished_carries_finished_cells_to_another_study_folder_where_they
         options(tmp_path, moved)))))}
     shutil.copytree(saved / "cells", moved / "cells")  # another machine: what a re-run there skips
     for name, cell in moved_cells.items():
-        state = read_state(cell)
-        assert (finished(cell, state) and not changes(cell, state)) == (name.endswith("seed0")), name
+        assert done(cell, read_state(cell)) == name.endswith("seed0"), name
 
     record = saved / "cells" / "lara" / "seed0" / "run" / "metrics.jsonl"
     record.write_text("an earlier, other run\n")
