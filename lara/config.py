@@ -125,6 +125,11 @@ class AlignConfig(_Strict):
     detach_target: bool = Field(
         False, description="Stop the alignment gradient at z (ablation); default: it reaches the LAM encoder too."
     )
+    shuffle_target: bool = Field(
+        False, description="Control arm: align each sample's policy latent with the LAM latent of another valid "
+        "sample of the batch (a fresh random derangement each step), which removes the latent actions' per-sample "
+        "information and keeps the LAM, its losses and every step's compute. Default: its own latent.",
+    )
 
 
 class LaraConfig(_Strict):

@@ -88,7 +88,8 @@ class LaraModel(nn.Module):
         target = lam_out.z.flatten(1).float()  # (B, n*d), continuous pre-quantization latent
         if self.config.align.detach_target:
             target = target.detach()
-        align, cos = alignment_loss(pred, target, valid, self.config.align)
+        aligned_to = shuffled_among_valid(target, valid) if self.config.align.shuffle_target else target
+        align, cos = alignment_loss(pred, aligned_to, valid, self.config.align)
         fdm = self._fdm_loss(pred, lam_out, valid) if self.config.fdm_weight > 0 else align.new_zeros(())
 
         # action-free batches (video): the base runs for its hidden states only, its loss is left out
@@ -226,6 +227,17 @@ def latent_spread(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     mean = (z * w).sum(0) / n
     std = (((z - mean).pow(2) * w).sum(0) / (n - 1)).sqrt().mean()
     return std / ((z.pow(2) * w).sum() / (n * z.shape[1])).sqrt().clamp(min=1e-12)
+
+
+def shuffled_among_valid(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """z (B, D) with each valid sample's row replaced by another valid sample's: a random derangement (a random
+    order of the valid samples, each taking the next one's latent; no sample keeps its own with two or more). Invalid
+    rows keep theirs (their loss weight is 0). The gradient still reaches every latent, through its new place."""
+    index = valid.nonzero().flatten()  # (V,) the valid samples
+    order = index[torch.randperm(index.numel(), device=z.device)]  # (V,) a random cycle through them
+    source = torch.arange(z.shape[0], device=z.device)
+    source[order] = order.roll(-1)  # order[i] takes the latent of order[i + 1]
+    return z[source]
 
 
 def constant_alignment(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """One cell of a study, (variant, seed): `lara train` then `lara eval libero`, each a subprocess, and its read-back.
 
 OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json), train.log, eval.log and
-cell.json: the recorded arguments of both commands, the commit each ran (`*_source`) and, once each finished,
+cell.json: the recorded arguments of both commands, the commit each ran with whether its checkout was dirty and the
+versions of torch, transformers, numpy and mujoco (`*_source`) and, once each finished,
 its wall time. A two-stage variant (config.StagedVariant) first trains first/ (first.log), and its run starts
 from first/final/vla (and, with continue_lam, continues first/final/lara or first/final/lam as its LAM). A
 variant may train on its own data.paths instead of the study's. A cell is skipped when its recorded arguments match and eval/results.json
@@ -91,7 +92,8 @@ def _sets(overrides: list[str], key: str) -> bool:
 
 def plan_cells(study: StudyConfig) -> list[Cell]:
     """Every (variant, seed) cell with its commands; each cell's recipe is validated here, before anything runs.
-    Seed by seed (every variant of seed 0 first): a study stopped early holds complete pairs with the baseline."""
+    Seed by seed (every variant of seed 0 first), or group by group of `cell_order`, seed by seed in each: a study
+    stopped early holds complete pairs with the baseline."""
     from lara.adapters.config import load_recipe
 
     def validated(preset: str, args: list[str], name: str):
@@ -103,30 +105,30 @@ def plan_cells(study: StudyConfig) -> list[Cell]:
     data = data_override(study.data)
     tasks = ",".join(str(t) for t in study.tasks)
     cells = []
-    for seed in study.seeds:
-        for variant, spec in study.all_variants().items():
-            folder = study.out / "cells" / variant / f"seed{seed}"
-            overrides, first = variant_parts(spec)
-            first_args = None
-            if first is not None:
-                own_data = _sets(first.overrides, "data.paths")
-                first_args = ["train", first.preset, *study.overrides, *first.overrides, *([] if own_data else [data]),
-                              f"train.seed={seed}"]
-                first_recipe = validated(first.preset, first_args[2:] + [f"output_dir={folder / 'first'}"],
-                                         f"{variant}/seed{seed} (first stage)")
-                overrides = [*overrides, f"model.path={folder / 'first' / 'final' / 'vla'}"]
-                if continues_lam(spec):  # latent_pretrain exports its labeller as final/lam, the others final/lara
-                    artifact = "lam" if first_recipe.recipe == "latent_pretrain" else "lara"
-                    overrides.append(f"refine.lam_from={folder / 'first' / 'final' / artifact}")
-            own_data = _sets(overrides, "data.paths")  # a variant on other data (e.g. an oracle with every label)
-            train_args = ["train", study.preset, *study.overrides, *overrides, *([] if own_data else [data]),
+    for seed, variant in study.run_order():
+        spec = study.all_variants()[variant]
+        folder = study.out / "cells" / variant / f"seed{seed}"
+        overrides, first = variant_parts(spec)
+        first_args = None
+        if first is not None:
+            own_data = _sets(first.overrides, "data.paths")
+            first_args = ["train", first.preset, *study.overrides, *first.overrides, *([] if own_data else [data]),
                           f"train.seed={seed}"]
-            recipe = validated(study.preset, train_args[2:] + [f"output_dir={folder / 'run'}"], f"{variant}/seed{seed}")
-            size = camera_size_of(recipe, f"{variant}/seed{seed}")
-            eval_args = ["eval", "libero", "--suite", study.suite, "--tasks", tasks, "--trials", str(study.trials),
-                         "--camera-size", str(size), "--no-video"]
-            eval_args += ["--max-steps", str(study.max_steps)] if study.max_steps else []
-            cells.append(Cell(variant, seed, folder, train_args, eval_args, size, first_args))
+            first_recipe = validated(first.preset, first_args[2:] + [f"output_dir={folder / 'first'}"],
+                                     f"{variant}/seed{seed} (first stage)")
+            overrides = [*overrides, f"model.path={folder / 'first' / 'final' / 'vla'}"]
+            if continues_lam(spec):  # latent_pretrain exports its labeller as final/lam, the others final/lara
+                artifact = "lam" if first_recipe.recipe == "latent_pretrain" else "lara"
+                overrides.append(f"refine.lam_from={folder / 'first' / 'final' / artifact}")
+        own_data = _sets(overrides, "data.paths")  # a variant on other data (e.g. an oracle with every label)
+        train_args = ["train", study.preset, *study.overrides, *overrides, *([] if own_data else [data]),
+                      f"train.seed={seed}"]
+        recipe = validated(study.preset, train_args[2:] + [f"output_dir={folder / 'run'}"], f"{variant}/seed{seed}")
+        size = camera_size_of(recipe, f"{variant}/seed{seed}")
+        eval_args = ["eval", "libero", "--suite", study.suite, "--tasks", tasks, "--trials", str(study.trials),
+                     "--camera-size", str(size), "--no-video"]
+        eval_args += ["--max-steps", str(study.max_steps)] if study.max_steps else []
+        cells.append(Cell(variant, seed, folder, train_args, eval_args, size, first_args))
     return cells
 
 
@@ -144,6 +146,27 @@ def source_commit() -> dict:
 
     commit = git("rev-parse", "HEAD")
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+
+
+RECORDED_VERSIONS = ("torch", "transformers", "numpy", "mujoco")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The versions of the packages that decide a cell's numbers (None: not installed), as its commands see them:
+    they run under this interpreter."""
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+    return {name: version(name) for name in RECORDED_VERSIONS}
+
+
+def phase_record() -> dict:
+    """What a cell records of each phase before it runs: the commit, whether the checkout was dirty, the versions."""
+    return {**source_commit(), "versions": package_versions()}
 
 
 def read_state(cell: Cell) -> dict:
@@ -234,14 +257,14 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
     state, todo = prepare(cell, replace_changed)
     say(f"[{cell.name}] {'done before: skipped' if todo == 'skip' else todo}")
     if cell.first_args is not None and state.get("first_s") is None:
-        state["first_source"] = source_commit()
+        state["first_source"] = phase_record()
         state["first_s"], state["first_load"] = _subprocess([*cell.first_args, f"output_dir={cell.first}"],
                                                             cell.folder / "first.log", threads)
         _write_state(cell, state)
         say(f"[{cell.name}] first stage trained in {state['first_s']:.0f} s")
     if state.get("train_s") is None:
         output_dir = f"output_dir={cell.run}"
-        state["train_source"] = source_commit()
+        state["train_source"] = phase_record()
         state["train_s"], state["train_load"] = _subprocess([*cell.train_args, output_dir], cell.folder / "train.log",
                                                             threads)
         _write_state(cell, state)
@@ -250,7 +273,7 @@ def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_cha
         args = [*cell.eval_args, "--policy", f"checkpoint:{cell.run / 'final' / 'vla'}", "--out", str(cell.eval),
                 "--workers", str(eval_workers), "--threads-per-worker", str(threads),
                 "--overwrite"]  # the cell's own evaluation, redone because its arguments or results changed
-        state["eval_source"] = source_commit()
+        state["eval_source"] = phase_record()
         state["eval_s"], state["eval_load"] = _subprocess(args, cell.folder / "eval.log", threads)
         _write_state(cell, state)
         say(f"[{cell.name}] evaluated in {state['eval_s']:.0f} s")

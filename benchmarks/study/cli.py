@@ -13,9 +13,11 @@ two-stage variant, {first: {preset, overrides}, overrides}: the first stage trai
 variant's run starts from its VLA (model.path=<cell>/first/final/vla; configs/latent_pretrain_token_vla.yaml:
 latent-action pre-training, then post-training). Cells run at most --workers
 at a time; a finished cell is skipped on a re-run, a half-done one resumes. OUT/study.json, study.md and
-study.png hold each variant's success with its Wilson 95 % interval and each variant's paired difference to
-the baseline with a hierarchical bootstrap 95 % interval (benchmarks/study/stats.py says what is resampled), both
-also per task. --report-only runs nothing and writes that report from the cells finished so far.
+study.png hold each variant's success per seed, pooled with its Wilson 95 % interval and a 95 % prediction interval
+for a new seed, and each variant's difference to the baseline (and each `comparisons` entry 'A - B' of a study
+file) at the level of the training seed: the mean of the per-seed differences, a t-interval with seeds - 1 degrees
+of freedom and an exact sign-flip p-value (benchmarks/study/stats.py); the hierarchical bootstrap is kept as a
+secondary figure. All of it also per task. --report-only runs nothing and writes that report from the cells finished so far.
 
 A study longer than a machine's life moves with --save-finished DIR, which runs nothing and copies the records of
 every finished cell (no weights) to DIR/cells/; copied back into OUT/cells/ on another machine, those cells are
@@ -70,7 +72,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run nothing: copy the records of every finished cell (cell.json, results, each phase's "
                         "metrics and data split; no weights) to DIR/cells/, to carry a study to another machine: "
                         "copied back into --out's cells/ there, those cells are skipped")
+    p.add_argument("--rewrite-report", type=Path, metavar="STUDY_JSON",
+                   help="run nothing: recompute the statistics of a written study report (e.g. a committed "
+                        "benchmarks/results/study_*.json, whose cell folders are gone) from the cells it holds, and "
+                        "rewrite it and its .md and .png beside it in place")
     return p
+
+
+def rewrite_report(path: Path) -> int:
+    """--rewrite-report: the report of a study.json recomputed from the cells it holds (their per-episode records),
+    with today's statistics; the file and its .md and .png are rewritten. `settings.report` says which code did it."""
+    if not path.is_file():
+        raise InputError(f"--rewrite-report {path}: no such file; give a study report (study.json) written by "
+                         "`lara study`")
+    try:
+        old = json.loads(path.read_text())
+        command, settings, records, variants = old["command"], old["settings"], old["cells"], list(old["variants"])
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"--rewrite-report {path}: not a study report written by `lara study` ({error})") from None
+    unfinished = (settings.get("report") or {}).get("unfinished", [])
+    settings = {**settings, **analysis(), "report": {**source_commit(), "report_only": True, "unfinished": unfinished,
+                                       "rewritten_from_cells_of": path.name}}
+    summary = report.summarise(command, settings, records, variants, settings.get("comparisons", []))
+    path.write_text(json.dumps(summary, indent=1))
+    path.with_suffix(".md").write_text(report.markdown(summary))
+    report.plot(summary, path.with_suffix(".png"))
+    print(report.markdown(summary))
+    return 0
 
 
 def save_finished(study, cells: list, folder: Path) -> int:
@@ -91,13 +119,25 @@ def save_finished(study, cells: list, folder: Path) -> int:
     return 0
 
 
+def analysis() -> dict:
+    """How a study's differences are computed, as study.json's settings say it: the primary figure and the
+    secondary one."""
+    return {"primary": {"method": "seed_t", "unit": "training seed",
+                        "statistic": "per seed, the variant's success minus the other's over the same (task, trial) "
+                                     "episodes; their mean, a 95 % t-interval with seeds - 1 degrees of freedom, "
+                                     "and a two-sided sign-flip permutation p-value (exact up to "
+                                     f"{stats.EXACT_SIGNFLIP_SEEDS} seeds)",
+                        "prediction95": "per variant: mean ± t · sd · sqrt(1 + 1/S) of its seeds' success rates"},
+            "bootstrap": {"role": "secondary figure: too narrow with few seeds",
+                          "resamples": stats.RESAMPLES, "rng_seed": stats.BOOTSTRAP_SEED,
+                          "resampled": "training seeds with replacement, then within each drawn seed its "
+                                       "(task, trial) episodes with replacement; percentile interval"}}
+
+
 def study_settings(study, source: dict) -> dict:
     """study.json's `settings`: the study's fields, the code its cells ran (`source`) and how it is analysed."""
     return {**study.model_dump(mode="json"), "source": source,
-            "init_states": "trial i starts from the benchmark's init state i, in every cell",
-            "bootstrap": {"resamples": stats.RESAMPLES, "rng_seed": stats.BOOTSTRAP_SEED,
-                          "resampled": "training seeds with replacement, then within each drawn seed its "
-                                       "(task, trial) episodes with replacement; percentile interval"}}
+            "init_states": "trial i starts from the benchmark's init state i, in every cell", **analysis()}
 
 
 def report_only(study, cells: list, command: str) -> int:
@@ -124,7 +164,7 @@ def report_only(study, cells: list, command: str) -> int:
         source = recorded[0]
     settings = study_settings(study, source or {"commit": None, "dirty": None})
     settings["report"] = {**source_commit(), "report_only": True, "unfinished": unfinished}
-    summary = report.summarise(command, settings, records, list(study.all_variants()))
+    summary = report.summarise(command, settings, records, list(study.all_variants()), study.comparisons)
     report.write(summary, study.out)
     print(report.markdown(summary))
     if unfinished:
@@ -163,6 +203,8 @@ def study_fields(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.rewrite_report is not None:
+        return rewrite_report(args.rewrite_report)
     study = load_study(study_fields(args))  # a bad study raises InputError: one line from the dispatcher, exit 2
     cells = plan_cells(study)
     if args.save_finished is not None:
@@ -190,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     records = [done[cell.name] for cell in cells if cell.name in done]
     if records:
         summary = report.summarise(command, study_settings(study, source_commit()), records,
-                                   list(study.all_variants()))
+                                   list(study.all_variants()), study.comparisons)
         report.write(summary, study.out)
         print("\n" + report.markdown(summary))
     if failed:

@@ -109,6 +109,19 @@ class StudyConfig(BaseModel):
     overrides: list[str] = Field(
         default_factory=list, description="`key=value` recipe overrides shared by every variant (`--set`).",
     )
+    comparisons: list[str] = Field(
+        default_factory=list, description="Comparisons between two variants besides each one's against the "
+        "baseline, as 'A - B' (e.g. 'lara - lara_shuffled'); reported seed-level under differences['A - B'].",
+    )
+    cell_order: list[list[str]] | None = Field(
+        None, description="Groups of variants run one group after another, seed by seed within a group (e.g. "
+        "[[baseline, lara], [lara_shuffled]]: every baseline and lara cell first); every variant in exactly one "
+        "group. None: seed by seed, every variant of a seed before the next seed.",
+    )
+    decision_rule: str | None = Field(
+        None, description="What the study will say for each outcome, fixed before its first cell runs; the "
+        "report quotes it.",
+    )
     max_steps: int | None = Field(
         None, ge=1, description="Evaluation step budget per episode instead of the suite's (debugging only).",
     )
@@ -159,6 +172,21 @@ class StudyConfig(BaseModel):
                 if key in owned:
                     raise ValueError(f"{where}: '{key}' is set by the study for every cell ({', '.join(owned)}); "
                                      "use --data, --seeds, --out or the 'baseline' variant instead")
+        names = list(self.all_variants())
+        for comparison in self.comparisons:
+            parts = [part.strip() for part in comparison.split(" - ")]
+            if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+                raise ValueError(f"comparison '{comparison}' must name two different variants as 'A - B', "
+                                 "e.g. 'lara - lara_shuffled'")
+            unknown = [part for part in parts if part not in names]
+            if unknown:
+                raise ValueError(f"comparison '{comparison}' names {', '.join(unknown)}, not a variant of this study "
+                                 f"({', '.join(names)})")
+        if self.cell_order is not None:
+            listed = [name for group in self.cell_order for name in group]
+            if sorted(listed) != sorted(names):
+                raise ValueError(f"cell_order must list every variant exactly once ({', '.join(names)}), "
+                                 f"got {', '.join(listed) or 'none'}")
         missing = [str(p) for p in map(source_path, self.data) if not p.exists()]
         if missing:
             raise ValueError(f"data: {', '.join(missing)} not found; give LIBERO HDF5 files or folders "
@@ -170,6 +198,11 @@ class StudyConfig(BaseModel):
     def all_variants(self) -> dict[str, list[str] | StagedVariant]:
         """Variant name -> its overrides (or its two stages), the built-in two first."""
         return {**BUILT_IN, **self.variants}
+
+    def run_order(self) -> list[tuple[int, str]]:
+        """(seed, variant) of every cell in the order they run: by `cell_order`'s groups, seed by seed in each."""
+        groups = self.cell_order or [list(self.all_variants())]
+        return [(seed, name) for group in groups for seed in self.seeds for name in group]
 
 
 def load_study(raw: dict) -> StudyConfig:

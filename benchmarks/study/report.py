@@ -35,9 +35,12 @@ def _success(episodes: dict[tuple, bool]) -> dict:
     return success
 
 
-def summarise(command: str, settings: dict, cells: list[dict], variants: list[str]) -> dict:
-    """The study.json object: every finished cell, each variant's pooled success, each difference to the baseline,
-    and both again per task (`per_task`: a study's tasks can move in opposite directions under a pooled figure)."""
+def summarise(command: str, settings: dict, cells: list[dict], variants: list[str],
+              comparisons: list[str] = ()) -> dict:
+    """The study.json object: every finished cell, each variant's pooled success with a prediction interval for a
+    new seed, each difference to the baseline and each named comparison "A - B" (seed-level figures, the bootstrap
+    under `bootstrap`), and both again per task (`per_task`: a study's tasks can move in opposite directions under
+    a pooled figure)."""
     summary = {"command": command, "settings": settings, "cells": cells, "variants": {}, "differences": {}}
     episodes = {name: episodes_of(cells, name) for name in {"baseline", *variants}}
     for name in variants:
@@ -47,17 +50,23 @@ def summarise(command: str, settings: dict, cells: list[dict], variants: list[st
         success = stats.success_summary(episodes[name])
         per_seed = {str(seed): entry for seed, entry in success.pop("per_seed").items()}
         summary["variants"][name] = {"seeds": sorted(c["seed"] for c in own), "success": success, "per_seed": per_seed,
+                                     "prediction95": stats.prediction_interval([e["rate"] for e in per_seed.values()]),
                                      "per_task": {task: _success(e) for task, e in by_task(episodes[name]).items()},
                                      **{key: _mean([c[key] for c in own])
                                         for key in ("code_usage", "perplexity", "align_cos", "z_std", "align_constant")}}
-    baseline = episodes["baseline"]
-    baseline_tasks = by_task(baseline)
-    for name in variants:
-        if name != "baseline" and name in summary["variants"] and baseline:
-            difference = stats.paired_difference(episodes[name], baseline)
-            difference["per_task"] = {task: stats.paired_difference(mine, baseline_tasks[task])
-                                      for task, mine in by_task(episodes[name]).items() if task in baseline_tasks}
-            summary["differences"][name] = difference
+    pairs = [(name, "baseline") for name in variants if name != "baseline"]
+    pairs += [tuple(part.strip() for part in c.split(" - ")) for c in comparisons]
+    for name, other in pairs:
+        if name not in summary["variants"] or other not in summary["variants"]:
+            continue
+        if not {c["seed"] for c in cells if c["variant"] == name} & {c["seed"] for c in cells if c["variant"] == other}:
+            continue  # no seed finished in both yet
+        mine, theirs = episodes[name], episodes[other]
+        difference = stats.compare(mine, theirs)
+        theirs_by_task = by_task(theirs)
+        difference["per_task"] = {task: stats.compare(e, theirs_by_task[task])
+                                  for task, e in by_task(mine).items() if task in theirs_by_task}
+        summary["differences"][name if other == "baseline" else f"{name} - {other}"] = difference
     return summary
 
 
@@ -79,20 +88,32 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _interval(ci: list[float], signed: bool = False) -> str:
+def _interval(ci: list[float] | None, signed: bool = False) -> str:
+    if ci is None:
+        return "[-]"  # one seed: no spread to estimate
     low, high = ci
     return f"[{_points(low)}, {_points(high)}]" if signed else f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def _versus(name: str) -> str:
+    """'lara' -> 'lara - baseline'; a named comparison 'A - B' stays as it is."""
+    return name if " - " in name else f"{name} - baseline"
+
+
 def difference_sentence(name: str, diff: dict) -> str:
-    """One plain sentence: the paired difference, its interval, and whether the interval excludes 0."""
-    episodes, seeds = diff["paired_episodes"], len(diff["paired_seeds"])
-    head = (f"{name} - baseline: {_points(diff['mean'])} points over {_count(episodes, 'paired episode')} "
-            f"from {_count(seeds, 'seed')}, 95 % CI {_interval(diff['ci95'], signed=True)}")
+    """One plain sentence: the seed-level difference, its t-interval and sign-flip p, and what that allows to say."""
+    seeds = len(diff["paired_seeds"])
+    head = (f"{_versus(name)}: {_points(diff['mean'])} points (mean over {_count(seeds, 'paired seed')}), "
+            f"95 % t-interval {_interval(diff['ci95'], signed=True)}, sign-flip p = "
+            f"{diff['p_signflip']:.3g}")
+    if diff["ci95"] is None:
+        return head + "; one seed: no interval, nothing can be said at the level of the training seed."
     if not diff["excludes_zero"]:
-        return head + "; the interval includes 0: this study cannot tell the two apart."
+        return head + "; the interval includes 0: at the level of the training seed this study cannot tell them apart."
     direction = "higher" if diff["mean"] > 0 else "lower"
-    return head + f"; the interval excludes 0: {name}'s success is {direction} than the baseline's in this study."
+    mine, other = _versus(name).split(" - ")
+    other = "the baseline" if other == "baseline" else other
+    return head + f"; the interval excludes 0: {mine}'s success is {direction} than {other}'s in this study."
 
 
 def collapse_sentences(summary: dict) -> list[str]:
@@ -111,10 +132,10 @@ def collapse_sentences(summary: dict) -> list[str]:
 
 
 def per_task_table(summary: dict) -> list[str]:
-    """The success of every variant on each task, and its paired difference to the baseline on that task with the
-    discordant episodes (solved by only one of the two)."""
-    lines = ["| task | variant | success | % | 95 % CI (Wilson) | vs baseline, points (95 % CI) "
-             "| solved only by the variant / only by the baseline |", "|---|---|---|---|---|---|---|"]
+    """The success of every variant on each task, and its seed-level difference to the baseline on that task with
+    the discordant episodes (solved by only one of the two)."""
+    lines = ["| task | variant | success | % | 95 % CI (Wilson) | vs baseline, points (95 % t-interval over seeds) "
+             "| sign-flip p | solved only by the variant / only by the baseline |", "|---|---|---|---|---|---|---|---|"]
     tasks = sorted({task for v in summary["variants"].values() for task in v.get("per_task", {})}, key=int)
     for task in tasks:
         for name, v in summary["variants"].items():
@@ -123,9 +144,45 @@ def per_task_table(summary: dict) -> list[str]:
                 continue
             diff = summary["differences"].get(name, {}).get("per_task", {}).get(task)
             versus = f"{_points(diff['mean'])} {_interval(diff['ci95'], signed=True)}" if diff else "-"
+            p = f"{diff['p_signflip']:.3g}" if diff else "-"
             discordant = f"{diff['only_variant']} / {diff['only_baseline']}" if diff else "-"
             lines.append(f"| {task} | {name} | {success['k']}/{success['n']} | {100 * success['mean']:.1f} | "
-                         f"{_interval(success['ci95'])} | {versus} | {discordant} |")
+                         f"{_interval(success['ci95'])} | {versus} | {p} | {discordant} |")
+    return lines
+
+
+def per_seed_table(summary: dict) -> list[str]:
+    """Every seed's success in every variant (k/n), the seeds as rows: the figures the seed-level statistics use."""
+    names = list(summary["variants"])
+    seeds = sorted({int(seed) for v in summary["variants"].values() for seed in v["per_seed"]})
+    lines = ["| seed | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for seed in seeds:
+        row = [summary["variants"][n]["per_seed"].get(str(seed)) for n in names]
+        lines.append(f"| {seed} | " + " | ".join(f"{e['k']}/{e['n']}" if e else "-" for e in row) + " |")
+    return lines
+
+
+def differences_table(summary: dict) -> list[str]:
+    """Each comparison at the level of the training seed: every d_s, their mean, t-interval and sign-flip p."""
+    lines = ["| comparison | seeds | per-seed differences, points | mean, points | 95 % t-interval (S - 1 df) "
+             "| sign-flip p |", "|---|---|---|---|---|---|"]
+    for name, d in summary["differences"].items():
+        per_seed = ", ".join(f"{_points(v)} ({s})" for s, v in d["per_seed"].items())
+        lines.append(f"| {_versus(name)} | {len(d['paired_seeds'])} | {per_seed} | {_points(d['mean'])} | "
+                     f"{_interval(d['ci95'], signed=True)} | {d['p_signflip']:.3g} |")
+    return lines
+
+
+def bootstrap_lines(summary: dict) -> list[str]:
+    """The hierarchical bootstrap's interval of each comparison: a secondary figure, labelled so."""
+    if not summary["differences"]:
+        return []
+    lines = ["Secondary figure, not the study's result: the paired hierarchical bootstrap "
+             f"({stats.RESAMPLES} resamples, RNG seed {stats.BOOTSTRAP_SEED}; seeds resampled with replacement, then "
+             "each drawn seed's episodes). With few seeds it is too narrow (simulated null studies with 3 seeds: "
+             "15-18 % false positives at a nominal 5 %).", ""]
+    lines += [f"- {_versus(name)}: {_interval(d['bootstrap']['ci95'], signed=True)}"
+              for name, d in summary["differences"].items()]
     return lines
 
 
@@ -134,12 +191,17 @@ def _report_only_lines(report: dict | None) -> list[str]:
     if not report:
         return []
     left = ", ".join(report["unfinished"]) or "none"
+    if report.get("rewritten_from_cells_of"):
+        return [f"Statistics recomputed with --rewrite-report by commit {report.get('commit') or 'unknown'} from the "
+                f"per-episode records of the cells in {report['rewritten_from_cells_of']}; cells not finished when "
+                f"it was written: {left}.", ""]
     return [f"Written with --report-only by commit {report.get('commit') or 'unknown'} from the cells finished so far; "
             f"not finished yet: {left}.", ""]
 
 
 def markdown(summary: dict) -> str:
-    """study.md: the command first, then the table and one sentence per difference."""
+    """study.md: the command first, then the seed-level differences, the arms, the seeds, the tasks, and the
+    bootstrap last as a secondary figure."""
     s = summary["settings"]
     lines = ["# Study", "", "```", summary["command"], "```", "",
              f"Preset `{s['preset']}` trained on {', '.join(map(str, s['data']))} with seeds "
@@ -150,53 +212,80 @@ def markdown(summary: dict) -> str:
              f"{' with uncommitted changes' if (s.get('source') or {}).get('dirty') else ''}; "
              f"load average (1 min) while cells ran: {_load_range(summary['cells'])}.", "",
              *_report_only_lines(s.get("report")),
-             "| variant | seeds | success | % | 95 % CI (Wilson) | vs baseline, points (95 % CI) | code usage "
-             "| align cos | z spread | 1 − cos of the mean latent |",
+             *([f"Decision rule (fixed in the study file before its first cell ran): {s['decision_rule']}", ""]
+               if s.get("decision_rule") else []),
+             "## Differences, at the level of the training seed", "",
+             *[f"- {difference_sentence(n, d)}" for n, d in summary["differences"].items()],
+             *[f"- {sentence}" for sentence in collapse_sentences(summary)], "",
+             *differences_table(summary), "",
+             "## Arms", "",
+             "| variant | seeds | success | % | 95 % CI (Wilson, pooled episodes) | a new seed, 95 % prediction "
+             "| code usage | align cos | z spread | 1 − cos of the mean latent |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in summary["variants"].items():
-        success, diff = v["success"], summary["differences"].get(name)
-        versus = f"{_points(diff['mean'])} {_interval(diff['ci95'], signed=True)}" if diff else "-"
+        success = v["success"]
         lines.append(f"| {name} | {len(v['seeds'])} | {success['k']}/{success['n']} | {100 * success['mean']:.1f} | "
-                     f"{_interval(success['ci95'])} | {versus} | {_number(v['code_usage'])} | "
-                     f"{_number(v['align_cos'])} | {_number(v['z_std'])} | {_number(v['align_constant'])} |")
-    lines += ["", *[f"- {difference_sentence(n, d)}" for n, d in summary["differences"].items()],
-              *[f"- {sentence}" for sentence in collapse_sentences(summary)], "",
-              *per_task_table(summary), "",
-              f"Differences are paired by (seed, task, trial); their interval is a hierarchical bootstrap "
-              f"({stats.RESAMPLES} resamples, RNG seed {stats.BOOTSTRAP_SEED}): training seeds resampled with "
-              "replacement, then each drawn seed's (task, trial) episodes resampled with replacement; percentile "
-              "interval (conservative: episode noise enters at both stages). Code usage (the fraction of the codebook a "
+                     f"{_interval(success['ci95'])} | {_interval(v.get('prediction95'))} | "
+                     f"{_number(v['code_usage'])} | {_number(v['align_cos'])} | {_number(v['z_std'])} | "
+                     f"{_number(v['align_constant'])} |")
+    lines += ["", *per_seed_table(summary), "", *per_task_table(summary), "",
+              "The primary figure of a comparison is at the level of the training seed (DESIGN.md §8): per seed, the "
+              "difference of the two arms' success over the same (task, trial) episodes; the mean of those, a "
+              "t-interval with seeds - 1 degrees of freedom and an exact sign-flip p-value. The Wilson interval "
+              "pools episodes and says nothing about a new training seed: the prediction interval (mean ± t · sd · "
+              "sqrt(1 + 1/S) of the seeds' rates) does. Code usage (the fraction of the codebook a "
               "training batch used), align cos, z spread (the latent's std across a batch relative to its RMS) and "
               "1 − cos of the mean latent (what a prediction ignoring the sample would reach: an alignment loss "
               "near it learned nothing beyond the mean) are the last logged values of training, averaged over "
-              "seeds.", ""]
+              "seeds.", "", *bootstrap_lines(summary), ""]
     return "\n".join(lines)
 
 
 def plot(summary: dict, path: Path) -> None:
-    """study.png: pooled success per variant with its Wilson interval, and each seed's rate as a dot."""
+    """study.png: left, every seed's success per variant (dots) with the seeds' mean and its prediction interval
+    for a new seed; right, every seed's difference per comparison with their mean and 95 % t-interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(summary["variants"])
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 2), 3.6))
+    names, diffs = list(summary["variants"]), summary["differences"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(4.0, 1.1 * len(names) + 2) + max(3.0, 1.3 * len(diffs) + 1.5),
+                                                     3.8), gridspec_kw={"width_ratios": [max(len(names), 2),
+                                                                                         max(len(diffs), 2)]})
     for i, name in enumerate(names):
         v = summary["variants"][name]
-        mean, (low, high) = v["success"]["mean"], v["success"]["ci95"]
-        ax.errorbar(i, 100 * mean, yerr=[[100 * (mean - low)], [100 * (high - mean)]], fmt="s", color="black",
-                    capsize=6, markersize=7, label="pooled, 95 % CI" if i == 0 else None)
-        rates = [entry["rate"] for entry in v["per_seed"].values()]
-        offsets = np.linspace(-0.15, 0.15, len(rates)) if len(rates) > 1 else [0.0]
-        ax.scatter(i + np.asarray(offsets) + 0.25, [100 * r for r in rates], color="tab:blue", s=18,
-                   label="per seed" if i == 0 else None)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_xlim(-0.6, len(names) - 0.2)
-    ax.set_ylim(-3, 103)
-    ax.set_ylabel("success rate (%)")
-    ax.set_title(f"LIBERO {summary['settings']['suite']}: success per variant", fontsize=10)
-    ax.legend(loc="best", fontsize=8)  # away from the points
+        rates = [100 * entry["rate"] for entry in v["per_seed"].values()]
+        offsets = np.linspace(-0.18, 0.18, len(rates)) if len(rates) > 1 else [0.0]
+        left.scatter(i + np.asarray(offsets), rates, color="tab:blue", s=16, alpha=0.8,
+                     label="one training seed" if i == 0 else None)
+        band = v.get("prediction95")
+        if band:
+            left.vlines(i + 0.32, 100 * max(band[0], 0.0), 100 * min(band[1], 1.0), color="gray", lw=2,
+                        label="a new seed, 95 % prediction" if i == 0 else None)
+        left.plot([i - 0.25, i + 0.25], [np.mean(rates)] * 2, color="black", lw=2,
+                  label="mean over seeds" if i == 0 else None)
+    left.set_xticks(range(len(names)), names, fontsize=8)
+    left.set_xlim(-0.6, len(names) - 0.4)
+    left.set_ylim(-3, 103)
+    left.set_ylabel("success rate (%)")
+    left.set_title(f"LIBERO {summary['settings']['suite']}: success per seed", fontsize=10)
+    left.legend(loc="lower left", fontsize=7)
+    for i, (name, d) in enumerate(diffs.items()):
+        values = [100 * v for v in d["per_seed"].values()]
+        offsets = np.linspace(-0.18, 0.18, len(values)) if len(values) > 1 else [0.0]
+        right.scatter(i + np.asarray(offsets), values, color="tab:orange", s=16, alpha=0.8,
+                      label="one seed's difference" if i == 0 else None)
+        ci = d["ci95"] or [d["mean"], d["mean"]]
+        right.errorbar(i + 0.3, 100 * d["mean"], yerr=[[100 * (d["mean"] - ci[0])], [100 * (ci[1] - d["mean"])]],
+                       fmt="s", color="black", capsize=5, markersize=5, label="mean, 95 % t-interval" if i == 0 else None)
+    right.axhline(0, color="gray", lw=0.8)
+    right.set_xticks(range(len(diffs)), [_versus(n).replace(" - ", "\n- ") for n in diffs], fontsize=7)
+    right.set_xlim(-0.6, max(len(diffs), 1) - 0.4)
+    right.set_ylabel("difference, points")
+    right.set_title("paired by seed", fontsize=10)
+    if diffs:
+        right.legend(loc="best", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

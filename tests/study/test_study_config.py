@@ -109,13 +109,19 @@ def test_a_cell_folder_that_is_not_a_cell_is_left_alone(tmp_path):
 
 def test_difference_sentences_say_only_what_the_interval_says():
     diff = {"mean": 0.05, "ci95": [-0.02, 0.12], "paired_episodes": 120, "paired_seeds": [0, 1, 2],
-            "excludes_zero": False}
+            "excludes_zero": False, "p_signflip": 0.25}
     assert report.difference_sentence("lara", diff) == (
-        "lara - baseline: +5.0 points over 120 paired episodes from 3 seeds, 95 % CI [-2.0, +12.0]; "
-        "the interval includes 0: this study cannot tell the two apart.")
+        "lara - baseline: +5.0 points (mean over 3 paired seeds), 95 % t-interval [-2.0, +12.0], sign-flip p = 0.25; "
+        "the interval includes 0: at the level of the training seed this study cannot tell them apart.")
     lower = {**diff, "mean": -0.1, "ci95": [-0.18, -0.03], "excludes_zero": True}
     assert report.difference_sentence("fsq", lower).endswith(
         "the interval excludes 0: fsq's success is lower than the baseline's in this study.")
+    named = report.difference_sentence("lara - lara_shuffled", {**lower, "mean": 0.1, "ci95": [0.03, 0.18]})
+    assert named.startswith("lara - lara_shuffled: +10.0 points") and named.endswith(
+        "lara's success is higher than lara_shuffled's in this study.")
+    one_seed = {**diff, "paired_seeds": [0], "ci95": None, "p_signflip": 1.0}
+    assert report.difference_sentence("lara", one_seed).endswith("one seed: no interval, nothing can be said at "
+                                                                 "the level of the training seed.")
 
 
 def test_a_study_over_cells_run_with_other_arguments_is_refused_before_anything_runs(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,11 @@ def test_a_miniature_study_runs_its_cells_and_resumes_them(libero_object_demos, 
     assert first["settings"]["source"]["commit"] == head and len(head) == 40  # the code the cells ran
     assert all(c["source"]["train"]["commit"] == c["source"]["eval"]["commit"] == head and c["source"]["first"] is None
                for c in cells.values())  # and each cell's phases
+    for cell in cells.values():  # with whether the checkout was dirty and the versions that decide the numbers
+        for phase in ("train", "eval"):
+            assert isinstance(cell["source"][phase]["dirty"], bool)
+            assert cell["source"][phase]["versions"] == {name: metadata.version(name) for name in
+                                                         ("torch", "transformers", "numpy", "mujoco")}
     text = (out / "study.md").read_text()
     assert f"Code: commit {head}" in text and "load average (1 min) while cells ran: " in text
     assert first["command"] in text.splitlines()[3] and "| lara | 1 |" in text and "lara - baseline" in text
