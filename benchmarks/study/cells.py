@@ -13,11 +13,14 @@ one whose training arguments changed and re-evaluates one whose evaluation argum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,16 +182,54 @@ def _write_state(cell: Cell, state: dict) -> None:
         staging.write_text(json.dumps(state, indent=1))
 
 
+_RUNNING: set[subprocess.Popen] = set()  # the cells' commands running now, each the leader of its process group
+_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by stop_running: no further command starts
+STOP_GRACE_S = 30  # how long a stopped command gets to end after SIGTERM before SIGKILL
+
+
+def stop_running() -> int:
+    """End every cell command running now and everything it started (evaluation workers, data loaders): SIGTERM
+    to each process group, SIGKILL after STOP_GRACE_S. How many were running. What a stopped study calls, so that
+    no `lara train` goes on holding its run folder."""
+    with _LOCK:
+        _STOPPING.set()
+        running = list(_RUNNING)
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.time() + STOP_GRACE_S
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return len(running)
+
+
 def _subprocess(args: list[str], log: Path, threads: int) -> tuple[float, list[float]]:
     """Run `python -m lara.cli ARGS` with capped thread pools, output appended to `log`; its wall seconds and the
-    machine's 1-minute load average [at the start, at the end] (a shared machine's figures need it beside them)."""
+    machine's 1-minute load average [at the start, at the end] (a shared machine's figures need it beside them).
+    The command leads its own process group, which `stop_running` ends when the study is stopped."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "lara.cli", *args]
     start, load = time.time(), os.getloadavg()[0]
     with open(log, "a") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
-        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
+        with _LOCK:
+            if _STOPPING.is_set():
+                raise CellFailed("the study was stopped before this command started")
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
+            _RUNNING.add(process)
+        try:
+            code = process.wait()
+        finally:
+            with _LOCK:
+                _RUNNING.discard(process)
     if code != 0:
         raise CellFailed(f"`lara {args[0]}` exited with {code}; see {log}")
     return round(time.time() - start, 1), [round(load, 2), round(os.getloadavg()[0], 2)]

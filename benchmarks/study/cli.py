@@ -31,6 +31,7 @@ import filecmp
 import json
 import shlex
 import shutil
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,7 +40,7 @@ from lara.errors import InputError
 
 from . import report, stats
 from .cells import (CellFailed, changes, done, plan_cells, read_cell, read_state, record_files, run_cell,
-                    source_commit)
+                    source_commit, stop_running)
 from .config import load_study, read_study_file, split_top_level
 
 
@@ -191,13 +192,34 @@ def study_fields(args: argparse.Namespace) -> dict:
         raw["seeds"] = _comma_list(args.seeds)
     if args.overrides is not None:
         raw["overrides"] = [*raw.get("overrides", []), *args.overrides]
+    given = set()
     for spec in args.variant or []:
         name, sep, overrides = spec.partition("=")
         if not sep or not name:
             raise InputError(f"--variant {spec!r} must look like NAME=key=value[,key=value], "
                              "e.g. fsq=lara.lam.quantizer=fsq")
+        if name in given:
+            raise InputError(f"--variant {name} is given twice; give each variant once, with all its overrides "
+                             "(NAME=key=value,key=value)")
+        given.add(name)
         raw.setdefault("variants", {})[name] = split_top_level(overrides)
     return raw
+
+
+def check_evaluation(study) -> None:
+    """The evaluation's suite and tasks exist (read from the benchmark, no env is built); else one InputError."""
+    from lara.benchmarks.libero.env import resolve_suite, task_names
+
+    suite = resolve_suite(study.suite)  # an unknown suite: one line naming the valid ones
+    names = task_names(suite)
+    for task in study.tasks:
+        if not (isinstance(task, int) and 0 <= task < len(names)) and task not in names:
+            raise InputError(f"tasks: {task!r} is not a task of {suite}; give indices 0-{len(names) - 1} or task "
+                             "names (`lara eval libero --help` lists them)")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return save_finished(study, cells, args.save_finished)
     if args.report_only:
         return report_only(study, cells, "lara study " + shlex.join(a for a in argv if a != "--report-only"))
+    check_evaluation(study)  # before any cell trains: a wrong suite or task would be found only at its evaluation
     changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}
     if changed and not args.replace_changed:
         listed = ", ".join(f"{name} ({what})" for name, what in changed.items())
@@ -220,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{command}\n{len(cells)} cells ({len(study.all_variants())} variants x {len(study.seeds)} seeds), "
           f"{study.workers} at a time -> {study.out}", flush=True)
     done, failed = {}, {}
-    with ThreadPoolExecutor(study.workers) as pool:  # each cell's work runs in its own subprocesses
+    pool = ThreadPoolExecutor(study.workers)  # each cell's work runs in its own subprocesses
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the study as Ctrl-C does
+    try:
         futures = [(cell, pool.submit(run_cell, cell, study.eval_workers, study.threads,
                                       lambda line: print(line, flush=True), args.replace_changed)) for cell in cells]
         for cell, future in futures:
@@ -229,6 +254,16 @@ def main(argv: list[str] | None = None) -> int:
             except CellFailed as error:
                 failed[cell.name] = str(error)
                 print(f"[{cell.name}] failed: {error}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)  # no further cell starts
+        stopped = stop_running()
+        pool.shutdown(wait=True)
+        print(f"lara study: stopped; {stopped} running command(s) ended. Re-run the same command to resume: finished "
+              "cells are skipped, half-done ones resume from their checkpoints.", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        pool.shutdown(wait=True)
     records = [done[cell.name] for cell in cells if cell.name in done]
     if records:
         summary = report.summarise(command, study_settings(study, source_commit()), records,

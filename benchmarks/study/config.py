@@ -215,12 +215,32 @@ def load_study(raw: dict) -> StudyConfig:
         raise InputError(f"invalid study: {problems}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives a key twice (e.g. a variant named twice), which plain
+    YAML merges silently, the last one winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"'{key}' is given twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+
 def read_study_file(path: Path) -> dict:
     """The fields of a YAML study file."""
     if not path.is_file():
         raise InputError(f"study file {path} not found; give a YAML study file or the study's options "
                          "(--preset, --data, ...)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        problem = str(error).splitlines()[0] if isinstance(error, UnicodeDecodeError) else " ".join(str(error).split())
+        raise InputError(f"study file {path} is not a readable YAML study file: {problem}") from None
     if not isinstance(raw, dict):
         raise InputError(f"study file {path} must hold a mapping of study fields, got {type(raw).__name__}")
     return raw
