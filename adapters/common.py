@@ -16,6 +16,7 @@ from lara.data import LiberoDataset
 from lara.data.statistics import save_statistics
 from lara.errors import InputError
 from lara.model import DTYPES, LARA_KEYS, LaraModel, latent_spread
+from lara.outputs import recorded_paths
 from lara.vla.backbones import backbone, export_vla
 from lara.vla.batch import lara_inputs
 
@@ -53,7 +54,7 @@ def record_split(cfg: RecipeConfig, **roles: LiberoDataset | None) -> None:
     split = {role: data.split for role, data in roles.items() if data is not None and data.split}
     if split and main_process():
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.output_dir / "data_split.json").write_text(json.dumps(split, indent=1))
+        (cfg.output_dir / "data_split.json").write_text(json.dumps(recorded_paths(split), indent=1))
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig | None) -> nn.Module:
@@ -165,7 +166,7 @@ def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: 
     lam_train = cfg.train.model_copy(update={"steps": steps, "warmup_steps": 0, "ema_decay": None, "fsdp": False})
     phase = Trainer(lam_train, cfg.output_dir / "lam", lam, lam_step,
                     datasets=[torch.utils.data.ConcatDataset(frames)], collate=lam_inputs,
-                    export=lambda m, d: lara.save_lam(m, d / "lam"), lr=lr, run_config=cfg.model_dump(mode="json"))
+                    export=lambda m, d: lara.save_lam(m, d / "lam"), lr=lr, run_config=cfg.record())
     phase.fit()
     phase.accelerator.free_memory()
     return phase.unwrapped
@@ -207,7 +208,7 @@ def export_final(cfg: RecipeConfig, trainer: Trainer, export, statistics, finish
             export(model, final, final=True)
             if statistics is not None:  # the run's record (data.statistics_path reads it); the VLA has its own
                 save_statistics(statistics, final, cfg.data.dataset_name)
-            (final / "recipe.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+            (final / "recipe.json").write_text(json.dumps(cfg.record(), indent=1))
             if also is not None:
                 also(model, final)
             ckpt.write_manifest(final)  # what a re-run verifies before it says there is nothing to do

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lara.config import LaraConfig
 from lara.data.config import LiberoDataConfig, SourceEntry
 from lara.errors import InputError, MissingPath
+from lara.outputs import recorded_paths
 from lara.vla.backbones import BACKBONES, build_keys
 
 PRESETS_DIR = Path(__file__).parent / "configs"
@@ -230,6 +231,12 @@ class RecipeConfig(_Strict):
     posttrain: PosttrainConfig = Field(default_factory=PosttrainConfig, description="Post-training only.")
     refine: RefineConfig = Field(default_factory=RefineConfig, description="LAM refinement only.")
     latent: LatentConfig = Field(default_factory=LatentConfig, description="Latent-action pre-training only.")
+
+    def record(self) -> dict:
+        """The config as a run records it (RUN/final/recipe.json, checkpoints' trainer_state.json, wandb): JSON
+        values, a path as given when relative and relative to the project when absolute (`lara.outputs.recorded`),
+        never the machine's absolute layout."""
+        return recorded_paths(self.model_dump(mode="json"))
 
     @model_validator(mode="after")
     def _action_head_fits_the_frame_gap(self) -> RecipeConfig:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from lara.benchmarks.libero.protocol import FRESH
-from lara.outputs import publish_folder, staging_folder
+from lara.outputs import publish_folder, recorded, recorded_paths, settings, staging_folder
 
 DEFAULT_TASKS = "1"  # libero_object: the cream cheese into the basket
 PRESET = "reference_libero_object"
@@ -116,7 +116,7 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
     if code != 0:
         raise RuntimeError(f"the scripted expert solved no episode of some task; see {staging / 'generation.json'}")
     for task in summary["tasks"]:  # the summary names files by their final place
-        task["file"] = str(args.data / Path(task["file"]).name)
+        task["file"] = recorded(args.data / Path(task["file"]).name)
     (staging / "generation.json").write_text(json.dumps(summary, indent=2))
     publish_folder(staging, args.data)
     return summary, False
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copy(shown["video"], folder / "rollout.mp4")
     timing["total"] = time.time() - start
     report = {
-        "baseline": args.baseline, "tasks": tasks, "settings": {k: str(v) for k, v in vars(args).items()},
+        "baseline": args.baseline, "tasks": tasks, "settings": settings(args),
         "data": {"folder": str(args.data), "cached": cached, "episodes": sum(t["successes"] for t in generation["tasks"]),
                  "action_noise": generation.get("action_noise", 0.0),
                  "expert_success": f"{sum(t['successes'] for t in generation['tasks'])}/"
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                  "rollout_success": shown["success"]},
         "timing": {k: round(v, 1) for k, v in timing.items()},
     }
-    (folder / "results.json").write_text(json.dumps(report, indent=2))
+    (folder / "results.json").write_text(json.dumps(recorded_paths(report), indent=2))
     text = summary_text(report, folder)
     (folder / "summary.txt").write_text(text + "\n")
     print("\n[4/4] " + text)

@@ -38,7 +38,7 @@ import lara
 from lara.data import LiberoDataset
 from lara.errors import InputError, MissingPath
 from lara.model import DTYPES
-from lara.outputs import replacing
+from lara.outputs import recorded_paths, replacing
 from lara.vla import token_vla
 from lara.vla.batch import cast
 from lara.vla.token_vla import splice_after_bos
@@ -198,7 +198,7 @@ def run(cfg: RecipeConfig) -> dict:
 
     export = exporter(cfg, vla_of=lambda model: model.vla)
     trainer = Trainer(cfg.train, cfg.output_dir, CodePredictor(vla), code_step, datasets=[Labelled(frames, codes)],
-                      collate=collate_codes, export=export, run_config=cfg.model_dump(mode="json"),
+                      collate=collate_codes, export=export, run_config=cfg.record(),
                       accelerator=accelerator)
     checkpoint = trainer.fit()
 
@@ -209,7 +209,7 @@ def run(cfg: RecipeConfig) -> dict:
         statistics["accuracy_last_logged"] = next((r["latent/accuracy"] for r in reversed(logged)
                                                    if "latent/accuracy" in r), None)
         statistics["lam"] = str(cfg.latent.lam_from or cfg.output_dir / "lam")
-        (final / "latent_codes.json").write_text(json.dumps(statistics, indent=1))
+        (final / "latent_codes.json").write_text(json.dumps(recorded_paths(statistics), indent=1))
 
     final = export_final(cfg, trainer, export, None, finished, also=also) or cfg.output_dir / "final"
     return {"checkpoint": checkpoint, "final": final, "pairs": len(frames), **statistics}

@@ -45,7 +45,7 @@ def run(cfg: RecipeConfig) -> dict:
         print(model.trainable_parameters())
     trainer = Trainer(cfg.train, cfg.output_dir, model, baseline_step if cfg.baseline else lara_step,
                       datasets=[data], collate=processor, export=export,
-                      run_config=cfg.model_dump(mode="json"))
+                      run_config=cfg.record())
     checkpoint = trainer.fit()
     final = export_final(cfg, trainer, export, data.statistics, finished)
     return {"checkpoint": checkpoint, "final": final, "samples": len(data)}

@@ -44,7 +44,7 @@ def run(cfg: RecipeConfig) -> dict:
     trainer = Trainer(cfg.train, cfg.output_dir / "joint", model, baseline_step if cfg.baseline else lara_step,
                       datasets=sources, collate=processor, export=export,
                       video_every=cfg.pretrain.video_every if len(sources) > 1 else 0,
-                      run_config=cfg.model_dump(mode="json"))
+                      run_config=cfg.record())
     checkpoint = trainer.fit()
     final = export_final(cfg, trainer, export, data.statistics, finished)
     return {"checkpoint": checkpoint, "final": final, "samples": len(data), "videos": len(videos) if videos else 0}

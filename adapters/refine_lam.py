@@ -74,7 +74,7 @@ def run(cfg: RecipeConfig) -> dict:
     model = lara.attach(vla, cfg.lara, lam=lam)
     print(model.trainable_parameters())
     trainer = Trainer(cfg.train, cfg.output_dir, model, lara_step, datasets=[data], collate=processor,
-                      export=export, run_config=cfg.model_dump(mode="json"))
+                      export=export, run_config=cfg.record())
     checkpoint = trainer.fit()
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.unwrapped)  # the probe judges the weights that are exported

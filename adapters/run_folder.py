@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lara.errors import InputError
+from lara.outputs import check_link, recorded, recorded_paths
 
 from . import checkpoints as ckpt
 from .config import RecipeConfig
@@ -79,16 +80,17 @@ def _ignored(name: str, recipe: str) -> bool:
 
 def _normalised(saved: dict) -> dict:
     """The saved config with today's defaults filled in (a field added since it was written takes its
-    default), or as written when it no longer validates (its differences are then listed as they stand)."""
+    default), or as written when it no longer validates (its differences are then listed as they stand); an
+    absolute path written by an earlier version as the config records it now (`RecipeConfig.record`)."""
     try:
-        return RecipeConfig.model_validate(saved).model_dump(mode="json")
+        return RecipeConfig.model_validate(saved).record()
     except ValidationError:
-        return saved
+        return recorded_paths(saved)
 
 
 def differences(saved: dict, now: dict) -> dict[str, tuple[object, object]]:
     """Training-relevant fields whose values differ: {dotted name: (saved, now)}."""
-    old, new = _flat(_normalised(saved)), _flat(now)
+    old, new = _flat(_normalised(saved)), _flat(recorded_paths(now))
     missing = "(absent)"
     names = sorted(set(old) | set(new))
     return {n: (old.get(n, missing), new.get(n, missing)) for n in names
@@ -127,7 +129,7 @@ def check_run_folder(cfg: RecipeConfig) -> bool:
             raise InputError(f"{cfg.output_dir} holds a finished run ({source}); train.resume=false would train it "
                              f"afresh over its records. Give a new output_dir")
         return False  # the unfinished run is started over: nothing of it is resumed
-    changed = differences(saved, cfg.model_dump(mode="json"))
+    changed = differences(saved, cfg.record())
     if not changed:
         if finished:
             _check_final(source.parent)
@@ -142,7 +144,7 @@ def check_run_folder(cfg: RecipeConfig) -> bool:
         raise InputError(f"{where} Give a new output_dir to train this config from scratch, or "
                          f"train.allow_config_change=true to resume the saved checkpoints under it")
     if main_process():  # every DDP process checks; one writes
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "saved_in": str(source),
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "saved_in": recorded(source),
                   "changes": {name: {"saved": old, "now": new} for name, (old, new) in changed.items()}}
         with open(cfg.output_dir / "config_changes.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -199,6 +201,7 @@ def holds_run_folder(run: Callable[[RecipeConfig], dict]) -> Callable[[RecipeCon
 
     @functools.wraps(run)
     def holding(cfg: RecipeConfig) -> dict:
+        check_link(cfg.output_dir, "output_dir", folder=True)  # a link to nothing: one line, not "File exists"
         if not main_process():
             return run(cfg)
         with locked(cfg.output_dir):

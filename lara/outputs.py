@@ -13,6 +13,12 @@ carry the writer's process id, so a staging file is known stale when its process
 same target removes those (and only those: another target's, or a live writer's, stay). A leaf module (pure
 Python, importing only `lara.errors`): the data readers and writers import it without import cycles, and the HDF5
 writer under the system interpreter.
+
+What a record names (results.json, a run's recipe.json, a generation.json) is a path as the user gave it when
+relative, and relative to the project (the working folder) when absolute: `recorded(path)`, `recorded_paths(tree)`,
+`settings(args)`. A committed record then names no machine's folders and still leads to its files from the project.
+An output under a symbolic link to nothing is refused on one line saying so (`check_link`, which `check_new` and
+`writable` run): creating it would fail with "File exists", which names the wrong cause.
 """
 
 from __future__ import annotations
@@ -29,9 +35,77 @@ from lara.errors import InputError
 OVERWRITE_HELP = "replace the outputs of an earlier run (default: refuse to replace anything)"
 
 
+def _project() -> str:
+    """The working folder, spelled as the shell gave it ($PWD, through symbolic links) when that is the same one."""
+    here = os.getcwd()
+    shown = os.environ.get("PWD", "")
+    try:
+        return shown if os.path.isabs(shown) and os.path.samefile(shown, here) else here
+    except OSError:
+        return here
+
+
+def recorded(path: str | os.PathLike) -> str:
+    """How a record names `path`: as given when relative; when absolute, relative to the project (the working
+    folder; `../data/x` for a folder beside it), never the machine's absolute layout."""
+    text = os.fspath(path)
+    return os.path.relpath(text, _project()) if os.path.isabs(text) else text
+
+
+def recorded_paths(value):
+    """`value` (a JSON-like tree of dicts, lists and values) with each path in it as `recorded` names it: path
+    objects, and strings that are absolute paths. Tuples become lists, as JSON writes them."""
+    if isinstance(value, dict):
+        return {key: recorded_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [recorded_paths(item) for item in value]
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.isabs(value)):
+        return recorded(value)
+    return value
+
+
+def settings(args) -> dict:
+    """A command's parsed arguments (an argparse Namespace) as a record: JSON values, paths as `recorded` names
+    them, anything else as its text."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        if value is None or isinstance(value, (bool, int, float, str, os.PathLike)):
+            return recorded_paths(value)
+        return str(value)
+
+    return {key: plain(value) for key, value in vars(args).items()}
+
+
+def dangling_link(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """The first of `path`'s folders (outermost first), or `path` itself, that is a symbolic link to nothing, and
+    the target it names; None when there is none."""
+    path = Path(path)
+    for part in [*reversed(path.parents), path]:
+        if part.is_symlink() and not part.exists():
+            return part, os.readlink(part)
+    return None
+
+
+def check_link(path: str | os.PathLike, flag: str | None = None, *, folder: bool = False) -> None:
+    """Refuse an output under (or at) a symbolic link to nothing, on one line naming the link and its target;
+    `folder`: `path` itself is a folder to write in."""
+    found = dangling_link(path)
+    if found is not None:
+        link, target = found
+        given = f"{flag} {path}" if flag else f"{path}"
+        kind = "a folder" if folder or link != Path(path) else "a path"
+        raise InputError(f"{given}: {link} is a symbolic link to {kind} that does not exist: {target}; create it, or "
+                         "remove the link")
+
+
 def check_new(outputs: Iterable[Path], *, overwrite: bool, what: str = "output") -> None:
-    """Refuse outputs that already exist unless `overwrite`: an earlier run's files are the user's."""
-    existing = [Path(p) for p in outputs if Path(p).exists()]
+    """Refuse outputs that already exist unless `overwrite`: an earlier run's files are the user's. An output
+    under a symbolic link to nothing is refused first (`check_link`)."""
+    outputs = [Path(p) for p in outputs]
+    for path in outputs:
+        check_link(path)
+    existing = [p for p in outputs if p.exists()]
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise InputError(f"{existing[0]} already exists{more}; this {what} would replace it: give --overwrite to "
@@ -41,6 +115,7 @@ def check_new(outputs: Iterable[Path], *, overwrite: bool, what: str = "output")
 def writable(folder: Path, flag: str) -> Path:
     """`folder`, created if needed and shown writable (a file made and removed in it), or one line naming it."""
     folder = Path(folder)
+    check_link(folder, flag, folder=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".lara-write-check.", dir=folder)

@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lara.errors import InputError, MissingPath
+from lara.outputs import recorded
 
 ACTION_DIM = 7
 
@@ -119,6 +120,17 @@ def check_policy_spec(spec: str) -> None:
     if found_module is None:
         raise InputError(f"--policy {spec!r}: no module named {module_name!r} on the Python path "
                          f"(a file needs its path: 'path/to/{module_name.rpartition('.')[2]}.py:{factory}').")
+
+
+def recorded_spec(spec: str) -> str:
+    """How results.json names a policy: the path in `checkpoint:DIR` or `path/to/file.py:factory` as given when
+    relative and relative to the project when absolute (`lara.outputs.recorded`), any other spec as given."""
+    if spec.startswith("checkpoint:"):
+        return "checkpoint:" + recorded(spec[len("checkpoint:"):])
+    module_name, sep, factory = spec.rpartition(":")
+    if sep and module_name.endswith(".py") and not spec.startswith(REMOTE):
+        return f"{recorded(module_name)}:{factory}"
+    return spec
 
 
 def load_policy(spec: str, bench: str = "libero") -> Policy:

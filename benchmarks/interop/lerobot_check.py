@@ -1,14 +1,15 @@
 """Does lerobot's own `LeRobotDataset` load what `lara data convert --to lerobot` writes, and does lara read
 what lerobot writes? Not part of the test suite: lerobot needs a separate ~6 GB venv (torchvision does not
-import beside the CPU torch of lara's venv). Set up as in issue 11 (lerobot 0.4.x needs Python 3.11):
+import beside the CPU torch of lara's venv). Set up as in issue 11 (lerobot 0.4.x needs Python 3.11), in the
+project (`.venv-*/` is ignored by git):
 
-    python3.11 -m venv /work/lerobot-venv
-    /work/lerobot-venv/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /work/lerobot-venv/bin/pip install --no-deps lerobot==0.4.4 torchcodec
-    /work/lerobot-venv/bin/pip install "datasets>=4,<5" "huggingface-hub>=0.34.2,<0.36" "av>=15,<16" jsonlines \
+    python3.11 -m venv .venv-lerobot
+    .venv-lerobot/bin/pip install torch==2.14.1 torchvision==0.29.1
+    .venv-lerobot/bin/pip install --no-deps lerobot==0.4.4 torchcodec
+    .venv-lerobot/bin/pip install "datasets>=4,<5" "huggingface-hub>=0.34.2,<0.36" "av>=15,<16" jsonlines \
         "packaging<26" einops draccus==0.10.0 deepdiff termcolor "imageio[ffmpeg]" opencv-python-headless \
         gymnasium pillow accelerate
-    .venv/bin/python -m lara.benchmarks.interop.lerobot_check --lerobot-python /work/lerobot-venv/bin/python
+    .venv/bin/python -m lara.benchmarks.interop.lerobot_check --lerobot-python .venv-lerobot/bin/python
 
 torchvision 0.29 has no `torchvision.io.VideoReader`, so lerobot 0.4.4's "pyav" backend fails there; its
 "torchcodec" backend (torchcodec 0.17 on the system FFmpeg) is used.

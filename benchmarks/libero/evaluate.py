@@ -35,7 +35,8 @@ from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.rollout import follow, run_jobs
 from lara.errors import InputError
-from lara.policy import check_policy_spec, load_policy
+from lara.outputs import recorded
+from lara.policy import check_policy_spec, load_policy, recorded_spec
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
         for task in ids:
             for trial in range(trials):
                 path = out / "videos" / suite / f"task{task:02d}_trial{trial:03d}.mp4" if video else None
-                jobs.append((suite, task, trial, max_steps, str(path) if path else None))
+                jobs.append((suite, task, trial, max_steps, recorded(path) if path else None))
     init_states = check_init_states(policy, jobs, allow_train_init_states)
     trained_size = policy_image_size(policy)
     camera_size, size_warning = camera_size_for(camera_size, trained_size)
@@ -163,7 +164,7 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     env_steps = sum(r["env_steps"] for r in records)
     startup = {r["worker_pid"]: r["worker_startup_s"] for r in records}  # spawn, imports, policy load
     results = {
-        "policy": policy, "seed": seed, "workers": workers, "threads_per_worker": threads_per_worker,
+        "policy": recorded_spec(policy), "seed": seed, "workers": workers, "threads_per_worker": threads_per_worker,
         "worker_startup_s": sorted(startup.values()),
         "env_build_s": round(sum(r["env_build_s"] for r in records), 1),  # all workers, one env per task each
         "protocol": {"max_steps": {s: max_steps or SUITE_MAX_STEPS[s] for s in suites}, "wait_steps": NUM_WAIT_STEPS,

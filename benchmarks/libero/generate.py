@@ -34,7 +34,7 @@ from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 from lara.benchmarks.libero.protocol import FRESH, parse_init_states, placement_seed
 from lara.benchmarks.workers import spawn_pool
 from lara.errors import InputError
-from lara.outputs import check_new, writable
+from lara.outputs import check_new, recorded, writable
 
 TAIL_STEPS = 25  # release-and-retreat steps after the first `done` (at least)
 RELEASED_STEPS = 10  # and the tail ends with the gripper open this long
@@ -416,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                              run_chunk=partial(rollout_chunk, action_noise=args.action_noise))
         for task, f in found.items():
             f["kept"] = keep_first(f["records"], args.episodes)[0]
-            f["file"] = str(out / f"{f['meta']['task_name']}_demo.hdf5") if f["kept"] and not args.dry_run else None
+            written = bool(f["kept"]) and not args.dry_run
+            f["file"] = recorded(out / f"{f['meta']['task_name']}_demo.hdf5") if written else None
         render_s = dict.fromkeys(tasks, 0.0)
         if not args.dry_run:
             with tqdm(total=sum(len(f["kept"]) for f in found.values()), desc="rendering kept episodes",

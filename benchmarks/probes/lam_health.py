@@ -27,6 +27,7 @@ import lara
 from lara.benchmarks.probes.linear_probe import ridge_r2
 from lara.data import EpisodeDataset
 from lara.model import latent_spread
+from lara.outputs import settings
 from lara.quantize import usage_stats
 
 
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"FDM mse / copy {r['mse_vs_copy']:.3f}; "
                   f"probe R^2 {r['probe_r2']:.3f} (untrained {r['probe_r2_untrained']:.3f}, pixel diff "
                   f"{baseline:.3f}); {r['train_s']} s", flush=True)
-    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "pixel_difference_r2": baseline,
+    report = {"settings": settings(args), "pixel_difference_r2": baseline,
               "pairs": {"train": len(tf), "held_out": len(xf)}, "load_average": os.getloadavg()[0],
               "results": results}
     if args.out:

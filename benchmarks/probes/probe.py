@@ -31,7 +31,7 @@ from lara.benchmarks.probes import fit
 from lara.benchmarks.probes.distractors import DistractorConfig, distract_pairs
 from lara.benchmarks.probes.representations import Features, compute
 from lara.errors import InputError
-from lara.outputs import check_new
+from lara.outputs import check_new, settings
 
 SYNTHETIC_DIRECTIONS = ("move up", "move down", "move left", "move right")
 
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     distractors = DistractorConfig(correlation=args.distractor_correlation) if args.distractors else None
     report = run(data, args.represent, image_size, args.seed, args.test_fraction, args.mlp_steps, args.clusters,
                  distractors)
-    report.update(settings={k: str(v) for k, v in vars(args).items()}, wall_s=round(time.time() - start, 1),
+    report.update(settings=settings(args), wall_s=round(time.time() - start, 1),
                   load_average=round(os.getloadavg()[0], 2))
     pairs = report["pairs"]
     print(f"{pairs['train']} training / {pairs['test']} held-out pairs from {pairs['episodes']} episodes, "

@@ -37,7 +37,8 @@ from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksum
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
 from lara.errors import InputError
-from lara.policy import check_policy_spec, load_simpler_policy
+from lara.outputs import recorded
+from lara.policy import check_policy_spec, load_simpler_policy, recorded_spec
 
 PARTIAL = ("is_src_obj_grasped", "consecutive_grasp")
 
@@ -190,7 +191,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
                          "--placements fresh` data, or pass --allow-train-episodes to run anyway (recorded in results.json)")
     out = Path(out)
     jobs = [(env_id, seed, episode, max_steps,
-             str(out / "videos" / env_id / f"seed{seed}_episode{episode:03d}.mp4") if video else None)
+             recorded(out / "videos" / env_id / f"seed{seed}_episode{episode:03d}.mp4") if video else None)
             for env_id in env_ids for seed in range(seeds) for episode in range(episodes)]
     out.mkdir(parents=True, exist_ok=True)
     os.environ["MS_ASSET_DIR"] = str(root)  # spawned workers import mani_skill with it
@@ -202,7 +203,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
     stand_in = sorted(e for e in env_ids if stage_is_stand_in(root, e))
     steps = sum(r["env_steps"] for r in records)
     results = {
-        "policy": policy, "episodes": episodes, "seeds": list(range(seeds)), "workers": workers,
+        "policy": recorded_spec(policy), "episodes": episodes, "seeds": list(range(seeds)), "workers": workers,
         "threads_per_worker": threads_per_worker, "simpler_scores": not stand_in, "stand_in_stages": stand_in,
         "protocol": {"obs_mode": "rgb+segmentation", "camera": "3rd_view_camera 640x480, resized (cv2 INTER_AREA)",
                      "image_size": size, "policy_image_size": trained_size,
@@ -212,7 +213,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
                      "episode_rule": "episode i -> episode_id i; env and policy seeded 1000*seed + i",
                      "success": "info['success'] at the last step", "execution": strategy.record()},
         "train_episode_ids": trained_on or None, "train_episode_overlap": shared or None,
-        "versions": versions(), "asset_dir": str(root), "asset_sha256": checksums(root, env_ids),
+        "versions": versions(), "asset_dir": recorded(root), "asset_sha256": checksums(root, env_ids),
         "wall_time_s": round(wall, 1), "env_steps": steps, "env_steps_per_s": round(steps / wall, 2),
         "worker_startup_s": sorted({r["worker_pid"]: r["worker_startup_s"] for r in records}.values()),
         **summarize(records, env_ids),

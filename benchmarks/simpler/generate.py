@@ -37,7 +37,7 @@ from lara.benchmarks.simpler.assets import BRIDGE_TASKS, check_assets, resolve_a
 from lara.benchmarks.simpler.evaluate import SimplerEpisodes
 from lara.benchmarks.workers import run_in_pool
 from lara.errors import InputError
-from lara.outputs import check_new, writable
+from lara.outputs import check_new, recorded, writable
 
 PLACEMENTS = ("fresh", "simpler")
 SETTLE_STEPS = 5        # control steps (1 s) with the arm still after objects are moved
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         if kept:
             write_task(path, env_id, kept, args.camera_size, args.rotation)
         tried = [r for a, r in sorted(records[env_id].items()) if a < used]
-        tasks.append({"env_id": env_id, "instruction": tried[0]["instruction"], "file": str(path) if kept else None,
+        tasks.append({"env_id": env_id, "instruction": tried[0]["instruction"],
+                      "file": recorded(path) if kept else None,
                       "attempts": used, "successes": len(kept), "success_rate": len(kept) / max(used, 1),
                       "placements": args.placements,
                       "episode_ids": [r["episode_id"] for r in kept],
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{env_id}: {len(kept)}/{used} solved{capped}, {tasks[-1]['seconds_per_attempt']} s per attempt")
     summary = {"bench": "simpler", "episodes_per_task": args.episodes, "max_attempts": attempts,
                "placements": args.placements, "camera_size": args.camera_size, "rotation": args.rotation,
-               "seed": args.seed, "workers": args.workers, "versions": versions(), "asset_dir": str(root),
+               "seed": args.seed, "workers": args.workers, "versions": versions(), "asset_dir": recorded(root),
                "wall_s": round(time.time() - start, 1), "tasks": tasks}
     (out / "generation.json").write_text(json.dumps(summary, indent=2))
     return 0 if all(t["successes"] > 0 for t in tasks) else 1

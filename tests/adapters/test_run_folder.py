@@ -64,6 +64,24 @@ def test_a_finished_run_re_run_as_it_was_trains_nothing_and_rewrites_nothing(fin
     assert "nothing to train" in capsys.readouterr().out
 
 
+def test_a_runs_records_name_its_paths_relative_to_the_project(finished, demos):
+    """Issue 40: trained with absolute paths (tmp folders), the run records them relative to the project (the
+    working folder), never by the machine's absolute layout; a re-run with the absolute paths is the same run, and
+    so is a record an earlier version wrote with absolute paths."""
+    run, overrides = finished
+    recipe = json.loads((run / "final" / "recipe.json").read_text())
+    states = [json.loads(p.read_text())["config"] for p in run.glob("checkpoints/*/trainer_state.json")]
+    assert states  # the checkpoints record the config too
+    for record in (recipe, *states):
+        assert not os.path.isabs(record["output_dir"]) and Path(record["output_dir"]).resolve() == run.resolve()
+        (data,) = record["data"]["paths"]
+        assert not os.path.isabs(data) and Path(data).resolve() == demos.resolve()
+    earlier = {**recipe, "output_dir": str(run), "data": {**recipe["data"], "paths": [str(demos)]}}
+    assert differences(earlier, load_recipe("posttrain_token_vla", overrides).record()) == {}
+    moved = {**recipe, "data": {**recipe["data"], "paths": [str(demos.parent / "other")]}}
+    assert set(differences(moved, load_recipe("posttrain_token_vla", overrides).record())) == {"data.paths"}
+
+
 def killed_after_step_2(demos: Path, run: Path) -> list[str]:
     """A 4-step run as a kill after step 2's checkpoint leaves it; its overrides."""
     overrides = tiny(demos, run, steps=4)

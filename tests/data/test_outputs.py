@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lara.cli import main as lara_main
+from lara.errors import InputError
 from lara.data.libero_hdf5 import LiberoHDF5Writer, inspect_libero_hdf5
 from lara.outputs import remove_stale_staging
 
@@ -114,3 +116,64 @@ def test_publish_folder_replaces_an_earlier_folder_only_once_the_new_one_is_in_p
         (staging / "info.json").write_text(content)
         assert publish_folder(staging, target) == target
     assert (target / "info.json").read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["dataset"]
+
+
+def test_an_output_under_a_symbolic_link_to_nothing_is_named_so_on_one_line(tmp_path, monkeypatch, capsys):
+    """Issue 40: a `data` link to a folder that is gone failed `--out data/x` with "cannot write there (File
+    exists)". Each command that writes says what is wrong, through the one check of lara.outputs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(tmp_path / "gone", target_is_directory=True)
+    link = f"data is a symbolic link to a folder that does not exist: {tmp_path / 'gone'}; create it, or remove the " \
+           "link"
+    assert lara_main(["data", "generate", "--suite", "object", "--tasks", "0", "--episodes", "1",
+                      "--out", "data/ref_object64"]) == 2
+    assert one_line_error(capsys, "data generate").endswith(f"data/ref_object64/generation.json: {link}")
+    assert lara_main(["eval", "libero", "--policy", "scripted", "--suite", "object", "--out", "data/eval"]) == 2
+    assert one_line_error(capsys, "eval").endswith(f"data/eval/results.json: {link}")
+    source = write_demo(tmp_path / "open_the_drawer_demo.hdf5")
+    assert lara_main(["data", "videos", str(source), "data/videos"]) == 2
+    error = one_line_error(capsys, "data videos")
+    assert error.startswith("lara data videos: error: data/videos/") and error.endswith(link), error
+    assert lara_main(["train", "posttrain_token_vla", f"data.paths=[{source}]", "output_dir=data/run"]) == 2
+    assert one_line_error(capsys, "train").endswith(f"output_dir data/run: {link}")
+    assert not (tmp_path / "gone").exists() and (tmp_path / "data").is_symlink()  # nothing created, nothing replaced
+
+    from lara.outputs import writable
+
+    (tmp_path / "folder").symlink_to("elsewhere")  # a relative target, named as the link holds it
+    with pytest.raises(InputError, match=r"^--out folder: folder is a symbolic link to a folder that does not exist: "
+                                         r"elsewhere; create it, or remove the link$"):
+        writable(Path("folder"), "--out")
+
+
+def test_records_name_a_path_as_given_or_relative_to_the_project(tmp_path, monkeypatch):
+    """Issue 40: results and run records never hold the machine's absolute layout."""
+    import argparse
+
+    from lara.outputs import recorded, recorded_paths, settings
+    from lara.policy import recorded_spec
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("PWD", str(project))
+    assert recorded("data/x") == "data/x" and recorded(Path("runs/a/../b")) == "runs/a/../b"  # as the user gave it
+    assert recorded(project / "data" / "x") == "data/x" and recorded(tmp_path / "data" / "x") == "../data/x"
+    tree = {"paths": [str(project / "d"), {"path": tmp_path / "e", "labelled_per_task": 5}], "model": "org/model",
+            "size": (64, 64), "none": None}
+    assert recorded_paths(tree) == {"paths": ["d", {"path": "../e", "labelled_per_task": 5}], "model": "org/model",
+                                    "size": [64, 64], "none": None}
+    args = argparse.Namespace(data=[project / "data" / "x"], out=Path("runs/h.json"), steps=1000, lr=1e-3,
+                              weighting=[None], dtype=np.float32)
+    assert settings(args) == {"data": ["data/x"], "out": "runs/h.json", "steps": 1000, "lr": 1e-3, "weighting": [None],
+                              "dtype": str(np.float32)}
+    assert recorded_spec(f"checkpoint:{project}/runs/ref/final/vla") == "checkpoint:runs/ref/final/vla"
+    assert recorded_spec(f"{tmp_path}/policies.py:make") == "../policies.py:make"
+    for spec in ("scripted", "ws://127.0.0.1:8000", "my_pkg.policies:make", "checkpoint:runs/ref/final/vla"):
+        assert recorded_spec(spec) == spec
+
+    linked = tmp_path / "linked"  # a project reached through a symbolic link: named as the shell spells it
+    linked.symlink_to(project, target_is_directory=True)
+    monkeypatch.chdir(linked)
+    monkeypatch.setenv("PWD", str(linked))
+    assert recorded(linked / "data" / "x") == "data/x"

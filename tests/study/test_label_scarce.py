@@ -16,6 +16,7 @@ from lara.benchmarks.study.cells import plan_cells
 from lara.benchmarks.study.config import load_study
 from lara.data import LiberoDataset
 from lara.errors import InputError
+from lara.outputs import recorded
 
 from scarce_files import poison, write_tasks
 
@@ -110,7 +111,7 @@ def test_no_action_of_an_action_free_episode_reaches_any_arm(tmp_path):
         for stage, args in (("first", cell.first_args), ("run", cell.train_args)):
             if args is not None:
                 assert train_cli.main([*args[1:], *TINY, f"output_dir={cell.folder / stage}"]) == 0
-    poisoned = {(r["file"], r["episode"]) for r in action_free}
+    poisoned = {(recorded(r["file"]), r["episode"]) for r in action_free}  # as RUN/data_split.json names it
     read = {}  # (arm, stage, role) -> the split records of RUN/data_split.json
     for cell in cells:
         for stage in ("first", "run"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lara.benchmarks.study import cli
+from lara.outputs import recorded
 
 # the demo's shrinking overrides (adapters/demo.py, tests/adapters/test_demo.py) at the demonstrations' 32 px
 TINY = ["train.steps=2", "posttrain.lam_warmup_steps=2", "train.batch_size=4", "train.log_every=1",
@@ -37,7 +38,7 @@ def test_a_miniature_study_runs_its_cells_and_resumes_them(libero_object_demos, 
     assert cells["baseline"]["code_usage"] is None and cells["baseline"]["align_cos"] is None
     assert 0 < cells["lara"]["code_usage"] <= 1 and -1 <= cells["lara"]["align_cos"] <= 1
     recipe = json.loads((out / "cells/lara/seed0/run/final/recipe.json").read_text())
-    assert recipe["train"]["seed"] == 0 and recipe["data"]["paths"] == [str(libero_object_demos)]
+    assert recipe["train"]["seed"] == 0 and recipe["data"]["paths"] == [recorded(libero_object_demos)]
     assert json.loads((out / "cells/baseline/seed0/run/final/recipe.json").read_text())["baseline"] is True
     results = json.loads((out / "cells/lara/seed0/eval/results.json").read_text())
     assert results["protocol"]["camera_size"] == 32 and results["protocol"]["max_steps"] == {"libero_object": 2}
