@@ -16,6 +16,12 @@ and recorded episodes all speak the same language:
 
 `act` returns float32 [T, 7]: T >= 1 actions of (dx, dy, dz, droll, dpitch, dyaw, gripper), the
 LIBERO / OpenVLA convention, gripper in [-1, 1] with -1 = open, +1 = close.
+
+A policy served to several clients at once (`lara serve`, `lara eval --policy ws://` with several workers) runs one
+episode per connection: each connection drives its own `session_policy(policy)`, which shares the weights and
+nothing of the episode state. By default that is a shallow copy (attributes re-bound by `reset`/`act`, such as the
+instruction, become the copy's own); a policy whose episode state is a mutable object changed in place (a frame
+history, a random generator) defines `fork()` returning a policy with fresh state of its own.
 """
 
 from __future__ import annotations
@@ -38,6 +44,15 @@ class Policy(Protocol):
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         """One observation in, an action chunk float32 [T, 7] out."""
+
+
+def session_policy(policy: Policy) -> Policy:
+    """The policy one client connection drives: `policy.fork()` when it defines one, else a shallow copy
+    (the same weights, its own instruction and episode state)."""
+    import copy
+
+    fork = getattr(policy, "fork", None)
+    return fork() if callable(fork) else copy.copy(policy)
 
 
 def camera_image(obs: dict[str, Any], key: str) -> np.ndarray:

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 import time
+
+
+def tcp_port(text: str) -> int:
+    """argparse type of a `--port` flag: a TCP port 1..65535 (0, "any free port", is refused: a client must know it)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {text!r}")
+    return port
 
 
 def free_port() -> int:

@@ -23,10 +23,15 @@ The metadata names the checkpoint's folder, never its path on the server's disk.
 Observation keys are those of `lara.policy` (`agentview_rgb` uint8 [H, W, 3] required, the others
 optional), or those openpi's LIBERO example client (examples/libero/main.py) sends: `observation/image`
 and `observation/wrist_image` (uint8, upright, 224 px there), `observation/state` float [8] = end-effector
-position (3), axis-angle (3) and gripper qpos (2), and `prompt` for `instruction`. The policy is reset when a connection
-sends its first observation, when the instruction changes, when the observation has `reset: True`, and
-after openpi's `episode_start` control frame (`{"__ctrl__": ...}` frames are acknowledged with
-`{"__ack__": ...}` as openpi's server does; its LIBERO client sends one before and after each episode).
+position (3), axis-angle (3) and gripper qpos (2), and `prompt` for `instruction`. With an announced `image_size`,
+a camera image smaller than it on either side is refused, naming both sizes (larger ones are resized by the policy).
+
+Each connection drives a policy of its own (`lara.policy.session_policy`: the same weights, its own instruction
+and episode state), so clients served at once (several robots, `lara eval --policy ws://` with several workers)
+never see each other's instruction. It is reset when the connection sends its first observation, when the
+instruction changes, when the observation has `reset: True`, and after openpi's `episode_start` control frame
+(`{"__ctrl__": ...}` frames are acknowledged with `{"__ack__": ...}` as openpi's server does; its LIBERO client
+sends one before and after each episode). Requests of all connections run one at a time on one worker thread.
 """
 
 from __future__ import annotations
@@ -52,9 +57,10 @@ from websockets.asyncio.server import Request, ServerConnection
 from websockets.asyncio.server import serve as _ws_serve
 
 from lara.errors import InputError, MissingPath
-from lara.policy import ACTION_DIM, Policy
+from lara.policy import ACTION_DIM, Policy, session_policy
 from lara.vla.backbones import find_vla_dir
 from lara.real_robot import wire
+from lara.real_robot.ports import tcp_port
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +76,7 @@ OBSERVATION_SPEC = {
 REQUIRED_KEYS = ("agentview_rgb",)
 # openpi's LIBERO client keys -> ours; its state is the concatenation of these (examples/libero/main.py)
 OPENPI_IMAGES = {"observation/image": "agentview_rgb", "observation/wrist_image": "eye_in_hand_rgb"}
+IMAGE_KEYS = tuple(key for key, (_, kind) in OBSERVATION_SPEC.items() if kind == "u8")
 OPENPI_STATE, OPENPI_STATE_PARTS = "observation/state", (("ee_pos", 3), ("ee_ori", 3), ("gripper_qpos", 2))
 CONTROL_KEY = "__ctrl__"  # openpi's episode_start / episode_end frames
 TOKEN_ENV, TOKEN_SCHEME = "LARA_SERVE_TOKEN", "Api-Key"  # openpi's client sends `Authorization: Api-Key <key>`
@@ -155,15 +162,26 @@ def check_actions(actions: Any) -> np.ndarray:
 
 
 class _Session:
-    """One client connection: the instruction the policy was last reset with."""
+    """One client connection: its own policy and the instruction that policy was last reset with."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
         self.instruction: str | None = None
 
 
+def check_image_sizes(obs: dict, cameras: tuple[str, ...], image_size: int) -> None:
+    """Refuse a camera image the policy reads that is smaller than its `image_size` input on either side."""
+    for key in cameras:
+        image = obs.get(key)
+        if image is not None and min(image.shape[:2]) < image_size:
+            raise ObservationError(f"`{key}` is {image.shape[0]}x{image.shape[1]} px, smaller than the policy's "
+                                   f"{image_size}x{image_size} input; send images of at least {image_size} px a side "
+                                   "(larger ones are resized).")
+
+
 class PolicyServer:
-    """Runs `policy.act` on one worker thread (one model, one request at a time) so `/healthz` answers
-    while a slow model computes."""
+    """Runs `act` on one worker thread (one model, one request at a time) so `/healthz` answers while a slow model
+    computes; each connection gets its own `session_policy`, so clients never share an instruction or episode."""
 
     def __init__(self, policy: Policy, metadata: dict | None = None) -> None:
         if not isinstance(policy, Policy):
@@ -171,14 +189,26 @@ class PolicyServer:
         self.policy = policy
         self.metadata = {"protocol": "openpi-websocket", "action_dim": ACTION_DIM,
                          "policy": type(policy).__name__, **(metadata or {})}
+        image_size = self.metadata.get("image_size")
+        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+            raise ValueError(f"metadata `image_size` must be the policy's input side in pixels (an int >= 1), "
+                             f"got {image_size!r}.")
+        self.image_size: int | None = image_size
+        self.cameras = tuple(getattr(policy, "cameras", None) or IMAGE_KEYS)  # the images the policy reads
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+
+    def session(self) -> _Session:
+        """The state of a new connection: a policy of its own, not reset yet."""
+        return _Session(session_policy(self.policy))
 
     def infer(self, session: _Session, obs: Any) -> dict:
         obs = check_observation(obs)
+        if self.image_size is not None:
+            check_image_sizes(obs, self.cameras, self.image_size)
         if obs.get("reset", False) or obs["instruction"] != session.instruction:
-            self.policy.reset(obs["instruction"])
+            session.policy.reset(obs["instruction"])
             session.instruction = obs["instruction"]
-        return {"actions": check_actions(self.policy.act(obs))}
+        return {"actions": check_actions(session.policy.act(obs))}
 
     def control(self, session: _Session, message: dict) -> dict:
         """openpi's control frames (its LIBERO client sends `episode_start` / `episode_end` around each
@@ -190,7 +220,7 @@ class PolicyServer:
         return {"__ack__": kind if kind in ("episode_start", "episode_end") else "ignored"}
 
     async def handle(self, websocket: ServerConnection) -> None:
-        session = _Session()
+        session = self.session()
         loop = asyncio.get_running_loop()
         await websocket.send(wire.packb(self.metadata))
         prev_total_ms = None
@@ -276,16 +306,6 @@ def public_name(vla_dir: Path) -> str:
     return vla_dir.resolve().name
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {text!r}")
-    return port
-
-
 def check_address(host: str, port: int) -> None:
     """Refuse, before the model loads, an address the server could not listen on (in use, not this machine's)."""
     try:
@@ -323,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(the VLA inside is picked)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: this machine only; 0.0.0.0 = every interface, warned)")
-    parser.add_argument("--port", type=_port, default=8000, help="TCP port, 1..65535")
+    parser.add_argument("--port", type=tcp_port, default=8000, help="TCP port, 1..65535")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
                         help=f"a shared secret every connection must send (openpi: api_key=...; default ${TOKEN_ENV}; "
                              "none: any client connects)")

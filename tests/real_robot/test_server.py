@@ -147,6 +147,9 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
         obs["instruction"] = "put the bowl on the plate"
         actions = client.infer(obs)["actions"]
         assert actions.shape == (1, 7) and np.isfinite(actions).all()
+        side = metadata["image_size"]
+        with pytest.raises(RuntimeError, match=f"`agentview_rgb` is 1x1 px, smaller than the policy's {side}x{side} input"):
+            client.infer({**obs, "agentview_rgb": np.zeros((1, 1, 3), np.uint8)})
     finally:
         proc.kill()
         proc.wait(5)
@@ -225,9 +228,11 @@ def test_openpi_libero_client_observation_keys_are_served(server_factory):
     from openpi_client import image_tools
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
+    observed = []  # what the connection's policy (a copy of `policy`, see lara.policy.session_policy) was given
+
     class Recording(TinyMLPPolicy):
         def act(self, obs):
-            self.seen = obs
+            observed.append(obs)
             return super().act(obs)
 
     rng = np.random.default_rng(1)
@@ -241,7 +246,7 @@ def test_openpi_libero_client_observation_keys_are_served(server_factory):
     client = WebsocketClientPolicy("127.0.0.1", server_factory(policy).port)
     reply = client.infer(element)
     assert reply["actions"].shape == (4, 7)
-    seen = policy.seen
+    seen = observed[-1]
     np.testing.assert_array_equal(seen["agentview_rgb"], img)
     np.testing.assert_array_equal(seen["eye_in_hand_rgb"], wrist)
     np.testing.assert_array_equal(np.concatenate([seen["ee_pos"], seen["ee_ori"], seen["gripper_qpos"]]), state)
@@ -386,3 +391,110 @@ def test_lara_serve_refuses_bad_addresses_and_damaged_checkpoints_in_one_line(tm
         error = capsys.readouterr().err
         assert error.startswith("lara serve: error: ") and error.count("\n") == 1 and message in error, error
     assert "anyone who can reach this machine can drive the policy; set --token" in caplog.text
+
+
+def served_token_vla(server_factory):
+    """A real TokenVLA (random weights, instruction-dependent answers) served as `lara serve` serves it, and a local
+    copy of the same weights to compare with."""
+    import torch
+
+    from lara.vla.token_vla import tiny_token_vla
+    from lara.vla.token_vla.policy import TokenVLAPolicy
+
+    torch.manual_seed(0)
+    model = tiny_token_vla()
+    server = server_factory(TokenVLAPolicy(model), metadata={"image_size": model.config.image_size})
+
+    def local(instruction, obs):
+        policy = TokenVLAPolicy(model)
+        policy.reset(instruction)
+        return policy.act(obs)
+
+    return server, local
+
+
+def test_clients_served_at_once_each_get_their_own_policys_answer(server_factory):
+    """Client A asks twice with one instruction, client B asks with another in between: A's second answer is A's
+    first (the policy given A's instruction), not B's. Before, one policy was shared and reset only when a
+    connection's own instruction changed, so A's second reply was B's."""
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    server, local = served_token_vla(server_factory)
+    obs = observation(64)
+    pick, drawer = "pick up the cup", "open the drawer"
+    expected = {pick: local(pick, obs), drawer: local(drawer, obs)}
+    assert not np.allclose(expected[pick], expected[drawer])  # the instruction matters to this policy
+    a, b = PolicyClient("127.0.0.1", server.port), WebsocketClientPolicy("127.0.0.1", server.port)  # ours, openpi's
+    first = a.infer({**obs, "instruction": pick})["actions"]
+    between = b.infer({**obs, "instruction": drawer})["actions"]
+    second = a.infer({**obs, "instruction": pick})["actions"]
+    again = b.infer({**obs, "instruction": drawer})["actions"]
+    np.testing.assert_array_equal(first, expected[pick])
+    np.testing.assert_array_equal(second, expected[pick])
+    np.testing.assert_array_equal(between, expected[drawer])
+    np.testing.assert_array_equal(again, expected[drawer])
+
+
+def test_remote_policies_of_parallel_eval_workers_do_not_mix(server_factory):
+    """`lara eval --policy ws://` with several workers: each worker's RemotePolicy is one connection; episodes of
+    different tasks interleaved step by step each get the answers of their own instruction."""
+    from lara.policy import load_policy
+
+    server, local = served_token_vla(server_factory)
+    tasks = ["pick up the cup", "open the drawer"]
+    workers = [load_policy(f"ws://127.0.0.1:{server.port}") for _ in tasks]
+    for worker, task in zip(workers, tasks):
+        worker.reset(task)
+    for step in range(3):
+        obs = observation(64, ee_pos=np.array([0.1 * step, 0.0, 0.2]))
+        for worker, task in zip(workers, tasks):
+            np.testing.assert_array_equal(worker.act(obs), local(task, obs))
+
+
+def test_images_smaller_than_the_policy_input_are_refused_naming_both_sizes(server_factory):
+    """With an announced image_size (what `lara serve` announces: the checkpoint's input side), a camera image the
+    policy reads that is smaller on either side is refused; the connection keeps serving."""
+    server = server_factory(TinyMLPPolicy(), metadata={"image_size": 32})
+    client = PolicyClient("127.0.0.1", server.port)
+    for shape in ((1, 1, 3), (31, 64, 3), (64, 16, 3)):
+        with pytest.raises(ServerError, match=rf"`agentview_rgb` is {shape[0]}x{shape[1]} px, smaller than the "
+                                              r"policy's 32x32 input; send images of at least 32 px a side"):
+            client.infer(observation(agentview_rgb=np.zeros(shape, np.uint8)))
+    with pytest.raises(ServerError, match="`eye_in_hand_rgb` is 8x8 px"):  # this policy names no cameras: all checked
+        client.infer(observation(32, eye_in_hand_rgb=np.zeros((8, 8, 3), np.uint8)))
+    for size in (32, 64):
+        assert client.infer(observation(size))["actions"].shape == (4, 7)
+
+    class AgentviewOnly(TinyMLPPolicy):
+        cameras = ("agentview_rgb",)  # as TokenVLAPolicy / FlowPolicy name theirs
+
+    only = server_factory(AgentviewOnly(), metadata={"image_size": 32})
+    reply = PolicyClient("127.0.0.1", only.port).infer(observation(32, eye_in_hand_rgb=np.zeros((8, 8, 3), np.uint8)))
+    assert reply["actions"].shape == (4, 7)  # a camera the policy does not read is not its input
+
+
+def test_a_flow_policys_clients_each_draw_their_own_noise(server_factory, tmp_path):
+    """A flow-matching policy's episode state includes its noise generator: each connection gets its own
+    (FlowPolicy.fork), so two clients asking alike get alike samples, and one client's requests never shift
+    another's noise."""
+    import json
+
+    import torch
+
+    from lara.vla.backbones import load_policy
+    from lara.vla.pi05 import tiny_pi05
+
+    torch.manual_seed(0)
+    tiny_pi05(chunk_size=4, image_size=32).save_pretrained(tmp_path)
+    stats = {"mean": [0.0] * 8, "std": [1.0] * 8, "min": [-1.0] * 8, "max": [1.0] * 8, "q01": [-1.0] * 8,
+             "q99": [1.0] * 8}
+    action = {**{k: v[:7] for k, v in stats.items()}, "mask": [True] * 6 + [False]}
+    (tmp_path / "dataset_statistics.json").write_text(json.dumps({"libero": {"action": action, "proprio": stats}}))
+    server = server_factory(load_policy(tmp_path), metadata={"image_size": 32})
+    a, b = PolicyClient("127.0.0.1", server.port, timeout_s=60), PolicyClient("127.0.0.1", server.port, timeout_s=60)
+    obs = observation(32)
+    a_first, b_first = a.infer(obs)["actions"], b.infer(obs)["actions"]
+    b_second, a_second = b.infer(obs)["actions"], a.infer(obs)["actions"]
+    np.testing.assert_array_equal(a_first, b_first)
+    np.testing.assert_array_equal(a_second, b_second)
+    assert not np.allclose(a_first, a_second)  # a stream of samples, not one repeated

@@ -37,8 +37,14 @@ class FlowPolicy:
         self.inputs = processor
         self.cameras = tuple(processor.cameras)  # what the evaluation must render for it
         self.statistics = statistics
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)  # the flow's initial noise: reproducible rollouts
         self.instruction: str | None = None
+
+    def fork(self) -> "FlowPolicy":
+        """The same weights with a noise stream and an instruction of its own: one per client of `lara serve`, so
+        that clients never draw from, or reset, each other's episode."""
+        return FlowPolicy(self.model, self.inputs, self.statistics, self.seed)
 
     def reset(self, instruction: str) -> None:
         self.instruction = instruction
