@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from lara.real_robot.safety import STRICT
 
 
 def import_franka_gripper():
@@ -25,16 +27,19 @@ def import_franka_gripper():
     return actionlib, msg
 
 
+HAND_MAX_WIDTH_M, HAND_MAX_SPEED_M_S, HAND_MAX_FORCE_N = 0.08, 0.1, 140.0  # the Franka Hand's data sheet
+
+
 class GripperConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     use_franka_actions: bool = Field(True, description="send franka_gripper Grasp/Move goals when franka_gripper is importable")
-    action_namespace: str = Field("/franka_gripper", description="namespace of the franka_gripper action servers (grasp, move)")
-    open_width_m: float = Field(0.08, gt=0, description="finger opening commanded by 'open' (Panda hand: 0.08 m max)")
-    grasp_width_m: float = Field(0.0, ge=0, description="nominal object width for 'close'; the epsilons make any width succeed")
-    grasp_epsilon_m: float = Field(0.08, ge=0, description="inner and outer width tolerance of the grasp")
-    speed_m_s: float = Field(0.1, gt=0, description="finger speed")
-    force_n: float = Field(20.0, gt=0, description="grasp force")
+    action_namespace: str = Field("/franka_gripper", min_length=1, description="namespace of the franka_gripper action servers (grasp, move)")
+    open_width_m: float = Field(0.08, gt=0, le=HAND_MAX_WIDTH_M, description="finger opening commanded by 'open' (Panda hand: 0.08 m max)")
+    grasp_width_m: float = Field(0.0, ge=0, le=HAND_MAX_WIDTH_M, description="nominal object width for 'close'; the epsilons make any width succeed")
+    grasp_epsilon_m: float = Field(0.08, ge=0, le=HAND_MAX_WIDTH_M, description="inner and outer width tolerance of the grasp (at most the hand's 0.08 m)")
+    speed_m_s: float = Field(0.1, gt=0, le=HAND_MAX_SPEED_M_S, description="finger speed (Panda hand: 0.1 m/s max)")
+    force_n: float = Field(20.0, gt=0, le=HAND_MAX_FORCE_N, description="grasp force (Panda hand: 70 N continuous, 140 N max)")
 
 
 class GripperCommander:

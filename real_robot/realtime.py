@@ -15,11 +15,13 @@ import os
 import time
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from lara.real_robot.safety import STRICT
 
 
 class RealtimeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     enabled: bool = Field(False, description="use SCHED_FIFO (when permitted) and the early-wake + spin sleep")
     priority: int = Field(80, ge=1, le=99, description="SCHED_FIFO priority of the control thread (franka_ros uses 80-90 on its RT kernel)")

@@ -9,7 +9,9 @@ attribute (and LIBERO's last-step reward).
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from lara.data.libero_hdf5 import LiberoHDF5Writer
+from lara.errors import InputError
 
 
 class EpisodeRecorder:
@@ -26,6 +29,20 @@ class EpisodeRecorder:
         self.instruction: Optional[str] = None
         self._steps: list[dict] = []
         self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Create the episodes folder and check that a file can be written there, so that a bad `episodes_dir`
+        stops the node at start, not at the end of the first episode."""
+        where = f"episodes_dir {str(self.episodes_dir)!r}"
+        if self.episodes_dir.exists() and not self.episodes_dir.is_dir():
+            raise InputError(f"{where} is a file, expected a folder for the episodes; give another episodes_dir.")
+        try:
+            self.episodes_dir.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.episodes_dir, prefix=".write_check_")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise InputError(f"{where}: cannot write episodes there ({error.strerror}); give a writable folder.") from None
 
     @property
     def num_steps(self) -> int:

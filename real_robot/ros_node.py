@@ -38,11 +38,12 @@ from lara.real_robot.client import PolicyClient, ServerUnavailable
 from lara.real_robot.config import NodeConfig, load_config
 from lara.real_robot.gripper import GripperCommander
 from lara.real_robot.images import ImageError, check_size, compressed_to_rgb, raw_to_rgb
+from lara.real_robot.ports import tcp_port
 from lara.real_robot.realtime import enable_fifo, sleep_until
 from lara.real_robot.recorder import EpisodeRecorder
 from lara.real_robot.ros import import_rospy
 from lara.real_robot.rotations import matrix_to_quat, quat_to_axis_angle
-from lara.real_robot.safety import Command, Pose, SafetyLayer
+from lara.real_robot.safety import Command, Pose, SafetyLayer, pose_is_finite
 
 rospy = import_rospy()
 from geometry_msgs.msg import PoseStamped  # noqa: E402  (needs import_rospy first)
@@ -298,7 +299,7 @@ class PolicyNode:
         if request.episode != self.episode:
             return True  # asked for in an earlier episode: none of its steps are this episode's
         image_age = time.monotonic() - request.image_time
-        if image_age > self.config.safety.max_observation_age_s:
+        if not image_age <= self.config.safety.max_observation_age_s:  # fails closed
             self._server_state = f"reply too late: its image is {image_age:.3f} s old"
             return False
         if self.actions.add(reply["actions"], request.step) == 0:
@@ -342,6 +343,9 @@ class PolicyNode:
         return command
 
     def _publish(self, command: Command) -> None:
+        if not pose_is_finite(command.pose):  # the safety layer never gives one; a bug there must not reach the arm
+            self.safety.estop(f"non-finite target pose {command.pose}")
+            return
         msg = PoseStamped()
         msg.header.stamp, msg.header.frame_id = rospy.Time.now(), self.config.frame_id
         (msg.pose.position.x, msg.pose.position.y, msg.pose.position.z) = map(float, command.pose.position)
@@ -377,18 +381,30 @@ class PolicyNode:
         self.client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="LARA policy node for a Franka (ROS 1)")
+PROG = "python -m lara.real_robot.ros_node"
+
+
+def read_config(argv: list[str]) -> NodeConfig:
+    """The node's flags (rospy's `name:=value` remappings set aside) applied to its config, every field checked; a
+    mistyped flag or a bad value ends on one line with exit 2 before the node touches ROS."""
+    parser = argparse.ArgumentParser(prog=PROG, description="LARA policy node for a Franka (ROS 1)")
     parser.add_argument("--config", default=None, help="YAML config (default: the packaged config.yaml)")
     parser.add_argument("--host", default=None, help="override server.host")
-    parser.add_argument("--port", type=int, default=None, help="override server.port")
+    parser.add_argument("--port", type=tcp_port, default=None, help="override server.port (1..65535)")
     parser.add_argument("--realtime", action="store_true", help="set realtime.enabled: SCHED_FIFO + early-wake spin")
-    args, _ = parser.parse_known_args(argv)  # rospy appends remapping arguments (name:=value)
-    config = load_config(args.config)
+    args = parser.parse_args(rospy.myargv([PROG, *argv])[1:])  # an unknown flag is an error, not ignored
+    server = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    overrides = {"server": server} if server else {}
     if args.realtime:
-        config.realtime = config.realtime.model_copy(update={"enabled": True})
-    if args.host or args.port:
-        config.server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
+        overrides["realtime"] = {"enabled": True}
+    config = load_config(args.config, **overrides)
+    if config.record:
+        EpisodeRecorder(config.episodes_dir).prepare()
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = read_config(sys.argv[1:] if argv is None else argv)
     sys.setswitchinterval(0.001)  # the control thread gets the GIL back within 1 ms, not Python's default 5 ms
     rospy.init_node("lara_policy", disable_signals=False)
     node = PolicyNode(config)
@@ -400,4 +416,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lara.cli import run_command  # a user error ends on one line with exit 2, as every `lara` command
+
+    raise SystemExit(run_command(PROG, main, sys.argv[1:]))

@@ -30,6 +30,8 @@ size defaults to the config's `image_size`.
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 
 import numpy as np
@@ -168,16 +170,31 @@ def run(arm, publisher: StatePublisher, image_size: int, camera_hz: float) -> No
             time.sleep(-lag)
 
 
+def positive(kind: type):
+    """argparse type: a finite number of `kind` above 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a finite {kind.__name__} above 0, got {text!r}")
+        return value
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="simulated Franka publishing franka_ros-like topics")
+    parser = argparse.ArgumentParser(prog="python -m lara.real_robot.sim_franka",
+                                     description="simulated Franka publishing franka_ros-like topics")
     parser.add_argument("--config", default=None, help="node YAML config whose topic names and image size to use")
     parser.add_argument("--backend", choices=("robosuite", "kinematic"), default="robosuite",
                         help="robosuite: physics (Panda + OSC); kinematic: instant, no physics, for ROS tests")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=positive(int), default=None,
                         help="camera width = height, pixels (default: the config's image_size, else 96)")
-    parser.add_argument("--camera-hz", type=float, default=10.0, help="camera frame rate")
-    parser.add_argument("--state-hz", type=float, default=50.0, help="physics control rate = pose / joint state rate")
-    args, _ = parser.parse_known_args(argv)  # rospy appends remapping arguments (name:=value)
+    parser.add_argument("--camera-hz", type=positive(float), default=10.0, help="camera frame rate")
+    parser.add_argument("--state-hz", type=positive(float), default=50.0, help="physics control rate = pose / joint state rate")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(rospy.myargv([parser.prog, *argv])[1:])  # remappings (name:=value) aside; a typo errs
     config = load_config(args.config)
     image_size = args.image_size or (config.image_size[0] if config.image_size else 96)
     if config.image_size and config.image_size[0] != config.image_size[1]:
@@ -213,4 +230,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lara.cli import run_command  # a bad config ends on one line with exit 2
+
+    raise SystemExit(run_command("python -m lara.real_robot.sim_franka", main, sys.argv[1:]))
