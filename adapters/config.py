@@ -362,6 +362,6 @@ def load_recipe(preset: str, overrides: list[str] = ()) -> RecipeConfig:
         return RecipeConfig.model_validate(raw)
     except ValidationError as error:
         # a validator's own message reads alone; one across sections (loc ()) names its fields itself
-        lines = [f"  {'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}"
-                 for e in error.errors()]
-        raise InputError(f"invalid config from {path} with overrides {list(overrides)}:\n" + "\n".join(lines)) from None
+        problems = [f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}"
+                    for e in error.errors()]
+        raise InputError(f"invalid config from {path} with overrides {list(overrides)}: " + "; ".join(problems)) from None

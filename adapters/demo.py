@@ -13,6 +13,10 @@
    after 4 of the 8 actions of each chunk (`--execute-steps`).
 4. Report: OUT/report/{results.json, loss.png, rollout.mp4, summary.txt}; the summary is printed.
 
+Every flag, the training config it makes and both folders are checked before anything runs or is removed. A re-run
+replaces OUT/run, OUT/eval and OUT/report, which an earlier demo wrote (OUT/demo.json says so); folders of those
+names that the demo did not write are replaced only with `--overwrite`.
+
 The default scale (task 1, cream cheese into the basket: 50 demonstrations, 500 LAM warm-up + 1200 joint
 steps at batch 32, 10 trials) is sized to the 15 minutes `make demo` may take on 2 cores with the venv: the
 render of the demonstrations is the largest cost (~40 ms per camera and frame with Mesa's llvmpipe, whatever
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -30,17 +35,20 @@ import time
 from pathlib import Path
 
 from lara.benchmarks.libero.protocol import FRESH
-from lara.outputs import publish_folder, recorded, recorded_paths, settings, staging_folder
+from lara.cli import ArgumentParser
+from lara.errors import InputError
+from lara.outputs import publish_folder, recorded, recorded_paths, settings, staging_folder, writable
 
 DEFAULT_TASKS = "1"  # libero_object: the cream cheese into the basket
 PRESET = "reference_libero_object"
 EXECUTE_STEPS = 4  # half of each chunk: see the README's "Quick start" for what it changed over 3 seeds
 ACTION_NOISE = 0.1  # DART demonstrations: see the README's "Quick start" for what it changed over 3 seeds
+OUTPUTS = ("run", "eval", "report")  # what the demo writes into --out
+MARKER = "demo.json"  # OUT/demo.json: these OUTPUTS are a demo's own, which a re-run replaces
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lara demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="lara demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="run, evaluation and report folder")
     p.add_argument("--data", type=Path, default=Path("outputs/demo_data"),
                    help="cache of the generated demonstrations (reused when its settings match)")
@@ -63,8 +71,46 @@ def build_parser() -> argparse.ArgumentParser:
                         "(8: the whole chunk open-loop, as the reference study evaluates)")
     p.add_argument("--workers", type=int, default=2, help="worker processes for generation and evaluation")
     p.add_argument("--baseline", action="store_true", help="the identical run without LARA (alignment off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the demonstrations, the training and the evaluation")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT/run, OUT/eval and OUT/report although no earlier demo wrote them (default: a "
+                        "re-run replaces only its own)")
     return p
+
+
+def check_flags(args) -> None:
+    """Every number the demo passes on, checked before anything runs (the training config is checked by
+    `check_outputs`' caller through load_recipe): one line naming the flag."""
+    at_least = {"episodes": 1, "camera_size": 8, "steps": 1, "batch_size": 1, "trials": 1, "workers": 1,
+                "lam_warmup": 0, "seed": 0, "max_steps": 1}
+    for name, low in at_least.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    if not 1 <= args.execute_steps <= 8:
+        raise InputError(f"--execute-steps must be in 1..8 (the actions of one chunk), got {args.execute_steps}")
+    if not (math.isfinite(args.action_noise) and 0 <= args.action_noise <= 1):
+        raise InputError(f"--action-noise must be in [0, 1] (a standard deviation in action units), "
+                         f"got {args.action_noise}")
+    if args.seed >= 2**32 // 100003:  # generation seeds attempt a of task t with seed*100003 + t*1009 + a
+        raise InputError(f"--seed must be below {2**32 // 100003}, got {args.seed}")
+
+
+def check_folders(args) -> None:
+    """--data is a demo cache or empty, and --out holds no run/eval/report the demo did not write (unless
+    --overwrite) and can be written: refused on one line before anything is removed or written."""
+    if args.data.exists() and not args.data.is_dir():
+        raise InputError(f"--data {args.data} is a file; name a folder for the demonstrations")
+    if args.data.is_dir() and any(args.data.iterdir()) and not (args.data / "generation.json").is_file():
+        raise InputError(f"--data {args.data} holds files but no generation.json, so it is not a demo cache; "
+                         "the demo replaces its cache when settings change: name an empty or new folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file; name a folder for the run, evaluation and report")
+    foreign = [args.out / name for name in OUTPUTS if (args.out / name).exists()]
+    if foreign and not (args.out / MARKER).is_file() and not args.overwrite:
+        raise InputError(f"{foreign[0]} exists and no earlier demo wrote it (no {args.out / MARKER}); the demo would "
+                         "replace it: give --overwrite to replace it, or another --out")
+    writable(args.out, "--out")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,9 +147,6 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
 
     if _cache_matches(args.data, suite, tasks, args.episodes, args.camera_size, cameras(args), args.action_noise):
         return json.loads((args.data / "generation.json").read_text()), True
-    if args.data.exists() and any(args.data.iterdir()) and not (args.data / "generation.json").is_file():
-        raise FileExistsError(f"--data {args.data} holds files but no generation.json, so it is not a demo cache; "
-                              "the demo replaces its cache when settings change: name an empty or new folder")
     args.data.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_folder(args.data)  # beside it, named by this process: an interrupted run's is removed next time
     code = generate.main(["generate", "--suite", suite, "--tasks", ",".join(map(str, tasks)),
@@ -221,9 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     from lara.benchmarks.libero.evaluate import evaluate
     from lara.benchmarks.libero.generate import parse_tasks
 
+    from lara.adapters.config import load_recipe
+
+    check_flags(args)
     suite = resolve_suite(args.suite)
     tasks = parse_tasks(args.tasks, suite)
-    run, eval_dir, folder = args.out / "run", args.out / "eval", args.out / "report"
+    run, eval_dir, folder = (args.out / name for name in OUTPUTS)
+    load_recipe(PRESET, training_overrides(args, run))  # the training config, checked before minutes of rendering
+    check_folders(args)
+    (args.out / MARKER).write_text(json.dumps({"written_by": "lara demo", "outputs": list(OUTPUTS)}) + "\n")
     for stale in (run, eval_dir, folder):  # each demo run starts fresh; the demonstrations cache stays
         shutil.rmtree(stale, ignore_errors=True)
     timing, start = {}, time.time()

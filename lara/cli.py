@@ -9,13 +9,14 @@ traceback. Other exceptions are bugs and keep their traceback.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import os
 import sys
 from collections.abc import Callable
 
-from lara.errors import UserError
+from lara.errors import InputError, UserError
 
 SUBCOMMANDS = {
     "train": ("lara.adapters.cli", "train a preset: pre-training, post-training or LAM refinement"),
@@ -27,6 +28,15 @@ SUBCOMMANDS = {
     "demo": ("lara.adapters.demo", "the main job on the embedded default: a short LARA training run on CPU"),
 }
 DEBUG_FLAG, DEBUG_ENV = "--debug", "LARA_DEBUG"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every `lara` command: a bad flag (unknown, missing, of the wrong type, or refused by the
+    command's own checks through `parser.error`) is an InputError, so it ends on the same one line
+    (`lara <command>: error: ...`, exit 2) as every other user error, not argparse's usage block."""
+
+    def error(self, message: str):
+        raise InputError(message)
 
 
 def _usage() -> str:

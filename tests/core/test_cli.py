@@ -92,7 +92,8 @@ def test_a_cross_field_config_error_ends_lara_train_like_a_per_field_one(capsys)
     assert cli.main(["train", "posttrain_token_vla", "train.checkpoint_every=1", "train.log_every=10"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("lara train: error: invalid config from ") and "Traceback" not in error
-    assert "  train: train.checkpoint_every (1) must be a multiple of train.log_every (10)" in error
+    assert ": train: train.checkpoint_every (1) must be a multiple of train.log_every (10)" in error
+    assert error.count("\n") == 1  # one line, as every user error
 
 
 def test_the_process_exits_2_without_a_traceback_and_shows_one_with_lara_debug(tmp_path):
