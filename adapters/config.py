@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,7 +25,8 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field must be finite (train.lr=.inf trained to NaN weights and exited 0)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class WandbConfig(_Strict):
@@ -45,7 +46,8 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.95), description="AdamW betas, each in [0, 1).")
     schedule: Literal["constant", "cosine"] = Field("cosine", description="LR schedule after the warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Linear LR warm-up steps.")
     clip_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; None: no clipping.")
@@ -70,7 +72,8 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N optimizer steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     log_every: int = Field(10, ge=1, description="Log averaged losses every N optimizer steps (JSONL + wandb).")
-    seed: int = Field(0, description="Seed of the weights' initialisation, the data order and the model's noise.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the weights' initialisation, the data order and the "
+                      "model's noise (numpy's range: 0 <= seed < 2**32).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     resume: bool = Field(True, description="Continue from the newest intact checkpoint in the run folder, if any.")
     allow_config_change: bool = Field(
