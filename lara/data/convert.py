@@ -120,6 +120,21 @@ def _file_name(instruction: str) -> str:
     return f"{words[:120]}_demo.hdf5"
 
 
+def file_names(instructions: list[str]) -> dict[str, str]:
+    """A distinct file name per task: instructions that differ only in case, punctuation or past 120 characters
+    ("Open the drawer" and "open the drawer!") would share one, the second file replacing the first; the later
+    ones get _2, _3, ... (each file keeps its own instruction as its language)."""
+    names, taken = {}, set()
+    for instruction in instructions:
+        name, n = _file_name(instruction), 1
+        while name in taken:
+            n += 1
+            name = f"{_file_name(instruction).removesuffix('_demo.hdf5')}_{n}_demo.hdf5"
+        names[instruction] = name
+        taken.add(name)
+    return names
+
+
 def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
                       eye_in_hand: str | None = None, overwrite: bool = False) -> list[Path]:
     """One LIBERO HDF5 file per task of the LeRobot dataset (LIBERO files hold one task each); a file of the same
@@ -142,11 +157,12 @@ def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
         by_task.setdefault(episode.instruction, []).append(episode)
     if out.exists() and not out.is_dir():
         raise LiberoFileError(f"{out}: exists and is not a folder; --to libero writes one file per task into it.")
-    check_new([out / _file_name(instruction) for instruction in by_task], overwrite=overwrite, what="conversion")
+    names = file_names(list(by_task))  # distinct among themselves, then checked against what `out` holds
+    check_new([out / name for name in names.values()], overwrite=overwrite, what="conversion")
     writable(out, "OUT")
     written = []
     for instruction, episodes in by_task.items():
-        path = out / _file_name(instruction)
+        path = out / names[instruction]
         with LiberoHDF5Writer(path, language=instruction or "no instruction") as writer:
             for episode in episodes:
                 writer.add_demo(**_libero_arrays(data, episode, named, source))
