@@ -19,7 +19,7 @@ from lara.config import LaraConfig
 from lara.data.config import LiberoDataConfig, SourceEntry
 from lara.errors import InputError, MissingPath
 from lara.outputs import recorded_paths
-from lara.vla.backbones import BACKBONES, build_keys
+from lara.vla.backbones import BACKBONES, backbone, build_keys
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -150,6 +150,18 @@ class ModelConfig(_Strict):
         if self.path is None and not build_keys(self.family):
             raise ValueError(f"model.family='{self.family}' needs model.path: a local checkpoint directory (OpenVLA: "
                              "e.g. a snapshot of openvla/openvla-7b); it cannot be built from scratch")
+        return self
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelConfig:
+        """A model built from `build` is sized before training starts: the family's config function refuses sizes
+        that cannot build (model.build.layers=0, an image smaller than a patch) as an InputError."""
+        if self.path is not None or not build_keys(self.family) or set(self.build) - set(build_keys(self.family)):
+            return self  # loaded, not built; or an unknown key, which _known_build_keys names
+        try:
+            backbone(self.family).glue.config(**self.build)
+        except (ValueError, TypeError) as error:  # InputError is a ValueError; a transformers config's own checks
+            raise ValueError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
         return self
 
     @model_validator(mode="after")
@@ -351,6 +363,8 @@ def load_recipe(preset: str, overrides: list[str] = ()) -> RecipeConfig:
     path = preset_path(preset)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as error:
+        raise InputError(f"preset {path} is not UTF-8 text ({error.reason} at byte {error.start}); give a YAML file") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

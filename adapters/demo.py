@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 from lara.benchmarks.libero.protocol import FRESH
-from lara.cli import ArgumentParser
+from lara.cli import ArgumentParser, integer, number
 from lara.errors import InputError
 from lara.outputs import publish_folder, recorded, recorded_paths, settings, staging_folder, writable
 
@@ -54,46 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cache of the generated demonstrations (reused when its settings match)")
     p.add_argument("--suite", default="object", help="LIBERO suite of the demonstrations and the evaluation")
     p.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated task indices")
-    p.add_argument("--episodes", type=int, default=50, help="scripted demonstrations per task")
-    p.add_argument("--camera-size", type=int, default=64, help="rendered image size of demos and evaluation")
-    p.add_argument("--action-noise", type=float, default=ACTION_NOISE,
+    p.add_argument("--episodes", type=integer(1), default=50, help="scripted demonstrations per task")
+    p.add_argument("--camera-size", type=integer(8), default=64, help="rendered image size of demos and evaluation")
+    p.add_argument("--action-noise", type=number(0, 1), default=ACTION_NOISE,
                    help="noise the expert's executed actions carry while its own actions are recorded (DART; "
                         "`lara data generate --action-noise`); 0: clean demonstrations")
     p.add_argument("--wrist", action="store_true",
                    help="also render and train on the wrist camera, as the reference recipe (twice the rendering)")
-    p.add_argument("--lam-warmup", type=int, default=500, help="LAM-only steps before joint training")
-    p.add_argument("--steps", type=int, default=1200, help="joint VLA + LAM training steps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--trials", type=int, default=10, help="evaluation episodes per task")
-    p.add_argument("--max-steps", type=int, default=None, help="evaluation step budget (default: the suite's)")
-    p.add_argument("--execute-steps", type=int, default=EXECUTE_STEPS,
+    p.add_argument("--lam-warmup", type=integer(0), default=500, help="LAM-only steps before joint training")
+    p.add_argument("--steps", type=integer(1), default=1200, help="joint VLA + LAM training steps")
+    p.add_argument("--batch-size", type=integer(1), default=32)
+    p.add_argument("--trials", type=integer(1), default=10, help="evaluation episodes per task")
+    p.add_argument("--max-steps", type=integer(1), default=None, help="evaluation step budget (default: the suite's)")
+    p.add_argument("--execute-steps", type=integer(1, 8), default=EXECUTE_STEPS,
                    help="actions of each 8-action chunk the evaluation runs before it asks the policy again "
                         "(8: the whole chunk open-loop, as the reference study evaluates)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes for generation and evaluation")
+    p.add_argument("--workers", type=integer(1), default=2, help="worker processes for generation and evaluation")
     p.add_argument("--baseline", action="store_true", help="the identical run without LARA (alignment off)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the demonstrations, the training and the evaluation")
+    p.add_argument("--seed", type=integer(0, 2**32 // 100003 - 1), default=0,
+                   help="seed of the demonstrations, the training and the evaluation")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT/run, OUT/eval and OUT/report although no earlier demo wrote them (default: a "
                         "re-run replaces only its own)")
     return p
-
-
-def check_flags(args) -> None:
-    """Every number the demo passes on, checked before anything runs (the training config is checked by
-    `check_outputs`' caller through load_recipe): one line naming the flag."""
-    at_least = {"episodes": 1, "camera_size": 8, "steps": 1, "batch_size": 1, "trials": 1, "workers": 1,
-                "lam_warmup": 0, "seed": 0, "max_steps": 1}
-    for name, low in at_least.items():
-        value = getattr(args, name)
-        if value is not None and value < low:
-            raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
-    if not 1 <= args.execute_steps <= 8:
-        raise InputError(f"--execute-steps must be in 1..8 (the actions of one chunk), got {args.execute_steps}")
-    if not (math.isfinite(args.action_noise) and 0 <= args.action_noise <= 1):
-        raise InputError(f"--action-noise must be in [0, 1] (a standard deviation in action units), "
-                         f"got {args.action_noise}")
-    if args.seed >= 2**32 // 100003:  # generation seeds attempt a of task t with seed*100003 + t*1009 + a
-        raise InputError(f"--seed must be below {2**32 // 100003}, got {args.seed}")
 
 
 def check_folders(args) -> None:
@@ -149,7 +131,7 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
         return json.loads((args.data / "generation.json").read_text()), True
     args.data.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_folder(args.data)  # beside it, named by this process: an interrupted run's is removed next time
-    code = generate.main(["generate", "--suite", suite, "--tasks", ",".join(map(str, tasks)),
+    code = generate.main(["--suite", suite, "--tasks", ",".join(map(str, tasks)),
                           "--episodes", str(args.episodes), "--init-states", FRESH,
                           "--camera-size", str(args.camera_size), "--cameras", ",".join(cameras(args)),
                           "--action-noise", str(args.action_noise),
@@ -266,7 +248,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from lara.adapters.config import load_recipe
 
-    check_flags(args)
     suite = resolve_suite(args.suite)
     tasks = parse_tasks(args.tasks, suite)
     run, eval_dir, folder = (args.out / name for name in OUTPUTS)

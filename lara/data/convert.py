@@ -193,26 +193,30 @@ def _libero_arrays(data, episode, named: dict, source: Path) -> dict:
     return arrays
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lara data convert", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    from lara.cli import ArgumentParser, integer
+
+    parser = ArgumentParser(prog="lara data convert", description=__doc__.split("\n")[0])
     parser.add_argument("sources", nargs="+", type=Path, help="LIBERO *.hdf5 files or folders; or one LeRobot folder")
     parser.add_argument("--to", required=True, choices=["lerobot", "libero"], help="the format to write")
     parser.add_argument("--codec", default="av1", choices=["av1", "h264", "png"],
                         help="--to lerobot: camera storage (av1 = LeRobot's default; png = lossless in parquet)")
-    parser.add_argument("--fps", type=int, default=None, help="--to lerobot: frame rate (default: the files' "
+    parser.add_argument("--fps", type=integer(1, 1000), default=None, help="--to lerobot: frame rate (default: the files' "
                         f"control_freq, else {LIBERO_FPS})")
-    parser.add_argument("--episodes-per-file", type=int, default=None,
+    parser.add_argument("--episodes-per-file", type=integer(1), default=None,
                         help="--to lerobot: start a new data/video file every N episodes (default: by size)")
     parser.add_argument("--agentview", default=None, help="--to libero: the camera feature for agentview_rgb")
     parser.add_argument("--eye-in-hand", default=None, help="--to libero: the camera feature for eye_in_hand_rgb")
     parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     *sources, out = args.sources
     if not sources:
         parser.error("give SRC... and OUT")
-    for flag in ("fps", "episodes_per_file"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.to == "lerobot":
         written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
                                      episodes_per_file=args.episodes_per_file, overwrite=args.overwrite)]

@@ -63,10 +63,10 @@ def _untouched(out):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["--episodes", "0"], "--episodes must be at least 1, got 0"),
-    (["--action-noise", "nan"], "--action-noise must be in [0, 1]"),
-    (["--execute-steps", "9"], "--execute-steps must be in 1..8"),
-    (["--steps", "x"], "argument --steps: invalid int value: 'x'"),
+    (["--episodes", "0"], "argument --episodes: expected an integer >= 1, got '0'"),
+    (["--action-noise", "nan"], "argument --action-noise: expected a finite number >= 0 and <= 1, got 'nan'"),
+    (["--execute-steps", "9"], "argument --execute-steps: expected an integer >= 1 and <= 8, got '9'"),
+    (["--steps", "x"], "argument --steps: expected an integer >= 1, got 'x'"),
     (["--camera-size", "30"], "image_size (30) must be a multiple of patch_size (16)"),  # the training config's
 ], ids=["episodes", "noise", "execute", "type", "config"])
 def test_a_bad_flag_ends_on_one_line_and_removes_nothing(tmp_path, capsys, bad, message):

@@ -27,7 +27,7 @@ def one_line_error(capsys, prog: str) -> str:
      "Unknown LIBERO suite 'objects'"),
     (["serve", "--checkpoint", "{tmp}/nowhere"], "lara serve", "nowhere holds no config.json"),
     (["eval", "libero", "--policy", "scripted", "--suite", "object", "--trials", "0", "--out", "{tmp}/eval"],
-     "lara eval", "--trials must be at least 1, got 0"),
+     "lara eval", "argument --trials: expected an integer >= 1, got '0'"),
     (["train", "posttrain_token_vla", "data.paths=[data/a"], "lara train",
      "override 'data.paths=[data/a': the value is not valid YAML (expected ',' or ']', but got '<stream end>')"),
     (["train", "{tmp}/broken.yaml"], "lara train", "broken.yaml is not valid YAML at line 3, column 1"),
@@ -104,3 +104,23 @@ def test_the_process_exits_2_without_a_traceback_and_shows_one_with_lara_debug(t
     assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "holds no config.json" in plain.stderr
     debug = subprocess.run(command, cwd=ROOT, env={**env, "LARA_DEBUG": "1"}, capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "MissingPath" in debug.stderr
+
+
+def test_an_existing_file_as_eval_out_is_one_line(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("mine")
+    assert cli.main(["eval", "libero", "--policy", "scripted", "--suite", "object", "--out", str(tmp_path / "a_file")]) == 2
+    assert f"--out {tmp_path / 'a_file'}: cannot write there" in one_line_error(capsys, "lara eval")
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_a_preset_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    (tmp_path / "latin.yaml").write_bytes("recipe: posttrain  # caf\xe9\n".encode("latin-1"))
+    assert cli.main(["train", str(tmp_path / "latin.yaml")]) == 2
+    assert "latin.yaml is not UTF-8 text" in one_line_error(capsys, "lara train")
+
+
+def test_generate_help_documents_bench_and_no_positional(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["data", "generate", "--help"])
+    out = capsys.readouterr().out
+    assert "--bench {libero,simpler}" in out and "{generate}" not in out
