@@ -124,3 +124,21 @@ def test_generate_help_documents_bench_and_no_positional(capsys):
         cli.main(["data", "generate", "--help"])
     out = capsys.readouterr().out
     assert "--bench {libero,simpler}" in out and "{generate}" not in out
+
+
+def test_ctrl_c_in_lara_train_is_one_line_and_says_how_to_resume(monkeypatch, capsys, tmp_path):
+    from lara.adapters import posttrain
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt  # what Ctrl-C raises in the training loop
+
+    monkeypatch.setattr(posttrain, "run", interrupted)
+    assert cli.main(["train", "posttrain_token_vla", f"output_dir={tmp_path / 'run'}"]) == 130
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "interrupted; re-run the same command to resume" in error
+
+
+def test_serve_help_shows_the_default_port(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    assert "(default: 8000)" in capsys.readouterr().out
