@@ -5,7 +5,7 @@ lara.adapters, lara.benchmarks and lara.real_robot: PyPI already has top-level p
 those names, and we never shadow them.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 ROOTS = {
     "lara": "lara",
@@ -14,9 +14,15 @@ ROOTS = {
     "lara.real_robot": "real_robot",
 }
 
+# folders of package data only (configs/, msg/...), listed as packages so setuptools installs them without its
+# "absent from the `packages` configuration" warning blocks
+DATA_FOLDERS = {"lara.adapters": ["configs"], "lara.benchmarks": ["study.configs"],
+                "lara.real_robot": ["msg", "msg.*"]}
+
 packages, package_dir = [], {}
 for name, path in ROOTS.items():
     package_dir[name] = path
-    packages += [name] + [f"{name}.{sub}" for sub in find_packages(path)]
+    data = find_namespace_packages(path, include=DATA_FOLDERS.get(name, [])) if name in DATA_FOLDERS else []
+    packages += [name] + [f"{name}.{sub}" for sub in sorted(set(find_packages(path)) | set(data))]
 
 setup(packages=packages, package_dir=package_dir)

@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
-    result = import_module(f"lara.adapters.{RECIPES[cfg.recipe]}").run(cfg)
+    try:
+        result = import_module(f"lara.adapters.{RECIPES[cfg.recipe]}").run(cfg)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a 65-line traceback; the run resumes from its last checkpoint
+        print(f"lara train: interrupted; re-run the same command to resume {cfg.output_dir} from its last checkpoint",
+              file=sys.stderr)
+        return 130
     print({k: str(v) for k, v in result.items()})
     return 0
 

@@ -102,10 +102,21 @@ def warn_without_native_bf16(cfg: RecipeConfig) -> None:
                       "fp32; set them to fp32 / 'no' on this machine", UserWarning, stacklevel=2)
 
 
+def refuse_fp16_without_a_gpu(cfg: RecipeConfig) -> None:
+    """fp16 weights trained on a CPU (no GPU's loss scaling) overflow to inf and NaN within steps (issue 38: 37 of
+    48 exported tensors non-finite): refused before the model is built."""
+    asked = [name for name, value in (("model.dtype", cfg.model.dtype), ("lara.dtype", cfg.lara.dtype),
+                                      ("train.mixed_precision", cfg.train.mixed_precision)) if value == "fp16"]
+    if asked and not torch.cuda.is_available():
+        raise InputError(f"{', '.join(asked)}=fp16 on a machine without a GPU: fp16 training on a CPU overflows to "
+                         "NaN weights; use fp32 (or bf16) here")
+
+
 def build_vla(cfg: RecipeConfig, statistics) -> tuple[nn.Module, Callable[[list[dict]], dict], object]:
     """The VLA of `model.family` (loaded or built, frozen, checkpointed, with LoRA), its stateless processor
     (samples -> batch) and the tokenizer it was loaded with (None when it has none), which the export saves."""
     glue = backbone(cfg.model.family).glue
+    refuse_fp16_without_a_gpu(cfg)
     warn_without_native_bf16(cfg)
     dtype = DTYPES[cfg.model.dtype]
     vla, tokenizer = glue.load(cfg.model.path, cfg.model.build, dtype, (cfg.data.camera, *cfg.data.extra_cameras),

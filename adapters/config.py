@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,13 +19,14 @@ from lara.config import LaraConfig
 from lara.data.config import LiberoDataConfig, SourceEntry
 from lara.errors import InputError, MissingPath
 from lara.outputs import recorded_paths
-from lara.vla.backbones import BACKBONES, build_keys
+from lara.vla.backbones import BACKBONES, backbone, build_keys
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field must be finite (train.lr=.inf trained to NaN weights and exited 0)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class WandbConfig(_Strict):
@@ -45,7 +46,8 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.95), description="AdamW betas, each in [0, 1).")
     schedule: Literal["constant", "cosine"] = Field("cosine", description="LR schedule after the warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Linear LR warm-up steps.")
     clip_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; None: no clipping.")
@@ -70,7 +72,8 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N optimizer steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     log_every: int = Field(10, ge=1, description="Log averaged losses every N optimizer steps (JSONL + wandb).")
-    seed: int = Field(0, description="Seed of the weights' initialisation, the data order and the model's noise.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the weights' initialisation, the data order and the "
+                      "model's noise (numpy's range: 0 <= seed < 2**32).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     resume: bool = Field(True, description="Continue from the newest intact checkpoint in the run folder, if any.")
     allow_config_change: bool = Field(
@@ -147,6 +150,18 @@ class ModelConfig(_Strict):
         if self.path is None and not build_keys(self.family):
             raise ValueError(f"model.family='{self.family}' needs model.path: a local checkpoint directory (OpenVLA: "
                              "e.g. a snapshot of openvla/openvla-7b); it cannot be built from scratch")
+        return self
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelConfig:
+        """A model built from `build` is sized before training starts: the family's config function refuses sizes
+        that cannot build (model.build.layers=0, an image smaller than a patch) as an InputError."""
+        if self.path is not None or not build_keys(self.family) or set(self.build) - set(build_keys(self.family)):
+            return self  # loaded, not built; or an unknown key, which _known_build_keys names
+        try:
+            backbone(self.family).glue.config(**self.build)
+        except (ValueError, TypeError) as error:  # InputError is a ValueError; a transformers config's own checks
+            raise ValueError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
         return self
 
     @model_validator(mode="after")
@@ -348,6 +363,8 @@ def load_recipe(preset: str, overrides: list[str] = ()) -> RecipeConfig:
     path = preset_path(preset)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as error:
+        raise InputError(f"preset {path} is not UTF-8 text ({error.reason} at byte {error.start}); give a YAML file") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -362,6 +379,6 @@ def load_recipe(preset: str, overrides: list[str] = ()) -> RecipeConfig:
         return RecipeConfig.model_validate(raw)
     except ValidationError as error:
         # a validator's own message reads alone; one across sections (loc ()) names its fields itself
-        lines = [f"  {'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}"
-                 for e in error.errors()]
-        raise InputError(f"invalid config from {path} with overrides {list(overrides)}:\n" + "\n".join(lines)) from None
+        problems = [f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}"
+                    for e in error.errors()]
+        raise InputError(f"invalid config from {path} with overrides {list(overrides)}: " + "; ".join(problems)) from None

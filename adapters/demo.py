@@ -13,6 +13,10 @@
    after 4 of the 8 actions of each chunk (`--execute-steps`).
 4. Report: OUT/report/{results.json, loss.png, rollout.mp4, summary.txt}; the summary is printed.
 
+Every flag, the training config it makes and both folders are checked before anything runs or is removed. A re-run
+replaces OUT/run, OUT/eval and OUT/report, which an earlier demo wrote (OUT/demo.json says so); folders of those
+names that the demo did not write are replaced only with `--overwrite`.
+
 The default scale (task 1, cream cheese into the basket: 50 demonstrations, 500 LAM warm-up + 1200 joint
 steps at batch 32, 10 trials) is sized to the 15 minutes `make demo` may take on 2 cores with the venv: the
 render of the demonstrations is the largest cost (~40 ms per camera and frame with Mesa's llvmpipe, whatever
@@ -30,41 +34,65 @@ import time
 from pathlib import Path
 
 from lara.benchmarks.libero.protocol import FRESH
-from lara.outputs import publish_folder, recorded, recorded_paths, settings, staging_folder
+from lara.cli import ArgumentParser, integer, number
+from lara.errors import InputError
+from lara.outputs import publish_folder, recorded, recorded_paths, settings, staging_folder, writable
 
 DEFAULT_TASKS = "1"  # libero_object: the cream cheese into the basket
 PRESET = "reference_libero_object"
 EXECUTE_STEPS = 4  # half of each chunk: see the README's "Quick start" for what it changed over 3 seeds
 ACTION_NOISE = 0.1  # DART demonstrations: see the README's "Quick start" for what it changed over 3 seeds
+OUTPUTS = ("run", "eval", "report")  # what the demo writes into --out
+MARKER = "demo.json"  # OUT/demo.json: these OUTPUTS are a demo's own, which a re-run replaces
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lara demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="lara demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="run, evaluation and report folder")
     p.add_argument("--data", type=Path, default=Path("outputs/demo_data"),
                    help="cache of the generated demonstrations (reused when its settings match)")
     p.add_argument("--suite", default="object", help="LIBERO suite of the demonstrations and the evaluation")
     p.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated task indices")
-    p.add_argument("--episodes", type=int, default=50, help="scripted demonstrations per task")
-    p.add_argument("--camera-size", type=int, default=64, help="rendered image size of demos and evaluation")
-    p.add_argument("--action-noise", type=float, default=ACTION_NOISE,
+    p.add_argument("--episodes", type=integer(1), default=50, help="scripted demonstrations per task")
+    p.add_argument("--camera-size", type=integer(8), default=64, help="rendered image size of demos and evaluation")
+    p.add_argument("--action-noise", type=number(0, 1), default=ACTION_NOISE,
                    help="noise the expert's executed actions carry while its own actions are recorded (DART; "
                         "`lara data generate --action-noise`); 0: clean demonstrations")
     p.add_argument("--wrist", action="store_true",
                    help="also render and train on the wrist camera, as the reference recipe (twice the rendering)")
-    p.add_argument("--lam-warmup", type=int, default=500, help="LAM-only steps before joint training")
-    p.add_argument("--steps", type=int, default=1200, help="joint VLA + LAM training steps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--trials", type=int, default=10, help="evaluation episodes per task")
-    p.add_argument("--max-steps", type=int, default=None, help="evaluation step budget (default: the suite's)")
-    p.add_argument("--execute-steps", type=int, default=EXECUTE_STEPS,
+    p.add_argument("--lam-warmup", type=integer(0), default=500, help="LAM-only steps before joint training")
+    p.add_argument("--steps", type=integer(1), default=1200, help="joint VLA + LAM training steps")
+    p.add_argument("--batch-size", type=integer(1), default=32)
+    p.add_argument("--trials", type=integer(1), default=10, help="evaluation episodes per task")
+    p.add_argument("--max-steps", type=integer(1), default=None, help="evaluation step budget (default: the suite's)")
+    p.add_argument("--execute-steps", type=integer(1, 8), default=EXECUTE_STEPS,
                    help="actions of each 8-action chunk the evaluation runs before it asks the policy again "
                         "(8: the whole chunk open-loop, as the reference study evaluates)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes for generation and evaluation")
+    p.add_argument("--workers", type=integer(1), default=2, help="worker processes for generation and evaluation")
     p.add_argument("--baseline", action="store_true", help="the identical run without LARA (alignment off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0, 2**32 // 100003 - 1), default=0,
+                   help="seed of the demonstrations, the training and the evaluation")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT/run, OUT/eval and OUT/report although no earlier demo wrote them (default: a "
+                        "re-run replaces only its own)")
     return p
+
+
+def check_folders(args) -> None:
+    """--data is a demo cache or empty, and --out holds no run/eval/report the demo did not write (unless
+    --overwrite) and can be written: refused on one line before anything is removed or written."""
+    if args.data.exists() and not args.data.is_dir():
+        raise InputError(f"--data {args.data} is a file; name a folder for the demonstrations")
+    if args.data.is_dir() and any(args.data.iterdir()) and not (args.data / "generation.json").is_file():
+        raise InputError(f"--data {args.data} holds files but no generation.json, so it is not a demo cache; "
+                         "the demo replaces its cache when settings change: name an empty or new folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file; name a folder for the run, evaluation and report")
+    foreign = [args.out / name for name in OUTPUTS if (args.out / name).exists()]
+    if foreign and not (args.out / MARKER).is_file() and not args.overwrite:
+        raise InputError(f"{foreign[0]} exists and no earlier demo wrote it (no {args.out / MARKER}); the demo would "
+                         "replace it: give --overwrite to replace it, or another --out")
+    writable(args.out, "--out")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,12 +129,9 @@ def demonstrations(args, suite: str, tasks: list[int]) -> tuple[dict, bool]:
 
     if _cache_matches(args.data, suite, tasks, args.episodes, args.camera_size, cameras(args), args.action_noise):
         return json.loads((args.data / "generation.json").read_text()), True
-    if args.data.exists() and any(args.data.iterdir()) and not (args.data / "generation.json").is_file():
-        raise FileExistsError(f"--data {args.data} holds files but no generation.json, so it is not a demo cache; "
-                              "the demo replaces its cache when settings change: name an empty or new folder")
     args.data.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_folder(args.data)  # beside it, named by this process: an interrupted run's is removed next time
-    code = generate.main(["generate", "--suite", suite, "--tasks", ",".join(map(str, tasks)),
+    code = generate.main(["--suite", suite, "--tasks", ",".join(map(str, tasks)),
                           "--episodes", str(args.episodes), "--init-states", FRESH,
                           "--camera-size", str(args.camera_size), "--cameras", ",".join(cameras(args)),
                           "--action-noise", str(args.action_noise),
@@ -221,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     from lara.benchmarks.libero.evaluate import evaluate
     from lara.benchmarks.libero.generate import parse_tasks
 
+    from lara.adapters.config import load_recipe
+
     suite = resolve_suite(args.suite)
     tasks = parse_tasks(args.tasks, suite)
-    run, eval_dir, folder = args.out / "run", args.out / "eval", args.out / "report"
+    run, eval_dir, folder = (args.out / name for name in OUTPUTS)
+    load_recipe(PRESET, training_overrides(args, run))  # the training config, checked before minutes of rendering
+    check_folders(args)
+    (args.out / MARKER).write_text(json.dumps({"written_by": "lara demo", "outputs": list(OUTPUTS)}) + "\n")
     for stale in (run, eval_dir, folder):  # each demo run starts fresh; the demonstrations cache stays
         shutil.rmtree(stale, ignore_errors=True)
     timing, start = {}, time.time()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
 
+import torch
+
+from lara.errors import TrainingDiverged
 from lara.model import COLLAPSED_SPREAD
 from lara.outputs import replacing
 
@@ -80,6 +84,57 @@ class CollapseWatch:
                 f"{step}, {when}. A LAM trained on reconstruction alone collapses so on robot frames whose next move "
                 "follows from the scene; its action head (lara.lam.action_horizon, trained on demonstrations with "
                 "actions) keeps it alive. README: 'Is the LAM alive?'")
+
+
+class FiniteWatch:
+    """Stops training at the first logged step whose window holds a NaN or infinite loss component or gradient
+    norm, naming the component and the first step it was not finite, before any checkpoint or export is written
+    from it. `observe` runs each micro-step without a host sync (a running minimum on the device); `check` reads
+    the step back only when a logged mean is not finite."""
+
+    NEVER = math.inf
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.first = run_dir, {}
+
+    def observe(self, step: int, values: dict[str, torch.Tensor]) -> None:
+        """`values` of optimizer step `step` (1-based): remember, per name, the first step it was not finite."""
+        for name, value in values.items():
+            bad_at = torch.where(torch.isfinite(value).all(), self.NEVER, float(step))
+            self.first[name] = torch.minimum(self.first[name], bad_at) if name in self.first else bad_at
+
+    def check(self, step: int, means: dict[str, float]) -> None:
+        """Raise TrainingDiverged when a logged mean is not finite; else start a new window."""
+        bad = {name: value for name, value in means.items() if not math.isfinite(value)}
+        if bad:
+            firsts = {name: self.first[name].item() for name in bad if name in self.first}
+            # the value that went first; at a tie a component, then the total, then the gradient norm it causes
+            name = min(bad, key=lambda n: (firsts.get(n, step), {"loss": 1, "grad_norm": 2}.get(n, 0), n))
+            first = firsts.get(name, self.NEVER)
+            when = f"step {int(first)}" if math.isfinite(first) else f"steps {step - 1}..{step} on another process"
+            raise TrainingDiverged(
+                f"{self.run_dir}: training stopped at step {step}: '{name}' is {bad[name]} (first at {when}; "
+                f"non-finite: {', '.join(sorted(bad))}); no checkpoint or final model is written from it. Lower "
+                "train.lr or the loss weights (lara.align_weight, lara.lam_weight), or check the data and its "
+                "statistics; the run resumes from its last checkpoint")
+        self.first = {}
+
+
+def check_finite_weights(run_dir: Path, step: int, named: list[tuple[str, torch.Tensor]], reduce=None) -> None:
+    """Raise TrainingDiverged when a trainable weight holds NaN or inf (one host sync, before a checkpoint). Under
+    FSDP each process sees its shards only: `reduce` (accelerate's) sums the count over the processes, so all raise."""
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(getattr(p, "_local_tensor", p)).all() for _, p in named])  # FSDP: local shard
+    bad = (~finite).sum().float()
+    if reduce is not None:
+        bad = reduce(bad, "sum")
+    if bad.item() == 0:
+        return
+    which = f"the weight '{named[int((~finite).nonzero()[0])][0]}'" if not finite.all() else "a weight on another process"
+    raise TrainingDiverged(f"{run_dir}: training stopped at step {step}: {which} holds NaN or inf after the "
+                           "optimizer step; no checkpoint or final model is written from it. Lower train.lr or the "
+                           "loss weights, or check the data and its statistics")
 
 
 def read_metrics(path: Path) -> list[dict]:

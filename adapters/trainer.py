@@ -39,7 +39,7 @@ from . import checkpoints as ckpt
 from . import fsdp
 from .config import TrainConfig
 from .ema import EMA
-from .metrics import CollapseWatch, MetricsLog
+from .metrics import CollapseWatch, FiniteWatch, MetricsLog, check_finite_weights
 from .sampling import StepBatchSampler
 
 LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -170,6 +170,9 @@ class Trainer:
         return {k: v.detach().cpu() for k, v in self.unwrapped.state_dict().items() if k not in self.frozen}
 
     def save_checkpoint(self) -> Path:
+        check_finite_weights(self.run_dir, self.step, [(n, p) for n, p in self.unwrapped.named_parameters()
+                                                       if p.requires_grad],
+                             self.accelerator.reduce if self.cfg.fsdp else None)
         acc, staging = self.accelerator, ckpt.staging_dir(self.checkpoint_root, self.step)
         if acc.is_main_process:
             if staging.exists():  # left by a crash while writing this very step
@@ -291,7 +294,7 @@ class Trainer:
         if self.step >= cfg.steps:
             return resume_from
         log = MetricsLog(self.run_dir, cfg.wandb, self.run_config, self.step) if acc.is_main_process else None
-        watch = CollapseWatch(self.run_dir)
+        watch, finite = CollapseWatch(self.run_dir), FiniteWatch(self.run_dir)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and acc.is_main_process),
                    desc=self.run_dir.name, dynamic_ncols=True)
         sums: dict[str, torch.Tensor] = {}
@@ -306,13 +309,17 @@ class Trainer:
                 with self._accumulating(sync), acc.autocast() if cfg.fsdp else contextlib.nullcontext():
                     loss, parts = self.loss_fn(self.model, send_to_device(batch, acc.device))
                     acc.backward(loss / cfg.grad_accum)
-                for name, value in {"loss": loss.detach(), **parts}.items():
-                    sums[name] = sums.get(name, 0) + value.detach().float()
+                values = {name: value.detach().float() for name, value in {"loss": loss, **parts}.items()}
+                finite.observe(self.step + 1, values)
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0) + value
                 self.micro_step += 1
                 window_micro += 1
                 if not sync:
                     continue
                 grad_norm = self._clip_gradients() if cfg.clip_grad_norm else None
+                if grad_norm is not None:
+                    finite.observe(self.step + 1, {"grad_norm": torch.as_tensor(grad_norm).float()})
                 lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
                 self.optimizer.step()
                 self.scheduler.step()
@@ -327,6 +334,7 @@ class Trainer:
                     names = sorted(sums)
                     means = acc.reduce(torch.stack([sums[n] for n in names]) / window_micro, "mean").tolist()
                     values = dict(zip(names, means))
+                    finite.check(self.step, values)  # before this step's log line, checkpoint or export
                     elapsed = time.perf_counter() - window_start
                     values["lr"] = lr
                     values["samples_per_s"] = window_micro * cfg.batch_size * acc.num_processes / elapsed

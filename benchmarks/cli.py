@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from lara.benchmarks.execution import add_flags as add_execution_flags
+from lara.cli import ArgumentParser, integer
 from lara.errors import InputError
 from lara.outputs import check_new
 
@@ -34,23 +35,23 @@ def listed(flag: str, text: str) -> list[str]:
 
 
 def build_libero_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lara eval libero", description="Standard LIBERO evaluation protocol.")
+    p = ArgumentParser(prog="lara eval libero", description="Standard LIBERO evaluation protocol.")
     p.add_argument("--policy", required=True, help="'scripted', 'checkpoint:DIR', 'ws://HOST:PORT' (lara serve) or 'module:factory' returning a Policy")
     p.add_argument("--suite", required=True,
                    help="comma-separated suites: spatial, object, goal, 10, 90 (or libero_spatial, ...)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
-    p.add_argument("--trials", type=int, default=50, help="trials per task; trial i starts from init state i")
+    p.add_argument("--trials", type=integer(1), default=50, help="trials per task; trial i starts from init state i")
     p.add_argument("--allow-train-init-states", action="store_true",
                    help="run trials on init states the checkpoint's training data started from (refused otherwise); "
                         "warns and records the overlap in results.json")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes, each with its own env")
-    p.add_argument("--threads-per-worker", type=int, default=1,
+    p.add_argument("--workers", type=integer(1), default=1, help="parallel worker processes, each with its own env")
+    p.add_argument("--threads-per-worker", type=integer(1), default=1,
                    help="BLAS/OpenMP/llvmpipe threads in each worker (1: let the workers use the cores)")
-    p.add_argument("--seed", type=int, default=7, help="seed for the env and numpy/torch in each episode")
-    p.add_argument("--camera-size", type=int, default=None,
+    p.add_argument("--seed", type=integer(0, 2**31 - 1), default=7, help="seed for the env and numpy/torch in each episode")
+    p.add_argument("--camera-size", type=integer(8), default=None,
                    help="render size in pixels (default: the checkpoint's training image size when its recipe.json "
                         "or config says it, else the protocol's 256; a different size warns)")
-    p.add_argument("--max-steps", type=int, default=None, help="override the suite's step budget (debugging)")
+    p.add_argument("--max-steps", type=integer(1), default=None, help="override the suite's step budget (debugging)")
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")
@@ -59,17 +60,17 @@ def build_libero_parser() -> argparse.ArgumentParser:
 
 
 def build_simpler_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lara eval simpler",
+    p = ArgumentParser(prog="lara eval simpler",
                                 description="SIMPLER's Bridge (WidowX) tasks on ManiSkill3, SimplerEnv's protocol.")
     p.add_argument("--policy", required=True, help="'scripted', 'checkpoint:DIR', 'ws://HOST:PORT' (lara serve) or 'module:factory' returning a Policy")
     p.add_argument("--tasks", default="carrot,spoon,stack,eggplant",
                    help="comma-separated: carrot, spoon, stack, eggplant or their env ids (default: all four)")
-    p.add_argument("--episodes", type=int, default=24, help="episodes per task and seed; episode i is episode_id i")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, each running every episode")
+    p.add_argument("--episodes", type=integer(1), default=24, help="episodes per task and seed; episode i is episode_id i")
+    p.add_argument("--seeds", type=integer(1), default=3, help="seeds 0..N-1, each running every episode")
     p.add_argument("--assets", default=None, help="ManiSkill asset folder (default: $MS_ASSET_DIR, else ~/.maniskill)")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes, each with its own env")
-    p.add_argument("--threads-per-worker", type=int, default=1, help="BLAS/OpenMP/lavapipe threads in each worker")
-    p.add_argument("--image-size", type=int, default=None,
+    p.add_argument("--workers", type=integer(1), default=1, help="parallel worker processes, each with its own env")
+    p.add_argument("--threads-per-worker", type=integer(1), default=1, help="BLAS/OpenMP/lavapipe threads in each worker")
+    p.add_argument("--image-size", type=integer(8), default=None,
                    help="policy image size (default: the checkpoint's training size, else 256)")
     p.add_argument("--rotation", default="simpler", choices=("simpler", "exact"),
                    help="how the policy's roll-pitch-yaw delta becomes the controller's input (see "
@@ -77,7 +78,7 @@ def build_simpler_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-train-episodes", action="store_true",
                    help="run episodes whose configurations the checkpoint's training data started from (refused "
                         "otherwise: `lara data generate --bench simpler --placements simpler`); recorded in results.json")
-    p.add_argument("--max-steps", type=int, default=None, help="override the task's 60/120 steps (debugging)")
+    p.add_argument("--max-steps", type=integer(1), default=None, help="override the task's 60/120 steps (debugging)")
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")

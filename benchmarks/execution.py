@@ -45,16 +45,18 @@ class Execution:
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The execution flags `lara eval libero` and `lara eval simpler` share."""
     group = parser.add_argument_group("chunk execution (the ROS node's strategies, see lara.benchmarks.execution)")
-    group.add_argument("--execute-steps", type=int, default=None, metavar="N",
+    from lara.cli import integer, number
+
+    group.add_argument("--execute-steps", type=integer(1), default=None, metavar="N",
                        help="actions of each chunk that may run, counted from its observation (default: the whole chunk)")
-    group.add_argument("--prefetch-steps", type=int, default=None, metavar="P",
+    group.add_argument("--prefetch-steps", type=integer(0), default=None, metavar="P",
                        help="ask for the next chunk while this many actions remain; its reply replaces the tail not yet "
                             "executed (default 0: when none remain, holding while it is computed; with --ensemble: "
                             "execute-steps - 1, a query every step as ACT)")
-    group.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
+    group.add_argument("--ensemble", type=number(0), default=None, metavar="DECAY",
                        help="ACT temporal ensembling: average overlapping chunks' actions for a step with weights "
                             "exp(-DECAY * i), i = 0 the oldest prediction (ACT: 0.01)")
-    group.add_argument("--latency-steps", type=int, default=0, metavar="L",
+    group.add_argument("--latency-steps", type=integer(0), default=0, metavar="L",
                        help="simulated inference latency: a chunk asked for at env step t is computed on that step's "
                             "observation and arrives at step t + L (default 0)")
 

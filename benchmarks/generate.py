@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
@@ -17,11 +16,10 @@ GENERATORS = {"libero": "lara.benchmarks.libero.generate", "simpler": "lara.benc
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lara.cli import ArgumentParser
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = ArgumentParser(prog="lara data generate", add_help=False)
     parser.add_argument("--bench", default="libero", choices=list(GENERATORS))
-    known, rest = parser.parse_known_args(argv)
-    module = importlib.import_module(GENERATORS[known.bench])
-    if known.bench == "libero":
-        return module.main(rest)  # its parser takes the command name `generate` itself
-    return module.main([a for a in rest if a != "generate"])
+    known, _ = parser.parse_known_args(argv)
+    return importlib.import_module(GENERATORS[known.bench]).main(argv)  # its parser documents --bench too

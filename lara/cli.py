@@ -9,13 +9,14 @@ traceback. Other exceptions are bugs and keep their traceback.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import os
 import sys
 from collections.abc import Callable
 
-from lara.errors import UserError
+from lara.errors import InputError, UserError
 
 SUBCOMMANDS = {
     "train": ("lara.adapters.cli", "train a preset: pre-training, post-training or LAM refinement"),
@@ -27,6 +28,46 @@ SUBCOMMANDS = {
     "demo": ("lara.adapters.demo", "the main job on the embedded default: a short LARA training run on CPU"),
 }
 DEBUG_FLAG, DEBUG_ENV = "--debug", "LARA_DEBUG"
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type` for an integer flag within [low, high]: `--episodes 0` is refused while parsing, naming
+    the flag and the range, before the command runs (tests/core/test_bad_numbers.py walks every such flag)."""
+    return _bounded(int, "an integer", low, high)
+
+
+def number(low: float | None = None, high: float | None = None, *, above: float | None = None) -> Callable[[str], float]:
+    """An argparse `type` for a finite float flag within [low, high] (or > `above`): NaN and inf are refused."""
+    return _bounded(float, "a finite number", low, high, above)
+
+
+def _bounded(kind, what: str, low, high, above=None):
+    limits = [f">= {low}" if low is not None else "", f"> {above}" if above is not None else "",
+              f"<= {high}" if high is not None else ""]
+    expected = f"{what} {' and '.join(x for x in limits if x)}".strip()
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if (value != value or value in (float("inf"), float("-inf")) or (low is not None and value < low)
+                or (high is not None and value > high) or (above is not None and value <= above)):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    parse.bounds = (kind, low, high, above)  # what tests/core/test_bad_numbers.py reads
+    return parse
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every `lara` command: a bad flag (unknown, missing, of the wrong type, or refused by the
+    command's own checks through `parser.error`) is an InputError, so it ends on the same one line
+    (`lara <command>: error: ...`, exit 2) as every other user error, not argparse's usage block."""
+
+    def error(self, message: str):
+        raise InputError(message)
 
 
 def _usage() -> str:

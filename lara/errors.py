@@ -19,3 +19,9 @@ class InputError(UserError, ValueError):
 
 class MissingPath(UserError, FileNotFoundError):
     """A path the user gave does not exist or lacks the files it must hold."""
+
+
+class TrainingDiverged(UserError):
+    """A loss component, the gradient norm or a weight became NaN or infinite: training stopped before writing a
+    checkpoint or a final model from it. Its cause is the config or the data (a learning rate or loss weight too
+    large, statistics or data that normalise actions to extremes), so it ends on one line like other user errors."""

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(the VLA inside is picked)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: this machine only; 0.0.0.0 = every interface, warned)")
-    parser.add_argument("--port", type=tcp_port, default=8000, help="TCP port, 1..65535")
+    parser.add_argument("--port", type=tcp_port, default=8000, help="TCP port, 1..65535 (default: 8000)")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
                         help=f"a shared secret every connection must send (openpi: api_key=...; default ${TOKEN_ENV}; "
                              "none: any client connects)")

@@ -35,7 +35,7 @@ from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.rollout import follow, run_jobs
 from lara.errors import InputError
-from lara.outputs import recorded
+from lara.outputs import recorded, writable
 from lara.policy import check_policy_spec, load_policy, recorded_spec
 
 
@@ -155,7 +155,7 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     camera_size, size_warning = camera_size_for(camera_size, trained_size)
     if size_warning:
         warnings.warn(size_warning, stacklevel=2)
-    out.mkdir(parents=True, exist_ok=True)
+    writable(out, "--out")  # an existing file, or a folder it cannot write: one line before any episode
     start = time.time()
     records = follow(run_jobs(jobs, LiberoEpisodes(camera_size, seed), policy, workers, threads_per_worker, strategy),
                      len(jobs), "LIBERO episodes", progress,

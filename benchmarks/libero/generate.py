@@ -322,29 +322,33 @@ def task_summary(suite: str, task: int, found: dict, episodes: int, max_attempts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lara data generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["generate"], help="what to do (only `generate` for now)")
+    from lara.cli import ArgumentParser, integer, number
+
+    p = ArgumentParser(prog="lara data generate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bench", choices=["libero", "simpler"], default="libero",
+                   help="the benchmark (default libero: these flags); `lara data generate --bench simpler --help` "
+                        "lists SIMPLER's")
     p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object, goal (all but the wine rack task)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
-    p.add_argument("--episodes", type=int, default=20, help="successful episodes to keep per task")
+    p.add_argument("--episodes", type=integer(1), default=20, help="successful episodes to keep per task")
     p.add_argument("--init-states", default=FRESH,
                    help="'fresh' (default): each episode starts from a new placement the env samples, seeded per "
                         "attempt; 'A:B': the benchmark's fixed init states A..B-1, which evaluation runs on "
                         "(trial i on state i), so a policy trained on them is refused there unless asked")
-    p.add_argument("--attempts", type=int, default=None,
+    p.add_argument("--attempts", type=integer(1), default=None,
                    help="try at most this many starts per task (default: 3x --episodes fresh placements, or all "
                         "of A:B); with --dry-run and --episodes equal to it: the expert's success rate")
-    p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
+    p.add_argument("--camera-size", type=integer(8), default=128, help="rendered image size in pixels")
     p.add_argument("--cameras", default=",".join(CAMERAS),
                    help=f"comma-separated cameras to render and write, agentview_rgb first (default: {','.join(CAMERAS)}; "
                         "each costs about as much as the other: a policy that reads agentview alone halves rendering)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=integer(1), default=1,
                    help="spawned worker processes, splitting every task's starts between them")
-    p.add_argument("--threads-per-worker", type=int, default=1,
+    p.add_argument("--threads-per-worker", type=integer(1), default=1,
                    help="BLAS/OpenMP/llvmpipe threads in each worker (1: let the workers use the cores)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=integer(0, 2**32 // 100003 - 1), default=0,
                    help="base seed: attempt a of task t is placed with seed*100003 + t*1009 + a")
-    p.add_argument("--action-noise", type=float, default=0.0,
+    p.add_argument("--action-noise", type=number(0, 1), default=0.0,
                    help="standard deviation of Gaussian noise added to the six arm dimensions of the actions the "
                         "env executes (actions are in [-1, 1]); the recorded actions stay the expert's own, so the "
                         "demonstrations show its corrections from off-path states (DART). Default 0: no noise")
@@ -353,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distractors", action="store_true",
                    help="paint action-correlated distractors into the agentview frames (a patch moving with the arm, "
                         "a scrolling background texture): data for `lara probe` and task-centric LAMs")
-    p.add_argument("--distractor-correlation", type=float, default=0.7,
+    p.add_argument("--distractor-correlation", type=number(0, 1), default=0.7,
                    help="with --distractors: correlation of the patch's motion with the arm's (x, y) command")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output folder")
@@ -368,12 +372,6 @@ def main(argv: list[str] | None = None) -> int:
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
-    for flag in ("episodes", "attempts", "workers", "threads_per_worker", "camera_size"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
-    if not 0 <= args.action_noise <= 1:
-        parser.error(f"--action-noise must be in [0, 1] (a standard deviation in action units), "
-                     f"got {args.action_noise}.")
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     if not cameras or cameras[0] != "agentview_rgb" or set(cameras) - set(CAMERAS) or len(set(cameras)) < len(cameras):
         parser.error(f"--cameras {args.cameras!r}: expected agentview_rgb, optionally followed by eye_in_hand_rgb "
@@ -397,10 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.distractors:
         from lara.benchmarks.probes.distractors import DistractorConfig
 
-        try:
-            distractors = DistractorConfig(correlation=args.distractor_correlation)
-        except ValueError:
-            parser.error(f"--distractor-correlation must be in [0, 1], got {args.distractor_correlation}.")
+        distractors = DistractorConfig(correlation=args.distractor_correlation)
     out = Path(args.out)  # before minutes of rollouts: an earlier generation is not replaced unasked
     names = task_names(suite)
     check_new([out / "generation.json", *([] if args.dry_run else [out / f"{names[t]}_demo.hdf5" for t in tasks])],

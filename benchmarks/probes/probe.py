@@ -30,6 +30,7 @@ import torch
 from lara.benchmarks.probes import fit
 from lara.benchmarks.probes.distractors import DistractorConfig, distract_pairs
 from lara.benchmarks.probes.representations import Features, compute
+from lara.cli import ArgumentParser, integer, number
 from lara.errors import InputError
 from lara.outputs import check_new, settings
 
@@ -202,36 +203,32 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lara probe", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="lara probe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, nargs="+", help="data sources with actions (LIBERO HDF5, LeRobot)")
-    source.add_argument("--synthetic", type=int, metavar="N", help="N synthetic moving-square pairs instead of data")
+    source.add_argument("--synthetic", type=integer(8), metavar="N", help="N synthetic moving-square pairs instead of data")
     p.add_argument("--represent", nargs="+", default=["pixel_diff", "untrained_lam"],
                    help="lam:PATH, untrained_lam, pixel_diff, vision:SPEC (SPEC: dinov2, siglip, vit_mae built from "
                         "a small config, a JSON config file, or a local model folder)")
-    p.add_argument("--frame-gap", type=int, default=9, help="k: pairs (o_t, o_{t+k}) and chunks a_{t:t+k}")
-    p.add_argument("--image-size", type=int, default=64, help="frames are resized to this side")
+    p.add_argument("--frame-gap", type=integer(1), default=9, help="k: pairs (o_t, o_{t+k}) and chunks a_{t:t+k}")
+    p.add_argument("--image-size", type=integer(8), default=64, help="frames are resized to this side")
     p.add_argument("--camera", default="agentview_rgb", help="camera of the frames")
-    p.add_argument("--stride", type=int, default=1, help="take every n-th pair (pairs are ordered by episode, t)")
-    p.add_argument("--test-fraction", type=float, default=0.25, help="share of each task's episodes held out")
-    p.add_argument("--mlp-steps", type=int, default=600, help="MLP probe training steps (0: no MLP probe)")
-    p.add_argument("--clusters", type=int, default=8, help="action clusters of the code purity")
+    p.add_argument("--stride", type=integer(1), default=1, help="take every n-th pair (pairs are ordered by episode, t)")
+    p.add_argument("--test-fraction", type=number(above=0, high=0.99), default=0.25, help="share of each task's episodes held out")
+    p.add_argument("--mlp-steps", type=integer(0), default=600, help="MLP probe training steps (0: no MLP probe)")
+    p.add_argument("--clusters", type=integer(1), default=8, help="action clusters of the code purity")
     p.add_argument("--distractors", action="store_true", help="probe again with action-correlated distractors")
-    p.add_argument("--distractor-correlation", type=float, default=0.7, help="rho of the distractor's motion")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distractor-correlation", type=number(0, 1), default=0.7, help="rho of the distractor's motion")
+    p.add_argument("--seed", type=integer(0, 2**31 - 1), default=0)
     p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     p.add_argument("--plot", type=Path, default=None, help="write a bar plot (PNG) here")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier --out / --plot")
-    args = p.parse_args(argv)
-    if not 0 < args.test_fraction < 1:
-        raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}.")
-    for flag, least in (("frame_gap", 1), ("image_size", 8), ("stride", 1), ("clusters", 1), ("mlp_steps", 0)):
-        if getattr(args, flag) is not None and getattr(args, flag) < least:
-            raise InputError(f"--{flag.replace('_', '-')} must be at least {least}, got {getattr(args, flag)}.")
-    if not 0 <= args.distractor_correlation <= 1:
-        raise InputError(f"--distractor-correlation must be in [0, 1], got {args.distractor_correlation}.")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     check_new([path for path in (args.out, args.plot) if path is not None], overwrite=args.overwrite, what="probe")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     start = time.time()

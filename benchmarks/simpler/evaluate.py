@@ -37,7 +37,7 @@ from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksum
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
 from lara.errors import InputError
-from lara.outputs import recorded
+from lara.outputs import recorded, writable
 from lara.policy import check_policy_spec, load_simpler_policy, recorded_spec
 
 PARTIAL = ("is_src_obj_grasped", "consecutive_grasp")
@@ -193,7 +193,7 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
     jobs = [(env_id, seed, episode, max_steps,
              recorded(out / "videos" / env_id / f"seed{seed}_episode{episode:03d}.mp4") if video else None)
             for env_id in env_ids for seed in range(seeds) for episode in range(episodes)]
-    out.mkdir(parents=True, exist_ok=True)
+    writable(out, "--out")  # an existing file, or a folder it cannot write: one line before any episode
     os.environ["MS_ASSET_DIR"] = str(root)  # spawned workers import mani_skill with it
     start = time.time()
     records = follow(run_jobs(jobs, SimplerEpisodes(size, str(root), rotation), policy, workers, threads_per_worker,

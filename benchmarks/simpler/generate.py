@@ -142,20 +142,23 @@ def write_task(path: Path, env_id: str, kept: list[dict], camera_size: int, rota
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lara data generate --bench simpler", description=__doc__.split("\n\n")[0])
+    from lara.cli import ArgumentParser, integer
+
+    p = ArgumentParser(prog="lara data generate --bench simpler", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bench", choices=["simpler"], default="simpler", help="the benchmark: simpler (these flags)")
     p.add_argument("--tasks", default="carrot,spoon", help="comma-separated: carrot, spoon (the expert's tasks)")
-    p.add_argument("--episodes", type=int, default=20, help="successful episodes to keep per task")
-    p.add_argument("--attempts", type=int, default=None, help="try at most this many starts per task "
+    p.add_argument("--episodes", type=integer(1), default=20, help="successful episodes to keep per task")
+    p.add_argument("--attempts", type=integer(1), default=None, help="try at most this many starts per task "
                    "(default: 2x --episodes)")
     p.add_argument("--placements", default="fresh", choices=PLACEMENTS,
                    help="'fresh' (default): objects moved to new placements drawn with recorded seeds; 'simpler': "
                         "SIMPLER's own evaluation configurations (episode_id = attempt mod 24)")
-    p.add_argument("--camera-size", type=int, default=128, help="rendered image size in pixels")
+    p.add_argument("--camera-size", type=integer(8), default=128, help="rendered image size in pixels")
     p.add_argument("--rotation", default="simpler", choices=("simpler", "exact"),
                    help="the env's rotation mapping (lara.benchmarks.simpler.env); the expert only yaws")
     p.add_argument("--assets", default=None, help="ManiSkill asset folder (default: $MS_ASSET_DIR, else ~/.maniskill)")
-    p.add_argument("--workers", type=int, default=1, help="spawned worker processes")
-    p.add_argument("--seed", type=int, default=0, help="base seed: attempt a of task t is placed with "
+    p.add_argument("--workers", type=integer(1), default=1, help="spawned worker processes")
+    p.add_argument("--seed", type=integer(0, 2**32 // 100003 - 1), default=0, help="base seed: attempt a of task t is placed with "
                    "seed*100003 + t*1009 + a")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder")

@@ -13,17 +13,17 @@ import difflib
 import importlib
 import sys
 
-# name -> (module, whether the module's parser takes the command name itself, help)
+# name -> (module, help)
 COMMANDS = {
-    "generate": ("lara.benchmarks.generate", True, "scripted LIBERO (or --bench simpler) demos in the LIBERO HDF5 schema"),
-    "inspect": ("lara.data.inspect", False, "episodes, frames, fps, cameras, tasks, statistics, a PNG of pairs"),
-    "videos": ("lara.data.video", False, "write a source's episodes as an mp4 folder with captions"),
-    "convert": ("lara.data.convert", False, "LIBERO HDF5 demos -> a LeRobot v3.0 dataset (--to lerobot) and back"),
+    "generate": ("lara.benchmarks.generate", "scripted LIBERO (or --bench simpler) demos in the LIBERO HDF5 schema"),
+    "inspect": ("lara.data.inspect", "episodes, frames, fps, cameras, tasks, statistics, a PNG of pairs"),
+    "videos": ("lara.data.video", "write a source's episodes as an mp4 folder with captions"),
+    "convert": ("lara.data.convert", "LIBERO HDF5 demos -> a LeRobot v3.0 dataset (--to lerobot) and back"),
 }
 
 
 def _usage() -> str:
-    rows = "\n".join(f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items())
+    rows = "\n".join(f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items())
     return f"usage: lara data <command> [options]\n\ncommands:\n{rows}\n"
 
 
@@ -38,10 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"lara data: unknown command '{name}'.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module, takes_name, _ = COMMANDS[name]
     from lara.cli import run_command  # `lara data convert: error: ...`, exit 2, like every command
 
-    return run_command(f"lara data {name}", importlib.import_module(module).main, argv if takes_name else argv[1:])
+    return run_command(f"lara data {name}", importlib.import_module(COMMANDS[name][0]).main, argv[1:])
 
 
 if __name__ == "__main__":

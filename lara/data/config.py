@@ -17,7 +17,7 @@ SAMPLE_KEYS = {"lam_frames", "lam_valid", "image", "instruction", "episode_index
 class SourceSpec(BaseModel):
     """One data source of a mixture: where it is, which reader, and how often it is drawn."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: Path = Field(description="A LIBERO HDF5 file or folder, a LeRobot dataset folder, or a video file/folder.")
     format: str | None = Field(
@@ -76,7 +76,7 @@ SourceEntry = Annotated[Annotated[Path, Tag("path")] | Annotated[SourceSpec, Tag
 class LiberoDataConfig(BaseModel):
     """Which data sources to read and how to cut them into LARA training samples."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every float finite
 
     paths: list[SourceEntry] = Field(
         description="Data sources: paths (LIBERO HDF5 files or folders of *.hdf5/*.h5, not recursive; LeRobot "

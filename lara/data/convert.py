@@ -120,6 +120,21 @@ def _file_name(instruction: str) -> str:
     return f"{words[:120]}_demo.hdf5"
 
 
+def file_names(instructions: list[str]) -> dict[str, str]:
+    """A distinct file name per task: instructions that differ only in case, punctuation or past 120 characters
+    ("Open the drawer" and "open the drawer!") would share one, the second file replacing the first; the later
+    ones get _2, _3, ... (each file keeps its own instruction as its language)."""
+    names, taken = {}, set()
+    for instruction in instructions:
+        name, n = _file_name(instruction), 1
+        while name in taken:
+            n += 1
+            name = f"{_file_name(instruction).removesuffix('_demo.hdf5')}_{n}_demo.hdf5"
+        names[instruction] = name
+        taken.add(name)
+    return names
+
+
 def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
                       eye_in_hand: str | None = None, overwrite: bool = False) -> list[Path]:
     """One LIBERO HDF5 file per task of the LeRobot dataset (LIBERO files hold one task each); a file of the same
@@ -142,11 +157,12 @@ def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
         by_task.setdefault(episode.instruction, []).append(episode)
     if out.exists() and not out.is_dir():
         raise LiberoFileError(f"{out}: exists and is not a folder; --to libero writes one file per task into it.")
-    check_new([out / _file_name(instruction) for instruction in by_task], overwrite=overwrite, what="conversion")
+    names = file_names(list(by_task))  # distinct among themselves, then checked against what `out` holds
+    check_new([out / name for name in names.values()], overwrite=overwrite, what="conversion")
     writable(out, "OUT")
     written = []
     for instruction, episodes in by_task.items():
-        path = out / _file_name(instruction)
+        path = out / names[instruction]
         with LiberoHDF5Writer(path, language=instruction or "no instruction") as writer:
             for episode in episodes:
                 writer.add_demo(**_libero_arrays(data, episode, named, source))
@@ -177,26 +193,30 @@ def _libero_arrays(data, episode, named: dict, source: Path) -> dict:
     return arrays
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lara data convert", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    from lara.cli import ArgumentParser, integer
+
+    parser = ArgumentParser(prog="lara data convert", description=__doc__.split("\n")[0])
     parser.add_argument("sources", nargs="+", type=Path, help="LIBERO *.hdf5 files or folders; or one LeRobot folder")
     parser.add_argument("--to", required=True, choices=["lerobot", "libero"], help="the format to write")
     parser.add_argument("--codec", default="av1", choices=["av1", "h264", "png"],
                         help="--to lerobot: camera storage (av1 = LeRobot's default; png = lossless in parquet)")
-    parser.add_argument("--fps", type=int, default=None, help="--to lerobot: frame rate (default: the files' "
+    parser.add_argument("--fps", type=integer(1, 1000), default=None, help="--to lerobot: frame rate (default: the files' "
                         f"control_freq, else {LIBERO_FPS})")
-    parser.add_argument("--episodes-per-file", type=int, default=None,
+    parser.add_argument("--episodes-per-file", type=integer(1), default=None,
                         help="--to lerobot: start a new data/video file every N episodes (default: by size)")
     parser.add_argument("--agentview", default=None, help="--to libero: the camera feature for agentview_rgb")
     parser.add_argument("--eye-in-hand", default=None, help="--to libero: the camera feature for eye_in_hand_rgb")
     parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     *sources, out = args.sources
     if not sources:
         parser.error("give SRC... and OUT")
-    for flag in ("fps", "episodes_per_file"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.to == "lerobot":
         written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
                                      episodes_per_file=args.episodes_per_file, overwrite=args.overwrite)]

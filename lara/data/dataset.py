@@ -54,6 +54,21 @@ def _check_finite(episode: Episode, name: str, values: np.ndarray) -> None:
                           "Fix or drop this episode.")
 
 
+def _fitting(stats: DatasetStatistics, episodes: list[Episode], where: str) -> DatasetStatistics:
+    """Statistics read from a file, refused when their dimensions are not the data's (a 6-D file for 7-D actions
+    would fail at the first batch, or normalise the wrong dimensions)."""
+    actions = episodes[0].actions.shape[1]
+    if len(stats.action.q01) != actions:
+        raise SourceError(f"{where}: the action statistics have {len(stats.action.q01)} dimensions, the actions of "
+                          f"{episodes[0].source} {actions}; give the statistics of this data (or data.statistics_path="
+                          "null to compute them)")
+    states = [ep.states for ep in episodes if ep.states is not None]
+    if stats.proprio is not None and states and len(stats.proprio.mean) != states[0].shape[1]:
+        raise SourceError(f"{where}: the proprio statistics have {len(stats.proprio.mean)} dimensions, the robot "
+                          f"states of {episodes[0].source} {states[0].shape[1]}; give the statistics of this data")
+    return stats
+
+
 class EpisodeDataset(torch.utils.data.Dataset):
     """LARA training samples from the episodes of any mixture of sources: LIBERO HDF5, LeRobot datasets, video folders.
 
@@ -165,10 +180,11 @@ class EpisodeDataset(torch.utils.data.Dataset):
             if ep.states is not None:
                 _check_finite(ep, "states", np.asarray(ep.states))
         if self.config.statistics_path is not None:
-            return load_statistics(self.config.statistics_path, self.config.dataset_name)
+            return _fitting(load_statistics(self.config.statistics_path, self.config.dataset_name), episodes,
+                            f"data.statistics_path {self.config.statistics_path}")
         stored = [s.statistics() for s in self.sources]
         if len(self.sources) == 1 and stored[0] is not None and not self.split:  # a split's stored ones hold all
-            return stored[0]
+            return _fitting(stored[0], episodes, f"the statistics stored with {self.sources[0].path}")
         mask = GRIPPER_NOT_NORMALIZED if dims == {len(GRIPPER_NOT_NORMALIZED)} else None
         states = [ep.states for ep in episodes if ep.states is not None]
         return DatasetStatistics(

@@ -97,24 +97,29 @@ def _cameras(path: Path, fmt: str, camera: str | None) -> tuple[str, list[str], 
     return camera, [c for c in visual if c != camera], not {ACTION, STATE} <= set(source.features)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lara data inspect", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    from lara.cli import ArgumentParser, integer, number
+
+    parser = ArgumentParser(prog="lara data inspect", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a LIBERO HDF5 file/folder, a LeRobot dataset folder or videos")
     parser.add_argument("--format", choices=["libero_hdf5", "lerobot", "video"], default=None,
                         help="the reader (default: recognised from what is on disk)")
     parser.add_argument("--camera", default=None, help="camera of the pairs (default: agentview_rgb; a LeRobot "
                         "dataset's agentview, else its first camera; a video's only one)")
-    parser.add_argument("--frame-gap", type=int, default=9, help="k in frames")
-    parser.add_argument("--frame-gap-s", type=float, default=None, help="k in seconds (each episode's own fps)")
-    parser.add_argument("--fps", type=float, default=None, help="resample videos to this frame rate")
-    parser.add_argument("--image-size", type=int, default=None, help="resize pairs to this square size")
+    parser.add_argument("--frame-gap", type=integer(1), default=9, help="k in frames")
+    parser.add_argument("--frame-gap-s", type=number(above=0), default=None,
+                        help="k in seconds (each episode's own fps)")
+    parser.add_argument("--fps", type=number(above=0), default=None, help="resample videos to this frame rate")
+    parser.add_argument("--image-size", type=integer(1), default=None, help="resize pairs to this square size")
     parser.add_argument("--crop", action="store_true", help="centre-crop to a square before resizing")
-    parser.add_argument("--pairs", type=int, default=4, help="pairs on the contact sheet (0: no sheet)")
+    parser.add_argument("--pairs", type=integer(0), default=4, help="pairs on the contact sheet (0: no sheet)")
     parser.add_argument("--sheet", type=Path, default=None, help="PNG path (default: <name>_pairs.png here)")
-    parser.add_argument("--seed", type=int, default=0, help="which pairs are drawn")
-    args = parser.parse_args(argv)
-    if args.pairs < 0:
-        parser.error(f"--pairs must be at least 0, got {args.pairs}")
+    parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="which pairs are drawn")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     fmt = args.format or detect_format(args.path)
     camera, others, action_free = _cameras(args.path, fmt, args.camera)
     with warnings.catch_warnings(record=True) as skipped:  # an unreadable file is named, the rest inspected

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lara.errors import InputError, MissingPath
 from lara.outputs import replacing
 
 STATISTICS_FILE = "dataset_statistics.json"
@@ -60,12 +61,51 @@ class ArrayStatistics:
 
     @classmethod
     def from_json(cls, data: dict, where: str) -> "ArrayStatistics":
-        missing = [key for key in ("mean", "std", "max", "min", "q01", "q99") if key not in data]
+        """Statistics read from a file, checked (`check_bounds`): an InputError naming `where` when they are not
+        lists of numbers of one length, not finite, or a q01 lies above its q99."""
+        keys = ("mean", "std", "max", "min", "q01", "q99")
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: expected a mapping of {'/'.join(keys)} (+ mask) lists, got {type(data).__name__}")
+        missing = [key for key in keys if key not in data]
         if missing:
-            raise ValueError(f"{where}: missing statistics {missing}; expected mean/std/max/min/q01/q99 (+ mask).")
-        arrays = {key: np.asarray(data[key], dtype=np.float64) for key in ("mean", "std", "max", "min", "q01", "q99")}
-        mask = np.asarray(data.get("mask", [True] * len(arrays["q01"])), dtype=bool)
+            raise InputError(f"{where}: missing statistics {missing}; expected mean/std/max/min/q01/q99 (+ mask).")
+        try:
+            arrays = {key: np.asarray(data[key], dtype=np.float64) for key in keys}
+            mask = np.asarray(data.get("mask", [True] * arrays["q01"].size), dtype=bool)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{where}: statistics must be lists of numbers ({error})") from None
+        lengths = {key: value.shape for key, value in {**arrays, "mask": mask}.items()}
+        if len(set(lengths.values())) > 1 or arrays["q01"].ndim != 1:
+            raise InputError(f"{where}: expected lists of one length (one number per dimension), got shapes {lengths}")
+        for key, value in arrays.items():
+            if key != "q01" and key != "q99" and not np.isfinite(value).all():
+                raise InputError(f"{where}: {key} holds {_first_bad(value)}; expected finite numbers")
+        check_bounds(arrays["q01"], arrays["q99"], mask, where)
         return cls(**arrays, mask=mask)
+
+
+def _first_bad(values: np.ndarray) -> str:
+    dim = int(np.flatnonzero(~np.isfinite(values))[0])
+    return f"{values[dim]} at dimension {dim}"
+
+
+def check_bounds(q01, q99, mask, where: str) -> None:
+    """The q01/q99 normalisation bounds a policy trains and un-normalises with: finite, one per dimension, and
+    q01 <= q99 wherever `mask` normalises (a q01 above its q99, e.g. the two swapped, turns every action of that
+    dimension into 0 in training). q01 == q99 is a constant dimension, which normalises to 0 and back exactly."""
+    q01, q99, mask = np.asarray(q01, dtype=np.float64), np.asarray(q99, dtype=np.float64), np.asarray(mask, dtype=bool)
+    if not (q01.shape == q99.shape == mask.shape) or q01.ndim != 1:
+        raise InputError(f"{where}: q01, q99 and mask must be lists of one length, got {len(q01)}, {len(q99)} and "
+                         f"{len(mask)} entries")
+    for name, values in (("q01", q01), ("q99", q99)):
+        if not np.isfinite(values).all():
+            raise InputError(f"{where}: {name} holds {_first_bad(values)}; expected finite numbers (statistics "
+                             "computed from data with NaN, or edited by hand?)")
+    above = np.flatnonzero(mask & (q01 > q99))
+    if above.size:
+        dim = int(above[0])
+        raise InputError(f"{where}: q01 ({q01[dim]:g}) lies above q99 ({q99[dim]:g}) at dimension {dim}; expected "
+                         "q01 <= q99 (are they swapped?), or every action of that dimension normalises to 0")
 
 
 @dataclass(frozen=True)
@@ -106,24 +146,45 @@ def load_statistics(path: str | os.PathLike, dataset_name: str | None = None) ->
     if path.is_dir():
         path = path / STATISTICS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no statistics file; compute it with EpisodeDataset(...).statistics.")
-    content = json.loads(path.read_text())
+        raise MissingPath(f"{path}: no statistics file; expected {STATISTICS_FILE} (or the folder holding it) as "
+                          "lara writes it beside a trained VLA, or compute it with EpisodeDataset(...).statistics.")
+    try:
+        content = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{path}: not a JSON statistics file ({error}); expected {STATISTICS_FILE} in OpenVLA's "
+                         "layout: {dataset name: {action: {q01, q99, ...}}}") from None
+    if not isinstance(content, dict) or not content:
+        raise InputError(f"{path}: expected a mapping of dataset names to statistics, got "
+                         f"{type(content).__name__ if content else 'nothing'}")
     if dataset_name is None:
         if len(content) != 1:
-            raise ValueError(f"{path} holds several datasets {sorted(content)}; pass dataset_name=one of them.")
+            raise InputError(f"{path} holds several datasets {sorted(content)}; pass dataset_name=one of them.")
         dataset_name = next(iter(content))
     if dataset_name not in content:
-        raise KeyError(f"{path} has no statistics for {dataset_name!r}; it has {sorted(content)}.")
+        raise InputError(f"{path} has no statistics for {dataset_name!r}; it has {sorted(content)} "
+                         "(data.dataset_name names one).")
     entry = content[dataset_name]
     where = f"{path}[{dataset_name!r}]"
-    if "action" not in entry:
-        raise ValueError(f"{where}: missing the `action` entry.")
+    if not isinstance(entry, dict) or "action" not in entry:
+        raise InputError(f"{where}: missing the `action` entry.")
     return DatasetStatistics(
         action=ArrayStatistics.from_json(entry["action"], f"{where}['action']"),
         proprio=ArrayStatistics.from_json(entry["proprio"], f"{where}['proprio']") if "proprio" in entry else None,
         num_transitions=int(entry.get("num_transitions", 0)),
         num_trajectories=int(entry.get("num_trajectories", 0)),
     )
+
+
+def check_statistics_file(path: str | os.PathLike) -> None:
+    """Every dataset's statistics in a checkpoint's dataset_statistics.json checked (`load_statistics`), so a policy
+    with NaN or swapped bounds is refused at load, naming the file, not after it acted."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError):
+        content = None  # load_statistics says what is wrong with the file
+    for name in content if isinstance(content, dict) and content else [None]:
+        load_statistics(path, name)
 
 
 def _as_float(values):

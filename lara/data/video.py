@@ -299,17 +299,20 @@ def write_videos(source: str | os.PathLike, out: str | os.PathLike, *, camera: s
 
 def main(argv: list[str] | None = None) -> int:
     """`lara data videos SRC OUT`: a source's episodes as an mp4 folder with caption files."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="lara data videos", description=main.__doc__)
-    parser.add_argument("source", help="a data source (LIBERO HDF5 file/folder, LeRobot folder, videos)")
-    parser.add_argument("out", help="output folder")
-    parser.add_argument("--camera", default=None, help="camera to write (default: the episode's first)")
-    parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the written videos")
-    parser.add_argument("--overwrite", action="store_true", help="replace videos an earlier run wrote (default: refuse)")
-    args = parser.parse_args(argv)
-    if not args.fps > 0:
-        parser.error(f"--fps must be positive, got {args.fps}")
+    args = build_parser().parse_args(argv)
     files = write_videos(args.source, args.out, camera=args.camera, fps=args.fps, overwrite=args.overwrite)
     print(f"wrote {len(files)} videos to {args.out}")
     return 0
+
+
+def build_parser():
+    from lara.cli import ArgumentParser, number
+
+    parser = ArgumentParser(prog="lara data videos", description=main.__doc__)
+    parser.add_argument("source", help="a data source (LIBERO HDF5 file/folder, LeRobot folder, videos)")
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--camera", default=None, help="camera to write (default: the episode's first)")
+    parser.add_argument("--fps", type=number(above=0, high=1000), default=10.0,
+                        help="frame rate of the written videos")
+    parser.add_argument("--overwrite", action="store_true", help="replace videos an earlier run wrote (default: refuse)")
+    return parser

@@ -161,8 +161,13 @@ def load_policy(path: str | Path, device="cpu"):
 
     from lara.errors import InputError, UserError
 
+    from lara.data.statistics import STATISTICS_FILE, check_statistics_file
+
     path = find_vla_dir(path)
     found = BY_MODEL_TYPE.get(model_type_of(path), BACKBONES["token_vla"])
+    for statistics in (path / STATISTICS_FILE, path.parent / STATISTICS_FILE):  # beside the VLA, or RUN/final's
+        if statistics.is_file():
+            check_statistics_file(statistics)  # NaN or swapped bounds: refused here, naming the file
     try:
         return found.glue.load_policy(path, device)
     except UserError:  # already says what is missing and what to do

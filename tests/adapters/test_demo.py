@@ -7,7 +7,9 @@ import json
 import imageio.v2 as imageio
 import pytest
 
+from lara import cli
 from lara.adapters import demo
+from lara.errors import InputError
 
 TINY = ["--tasks", "0", "--episodes", "1", "--lam-warmup", "2", "--steps", "2", "--batch-size", "4",
         "--trials", "1", "--max-steps", "4", "--workers", "1"]
@@ -42,9 +44,52 @@ def test_demo_writes_the_report_and_reuses_its_demonstrations(tmp_path, capsys):
 
 def test_demo_refuses_to_replace_a_folder_that_is_not_its_cache(tmp_path):
     (tmp_path / "mine.hdf5").write_bytes(b"user data")
-    with pytest.raises(FileExistsError, match="not a demo cache"):
+    with pytest.raises(InputError, match="not a demo cache"):
         demo.main([*TINY, "--data", str(tmp_path), "--out", str(tmp_path / "demo")])
     assert (tmp_path / "mine.hdf5").read_bytes() == b"user data"
+    assert not (tmp_path / "demo").exists()
+
+
+def _earlier_outputs(out, marker: bool):
+    for name in demo.OUTPUTS:
+        (out / name).mkdir(parents=True)
+        (out / name / "earlier.txt").write_text(name)
+    if marker:
+        (out / demo.MARKER).write_text('{"written_by": "lara demo"}')
+
+
+def _untouched(out):
+    return all((out / name / "earlier.txt").read_text() == name for name in demo.OUTPUTS)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--episodes", "0"], "argument --episodes: expected an integer >= 1, got '0'"),
+    (["--action-noise", "nan"], "argument --action-noise: expected a finite number >= 0 and <= 1, got 'nan'"),
+    (["--execute-steps", "9"], "argument --execute-steps: expected an integer >= 1 and <= 8, got '9'"),
+    (["--steps", "x"], "argument --steps: expected an integer >= 1, got 'x'"),
+    (["--camera-size", "30"], "image_size (30) must be a multiple of patch_size (16)"),  # the training config's
+], ids=["episodes", "noise", "execute", "type", "config"])
+def test_a_bad_flag_ends_on_one_line_and_removes_nothing(tmp_path, capsys, bad, message):
+    """Before issue 38 the demo removed OUT/run, eval and report first and reported its flags as `lara data
+    generate`'s; now it checks everything first and names itself."""
+    out = tmp_path / "demo"
+    _earlier_outputs(out, marker=True)
+    assert cli.main(["demo", *TINY, *bad, "--data", str(tmp_path / "data"), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lara demo: error: ") and error.count("\n") == 1 and message in error, error
+    assert _untouched(out) and not (tmp_path / "data").exists()
+
+
+def test_folders_the_demo_did_not_write_are_replaced_only_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "demo"
+    _earlier_outputs(out, marker=False)
+    assert cli.main(["demo", *TINY, "--data", str(tmp_path / "data"), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert f"{out / 'run'} exists and no earlier demo wrote it" in error and "--overwrite" in error
+    assert _untouched(out) and not (out / demo.MARKER).exists()
+    (tmp_path / "a_file").write_text("mine")
+    assert cli.main(["demo", *TINY, "--out", str(tmp_path / "a_file")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "a_file").read_text() == "mine"
 
 
 @pytest.mark.parametrize("given, args, expected", [(None, [], "OMP_NUM_THREADS=1 demo"),

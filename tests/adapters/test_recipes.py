@@ -148,7 +148,7 @@ def test_every_preset_validates():
     (["model.family=openvla", "model.path=/models/openvla-7b", "model.build.width=8"],
      r"Keys at model.build \(openvla\): none: model.family='openvla' is loaded from model.path"),
     # cross-field errors are reported like per-field ones
-    (["recipe=refine_lam", "baseline=true"], r"\n  refine_lam has no baseline"),
+    (["recipe=refine_lam", "baseline=true"], r"\]: refine_lam has no baseline"),
 ])
 def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(InputError, match=message):

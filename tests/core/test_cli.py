@@ -27,7 +27,7 @@ def one_line_error(capsys, prog: str) -> str:
      "Unknown LIBERO suite 'objects'"),
     (["serve", "--checkpoint", "{tmp}/nowhere"], "lara serve", "nowhere holds no config.json"),
     (["eval", "libero", "--policy", "scripted", "--suite", "object", "--trials", "0", "--out", "{tmp}/eval"],
-     "lara eval", "--trials must be at least 1, got 0"),
+     "lara eval", "argument --trials: expected an integer >= 1, got '0'"),
     (["train", "posttrain_token_vla", "data.paths=[data/a"], "lara train",
      "override 'data.paths=[data/a': the value is not valid YAML (expected ',' or ']', but got '<stream end>')"),
     (["train", "{tmp}/broken.yaml"], "lara train", "broken.yaml is not valid YAML at line 3, column 1"),
@@ -92,7 +92,8 @@ def test_a_cross_field_config_error_ends_lara_train_like_a_per_field_one(capsys)
     assert cli.main(["train", "posttrain_token_vla", "train.checkpoint_every=1", "train.log_every=10"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("lara train: error: invalid config from ") and "Traceback" not in error
-    assert "  train: train.checkpoint_every (1) must be a multiple of train.log_every (10)" in error
+    assert ": train: train.checkpoint_every (1) must be a multiple of train.log_every (10)" in error
+    assert error.count("\n") == 1  # one line, as every user error
 
 
 def test_the_process_exits_2_without_a_traceback_and_shows_one_with_lara_debug(tmp_path):
@@ -103,3 +104,41 @@ def test_the_process_exits_2_without_a_traceback_and_shows_one_with_lara_debug(t
     assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "holds no config.json" in plain.stderr
     debug = subprocess.run(command, cwd=ROOT, env={**env, "LARA_DEBUG": "1"}, capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "MissingPath" in debug.stderr
+
+
+def test_an_existing_file_as_eval_out_is_one_line(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("mine")
+    assert cli.main(["eval", "libero", "--policy", "scripted", "--suite", "object", "--out", str(tmp_path / "a_file")]) == 2
+    assert f"--out {tmp_path / 'a_file'}: cannot write there" in one_line_error(capsys, "lara eval")
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_a_preset_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    (tmp_path / "latin.yaml").write_bytes("recipe: posttrain  # caf\xe9\n".encode("latin-1"))
+    assert cli.main(["train", str(tmp_path / "latin.yaml")]) == 2
+    assert "latin.yaml is not UTF-8 text" in one_line_error(capsys, "lara train")
+
+
+def test_generate_help_documents_bench_and_no_positional(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["data", "generate", "--help"])
+    out = capsys.readouterr().out
+    assert "--bench {libero,simpler}" in out and "{generate}" not in out
+
+
+def test_ctrl_c_in_lara_train_is_one_line_and_says_how_to_resume(monkeypatch, capsys, tmp_path):
+    from lara.adapters import posttrain
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt  # what Ctrl-C raises in the training loop
+
+    monkeypatch.setattr(posttrain, "run", interrupted)
+    assert cli.main(["train", "posttrain_token_vla", f"output_dir={tmp_path / 'run'}"]) == 130
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "interrupted; re-run the same command to resume" in error
+
+
+def test_serve_help_shows_the_default_port(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    assert "(default: 8000)" in capsys.readouterr().out

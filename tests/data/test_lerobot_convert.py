@@ -218,3 +218,23 @@ def test_a_lerobot_folder_without_info_json_is_not_read_as_videos(tmp_path, libe
     assert data.sources[0].format == "video" and data.statistics is None
     with pytest.raises(FileNotFoundError, match="no such file or directory .* check the path in data.paths"):
         LiberoDataset(paths=[tmp_path / "nowhere"], frame_gap=2)
+
+
+def test_two_instructions_with_one_file_name_keep_both_tasks(tmp_path):
+    """'Open the drawer' and 'open the drawer!' both map to open_the_drawer_demo.hdf5: before issue 38 the second
+    task's file replaced the first's (one task lost); now the second gets its own name, and each keeps its language."""
+    write_libero(tmp_path / "src/a.hdf5", [8], "Open the drawer", 0)
+    write_libero(tmp_path / "src/b.hdf5", [6, 5], "open the drawer!", 1)
+    assert lara_main(["data", "convert", str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "lr"),
+                      "--codec", "png"]) == 0
+    assert lara_main(["data", "convert", str(tmp_path / "lr"), "--to", "libero", str(tmp_path / "back")]) == 0
+    files = sorted(p.name for p in (tmp_path / "back").iterdir())
+    assert files == ["open_the_drawer_2_demo.hdf5", "open_the_drawer_demo.hdf5"]
+    read = {}
+    for name in files:
+        with h5py.File(tmp_path / "back" / name) as handle:
+            language = json.loads(handle["data"].attrs["problem_info"])["language_instruction"]
+            read[language] = len(handle["data"].keys())
+    assert read == {"Open the drawer": 1, "open the drawer!": 2}  # both tasks, every episode
+    # a re-run is refused for both names (each checked against what the folder holds), not only the first
+    assert lara_main(["data", "convert", str(tmp_path / "lr"), "--to", "libero", str(tmp_path / "back")]) == 2

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lara.benchmarks.libero import generate
+from lara.errors import InputError
 from lara.benchmarks.libero.protocol import parse_init_states, placement_seed
 
 
@@ -73,10 +74,10 @@ def test_starts_and_their_records():
 def test_init_states_flag_is_checked_before_any_rollout(tmp_path, capsys):
     for flag, message in (("7", "'fresh' (new placements, the default) or 'A:B'"),
                           ("40:60", "has 50 fixed init states per task")):
-        with pytest.raises(SystemExit):
-            generate.main(["generate", "--suite", "object", "--tasks", "1", "--init-states", flag,
+        with pytest.raises(InputError) as caught:
+            generate.main(["--suite", "object", "--tasks", "1", "--init-states", flag,
                            "--out", str(tmp_path)])
-        assert message in capsys.readouterr().err
+        assert message in str(caught.value)
     assert not list(tmp_path.iterdir())
 
 
@@ -85,7 +86,7 @@ def test_one_and_two_workers_keep_the_same_fresh_placements(tmp_path):
     summaries = []
     for workers in (1, 2):
         out = tmp_path / f"workers{workers}"
-        assert generate.main(["generate", "--suite", "object", "--tasks", "1", "--episodes", "2", "--attempts", "3",
+        assert generate.main(["--suite", "object", "--tasks", "1", "--episodes", "2", "--attempts", "3",
                               "--workers", str(workers), "--dry-run", "--no-progress", "--out", str(out)]) == 0
         summaries.append(json.loads((out / "generation.json").read_text()))
     one, two = (s["tasks"][0] for s in summaries)
@@ -126,6 +127,6 @@ def test_threads_per_worker_reaches_the_generation_workers(tmp_path, monkeypatch
 
     monkeypatch.setattr(generate, "spawn_pool", spawn_pool)
     with pytest.raises(Stop):
-        generate.main(["generate", "--suite", "object", "--tasks", "1", "--episodes", "1", "--workers", "2",
+        generate.main(["--suite", "object", "--tasks", "1", "--episodes", "1", "--workers", "2",
                        "--threads-per-worker", "3", "--out", str(tmp_path)])
     assert seen == [(2, 3)]

@@ -70,7 +70,7 @@ def test_probe_reads_a_saved_lam_and_refuses_unknown_representations(demos, tmp_
                  "--out", str(tmp_path / "r.json")]) == 2  # the earlier report stays
     assert "r.json already exists; this probe would replace it: give --overwrite" in capsys.readouterr().err
     assert main(["probe", "--data", str(demos), "--stride", "0"]) == 2
-    assert "--stride must be at least 1, got 0" in capsys.readouterr().err
+    assert "argument --stride: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_vit_mae_features_keep_their_patch_order():

@@ -13,6 +13,6 @@ def libero_object_demos(tmp_path_factory) -> Path:
     from lara.benchmarks.libero import generate
 
     out = tmp_path_factory.mktemp("libero_object_demos")
-    assert generate.main(["generate", "--suite", "object", "--tasks", "0", "--episodes", "1",
+    assert generate.main(["--suite", "object", "--tasks", "0", "--episodes", "1",
                           "--camera-size", "32", "--out", str(out)]) == 0
     return out

@@ -356,7 +356,26 @@ def token_vla_config(width: int = 64, layers: int = 2, image_size: int = 32, voc
     """A small TokenVLA (tests, the demo: a training step in milliseconds on a CPU core). `vision_type='resnet'`:
     a 3-stage basic-block ResNet (widths width/4, width/2, width; stride 16, so a 64 px image gives 4 x 4 patches)
     instead of the 1-layer SigLIP tower with `patch_size`. Other keywords (chunk_size, action_head, cameras,
-    proprio_dim, image_shift, ...) go to TokenVLAConfig."""
+    proprio_dim, image_shift, ...) go to TokenVLAConfig. Sizes that cannot build are an InputError naming them."""
+    from lara.vla.token_vla.tokenizer import BYTE_OFFSET
+
+    n_bins = kw.get("n_action_bins", 256)
+    counts = dict(width=width, layers=layers, image_size=image_size, vocab_size=vocab_size, patch_size=patch_size,
+                  n_action_bins=n_bins, **{k: kw[k] for k in ("chunk_size", "action_dim", "proprio_dim", "image_shift")
+                                           if k in kw})
+    for name, value in counts.items():
+        least = 0 if name in ("proprio_dim", "image_shift") else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise InputError(f"model.build.{name} must be an integer >= {least}, got {value!r}")
+    if width % (4 if vision_type == "resnet" else 2):
+        raise InputError(f"model.build.width ({width}) must be divisible by {4 if vision_type == 'resnet' else 2} "
+                         f"({'the ResNet stages are width/4, width/2, width' if vision_type == 'resnet' else 'two attention heads'})")
+    if vision_type != "resnet" and image_size < patch_size:
+        raise InputError(f"model.build.image_size ({image_size}) is smaller than one patch "
+                         f"(model.build.patch_size={patch_size}): the vision tower would see no patch")
+    if vocab_size < BYTE_OFFSET + 256 + n_bins:
+        raise InputError(f"model.build.vocab_size ({vocab_size}) leaves no room for the {BYTE_OFFSET + 256} text ids "
+                         f"and {n_bins} action ids: give at least {BYTE_OFFSET + 256 + n_bins}")
     if vision_type == "resnet":
         vision = dict(num_channels=3, embedding_size=width // 4, hidden_sizes=[width // 4, width // 2, width],
                       depths=[1, 1, 1], layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lara.data.statistics import check_bounds
+from lara.errors import InputError
 from lara.policy import camera_image, robot_state
 from lara.vla.token_vla.model import TokenVLA, preprocess_images
 
@@ -40,4 +42,11 @@ class TokenVLAPolicy:
 
 def load_policy(path: Path, device: str | torch.device = "cpu") -> TokenVLAPolicy:
     """A TokenVLA saved with save_pretrained (its config holds the statistics it un-normalises with)."""
-    return TokenVLAPolicy(TokenVLA.from_pretrained(path).to(device))
+    model = TokenVLA.from_pretrained(path)
+    stats = model.config.norm_stats
+    if stats is not None:  # what predict_action un-normalises with: NaN or swapped bounds refused, naming the file
+        if not isinstance(stats, dict) or not {"q01", "q99"} <= set(stats):
+            raise InputError(f"{Path(path) / 'config.json'}: norm_stats must hold q01 and q99 lists, got {stats!r:.100}")
+        q01, q99 = np.asarray(stats["q01"], dtype=np.float64), np.asarray(stats["q99"], dtype=np.float64)
+        check_bounds(q01, q99, stats.get("mask", [True] * q01.size), f"{Path(path) / 'config.json'} norm_stats")
+    return TokenVLAPolicy(model.to(device))
