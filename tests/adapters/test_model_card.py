@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from lara.adapters import model_card, posttrain
+from lara import cli
+from lara.adapters import checkpoints, model_card, posttrain
 from lara.adapters.config import load_recipe
 from lara.adapters.metrics import read_metrics
 
@@ -82,3 +83,31 @@ def test_a_run_exported_before_cards_gets_one_at_its_first_evaluation(final, tmp
     assert card.data.library_name == "lara" and rows(card) == [row]
     assert "| 2025-01-01 00:00 | LIBERO | libero_object | 1 | 3/4 (75.0%) | 30.0-95.0% | - |" in row
     assert model_card.run_final(older.parent / "checkpoints" / "step_000002" / "vla") is None  # not a run's export
+
+
+@pytest.mark.slow
+def test_two_evaluations_add_two_rows_and_keep_the_first(final, project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    common = ["eval", "libero", "--policy", "checkpoint:run/final/vla", "--suite", "object", "--trials", "1",
+              "--max-steps", "1", "--no-video"]
+    assert cli.main([*common, "--tasks", "1", "--out", "run/eval/first"]) == 0
+    assert "model card: run/final/README.md" in capsys.readouterr().out
+    first = rows(ModelCard.load(final / "README.md"))
+    assert cli.main([*common, "--tasks", "2", "--out", str(project / "run" / "eval" / "second")]) == 0
+    card = ModelCard.load(final / "README.md")
+    assert card.data.library_name == "lara" and len(first) == 1
+    both = rows(card)
+    assert both[0] == first[0] and len(both) == 2  # the earlier row kept as it was
+    for row, task, out in zip(both, ("1", "2"), ("run/eval/first", "run/eval/second")):
+        results = json.loads((project / out / "results.json").read_text())
+        k = results["tasks"][0]["successes"]
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        assert cells[1:5] == ["LIBERO", "libero_object", task, f"{k}/1 ({100.0 * k:.1f}%)"]
+        assert cells[6] == "1 steps, not the protocol's 280"  # --max-steps said in the row
+        assert cells[7] == ("`lara eval libero --policy checkpoint:run/final/vla --suite object --trials 1 "
+                            f"--max-steps 1 --no-video --tasks {task} --out {out}`")  # an absolute --out: relative
+    assert str(project) not in card.text
+    # the finished run, re-run as it was, still verifies (the card is not in its manifest) and keeps its rows
+    assert checkpoints.verify(final) is None
+    train(project, monkeypatch, "run")
+    assert rows(ModelCard.load(final / "README.md")) == both
