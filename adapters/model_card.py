@@ -95,7 +95,8 @@ def _generation(recipe: dict) -> dict | None:
 def metadata(recipe: dict) -> ModelCardData:
     model, data = recipe.get("model", {}), recipe.get("data", {})
     tags = ["lara", "robotics", "vision-language-action", recipe.get("recipe"), model.get("family"),
-            "baseline" if recipe.get("baseline") else "latent-action-alignment", data.get("dataset_name")]
+            "baseline" if recipe.get("baseline") else "latent-action-pretraining"
+            if recipe.get("recipe") == "latent_pretrain" else "latent-action-alignment", data.get("dataset_name")]
     generated = _generation(recipe) or {}
     tags.append("simpler" if generated.get("bench") == "simpler" else "libero" if "suite" in generated else None)
     return ModelCardData(library_name="lara", pipeline_tag="robotics", base_model=_base_model(model.get("path")),
@@ -110,8 +111,18 @@ def _base_model(path: str | None) -> str | None:
     return f"{hub.group(1)}/{hub.group(2)}" if hub else path
 
 
-def _settings(recipe: dict) -> list[tuple[str, str]]:
-    model, train, lara = recipe.get("model", {}), recipe.get("train", {}), recipe.get("lara", {})
+def _lara_config(recipe: dict, final: Path) -> dict:
+    """The LARA settings of the exported artifact (RUN/final/lara, or the LAM of latent_pretrain in RUN/final/lam):
+    a LAM continued from a saved one (refine.lam_from, latent.lam_from) keeps its own; else the recipe's."""
+    for artifact in ("lara", "lam"):
+        found = _json(final / artifact / "lara_config.json")
+        if isinstance(found, dict):
+            return found
+    return recipe.get("lara", {})
+
+
+def _settings(recipe: dict, final: Path) -> list[tuple[str, str]]:
+    model, train, lara = recipe.get("model", {}), recipe.get("train", {}), _lara_config(recipe, final)
     lam, align = lara.get("lam", {}), lara.get("align", {})
     lora = model.get("lora")
     rows = [("recipe", f"`{recipe.get('recipe')}`" + (" (baseline: LARA off)" if recipe.get("baseline") else "")),
@@ -121,15 +132,17 @@ def _settings(recipe: dict) -> list[tuple[str, str]]:
             ("fine-tuning", "frozen VLA" if model.get("freeze") else
              f"LoRA r {lora['r']}, alpha {lora['alpha']}, on {lora['target_modules']} (merged at export)" if lora
              else "full")]
-    if not recipe.get("baseline"):
+    if not recipe.get("baseline") and recipe.get("recipe") != "latent_pretrain":  # LAPA aligns nothing
         rows += [("LARA weights", f"align {lara.get('align_weight')}, LAM {lara.get('lam_weight')}, "
                                   f"FDM {lara.get('fdm_weight')}"),
                  ("alignment", f"{align.get('loss')} loss, {align.get('projector')} projector, layer "
                                f"{align.get('layer') or '(the backbone default)'}, target "
-                               f"{'detached' if align.get('detach_target') else 'not detached (bidirectional)'}"),
-                 ("LAM", f"{lam.get('latent_tokens')} x {lam.get('latent_dim')} latent, quantizer "
-                         f"{lam.get('quantizer')} ({lam.get('codebook_size')} codes), {lam.get('input')} input, "
-                         f"action head over {lam.get('action_horizon')} steps")]
+                               f"{'detached' if align.get('detach_target') else 'not detached (bidirectional)'}")]
+    if not recipe.get("baseline"):
+        head = lam.get("action_horizon")
+        rows.append(("LAM", f"{lam.get('latent_tokens')} x {lam.get('latent_dim')} latent, quantizer "
+                            f"{lam.get('quantizer')} ({lam.get('codebook_size')} codes), {lam.get('input')} input, "
+                            + (f"action head over {head} steps" if head else "no action head")))
     rows += [("steps", f"{train.get('steps')} (batch {train.get('batch_size')} x accumulation "
                        f"{train.get('grad_accum')} per process)"),
              ("optimiser", f"AdamW, lr {train.get('lr')}, {train.get('schedule')} schedule, warm-up "
@@ -196,6 +209,11 @@ def _health(recipe: dict, run: Path) -> list[str]:
 def _use(recipe: dict) -> list[str]:
     run = recipe.get("output_dir", "RUN")
     vla = f"{run}/final/vla"
+    if recipe.get("recipe") == "latent_pretrain":
+        return ["`vla/` predicts a LAM's latent-action codes, not robot actions: post-train it on demonstrations, "
+                "then evaluate and serve that run (paths relative to the folder this run was trained from):", "",
+                "```bash", f"lara train posttrain_token_vla model.path={vla} data.paths=[DEMONSTRATIONS] "
+                f"output_dir={run}-posttrain", "```"]
     generated = _generation(recipe) or {}
     tasks = ",".join(str(t["task_id"]) for t in generated.get("tasks", []) if "task_id" in t)
     if generated.get("bench") == "simpler":
@@ -221,15 +239,16 @@ def card_text(final: Path, rows: list[str] = ()) -> str:
     recipe = _json(final / "recipe.json") or {}
     run = recipe.get("output_dir") or recorded(final.parent)
     family, what = recipe.get("model", {}).get("family"), recipe.get("recipe")
-    lara = "without LARA (baseline)" if recipe.get("baseline") else "with LARA's latent-action alignment"
+    lara = ("without LARA (baseline)" if recipe.get("baseline") else "on a LAM's latent-action codes (LAPA)"
+            if what == "latent_pretrain" else "with LARA's latent-action alignment")
     files = ", ".join(f"`{p.name}{'/' if p.is_dir() else ''}`" for p in sorted(final.iterdir())
                       if not p.name.startswith(".") and p.name != CARD)
     body = [f"# {Path(run).name}: `{family}` VLA, `{what}` {lara}", "",
-            f"A policy trained by LARA (`lara train`, recipe `{what}`), exported to "
-            f"`{run}/final`: {files}. `vla/` is the policy by itself (save_pretrained, with its action statistics); "
-            "the full config is `recipe.json`.", "",
+            f"A VLA trained by LARA (`lara train`, recipe `{what}`), exported to `{run}/final`: {files}; the full "
+            "config is `recipe.json`." + (" `vla/` is the policy by itself (save_pretrained, with its action "
+                                          "statistics)." if what != "latent_pretrain" else ""), "",
             "## Training", "", "| setting | value |", "|---|---|",
-            *[f"| {name} | {value} |" for name, value in _settings(recipe)], "",
+            *[f"| {name} | {value} |" for name, value in _settings(recipe, final)], "",
             "## Data", "", *_data(recipe, final), "",
             "## LAM health at the end of training", "", *_health(recipe, final.parent), "",
             "## Use", "", *_use({**recipe, "output_dir": run}), "",
