@@ -228,7 +228,7 @@ def _use(recipe: dict) -> list[str]:
             "from lara.policy import load_policy", "",
             f'policy = load_policy("checkpoint:{vla}")  # LARA detached: the VLA alone',
             "policy.reset(instruction)", "chunk = policy.act(obs)  # obs: lara.policy's keys -> float32 [T, 7]", "```",
-            "", "Evaluate (each run adds a row below; trials on init states the training data started from are "
+            "", "Evaluate (each evaluation adds a row below; trials on init states the training data started from are "
             "refused, `--allow-train-init-states` runs them and says so):", "", "```bash", evaluate, "```", "",
             "Serve over openpi's websocket protocol (`lara eval --policy ws://127.0.0.1:8000`, a robot's client):", "",
             "```bash", f"lara serve --checkpoint {vla} --port 8000", "```"]
@@ -315,7 +315,7 @@ def add_evaluations(final: str | os.PathLike, rows: list[str]) -> Path:
     with _locked(final):
         text = (final / CARD).read_text() if (final / CARD).is_file() else card_text(final)
         if START in text and END in text:
-            head, tail = text.rsplit(END, 1)
+            head, tail = text.split(END, 1)  # the table `_rows` reads
             text = head.rstrip("\n") + "\n" + "".join(row + "\n" for row in rows) + END + tail
         else:
             text = text.rstrip("\n") + "\n\n## Evaluation\n\n" + "\n".join([START, HEADER, *rows, END]) + "\n"
