@@ -49,9 +49,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(folder: Path) -> None:
-    """fsync every file of `folder`, then record their sha256 and sizes in its manifest.json (fsynced too)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+def write_manifest(folder: Path, leave_out: tuple[str, ...] = ()) -> None:
+    """fsync every file of `folder`, then record their sha256 and sizes in its manifest.json (fsynced too).
+    `leave_out`: names of top-level files that change after the export (RUN/final's model card)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                   and str(p.relative_to(folder)) not in leave_out)
     for path in files:
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())

@@ -21,6 +21,7 @@ from lara.vla.backbones import backbone, export_vla
 from lara.vla.batch import lara_inputs
 
 from . import checkpoints as ckpt
+from . import model_card
 from .config import LoraConfig, RecipeConfig
 from .run_folder import main_process
 
@@ -202,7 +203,8 @@ def exporter(cfg: RecipeConfig, tokenizer=None, statistics=None,
 def export_final(cfg: RecipeConfig, trainer: Trainer, export, statistics, finished: bool,
                  also: Callable[[nn.Module, Path], None] | None = None) -> Path | None:
     """RUN/final from the trained (EMA) model on the main process (None on the others): `export(final=True)`, the
-    statistics and recipe it was trained with, then `also(model, final)`, and the manifest.
+    statistics and recipe it was trained with, then `also(model, final)`, the manifest, and the model card
+    (RUN/final/README.md, adapters/model_card.py).
 
     A run that was finished before (adapters/run_folder.py) and trained nothing now keeps its records as they
     are: re-exporting would rewrite them without new weights. One whose newest checkpoint was corrupt retrains
@@ -222,6 +224,8 @@ def export_final(cfg: RecipeConfig, trainer: Trainer, export, statistics, finish
             (final / "recipe.json").write_text(json.dumps(cfg.record(), indent=1))
             if also is not None:
                 also(model, final)
-            ckpt.write_manifest(final)  # what a re-run verifies before it says there is nothing to do
+            # what a re-run verifies before it says there is nothing to do; the card changes with each evaluation
+            ckpt.write_manifest(final, leave_out=(model_card.CARD,))
+            model_card.write_card(final)
     trainer.accelerator.wait_for_everyone()
     return final if trainer.accelerator.is_main_process else None

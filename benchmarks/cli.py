@@ -7,7 +7,8 @@
 --policy is `scripted` (the privileged LIBERO / WidowX expert), `checkpoint:DIR` (a saved VLA), `ws://HOST:PORT` (a
 policy served by `lara serve`, e.g. on a GPU machine) or `module:factory` / `file.py:factory`, a callable returning a
 `lara.policy.Policy`. A `checkpoint:RUN/final/vla` is refused on init states its training
-data started from (`--allow-train-init-states` runs it anyway) and rendered at its training image size.
+data started from (`--allow-train-init-states` runs it anyway) and rendered at its training image size, and its result
+is added to the run's model card, RUN/final/README.md (`lara.benchmarks.card_rows`).
 """
 
 from __future__ import annotations
@@ -118,7 +119,17 @@ def main_simpler(argv: list[str]) -> int:
     print_holds(results, "env_steps")
     print(f"average: {100 * results['average_success_rate']:.1f}%  ({results['env_steps_per_s']} env steps/s, "
           f"{results['wall_time_s']} s)  -> {args.out}/results.json")
+    record_in_card(args.policy, "simpler", results, ["simpler", *argv])
     return 0
+
+
+def record_in_card(policy: str, benchmark: str, results: dict, argv: list[str]) -> None:
+    """Add the result to the model card of the run evaluated (`checkpoint:RUN/final/vla`), saying where."""
+    from lara.benchmarks.card_rows import add_to_card
+
+    card = add_to_card(policy, benchmark, results, argv)
+    if card is not None:
+        print(f"model card: {card} (this evaluation added to its table)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print_holds(results, "steps")
     print(f"average: {100 * results['average_success_rate']:.1f}%  ({results['env_steps_per_s']} env steps/s, "
           f"{results['wall_time_s']} s)  -> {args.out}/results.json")
+    record_in_card(args.policy, "libero", results, argv)
     return 0
 
 
