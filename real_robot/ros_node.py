@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from lara.real_robot.chunking import ActionQueue
+from lara.chunking import ActionQueue
 from lara.real_robot.client import PolicyClient, ServerUnavailable
 from lara.real_robot.config import NodeConfig, load_config
 from lara.real_robot.gripper import GripperCommander
