@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import lara
-from lara.benchmarks.probes.linear_probe import ridge_r2
+from lara.linear_probe import ridge_r2
 from lara.data import LiberoDataset
 
 from .common import build_vla, export_final, exporter, lara_step, load_data
