@@ -102,7 +102,7 @@ def check_policy_spec(spec: str) -> None:
         return
     if spec.startswith(REMOTE):
         host, port = remote_address(spec)
-        from lara.real_robot.client import PolicyClient
+        from lara.serving.client import PolicyClient
 
         if not PolicyClient(host, port, connect_timeout_s=5.0).health():
             raise InputError(f"--policy {spec!r}: no policy server answers at http://{host}:{port}/healthz; start one "
@@ -160,7 +160,7 @@ def load_policy(spec: str, bench: str = "libero") -> Policy:
         module, name = SCRIPTED[bench]
         return getattr(importlib.import_module(module), name)()
     if spec.startswith(REMOTE):
-        from lara.real_robot.client import RemotePolicy
+        from lara.serving.client import RemotePolicy
 
         return RemotePolicy(*remote_address(spec))
     if spec.startswith("checkpoint:"):

@@ -4,7 +4,7 @@
     LARA_SERVE_TOKEN=secret lara serve --checkpoint runs/my_policy --host 0.0.0.0   # reachable from the robot PC
 
 Protocol (openpi's `WebsocketPolicyServer`, so `openpi_client.WebsocketClientPolicy` works unchanged):
-- on connect the server sends the metadata dict (msgpack-numpy, see `wire.py`);
+- on connect the server sends the metadata dict (msgpack-numpy, see `lara/serving/wire.py`);
 - each binary frame from the client is an observation dict; the reply is
   {"actions": float32 [T, 7], "server_timing": {"infer_ms": ..., "prev_total_ms": ...}};
 - a failure (undecodable frame, malformed observation, policy exception, bad policy output) is
@@ -59,7 +59,7 @@ from websockets.asyncio.server import serve as _ws_serve
 from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM, Policy, session_policy
 from lara.vla.backbones import find_vla_dir
-from lara.real_robot import wire
+from lara.serving import wire
 from lara.real_robot.ports import tcp_port
 
 logger = logging.getLogger(__name__)

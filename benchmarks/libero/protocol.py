@@ -191,7 +191,7 @@ def policy_image_size(policy_spec: str) -> int | None:
     vision `image_size`; for a `ws://HOST:PORT` policy the size its `lara serve` announces; None for other
     policies, or when nothing says."""
     if policy_spec.startswith(REMOTE):
-        from lara.real_robot.client import PolicyClient
+        from lara.serving.client import PolicyClient
 
         client = PolicyClient(*remote_address(policy_spec), connect_timeout_s=5.0)
         try:

@@ -25,7 +25,7 @@ from pathlib import Path
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from lara.real_robot import wire
+from lara.serving import wire
 
 
 def peak_rss_mb(pid: int) -> float:

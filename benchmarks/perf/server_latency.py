@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
         client = WebsocketClientPolicy("127.0.0.1", port)
     else:
-        from lara.real_robot.client import PolicyClient
+        from lara.serving.client import PolicyClient
 
         client = PolicyClient("127.0.0.1", port, timeout_s=5.0)
     rng = np.random.default_rng(0)
