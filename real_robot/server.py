@@ -57,7 +57,7 @@ from websockets.asyncio.server import Request, ServerConnection
 from websockets.asyncio.server import serve as _ws_serve
 
 from lara.errors import InputError, MissingPath
-from lara.policy import ACTION_DIM, Policy, session_policy
+from lara.policy import ACTION_DIM, Policy, policy_image_size, session_policy
 from lara.vla.backbones import find_vla_dir
 from lara.serving import wire
 from lara.real_robot.ports import tcp_port
@@ -357,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         raise MissingPath(f"--checkpoint {error}") from error
     if checkpoint != Path(args.checkpoint):
         logger.info("serving the VLA in %s", checkpoint)
-    from lara.benchmarks.libero.protocol import policy_image_size  # announced: evaluators render at this size
     from lara.vla.backbones import load_policy  # the model stack is needed only when a checkpoint is served
 
     policy = load_policy(checkpoint)
+    # image_size is announced: evaluators render at this size
     metadata = {"checkpoint": public_name(checkpoint), "image_size": policy_image_size(f"checkpoint:{checkpoint}")}
     try:
         serve(policy, args.host, args.port, metadata=metadata, token=args.token)
