@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import lara
-from lara.data import LiberoDataset
+from lara.data import EpisodeDataset
 from lara.data.statistics import save_statistics
 from lara.errors import InputError
 from lara.model import DTYPES, LARA_KEYS, LaraModel, latent_spread
@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 
-def load_data(cfg: RecipeConfig) -> LiberoDataset:
+def load_data(cfg: RecipeConfig) -> EpisodeDataset:
     """The demonstrations of a recipe that trains the policy on robot actions (pretrain's joint phase, posttrain,
     refine_lam): a source with no action at all is refused (a labelled source some of whose episodes are read
     action-free still trains on the others)."""
-    data = LiberoDataset(cfg.data)
+    data = EpisodeDataset(cfg.data)
     if data.statistics is None:
         formats = sorted({source.format for source in data.sources})
         why = "data.action_free=true" if cfg.data.action_free else f"no episode of {formats} has actions"
@@ -44,12 +44,12 @@ def load_data(cfg: RecipeConfig) -> LiberoDataset:
     return data
 
 
-def video_data(cfg: RecipeConfig, paths: list[Path]) -> LiberoDataset:
+def video_data(cfg: RecipeConfig, paths: list[Path]) -> EpisodeDataset:
     """Action-free frames cut like the demonstrations (same camera, frame gap and size)."""
-    return LiberoDataset(cfg.data.model_copy(update={"paths": paths, "action_free": True, "statistics_path": None}))
+    return EpisodeDataset(cfg.data.model_copy(update={"paths": paths, "action_free": True, "statistics_path": None}))
 
 
-def record_split(cfg: RecipeConfig, **roles: LiberoDataset | None) -> None:
+def record_split(cfg: RecipeConfig, **roles: EpisodeDataset | None) -> None:
     """RUN/data_split.json: for each role (data, video, lam_warmup) the label-scarce sides its sources read
     (SourceSpec.labelled_per_task), with their episode ids; nothing is written when no source is split."""
     split = {role: data.split for role, data in roles.items() if data is not None and data.split}
@@ -165,7 +165,7 @@ def lam_inputs(samples: list[dict]) -> dict:
     return lara_inputs([s if "lam_actions" in s else {**s, **missing} for s in samples])
 
 
-def warm_up_lam(cfg: RecipeConfig, frames: list[LiberoDataset], steps: int, lr: float) -> lara.LatentActionModel:
+def warm_up_lam(cfg: RecipeConfig, frames: list[EpisodeDataset], steps: int, lr: float) -> lara.LatentActionModel:
     """A fresh LAM trained alone on frames (reconstruction, and its action head where a sample has actions)
     for `steps` steps in RUN/lam (resumable). Bidirectional alignment against an untrained LAM can collapse
     its latent (measured: a single code in use), which is why the LARA release trains its LAM first."""

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 import lara
-from lara.data import LiberoDataset
+from lara.data import EpisodeDataset
 from lara.errors import InputError, MissingPath
 from lara.model import DTYPES
 from lara.outputs import recorded_paths, replacing
@@ -73,7 +73,7 @@ class CodePredictor(nn.Module):
 class Labelled(torch.utils.data.Dataset):
     """The frames' samples, each with its LAM codes `latent_codes` (n,)."""
 
-    def __init__(self, data: LiberoDataset, codes: torch.Tensor):
+    def __init__(self, data: EpisodeDataset, codes: torch.Tensor):
         self.data, self.codes = data, codes
 
     def __len__(self) -> int:
@@ -86,7 +86,7 @@ class Labelled(torch.utils.data.Dataset):
         return self.data.epoch_order(seed, epoch)
 
 
-def labeller(cfg: RecipeConfig, frames: LiberoDataset) -> lara.LatentActionModel:
+def labeller(cfg: RecipeConfig, frames: EpisodeDataset) -> lara.LatentActionModel:
     """The frozen LAM whose codes are the targets: loaded from `latent.lam_from`, or trained here first."""
     source = cfg.latent.lam_from
     if source is None:
@@ -116,7 +116,7 @@ def stack_pairs(samples: list[dict]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def label(lam: lara.LatentActionModel, frames: LiberoDataset, batch_size: int, device: torch.device,
+def label(lam: lara.LatentActionModel, frames: EpisodeDataset, batch_size: int, device: torch.device,
           num_workers: int = 0) -> torch.Tensor:
     """The LAM's code indices of every pair (N, n), in sample order."""
     lam.to(device)
@@ -138,7 +138,7 @@ def code_statistics(codes: torch.Tensor, num_codes: int) -> dict:
             "chance": float((counts.max(1).values / len(codes)).mean())}
 
 
-def codes_of(cfg: RecipeConfig, lam: lara.LatentActionModel, frames: LiberoDataset, accelerator) -> torch.Tensor:
+def codes_of(cfg: RecipeConfig, lam: lara.LatentActionModel, frames: EpisodeDataset, accelerator) -> torch.Tensor:
     """The labels, from RUN/latent_codes.pt when it holds this LAM's codes of these frames, else computed there
     (by the main process; the others wait and read them)."""
     path, key = cfg.output_dir / "latent_codes.pt", fingerprint(lam)
@@ -158,7 +158,7 @@ def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     # action-free whatever the source holds; a pair past an episode's end has no latent action to label
-    frames = LiberoDataset(cfg.data.model_copy(update={"action_free": True, "statistics_path": None,
+    frames = EpisodeDataset(cfg.data.model_copy(update={"action_free": True, "statistics_path": None,
                                                         "drop_incomplete": True}))
     record_split(cfg, data=frames)  # a label-scarce side of a source: which episodes were read (RUN/data_split.json)
     lam = labeller(cfg, frames)

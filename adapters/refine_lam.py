@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 import lara
-from lara.benchmarks.probes.linear_probe import ridge_r2
-from lara.data import LiberoDataset
+from lara.linear_probe import ridge_r2
+from lara.data import EpisodeDataset
 
 from .common import build_vla, export_final, exporter, lara_step, load_data
 from .config import RecipeConfig
@@ -42,7 +42,7 @@ def with_action_head(cfg: RecipeConfig) -> lara.LatentActionModel:
 
 
 @torch.no_grad()
-def probe(lam: lara.LatentActionModel, data: LiberoDataset, samples: int) -> float:
+def probe(lam: lara.LatentActionModel, data: EpisodeDataset, samples: int) -> float:
     """R^2 of a ridge probe z -> a_{t:t+k} (normalised), fit on the first 70% of evenly spread samples
     (earlier episodes) and scored on the rest (later episodes)."""
     picks = [int(i) for i in np.linspace(0, len(data) - 1, min(samples, len(data)))]

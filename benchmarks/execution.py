@@ -1,4 +1,4 @@
-"""How a simulated rollout runs a policy's action chunks: the ROS node's strategies (`real_robot/chunking.py`),
+"""How a simulated rollout runs a policy's action chunks: the ROS node's strategies (`lara/chunking.py`),
 so that their effect on success is measured in simulation before a robot runs them.
 
     lara eval libero ... --execute-steps 8 --prefetch-steps 3 --latency-steps 2     # prefetch, 2 steps of latency
@@ -21,12 +21,12 @@ from typing import Optional
 import numpy as np
 
 from lara.errors import InputError
-from lara.real_robot.chunking import ActionQueue, SimulatedLatency
+from lara.chunking import ActionQueue, SimulatedLatency
 
 
 @dataclass(frozen=True)
 class Execution:
-    """A checked chunk-execution strategy (see the module docstring and `real_robot/chunking.py`)."""
+    """A checked chunk-execution strategy (see the module docstring and `lara/chunking.py`)."""
 
     execute_steps: Optional[int] = None  # actions of each chunk, counted from its observation, that may run (None: all)
     prefetch_steps: int = 0  # ask for the next chunk while this many actions remain (0: when none remain)

@@ -26,8 +26,9 @@ history, a random generator) defines `fork()` returning a policy with fresh stat
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -76,11 +77,10 @@ def robot_state(obs: dict[str, Any], reader: str = "this policy") -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------------
-# `--policy SPEC`: what `lara eval libero|simpler` runs
+# A policy named by a string: `checkpoint:DIR`, `ws://HOST:PORT`, `module:factory`. `lara eval`'s `--policy` adds the
+# benchmark's own `scripted` expert to these (`lara.benchmarks.policy_spec`), through `named`.
 
 REMOTE = "ws://"  # a policy served by `lara serve`
-SCRIPTED = {"libero": ("lara.benchmarks.libero.expert", "ScriptedExpert"),  # privileged experts, per benchmark
-            "simpler": ("lara.benchmarks.simpler.expert", "ScriptedWidowXExpert")}
 
 
 def remote_address(spec: str) -> tuple[str, int]:
@@ -92,17 +92,19 @@ def remote_address(spec: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_policy_spec(spec: str) -> None:
+def check_policy_spec(spec: str, named: Iterable[str] = ()) -> None:
     """What can be checked before workers spawn: the spec's form, a checkpoint folder with its config.json,
-    a policy file or module that exists; raises naming what was expected (loading itself happens in the workers)."""
+    a policy file or module that exists; raises naming what was expected (loading itself happens in the workers).
+    `named`: the plain names the caller resolves itself (`lara eval`: 'scripted')."""
     import difflib
     import importlib.util
 
-    if spec == "scripted":
+    named = list(named)
+    if spec in named:
         return
     if spec.startswith(REMOTE):
         host, port = remote_address(spec)
-        from lara.real_robot.client import PolicyClient
+        from lara.serving.client import PolicyClient
 
         if not PolicyClient(host, port, connect_timeout_s=5.0).health():
             raise InputError(f"--policy {spec!r}: no policy server answers at http://{host}:{port}/healthz; start one "
@@ -119,9 +121,10 @@ def check_policy_spec(spec: str) -> None:
         return
     module_name, sep, factory = spec.rpartition(":")
     if not sep or not module_name or not factory:
-        close = difflib.get_close_matches(spec, ["scripted"], n=1)
-        hint = " Did you mean 'scripted'?" if close else ""
-        raise InputError(f"--policy must be 'scripted', 'checkpoint:DIR', 'ws://HOST:PORT' (a `lara serve` server) or "
+        close = difflib.get_close_matches(spec, named, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        names = "".join(f"{name!r}, " for name in named)
+        raise InputError(f"--policy must be {names}'checkpoint:DIR', 'ws://HOST:PORT' (a `lara serve` server) or "
                          f"'module:factory' (a callable returning a Policy), "
                          f"got {spec!r}; e.g. 'my_pkg.policies:make_policy' or 'policies.py:make_policy'.{hint}")
     if module_name.endswith(".py"):
@@ -148,19 +151,20 @@ def recorded_spec(spec: str) -> str:
     return spec
 
 
-def load_policy(spec: str, bench: str = "libero") -> Policy:
-    """`scripted` (the benchmark's privileged expert), `checkpoint:DIR` (a VLA saved with save_pretrained, e.g. a
-    LARA run's RUN/final/vla: any backbone of `lara.vla.backbones`), `ws://HOST:PORT` (a policy served by
-    `lara serve`) or `module:factory` / `path/to/file.py:factory`."""
+def load_policy(spec: str, *, named: Mapping[str, Callable[[], Policy]] | None = None) -> Policy:
+    """`checkpoint:DIR` (a VLA saved with save_pretrained, e.g. a LARA run's RUN/final/vla: any backbone of
+    `lara.vla.backbones`), `ws://HOST:PORT` (a policy served by `lara serve`), `module:factory` /
+    `path/to/file.py:factory`, or one of `named`'s names, whose factory makes it (`lara eval`'s `scripted`: the
+    benchmark's privileged expert, `lara.benchmarks.policy_spec.load_policy`)."""
     import importlib
     import importlib.util
 
-    check_policy_spec(spec)
-    if spec == "scripted":
-        module, name = SCRIPTED[bench]
-        return getattr(importlib.import_module(module), name)()
+    named = named or {}
+    check_policy_spec(spec, named)
+    if spec in named:
+        return named[spec]()
     if spec.startswith(REMOTE):
-        from lara.real_robot.client import RemotePolicy
+        from lara.serving.client import RemotePolicy
 
         return RemotePolicy(*remote_address(spec))
     if spec.startswith("checkpoint:"):
@@ -179,6 +183,36 @@ def load_policy(spec: str, bench: str = "libero") -> Policy:
     return getattr(module, factory)()
 
 
-def load_simpler_policy(spec: str) -> Policy:
-    """`load_policy` for SIMPLER: `scripted` is the privileged WidowX expert."""
-    return load_policy(spec, bench="simpler")
+def recipe_of(policy_spec: str) -> Path | None:
+    """RUN/final/recipe.json beside a `checkpoint:RUN/final/vla` policy; None for other policies or runs without one."""
+    if not policy_spec.startswith("checkpoint:"):
+        return None
+    recipe = Path(policy_spec[len("checkpoint:"):]).parent / "recipe.json"
+    return recipe if recipe.is_file() else None
+
+
+def policy_image_size(policy_spec: str) -> int | None:
+    """The image size a checkpoint was trained at: its recipe's square `data.image_size`, else its VLA config's
+    vision `image_size`; for a `ws://HOST:PORT` policy the size its `lara serve` announces; None for other
+    policies, or when nothing says."""
+    if policy_spec.startswith(REMOTE):
+        from lara.serving.client import PolicyClient
+
+        client = PolicyClient(*remote_address(policy_spec), connect_timeout_s=5.0)
+        try:
+            return client.connect().get("image_size")
+        finally:
+            client.close()
+    if not policy_spec.startswith("checkpoint:"):
+        return None
+    recipe = recipe_of(policy_spec)
+    if recipe is not None:
+        size = json.loads(recipe.read_text()).get("data", {}).get("image_size")
+        if isinstance(size, int) or (isinstance(size, list) and len(set(size)) == 1):
+            return size if isinstance(size, int) else size[0]
+    config_path = Path(policy_spec[len("checkpoint:"):]) / "config.json"
+    if not config_path.is_file():
+        return None
+    config = json.loads(config_path.read_text())
+    vision = config.get("vision_config") or config.get("vlm_config", {}).get("vision_config") or {}
+    return vision.get("image_size")

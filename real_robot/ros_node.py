@@ -33,8 +33,8 @@ from typing import Optional
 
 import numpy as np
 
-from lara.real_robot.chunking import ActionQueue
-from lara.real_robot.client import PolicyClient, ServerUnavailable
+from lara.chunking import ActionQueue
+from lara.serving.client import PolicyClient, ServerUnavailable
 from lara.real_robot.config import NodeConfig, load_config
 from lara.real_robot.gripper import GripperCommander
 from lara.real_robot.images import ImageError, check_size, compressed_to_rgb, raw_to_rgb

@@ -4,7 +4,7 @@
     LARA_SERVE_TOKEN=secret lara serve --checkpoint runs/my_policy --host 0.0.0.0   # reachable from the robot PC
 
 Protocol (openpi's `WebsocketPolicyServer`, so `openpi_client.WebsocketClientPolicy` works unchanged):
-- on connect the server sends the metadata dict (msgpack-numpy, see `wire.py`);
+- on connect the server sends the metadata dict (msgpack-numpy, see `lara/serving/wire.py`);
 - each binary frame from the client is an observation dict; the reply is
   {"actions": float32 [T, 7], "server_timing": {"infer_ms": ..., "prev_total_ms": ...}};
 - a failure (undecodable frame, malformed observation, policy exception, bad policy output) is
@@ -57,9 +57,9 @@ from websockets.asyncio.server import Request, ServerConnection
 from websockets.asyncio.server import serve as _ws_serve
 
 from lara.errors import InputError, MissingPath
-from lara.policy import ACTION_DIM, Policy, session_policy
+from lara.policy import ACTION_DIM, Policy, policy_image_size, session_policy
 from lara.vla.backbones import find_vla_dir
-from lara.real_robot import wire
+from lara.serving import wire
 from lara.real_robot.ports import tcp_port
 
 logger = logging.getLogger(__name__)
@@ -357,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         raise MissingPath(f"--checkpoint {error}") from error
     if checkpoint != Path(args.checkpoint):
         logger.info("serving the VLA in %s", checkpoint)
-    from lara.benchmarks.libero.protocol import policy_image_size  # announced: evaluators render at this size
     from lara.vla.backbones import load_policy  # the model stack is needed only when a checkpoint is served
 
     policy = load_policy(checkpoint)
+    # image_size is announced: evaluators render at this size
     metadata = {"checkpoint": public_name(checkpoint), "image_size": policy_image_size(f"checkpoint:{checkpoint}")}
     try:
         serve(policy, args.host, args.port, metadata=metadata, token=args.token)

@@ -31,7 +31,7 @@ from lara.real_robot.sim_kinematic import ArmState
 
 class RobosuiteFranka:
     def __init__(self, control_hz: float = 50.0, camera: str = "agentview") -> None:
-        from lara.benchmarks.libero.env import select_gl_backend
+        from lara.mujoco_gl import select_gl_backend
 
         select_gl_backend()  # before robosuite imports mujoco
         import mujoco

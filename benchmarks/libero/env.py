@@ -5,7 +5,7 @@
     obs = env.reset(seed=12)                        # a fresh placement the env samples from the BDDL regions
     obs, done = env.step(np.zeros(7))               # done = LIBERO's success predicate
 
-Headless rendering: `MUJOCO_GL` is chosen before MuJoCo is imported: the user's value when set,
+Headless rendering (`lara.mujoco_gl`): `MUJOCO_GL` is chosen before MuJoCo is imported: the user's value when set,
 else EGL when it can create a context, else OSMesa. Images are rotated 180 degrees (the community
 protocol: OpenVLA, openpi) so that policies see them upright.
 """
@@ -17,8 +17,6 @@ import functools
 import gc
 import io
 import os
-import subprocess
-import sys
 import warnings
 from importlib import metadata
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lara.errors import InputError
+from lara.mujoco_gl import select_gl_backend
 
 SUITE_MAX_STEPS = {  # the standard protocol's episode budgets (OpenVLA, OpenVLA-OFT, openpi agree)
     "libero_spatial": 220,
@@ -39,9 +38,6 @@ WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)  # no motion, g
 EXPECTED_MUJOCO = "3.3.2"  # 3.3.3+ renders LIBERO darker and lowers published scores
 CAMERAS = {"agentview_rgb": "agentview", "eye_in_hand_rgb": "robot0_eye_in_hand"}  # obs key -> robosuite camera
 CAMERA_OBSERVABLES = {key: f"{camera}_image" for key, camera in CAMERAS.items()}  # obs key -> robosuite observable
-GL_BACKENDS = {"egl": "libegl1 (and libegl-mesa0 for CPU rendering)", "osmesa": "libosmesa6"}
-
-_GL_PROBE = "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); c.free()"
 
 
 def resolve_suite(name: str) -> str:
@@ -51,31 +47,6 @@ def resolve_suite(name: str) -> str:
         valid = ", ".join(f"{s} ({s.removeprefix('libero_')})" for s in SUITE_MAX_STEPS)
         raise InputError(f"Unknown LIBERO suite {name!r}. Valid suites (full or short name): {valid}.")
     return full
-
-
-def select_gl_backend() -> str:
-    """Set MUJOCO_GL (and PYOPENGL_PLATFORM) to a backend that can render here; returns its name.
-
-    Must run before mujoco/robosuite are imported: they read the variable at import time.
-    """
-    chosen = os.environ.get("MUJOCO_GL")
-    if chosen:
-        os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
-        return chosen
-    errors = {}
-    for backend in GL_BACKENDS:
-        env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
-        probe = subprocess.run([sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True)
-        if probe.returncode == 0:
-            os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = backend
-            return backend
-        errors[backend] = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-    tried = "; ".join(f"{b}: {e}" for b, e in errors.items())
-    raise RuntimeError(
-        f"No headless OpenGL backend works for MuJoCo (tried {tried}). Install one: "
-        f"`apt-get install {GL_BACKENDS['egl']}` for EGL or `apt-get install {GL_BACKENDS['osmesa']}` "
-        "for OSMesa (scripts/install-system-deps.sh installs both), or set MUJOCO_GL yourself."
-    )
 
 
 def versions() -> dict[str, str]:

@@ -33,10 +33,11 @@ from lara.benchmarks.execution import execution
 from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
+from lara.benchmarks.policy_spec import check_policy_spec, load_policy
 from lara.benchmarks.rollout import follow, run_jobs
 from lara.errors import InputError
 from lara.outputs import recorded, writable
-from lara.policy import check_policy_spec, load_policy, recorded_spec
+from lara.policy import recorded_spec
 
 
 @dataclass(frozen=True)

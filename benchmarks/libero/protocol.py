@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lara.benchmarks.libero.env import _benchmark
 from lara.errors import InputError
-from lara.policy import REMOTE, remote_address
+from lara.policy import policy_image_size, recipe_of  # noqa: F401  (policy_image_size: still importable from here)
 
 FRESH = "fresh"
 PROTOCOL_CAMERA_SIZE = 256  # the community protocol's render size, for policies that do not say theirs
@@ -60,14 +60,6 @@ class TrainingInitStates:
         known = set(self.benchmark.get((suite, task), [])) | {int(i) for i in indices}
         if known:
             self.benchmark[(suite, task)] = sorted(known)
-
-
-def recipe_of(policy_spec: str) -> Path | None:
-    """RUN/final/recipe.json beside a `checkpoint:RUN/final/vla` policy; None for other policies or runs without one."""
-    if not policy_spec.startswith("checkpoint:"):
-        return None
-    recipe = Path(policy_spec[len("checkpoint:"):]).parent / "recipe.json"
-    return recipe if recipe.is_file() else None
 
 
 def _from_generation_json(path: Path, found: TrainingInitStates) -> bool:
@@ -184,33 +176,6 @@ def check_init_states(policy: str, jobs: list[tuple], allow_train_init_states: b
             "train_init_states": None if train is None else [{"suite": s, "task_id": t, "indices": i}
                                                              for (s, t), i in sorted(train.benchmark.items())],
             "train_init_state_overlap": shared}
-
-
-def policy_image_size(policy_spec: str) -> int | None:
-    """The image size a checkpoint was trained at: its recipe's square `data.image_size`, else its VLA config's
-    vision `image_size`; for a `ws://HOST:PORT` policy the size its `lara serve` announces; None for other
-    policies, or when nothing says."""
-    if policy_spec.startswith(REMOTE):
-        from lara.real_robot.client import PolicyClient
-
-        client = PolicyClient(*remote_address(policy_spec), connect_timeout_s=5.0)
-        try:
-            return client.connect().get("image_size")
-        finally:
-            client.close()
-    if not policy_spec.startswith("checkpoint:"):
-        return None
-    recipe = recipe_of(policy_spec)
-    if recipe is not None:
-        size = json.loads(recipe.read_text()).get("data", {}).get("image_size")
-        if isinstance(size, int) or (isinstance(size, list) and len(set(size)) == 1):
-            return size if isinstance(size, int) else size[0]
-    config_path = Path(policy_spec[len("checkpoint:"):]) / "config.json"
-    if not config_path.is_file():
-        return None
-    config = json.loads(config_path.read_text())
-    vision = config.get("vision_config") or config.get("vlm_config", {}).get("vision_config") or {}
-    return vision.get("image_size")
 
 
 def camera_size_for(requested: int | None, trained: int | None) -> tuple[int, str | None]:

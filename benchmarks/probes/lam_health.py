@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import lara
-from lara.benchmarks.probes.linear_probe import ridge_r2
+from lara.linear_probe import ridge_r2
 from lara.data import EpisodeDataset
 from lara.model import latent_spread
 from lara.outputs import settings

@@ -31,14 +31,15 @@ from typing import ClassVar
 import numpy as np
 
 from lara.benchmarks.execution import execution
-from lara.benchmarks.libero.protocol import camera_size_for, policy_image_size, recipe_of
+from lara.benchmarks.libero.protocol import camera_size_for
+from lara.benchmarks.policy_spec import check_policy_spec, load_simpler_policy
 from lara.benchmarks.rollout import follow, run_jobs
 from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksums, resolve_asset_dir, resolve_task,
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
 from lara.errors import InputError
 from lara.outputs import recorded, writable
-from lara.policy import check_policy_spec, load_simpler_policy, recorded_spec
+from lara.policy import policy_image_size, recipe_of, recorded_spec
 
 PARTIAL = ("is_src_obj_grasped", "consecutive_grasp")
 

@@ -99,7 +99,7 @@ def test_gl_backend_probe_and_missing_library_error(monkeypatch):
     assert env_module.select_gl_backend() in ("egl", "osmesa")  # a real probe in a subprocess
     monkeypatch.delenv("MUJOCO_GL")
     failed = subprocess.CompletedProcess([], 1, "", "ImportError: Cannot initialize a headless display")
-    monkeypatch.setattr(env_module.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: failed)  # the probe runs in lara.mujoco_gl
     with pytest.raises(RuntimeError, match="libegl1.*libosmesa6"):
         env_module.select_gl_backend()
 

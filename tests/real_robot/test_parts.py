@@ -93,7 +93,7 @@ def test_client_reports_garbage_from_a_misbehaving_server():
 
 @pytest.mark.parametrize("name", ["client.py", "wire.py"])
 def test_robot_pc_files_parse_as_python_38(name):
-    source = (Path(__file__).parents[2] / "real_robot" / name).read_text()
+    source = (Path(__file__).parents[2] / "lara" / "serving" / name).read_text()
     ast.parse(source, feature_version=(3, 8))  # no `X | Y` annotations evaluated, no match, no walrus misuse
     assert "from __future__ import annotations" not in source  # so annotations must be 3.8-valid as written
     assert not re.search(r"(->|:)\s*(dict|list|tuple|set)\[|\|\s*None", source)  # 3.9+/3.10+ annotations
@@ -105,7 +105,7 @@ def test_client_works_as_a_standalone_copy(tmp_path):
     import shutil
 
     for name in ("client.py", "wire.py"):
-        shutil.copy(Path(__file__).parents[2] / "real_robot" / name, tmp_path / name)
+        shutil.copy(Path(__file__).parents[2] / "lara" / "serving" / name, tmp_path / name)
     port = free_port()
     server = subprocess.Popen([sys.executable, str(HERE / "bad_server.py"), str(port)])
     try:

@@ -1,6 +1,6 @@
 """Holds at chunk boundaries: the synchronous ROS node vs the prefetching one, side by side, against a slow policy.
 
-    python -m lara.benchmarks.perf.chunk_latency [--latencies-ms 150,400] [--seconds 30] [--rate-hz 10] [--chunk 10]
+    python -m lara.real_robot.perf.chunk_latency [--latencies-ms 150,400] [--seconds 30] [--rate-hz 10] [--chunk 10]
 
 Starts a roscore on a free loopback port and the simulated Franka (kinematic backend: the sim adds little load);
 then, for each latency in turn, two policy servers (`lara.real_robot.server.serve`, what `lara serve` runs, with
@@ -25,16 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from lara.real_robot.config import DEFAULT_CONFIG
+from lara.real_robot.perf.roscore import Roscore, node_config, write_config as write_yaml
 from lara.real_robot.ports import free_port, wait_for_port
 
 SERVER = """
@@ -54,17 +50,11 @@ MARGIN_S = 0.05
 
 def write_config(work: Path, args, mode: str, namespace: str, server_port: int, latency_ms: float) -> Path:
     """A node config: the sim's sensor topics, its own namespace and command topics, sync or prefetching."""
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    config.update(rate_hz=args.rate_hz, image_size=[args.image_size] * 2, record=False,
-                  episodes_dir=str(work / "episodes"), execute_steps=args.chunk,
-                  prefetch_margin_s=MARGIN_S if mode == "async" else None)
-    config["server"].update(port=server_port, timeout_s=latency_ms / 1000.0 + 1.0)
+    config = node_config(work, namespace, server_port, args.rate_hz, args.image_size, execute_steps=args.chunk,
+                         prefetch_margin_s=MARGIN_S if mode == "async" else None)
+    config["server"]["timeout_s"] = latency_ms / 1000.0 + 1.0
     config["safety"]["max_observation_age_s"] = latency_ms / 1000.0 + 0.3
-    config["topics"].update(namespace=namespace, equilibrium_pose=f"/{namespace}/equilibrium_pose",
-                            gripper_command=f"/{namespace}/gripper_command")
-    path = work / f"{namespace}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_yaml(work, namespace, config)
 
 
 def holds_summary(statuses: list[dict], rate_hz: float) -> dict:
@@ -94,58 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224, help="simulated camera side, pixels")
     args = parser.parse_args(argv)
     latencies = [float(x) for x in args.latencies_ms.split(",") if x.strip()]
-    work = Path(tempfile.mkdtemp(prefix="lara_chunk_latency_"))
-    master_port = free_port()
-    env = {**os.environ, "ROS_MASTER_URI": f"http://127.0.0.1:{master_port}", "ROS_IP": "127.0.0.1",
-           "ROS_HOME": str(work), "OMP_NUM_THREADS": "1"}
-    os.environ.update({k: env[k] for k in ("ROS_MASTER_URI", "ROS_IP", "ROS_HOME")})
-    log = open(work / "processes.log", "ab")
-    roscore = subprocess.Popen(["roscore", "-p", str(master_port)], stdout=log, stderr=log, env=env,
-                               start_new_session=True)
-    procs: list[subprocess.Popen] = []
-
-    def spawn(*a) -> subprocess.Popen:
-        procs.append(subprocess.Popen([sys.executable, *a], stdout=log, stderr=log, env=env))
-        return procs[-1]
-
-    try:
-        wait_for_port(master_port)
-        from lara.real_robot.ros import import_rospy
-
-        rospy = import_rospy()
-        from std_msgs.msg import String
-        from std_srvs.srv import Trigger
-
-        rospy.init_node("lara_chunk_latency_benchmark", anonymous=True, disable_signals=True)
-        sim_config = write_config(work, args, "sync", "sim_topics", free_port(), latencies[0])
-        spawn("-m", "lara.real_robot.sim_franka", "--config", str(sim_config), "--backend", "kinematic",
-              "--image-size", str(args.image_size))
+    with Roscore("lara_chunk_latency") as ros:
+        sim_config = write_config(ros.work, args, "sync", "sim_topics", free_port(), latencies[0])
+        ros.spawn("-m", "lara.real_robot.sim_franka", "--config", str(sim_config), "--backend", "kinematic",
+                  "--image-size", str(args.image_size))
         results = []
         for latency in latencies:
-            statuses: dict[str, list] = {mode: [] for mode in MODES}
-            nodes, keep = {}, []  # keep: publishers and subscribers live as long as the run
+            statuses, namespaces, children = {}, [], []  # children: this latency's servers and nodes
             for mode in MODES:
                 namespace, port = f"lara_{mode}_{int(latency)}", free_port()
-                spawn("-c", SERVER, str(port), str(latency), str(args.chunk))
+                children.append(ros.spawn("-c", SERVER, str(port), str(latency), str(args.chunk)))
                 wait_for_port(port)
-                config = write_config(work, args, mode, namespace, port, latency)
-                nodes[mode] = (namespace, spawn("-m", "lara.real_robot.ros_node", "--config", str(config),
-                                                f"__name:=lara_policy_{namespace}"))
-                keep.append(rospy.Subscriber(f"/{namespace}/status", String, lambda m, k=mode: statuses[k].append(
-                    json.loads(m.data)), queue_size=1000))
-                keep.append(rospy.Publisher(f"/{namespace}/instruction", String, queue_size=1, latch=True))
-                keep[-1].publish("reach forward")
-            for namespace, _ in nodes.values():
-                rospy.wait_for_service(f"/{namespace}/start", timeout=60)
+                config = write_config(ros.work, args, mode, namespace, port, latency)
+                children.append(ros.spawn("-m", "lara.real_robot.ros_node", "--config", str(config),
+                                          f"__name:=lara_policy_{namespace}"))
+                statuses[mode] = ros.watch(namespace, "reach forward")
+                namespaces.append(namespace)
+            ros.ready(namespaces)
             time.sleep(0.5)
-            for namespace, _ in nodes.values():
-                if not rospy.ServiceProxy(f"/{namespace}/start", Trigger)().success:
-                    raise RuntimeError(f"node {namespace} refused to start; see {work / 'processes.log'}")
+            ros.start(namespaces)
             time.sleep(args.seconds)
-            for namespace, _ in nodes.values():
-                rospy.ServiceProxy(f"/{namespace}/stop", Trigger)()
-            for sub in keep:
-                sub.unregister()
+            ros.stop(namespaces)
             result = {"latency_ms": latency, "rate_hz": args.rate_hz, "chunk": args.chunk, "seconds": args.seconds,
                       "image": args.image_size, "prefetch_margin_s": MARGIN_S,
                       "load_average_1min": round(os.getloadavg()[0], 2),
@@ -154,20 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             result["async_over_sync"] = round(prefetch / sync, 3) if sync else None
             print(json.dumps(result), flush=True)
             results.append(result)
-            for proc in procs[1:]:  # this latency's servers and nodes; the sim stays
-                proc.terminate()
-                proc.wait(10)
-            del procs[1:]
-        first = results[0]
-        print(f"chunk_latency hold_sync={first['sync']['holds_per_min']} hold_async={first['async']['holds_per_min']} "
-              f"latency_ms={first['latency_ms']:g}")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(10)
-        os.killpg(roscore.pid, 15)
-        roscore.wait(10)
+            ros.end(children)  # the sim stays
+    first = results[0]
+    print(f"chunk_latency hold_sync={first['sync']['holds_per_min']} hold_async={first['async']['holds_per_min']} "
+          f"latency_ms={first['latency_ms']:g}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """What a 200 MB frame costs `lara serve`: the server's peak resident memory before and after, and how soon it
 answers.
 
-    python -m lara.benchmarks.perf.server_big_frame [--mb 200] [--server path/to/server.py]
+    python -m lara.real_robot.perf.server_big_frame [--mb 200] [--server path/to/server.py]
 
 `lara serve` runs in its own process on a tiny TokenVLA (built from a config, no download); one client
 connects, reads the metadata, sends one frame of `--mb` megabytes and waits for the answer: a close with code
@@ -25,7 +25,8 @@ from pathlib import Path
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from lara.real_robot import wire
+from lara.real_robot.ports import free_port
+from lara.serving import wire
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -33,14 +34,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def header_probe(port: int, mb: int, wait_s: float = 5.0) -> str:

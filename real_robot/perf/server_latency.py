@@ -1,6 +1,6 @@
 """Round-trip overhead of the policy server, beyond model time, on loopback.
 
-    python -m lara.benchmarks.perf.server_latency [--requests 2000] [--image-size 224] [--client ours|openpi]
+    python -m lara.real_robot.perf.server_latency [--requests 2000] [--image-size 224] [--client ours|openpi]
 
 A zero-work policy is served (`act` returns a constant [10, 7] chunk) so that what is measured is the
 protocol: msgpack-numpy encoding of a uint8 image plus state, the websocket round trip, decoding, the
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
         client = WebsocketClientPolicy("127.0.0.1", port)
     else:
-        from lara.real_robot.client import PolicyClient
+        from lara.serving.client import PolicyClient
 
         client = PolicyClient("127.0.0.1", port, timeout_s=5.0)
     rng = np.random.default_rng(0)
