@@ -25,7 +25,7 @@ SUBCOMMANDS = {
     "serve": ("lara.real_robot.server", "serve a policy over openpi's websocket protocol"),
     "probe": ("lara.benchmarks.probes.probe", "judge latent actions: action / task probes of LAMs and vision features"),
     "study": ("lara.benchmarks.study.cli", "a with/without-LARA grid of training runs and evaluations, with statistics"),
-    "demo": ("lara.adapters.demo", "the main job on the embedded default: a short LARA training run on CPU"),
+    "demo": ("lara.benchmarks.demo", "the main job on the embedded default: a short LARA training run on CPU"),
 }
 DEBUG_FLAG, DEBUG_ENV = "--debug", "LARA_DEBUG"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import lara
-from lara.adapters import demo
+from lara.benchmarks import demo
 from lara.adapters.common import baseline_step, build_vla, lara_step, load_data
 from lara.adapters.config import load_recipe
 from lara.adapters.trainer import seed_everything

@@ -8,7 +8,7 @@ import imageio.v2 as imageio
 import pytest
 
 from lara import cli
-from lara.adapters import demo
+from lara.benchmarks import demo
 from lara.errors import InputError
 
 TINY = ["--tasks", "0", "--episodes", "1", "--lam-warmup", "2", "--steps", "2", "--batch-size", "4",

@@ -26,7 +26,7 @@ PARSERS = {
     "data generate": (["data", "generate"], "lara.benchmarks.libero.generate", "build_parser"),
     "data generate --bench simpler": (["data", "generate", "--bench", "simpler"], "lara.benchmarks.simpler.generate",
                                       "build_parser"),
-    "demo": (["demo"], "lara.adapters.demo", "build_parser"),
+    "demo": (["demo"], "lara.benchmarks.demo", "build_parser"),
     "eval libero": (["eval", "libero"], "lara.benchmarks.cli", "build_libero_parser"),
     "eval simpler": (["eval", "simpler"], "lara.benchmarks.cli", "build_simpler_parser"),
     "probe": (["probe"], "lara.benchmarks.probes.probe", "build_parser"),

@@ -12,7 +12,7 @@ import pytest
 from lara.benchmarks.study import cli
 from lara.outputs import recorded
 
-# the demo's shrinking overrides (adapters/demo.py, tests/adapters/test_demo.py) at the demonstrations' 32 px
+# the demo's shrinking overrides (benchmarks/demo.py, tests/adapters/test_demo.py) at the demonstrations' 32 px
 TINY = ["train.steps=2", "posttrain.lam_warmup_steps=2", "train.batch_size=4", "train.log_every=1",
         "train.checkpoint_every=2", "train.warmup_steps=1", "train.wandb.mode=disabled", "train.progress=false",
         "model.build={width: 32, layers: 1, image_size: 32}", "data.image_size=32", "lara.lam.image_size=32",
