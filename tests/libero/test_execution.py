@@ -33,7 +33,7 @@ def test_libero_episode_with_execute_steps_ensemble_and_latency(tmp_path, capsys
     (["--ensemble", "0.01"], "--ensemble averages overlapping chunks: give --execute-steps N"),
     (["--execute-steps", "4", "--prefetch-steps", "4"], "--prefetch-steps must be below --execute-steps 4"),
     (["--execute-steps", "4", "--prefetch-steps", "0", "--ensemble", "0.01"], "--prefetch-steps 1 or more"),
-    (["--latency-steps", "-2"], "--latency-steps must be 0 or more env steps, got -2"),
+    (["--latency-steps", "-2"], "argument --latency-steps: expected an integer >= 0, got '-2'"),
 ], ids=["ensemble-without-overlap", "prefetch-whole-chunk", "ensemble-synchronous", "latency"])
 def test_bad_prefetch_and_ensemble_flags_are_refused_on_one_line(tmp_path, capsys, flags, message):
     out = tmp_path / "eval"

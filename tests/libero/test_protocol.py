@@ -136,8 +136,8 @@ def test_a_missing_checkpoint_is_one_error_before_any_worker(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     (["--tasks", "99"], "Unknown task 99 in libero_object. Valid tasks (index or name):\n  0: pick_up_the_alphabet"),
-    (["--trials", "0"], "--trials must be at least 1, got 0"),
-    (["--workers", "0"], "--workers must be at least 1, got 0"),
+    (["--trials", "0"], "argument --trials: expected an integer >= 1, got '0'"),
+    (["--workers", "0"], "argument --workers: expected an integer >= 1, got '0'"),
 ], ids=["task", "trials", "workers"])
 def test_bad_eval_arguments_are_refused_before_any_output_folder(tmp_path, capsys, flags, message):
     out = tmp_path / "runs" / "eval"
