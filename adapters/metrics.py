@@ -83,7 +83,7 @@ class CollapseWatch:
         return (f"{self.run_dir}: the LAM's latent barely varies across samples (lam/z_std {spread:.2g} at step "
                 f"{step}, {when}. A LAM trained on reconstruction alone collapses so on robot frames whose next move "
                 "follows from the scene; its action head (lara.lam.action_horizon, trained on demonstrations with "
-                "actions) keeps it alive. README: 'Is the LAM alive?'")
+                "actions) keeps it alive. docs/probe.md: 'Is the LAM alive?'")
 
 
 class FiniteWatch:

@@ -7,7 +7,7 @@ Phase 1 (RUN/lam): the LAM alone on the demonstrations, with their actions for i
 (lara.lam.action_horizon), and on the frames of the action-free videos (reconstruction only), as posttrain's
 warm-up. Bidirectional alignment against a fresh LAM can collapse its latent (measured: a single code in use),
 which is why the LAM goes first, as in the LARA release; reconstruction alone collapses it too on scripted robot
-frames (z spread 0.0001-0.001 through a whole run, README "Is the LAM alive?"), which the action head prevents.
+frames (z spread 0.0001-0.001 through a whole run, docs/probe.md "Is the LAM alive?"), which the action head prevents.
 Phase 2 (RUN/joint): VLA + LAM with alignment; every `video_every`-th batch comes from the videos and
 contributes the LAM and alignment losses only. Both phases resume from their own checkpoints. Where a source
 is split (SourceSpec.labelled_per_task), RUN/data_split.json records which episodes each role read.

@@ -20,7 +20,7 @@ names that the demo did not write are replaced only with `--overwrite`.
 The default scale (task 1, cream cheese into the basket: 50 demonstrations, 500 LAM warm-up + 1200 joint
 steps at batch 32, 10 trials) is sized to the 15 minutes `make demo` may take on 2 cores with the venv: the
 render of the demonstrations is the largest cost (~40 ms per camera and frame with Mesa's llvmpipe, whatever
-the image size), which is why the demo renders one camera. Its measured success rates are in the README.
+the image size), which is why the demo renders one camera. Its measured success rates are in docs/demo.md.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from lara.outputs import publish_folder, recorded, recorded_paths, settings, sta
 
 DEFAULT_TASKS = "1"  # libero_object: the cream cheese into the basket
 PRESET = "reference_libero_object"
-EXECUTE_STEPS = 4  # half of each chunk: see the README's "Quick start" for what it changed over 3 seeds
-ACTION_NOISE = 0.1  # DART demonstrations: see the README's "Quick start" for what it changed over 3 seeds
+EXECUTE_STEPS = 4  # half of each chunk: see docs/demo.md for what it changed over 3 seeds
+ACTION_NOISE = 0.1  # DART demonstrations: see docs/demo.md for what it changed over 3 seeds
 OUTPUTS = ("run", "eval", "report")  # what the demo writes into --out
 MARKER = "demo.json"  # OUT/demo.json: these OUTPUTS are a demo's own, which a re-run replaces
 

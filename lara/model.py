@@ -215,7 +215,7 @@ class LaraModel(nn.Module):
 COLLAPSED_SPREAD = 0.01
 """A `latent_spread` below this is a collapsed LAM: every sample gets (nearly) the same latent, so the alignment
 target is a constant. Measured: LAMs trained with their action head stay at 0.10-0.82 throughout training (the
-reference study's LARA cells); reconstruction alone on scripted frames ends at 0.0001-0.001 (README "Is the LAM
+reference study's LARA cells); reconstruction alone on scripted frames ends at 0.0001-0.001 (docs/probe.md "Is the LAM
 alive?")."""
 
 

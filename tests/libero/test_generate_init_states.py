@@ -115,7 +115,7 @@ def test_progress_shows_rollouts_done_kept_rate_and_eta():
 
 
 def test_threads_per_worker_reaches_the_generation_workers(tmp_path, monkeypatch):
-    """README: every generated episode runs in a worker whose thread pools --threads-per-worker sets."""
+    """docs/evaluate.md: every generated episode runs in a worker whose thread pools --threads-per-worker sets."""
     seen = []
 
     class Stop(Exception):

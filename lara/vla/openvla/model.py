@@ -80,7 +80,7 @@ def checkpointed_modules(vla: nn.Module) -> list[nn.Module]:
 
 def load_policy(path: Path, device="cpu"):
     raise InputError(f"{path} holds an OpenVLA checkpoint: LARA trains it, and it acts through its own remote code "
-                     "(`predict_action`, transformers 4.40, README \"Backbones\"), not as a `lara` policy here")
+                     "(`predict_action`, transformers 4.40, docs/wrap.md \"Backbones\"), not as a `lara` policy here")
 
 
 class Processor:
@@ -163,7 +163,7 @@ def remote_class(path: Path, reference: str) -> type:
     except ImportError as error:
         raise InputError(f"{path}: the checkpoint's remote code ({reference}) does not import under transformers "
                          f"{transformers.__version__} ({error}); OpenVLA's remote code is written for "
-                         "transformers 4.40.x: run it in a venv with transformers==4.40.* (README \"Backbones\")")
+                         "transformers 4.40.x: run it in a venv with transformers==4.40.* (docs/wrap.md \"Backbones\")")
 
 
 def check_openvla_directory(path: Path) -> None:
