@@ -236,10 +236,6 @@ class Checkpointer:
         if self.ema is not None:
             self.ema.update(self.unwrapped)
 
-    def _averaged(self):
-        """The model holds the EMA's weights inside the block (the exports), its own ones after."""
-        return self.ema.applied(self.unwrapped) if self.ema is not None else contextlib.nullcontext()
-
     def save(self, step: int) -> Path:
         """Checkpoint `step` (every process calls it): refused when a trainable weight is not finite, written under
         step_N.tmp, then sealed and renamed into place; older checkpoints beyond `keep_checkpoints` are deleted."""
@@ -256,8 +252,9 @@ class Checkpointer:
         self.layout.save(staging / "state", self.ema)
         if acc.is_main_process:
             torch.save(self.scheduler.state_dict(), staging / "state" / "scheduler.pt")
-        if self.export is not None:
-            with self._averaged(), self.layout.whole() as model:
+        if self.export is not None:  # the model holds the EMA's weights inside the block, its own ones after
+            averaged = self.ema.applied(self.unwrapped) if self.ema is not None else contextlib.nullcontext()
+            with averaged, self.layout.whole() as model:
                 if model is not None:
                     self.export(model, staging)
         if acc.is_main_process:  # the data position: every optimizer step takes grad_accum micro-steps
