@@ -26,7 +26,7 @@ from .config import LoraConfig, RecipeConfig
 from .run_folder import main_process
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from .checkpointer import Checkpointer
 
 
 def load_data(cfg: RecipeConfig) -> EpisodeDataset:
@@ -181,7 +181,7 @@ def warm_up_lam(cfg: RecipeConfig, frames: list[EpisodeDataset], steps: int, lr:
                     export=lambda m, d: lara.save_lam(m, d / "lam"), lr=lr, run_config=cfg.record())
     phase.fit()
     phase.accelerator.free_memory()
-    return phase.unwrapped
+    return phase.checkpointer.finish()
 
 
 def exporter(cfg: RecipeConfig, tokenizer=None, statistics=None,
@@ -200,32 +200,30 @@ def exporter(cfg: RecipeConfig, tokenizer=None, statistics=None,
     return export
 
 
-def export_final(cfg: RecipeConfig, trainer: Trainer, export, statistics, finished: bool,
+def export_final(cfg: RecipeConfig, checkpointer: Checkpointer, export, statistics, finished: bool,
                  also: Callable[[nn.Module, Path], None] | None = None) -> Path | None:
-    """RUN/final from the trained (EMA) model on the main process (None on the others): `export(final=True)`, the
-    statistics and recipe it was trained with, then `also(model, final)`, the manifest, and the model card
-    (RUN/final/README.md, adapters/model_card.py).
+    """RUN/final from the trained (EMA) model, which the checkpointer hands over whole on the main process (None is
+    returned on the others): `export(final=True)`, the statistics and recipe it was trained with, then
+    `also(model, final)`, the manifest, and the model card (RUN/final/README.md, adapters/model_card.py).
 
     A run that was finished before (adapters/run_folder.py) and trained nothing now keeps its records as they
     are: re-exporting would rewrite them without new weights. One whose newest checkpoint was corrupt retrains
     its last steps, exactly, and exports them again."""
     final = cfg.output_dir / "final"
-    if finished and not trainer.trained:
-        trainer.accelerator.print(f"{cfg.output_dir} holds this run, finished before: nothing to train; {final} "
-                                  "is left as it is")
+    if finished and not checkpointer.trained:
+        checkpointer.accelerator.print(f"{cfg.output_dir} holds this run, finished before: nothing to train; {final} "
+                                       "is left as it is")
         return final
-    if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.unwrapped)
-    with trainer.full_model() as model:  # under FSDP the weights gathered from every rank
-        if model is not None:
-            export(model, final, final=True)
-            if statistics is not None:  # the run's record (data.statistics_path reads it); the VLA has its own
-                save_statistics(statistics, final, cfg.data.dataset_name)
-            (final / "recipe.json").write_text(json.dumps(cfg.record(), indent=1))
-            if also is not None:
-                also(model, final)
-            # what a re-run verifies before it says there is nothing to do; the card changes with each evaluation
-            ckpt.write_manifest(final, leave_out=(model_card.CARD,))
-            model_card.write_card(final)
-    trainer.accelerator.wait_for_everyone()
-    return final if trainer.accelerator.is_main_process else None
+
+    def write(model: nn.Module, final: Path) -> None:
+        export(model, final, final=True)
+        if statistics is not None:  # the run's record (data.statistics_path reads it); the VLA has its own
+            save_statistics(statistics, final, cfg.data.dataset_name)
+        (final / "recipe.json").write_text(json.dumps(cfg.record(), indent=1))
+        if also is not None:
+            also(model, final)
+        # what a re-run verifies before it says there is nothing to do; the card changes with each evaluation
+        ckpt.write_manifest(final, leave_out=(model_card.CARD,))
+        model_card.write_card(final)
+
+    return checkpointer.export_final(final, write)

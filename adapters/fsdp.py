@@ -1,4 +1,5 @@
-"""FSDP2 for the trainer (`train.fsdp=true`): torch's `fully_shard`, sharded checkpoints, a full-model export.
+"""FSDP2 for the trainer (`train.fsdp=true`): how the model is sharded (torch's `fully_shard`). Its sharded
+checkpoints and the full-model exports are the checkpointer's (adapters/checkpointer.py).
 
 Why torch's API and not accelerate's FSDP plugin: accelerate (1.16) turns `fsdp_version: 2` into FSDP only on
 accelerator devices; on CPU processes (gloo) it silently keeps DDP, so the plugin could not be tested on
@@ -27,21 +28,9 @@ same here, so a vq codebook's EMA state (restarted from each rank's own latents)
 
 from __future__ import annotations
 
-import copy
-import io
-import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -50,8 +39,6 @@ from lara.lam import LatentActionModel
 from lara.model import LaraModel
 from lara.specs import unwrap
 from lara.vla.backbones import BACKBONES
-
-from .ema import EMA
 
 
 # model_type -> a name part of the blocks whose outputs other blocks read through a KV cache (pi0, pi0.5)
@@ -96,121 +83,6 @@ def broadcast_buffers(model: nn.Module) -> None:
         dist._broadcast_coalesced(dist.group.WORLD, buffers, 1 << 24, 0)
 
 
-def skeleton(model: nn.Module) -> nn.Module:
-    """A copy of the unsharded model whose parameters live on the meta device (no memory) and whose buffers are
-    CPU copies: `full_model` fills it with the gathered weights for the exports."""
-    memo: dict[int, object] = {}
-    for p in model.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-    for b in model.buffers():
-        memo[id(b)] = b.detach().to("cpu", copy=True)
-    return copy.deepcopy(model, memo)
-
-
-@contextmanager
-def full_model(model: nn.Module, plain: nn.Module | None) -> Iterator[nn.Module | None]:
-    """All ranks gather the full state (a collective); rank 0 gets `plain` (its skeleton) filled with it, the
-    others None. The copy is dropped on exit."""
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if plain is None:
-        yield None
-        return
-    filled = copy.deepcopy(plain)
-    filled.load_state_dict(state, assign=True)
-    yield filled
-
-
-def trainable_state(model: nn.Module, frozen: set[str]) -> dict:
-    """The sharded state that resume needs: trainable weights and every buffer (frozen weights are rebuilt)."""
-    return {k: v for k, v in get_model_state_dict(model).items() if k not in frozen}
-
-
-def save(model: nn.Module, optimizer: torch.optim.Optimizer, frozen: set[str], directory: Path,
-         ema: EMA | None = None) -> None:
-    """Every rank writes its shards to `directory` (torch.distributed.checkpoint; a shared filesystem)."""
-    state = {"model": trainable_state(model, frozen), "optimizer": get_optimizer_state_dict(model, optimizer)}
-    if ema is not None:  # its shadow weights are sharded like the weights they average
-        state["ema"] = ema.state_dict()
-    dcp.save(state, checkpoint_id=directory)
-
-
-# what torch.distributed.checkpoint pickles into its .metadata: its own metadata records, shapes, dtypes, paths
-_METADATA_MODULES = ("torch.distributed.checkpoint.metadata",)
-_METADATA_NAMES = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
-                   ("pathlib", "WindowsPath"), ("collections", "OrderedDict"),
-                   ("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """Rebuilds a .metadata file's records and refuses every other global (a crafted file's code)."""
-
-    def find_class(self, module: str, name: str):
-        found = super().find_class(module, name) if module in _METADATA_MODULES or (module, name) in _METADATA_NAMES \
-            or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)) else None
-        if found is None or (module in _METADATA_MODULES and not isinstance(found, type)):
-            raise pickle.UnpicklingError(f"a sharded checkpoint's .metadata names `{module}.{name}`, which is not "
-                                         "checkpoint metadata")
-        return found
-
-
-def check_metadata(path: Path) -> None:
-    """Refuse a .metadata file that names anything but checkpoint metadata (`_MetadataUnpickler`)."""
-    try:
-        _MetadataUnpickler(io.BytesIO(path.read_bytes())).load()
-    except pickle.UnpicklingError as error:
-        raise InputError(f"{path}: {error}; LARA loads no code from a checkpoint. Delete this checkpoint folder "
-                         "to resume from an earlier one, or give a new output_dir") from None
-
-
-class SafeReader(dcp.FileSystemReader):
-    """torch's reader, whose `pickle.load` of .metadata would run any code a crafted file holds, checks the file
-    with `_MetadataUnpickler` first."""
-
-    def read_metadata(self, *args, **kwargs):
-        check_metadata(Path(self._get_metadata_path(kwargs.get("rank"))))
-        return super().read_metadata(*args, **kwargs)
-
-
-class SafeLoadPlanner(DefaultLoadPlanner):
-    """torch's planner reads non-tensor values (optimizer hyper-parameters) with `weights_only=False`: they are
-    read with `weights_only=True` first, so only plain values get that far."""
-
-    def load_bytes(self, read_item, value: io.BytesIO) -> None:
-        try:
-            torch.load(value, weights_only=True)
-        except pickle.UnpicklingError:
-            raise InputError(f"a sharded checkpoint's value `{read_item.dest_index.fqn}` holds more than tensors and "
-                             "plain values; LARA loads no code from a checkpoint. Delete this checkpoint folder to "
-                             "resume from an earlier one, or give a new output_dir") from None
-        value.seek(0)
-        super().load_bytes(read_item, value)
-
-
-def safe_load(state: dict, directory: Path, **planner_options) -> None:
-    """`dcp.load` through `SafeReader` and `SafeLoadPlanner`; their refusal comes out as itself, not wrapped."""
-    for metadata in Path(directory).glob("*.metadata"):  # refused here in a plain error, not inside dcp's
-        check_metadata(metadata)
-    try:
-        dcp.load(state, storage_reader=SafeReader(directory), planner=SafeLoadPlanner(**planner_options))
-    except CheckpointException as error:
-        refused = [failure[0] for failure in error.failures.values() if isinstance(failure[0], InputError)]
-        if refused:
-            raise refused[0] from None
-        raise
-
-
-def load(model: nn.Module, optimizer: torch.optim.Optimizer, frozen: set[str], directory: Path,
-         ema: EMA | None = None) -> None:
-    """Each rank reads its own shards in place. The optimizer's state is read where the checkpoint has it:
-    AdamW keeps none for a trainable parameter that never had a gradient (e.g. an unused head), while the state
-    dict built here holds one for every parameter."""
-    weights = {"model": trainable_state(model, frozen)}
-    safe_load(weights, directory)
-    set_model_state_dict(model, weights["model"], options=StateDictOptions(strict=False))
-    moments = {"optimizer": get_optimizer_state_dict(model, optimizer)}
-    safe_load(moments, directory, allow_partial_load=True)
-    set_optimizer_state_dict(model, optimizer, moments["optimizer"])
-    if ema is not None:
-        shadow = {"ema": ema.state_dict()}
-        safe_load(shadow, directory)
-        ema.load_state_dict(shadow["ema"])
+def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip the sharded gradients by their global norm; returns that norm, whole (torch gives a DTensor)."""
+    return torch.nn.utils.clip_grad_norm_(params, max_norm).full_tensor()

@@ -211,5 +211,5 @@ def run(cfg: RecipeConfig) -> dict:
         statistics["lam"] = str(cfg.latent.lam_from or cfg.output_dir / "lam")
         (final / "latent_codes.json").write_text(json.dumps(recorded_paths(statistics), indent=1))
 
-    final = export_final(cfg, trainer, export, None, finished, also=also) or cfg.output_dir / "final"
+    final = export_final(cfg, trainer.checkpointer, export, None, finished, also=also) or cfg.output_dir / "final"
     return {"checkpoint": checkpoint, "final": final, "pairs": len(frames), **statistics}

@@ -47,5 +47,5 @@ def run(cfg: RecipeConfig) -> dict:
                       datasets=[data], collate=processor, export=export,
                       run_config=cfg.record())
     checkpoint = trainer.fit()
-    final = export_final(cfg, trainer, export, data.statistics, finished)
+    final = export_final(cfg, trainer.checkpointer, export, data.statistics, finished)
     return {"checkpoint": checkpoint, "final": final, "samples": len(data)}

@@ -46,5 +46,5 @@ def run(cfg: RecipeConfig) -> dict:
                       video_every=cfg.pretrain.video_every if len(sources) > 1 else 0,
                       run_config=cfg.record())
     checkpoint = trainer.fit()
-    final = export_final(cfg, trainer, export, data.statistics, finished)
+    final = export_final(cfg, trainer.checkpointer, export, data.statistics, finished)
     return {"checkpoint": checkpoint, "final": final, "samples": len(data), "videos": len(videos) if videos else 0}

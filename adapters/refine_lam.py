@@ -76,13 +76,12 @@ def run(cfg: RecipeConfig) -> dict:
     trainer = Trainer(cfg.train, cfg.output_dir, model, lara_step, datasets=[data], collate=processor,
                       export=export, run_config=cfg.record())
     checkpoint = trainer.fit()
-    if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.unwrapped)  # the probe judges the weights that are exported
+    trained = trainer.checkpointer.finish()  # with the EMA's weights: the probe judges the weights that are exported
     result = {"checkpoint": checkpoint, "probe_r2_before": before,
-              "probe_r2_after": probe(trainer.unwrapped.lam, data, cfg.refine.probe_samples)}
+              "probe_r2_after": probe(trained.lam, data, cfg.refine.probe_samples)}
     write_probe = lambda model, final: (final / "probe.json").write_text(json.dumps(  # noqa: E731
         {k: result[k] for k in ("probe_r2_before", "probe_r2_after")}, indent=1))
-    final = export_final(cfg, trainer, export, data.statistics, finished, also=write_probe)
+    final = export_final(cfg, trainer.checkpointer, export, data.statistics, finished, also=write_probe)
     if final is not None:
         result["final"] = final
     return result

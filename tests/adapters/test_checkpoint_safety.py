@@ -16,9 +16,8 @@ import torch.distributed.checkpoint as dcp
 from lara import cli
 from lara.adapters import checkpoints, posttrain
 from lara.adapters.config import load_recipe
-from lara.adapters.fsdp import safe_load
+from lara.adapters.safe_loading import load_state_file, safe_load
 from lara.adapters.metrics import read_metrics
-from lara.adapters.trainer import load_state_file
 from lara.errors import InputError
 
 from recipe_files import tiny, write_demos
