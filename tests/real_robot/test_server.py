@@ -11,6 +11,21 @@ from lara.real_robot import wire
 from lara.real_robot.client import PolicyClient, ServerError, ServerUnavailable
 
 
+def tiny_pi05_checkpoint(folder) -> None:
+    """A tiny pi0.5 saved in `folder` with unit dataset statistics (7-D actions, the gripper unnormalised)."""
+    import json
+
+    import torch
+
+    from lara.vla.pi05 import tiny_pi05
+
+    torch.manual_seed(0)
+    tiny_pi05(chunk_size=4, image_size=32).save_pretrained(folder)
+    stats = {"mean": [0.0] * 8, "std": [1.0] * 8, "min": [-1.0] * 8, "max": [1.0] * 8, "q01": [-1.0] * 8,
+             "q99": [1.0] * 8}
+    action = {**{k: v[:7] for k, v in stats.items()}, "mask": [True] * 6 + [False]}
+    (folder / "dataset_statistics.json").write_text(json.dumps({"libero": {"action": action, "proprio": stats}}))
+
 def observation(size=224, **extra):
     rng = np.random.default_rng(0)
     return {"agentview_rgb": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
@@ -158,22 +173,13 @@ def test_lara_serve_cli_serves_the_loaded_checkpoint(tmp_path):
 def test_lara_serve_cli_serves_a_pi05_checkpoint(tmp_path):
     """`lara serve --checkpoint DIR` serves a pi0.5 export (weights + dataset_statistics.json beside them): chunks of
     its chunk_size, the robot state read into its prompt."""
-    import json
     import subprocess
     import sys
 
-    import torch
     from robot_test_support import free_port, wait_for_port
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-    from lara.vla.pi05 import tiny_pi05
-
-    torch.manual_seed(0)
-    tiny_pi05(chunk_size=4, image_size=32).save_pretrained(tmp_path)
-    stats = {"mean": [0.0] * 8, "std": [1.0] * 8, "min": [-1.0] * 8, "max": [1.0] * 8, "q01": [-1.0] * 8,
-             "q99": [1.0] * 8}
-    action = {**{k: v[:7] for k, v in stats.items()}, "mask": [True] * 6 + [False]}
-    (tmp_path / "dataset_statistics.json").write_text(json.dumps({"libero": {"action": action, "proprio": stats}}))
+    tiny_pi05_checkpoint(tmp_path)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lara.cli", "serve", "--checkpoint", str(tmp_path),
                              "--port", str(port)])
@@ -477,19 +483,9 @@ def test_a_flow_policys_clients_each_draw_their_own_noise(server_factory, tmp_pa
     """A flow-matching policy's episode state includes its noise generator: each connection gets its own
     (FlowPolicy.fork), so two clients asking alike get alike samples, and one client's requests never shift
     another's noise."""
-    import json
-
-    import torch
-
     from lara.vla.backbones import load_policy
-    from lara.vla.pi05 import tiny_pi05
 
-    torch.manual_seed(0)
-    tiny_pi05(chunk_size=4, image_size=32).save_pretrained(tmp_path)
-    stats = {"mean": [0.0] * 8, "std": [1.0] * 8, "min": [-1.0] * 8, "max": [1.0] * 8, "q01": [-1.0] * 8,
-             "q99": [1.0] * 8}
-    action = {**{k: v[:7] for k, v in stats.items()}, "mask": [True] * 6 + [False]}
-    (tmp_path / "dataset_statistics.json").write_text(json.dumps({"libero": {"action": action, "proprio": stats}}))
+    tiny_pi05_checkpoint(tmp_path)
     server = server_factory(load_policy(tmp_path), metadata={"image_size": 32})
     a, b = PolicyClient("127.0.0.1", server.port, timeout_s=60), PolicyClient("127.0.0.1", server.port, timeout_s=60)
     obs = observation(32)
