@@ -95,9 +95,7 @@ def rewrite_report(path: Path) -> int:
     settings = {**settings, **analysis(), "report": {**source_commit(), "report_only": True, "unfinished": unfinished,
                                        "rewritten_from_cells_of": path.name}}
     summary = report.summarise(command, settings, records, variants, settings.get("comparisons", []))
-    path.write_text(json.dumps(summary, indent=1))
-    path.with_suffix(".md").write_text(report.markdown(summary))
-    report.plot(summary, path.with_suffix(".png"))
+    report.write(summary, path.parent, path.stem)
     print(report.markdown(summary))
     return 0
 

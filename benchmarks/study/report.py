@@ -291,8 +291,9 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write(summary: dict, out: Path) -> None:
+def write(summary: dict, out: Path, name: str = "study") -> None:
+    """OUT/NAME.json, NAME.md and NAME.png (a study folder's study.*, or a committed report's own name)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(summary, indent=1))
-    (out / "study.md").write_text(markdown(summary))
-    plot(summary, out / "study.png")
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
+    (out / f"{name}.md").write_text(markdown(summary))
+    plot(summary, out / f"{name}.png")
