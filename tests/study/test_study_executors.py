@@ -1,0 +1,174 @@
+"""`lara study --executor local|slurm` (submitit): cells as real subprocess jobs give the thread executor's study,
+a cancelled cell resumes from its checkpoint to the same losses, `--status` reads each cell's state from its folder,
+and the sbatch script carries the options given."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from lara import cli as lara_cli
+from lara.adapters import checkpoints
+from lara.adapters.metrics import read_metrics
+from lara.benchmarks.study import cli, executors
+from lara.benchmarks.study.cells import plan_cells
+from lara.benchmarks.study.config import load_study
+from lara.benchmarks.study.jobs import write_job
+from test_study_config import options
+from test_study_end_to_end import TINY
+from test_study_interruption import _cell_processes
+
+SLURM = ["--executor", "slurm", "--dry-run", "--slurm-partition", "gpu", "--slurm-account", "robots",
+         "--slurm-gpus-per-cell", "8", "--slurm-cpus-per-cell", "32", "--slurm-time", "1-12:00:00",
+         "--slurm-setup", "module load cuda/12.4", "--slurm-setup", "source .venv/bin/activate",
+         "--launcher", "accelerate launch --multi_gpu --num_processes 8", "--max-parallel", "3"]
+
+
+def test_the_sbatch_script_carries_the_slurm_options(tmp_path, capsys):
+    assert cli.main(options(tmp_path, tmp_path / "out", *SLURM)) == 0
+    script, _, tasks = capsys.readouterr().out.partition("\n# array task 0:")
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for flag in ("--partition=gpu", "--account=robots", "--gpus-per-node=8", "--cpus-per-task=32",
+                 "--time=2160", "--array=0-3%3", "--requeue", f"--signal=USR2@{executors.SIGNAL_DELAY_S}",
+                 "--nodes=1", "--job-name=lara-study-out"):
+        assert f"#SBATCH {flag}" in lines, flag
+    out = (tmp_path / "out").resolve()
+    assert f"#SBATCH --output={out}/submitit/%A_%a/%A_%a_0_log.out" in lines  # stderr joins it
+    setup = lines.index("# setup")
+    assert lines[setup + 1:setup + 3] == ["module load cuda/12.4", "source .venv/bin/activate"]
+    assert lines[-1].startswith("srun ") and f"{sys.executable} -u -m submitit.core._submit {out}/submitit/%j" in lines[-1]
+    assert "lara/seed1 -> " in tasks and tasks.count("# array task") == 3  # 4 cells: 2 variants x 2 seeds
+    assert "accelerate launch --multi_gpu --num_processes 8" in tasks  # each cell's training runs under it
+    assert not (tmp_path / "out" / "submitit").exists() and not (tmp_path / "out" / "cells").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--slurm-partition", "gpu"], "--slurm-partition is an option of --executor slurm"),
+    (["--executor", "local", "--dry-run"], "--dry-run prints the sbatch script of --executor slurm"),
+    (["--executor", "slurm", "--dry-run", "--slurm-time", "4h"], "--slurm-time '4h': expected a SLURM time"),
+    (["--executor", "slurm", "--slurm-gpus-per-cell", "0"], "expected an integer >= 1, got '0'"),
+])
+def test_bad_executor_options_end_on_one_line(tmp_path, capsys, extra, message):
+    assert lara_cli.main(["study", *options(tmp_path, tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_without_submitit_the_error_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as where it is not installed: import raises ImportError
+    assert lara_cli.main(["study", *options(tmp_path, tmp_path / "out"), "--executor", "slurm", "--dry-run"]) == 2
+    assert "pip install 'lara[cluster]'" in capsys.readouterr().err
+
+
+def test_status_reads_each_cells_state_from_its_folder(tmp_path, capsys):
+    argv = options(tmp_path, tmp_path / "out", "--seeds", "0,1,2")
+    cells = {c.name: c for c in plan_cells(load_study(cli.study_fields(cli.build_parser().parse_args(argv))))}
+    finished = cells["lara/seed0"]  # trained and evaluated with these arguments: done
+    (finished.eval).mkdir(parents=True)
+    (finished.eval / "results.json").write_text("{}")
+    (finished.folder / "cell.json").write_text(json.dumps({"train": finished.train_args, "eval": finished.eval_args,
+                                                           "train_s": 12.0, "eval_s": 30.0}))
+    write_job(cells["baseline/seed1"], executor="local", job_id="4242", state="running", host=socket.gethostname(),
+              pid=os.getpid())  # a live process
+    (cells["baseline/seed1"].run).mkdir(parents=True)
+    (cells["baseline/seed1"].run / "metrics.jsonl").write_text('{"step": 7, "loss": 1.0}\n')
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    write_job(cells["lara/seed1"], executor="local", job_id="17", state="running", host=socket.gethostname(),
+              pid=int(ended.stdout), log="out/submitit/17/17_0_log.out")  # its process is gone
+    write_job(cells["baseline/seed2"], executor="slurm", job_id="900_4", state="failed",
+              error="RuntimeError: CUDA out of memory", error_log="out/cells/baseline/seed2/train.log")
+    write_job(cells["lara/seed2"], executor="slurm", job_id="900_5", state="submitted", host="login1")
+    assert cli.main([*argv, "--status"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[:-1])
+    assert lines["lara/seed0"].split() == ["done", "trained", "in", "12", "s,", "evaluated", "in", "30", "s"]
+    assert lines["baseline/seed0"].split() == ["pending", "not", "started"]
+    assert lines["baseline/seed1"].startswith(f"running  job 4242 (local) on {socket.gethostname()}, pid "
+                                              f"{os.getpid()}: training, step 7")
+    assert lines["lara/seed1"].startswith("failed   job 17 (local): its process ended without recording an outcome")
+    assert lines["baseline/seed2"] == ("failed   job 900_4 (slurm): RuntimeError: CUDA out of memory "
+                                       "(log: out/cells/baseline/seed2/train.log)")
+    assert lines["lara/seed2"] == "pending  job 900_5 (slurm) submitted"
+
+
+def losses(run) -> list[dict]:
+    """Every logged value but wall-clock throughput."""
+    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in read_metrics(run / "metrics.jsonl")]
+
+
+def comparable(study_json, out) -> dict:
+    """A study.json without what differs between two runs of one study: timings, load, its folder and command."""
+    summary = json.loads(study_json.read_text().replace(str(out), "OUT"))
+    summary.pop("command")
+    for cell in summary["cells"]:
+        for key in ("first_s", "train_s", "eval_s", "load"):
+            cell.pop(key)
+    return summary
+
+
+def status_lines(argv, capsys) -> dict[str, str]:
+    capsys.readouterr()
+    assert cli.main([*argv, "--status"]) == 0
+    return dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[:-1])
+
+
+@pytest.mark.slow
+def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the_thread_executors(
+        libero_object_demos, tmp_path, capsys):
+    steps = 40
+    shared = ["--preset", "posttrain_token_vla", "--data", str(libero_object_demos), "--suite", "object",
+              "--tasks", "0", "--seeds", "0", "--trials", "1", "--max-steps", "2", "--workers", "1", "--set",
+              *[o for o in TINY if not o.startswith(("train.steps", "train.checkpoint_every"))],
+              f"train.steps={steps}", "train.checkpoint_every=4"]
+    threaded, local = tmp_path / "thread", tmp_path / "local"
+    assert cli.main([*shared, "--out", str(threaded)]) == 0  # the reference: uninterrupted, in threads
+
+    argv = [*shared, "--out", str(local), "--executor", "local"]
+    args = cli.build_parser().parse_args(argv)
+    study = load_study(cli.study_fields(args))
+    jobs, ran = {}, {}
+    submitter = threading.Thread(target=lambda: ran.update(outcome=executors.run_jobs(
+        "local", study, plan_cells(study), args, on_submit=lambda cell, job: jobs.update({cell.name: job}))))
+    submitter.start()
+    baseline = local / "cells" / "baseline" / "seed0"
+    deadline = time.monotonic() + 300
+    while not (baseline / "run" / "checkpoints" / "step_000004" / checkpoints.MANIFEST).exists():
+        assert submitter.is_alive() and time.monotonic() < deadline, "the first cell saved no checkpoint"
+        time.sleep(0.02)
+    job = jobs["baseline/seed0"]
+    mid_run = status_lines(argv, capsys)  # a real job's state, from its cell folder
+    job.cancel()
+    assert mid_run["baseline/seed0"].startswith(f"running  job {job.job_id} (local) on {socket.gethostname()}")
+    assert mid_run["lara/seed0"] == "pending  not started"  # --workers 1: not submitted yet
+    while not job.done():
+        time.sleep(0.1)
+    time.sleep(1.0)  # the SIGTERM'd training exits
+    assert not (baseline / "run" / "checkpoints" / f"step_{steps:06d}").exists(), "cancelled too late to test"
+    assert _cell_processes(str(baseline / "run")) == []  # the cancel ended the cell's training too
+    cancelled = max(r["step"] for r in read_metrics(baseline / "run" / "metrics.jsonl"))
+    assert status_lines(argv, capsys)["baseline/seed0"].startswith(
+        f"failed   job {job.job_id} (local): interrupted by SIGINT (cancelled) before it finished")
+    submitter.join(timeout=600)
+    records, failed = ran["outcome"]
+    assert set(records) == {"lara/seed0"} and set(failed) == {"baseline/seed0"}  # the other cell ran on
+
+    assert cli.main(argv) == 0  # the study started again: the cancelled cell resumes, the finished one is skipped
+    out = capsys.readouterr().out
+    assert "[lara/seed0] done before: skipped" in out and "[baseline/seed0] submitted as job" in out
+    assert "resumed from" in (baseline / "train.log").read_text()
+    assert 4 <= cancelled < steps
+    assert [r["step"] for r in losses(baseline / "run")] == list(range(1, steps + 1))
+    assert losses(baseline / "run") == losses(threaded / "cells" / "baseline" / "seed0" / "run")  # bit for bit
+    assert comparable(local / "study.json", local) == comparable(threaded / "study.json", threaded)
+    assert {name: line.split()[0] for name, line in status_lines(argv, capsys).items()} == {
+        "baseline/seed0": "done", "lara/seed0": "done"}
+    log = baseline / "job.log"
+    assert log.is_symlink() and "Job completed successfully" in log.read_text()  # the resumed job's output
+    assert json.loads((baseline / "job.json").read_text())["state"] == "done"
