@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return dry_run(study, cells, args)
     if args.executor != "thread":
-        executors.require_submitit()
+        executors.check_available(args.executor)
     check_evaluation(study)  # before any cell trains: a wrong suite or task would be found only at its evaluation
     changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}
     if changed and not args.replace_changed:

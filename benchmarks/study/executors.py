@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from lara.errors import InputError
 
 from .cells import Cell, CellFailed, done, prepare, read_cell, read_state
-from .jobs import CellJob, read_job, write_job
+from .jobs import CellJob, process_start, read_job, write_job
 
 EXECUTORS = ("thread", "local", "slurm")
 REQUEUES = 20  # how many times a cell's SLURM job may be requeued after running out of time
@@ -43,6 +44,17 @@ def require_submitit():
         raise InputError("--executor local and slurm run cells through submitit, which is not installed here: "
                          "pip install 'lara[cluster]'") from None
     return submitit
+
+
+def check_available(kind: str) -> None:
+    """Before anything runs: submitit is installed, and SLURM's `srun` is here for `slurm`; else one InputError."""
+    require_submitit()
+    if kind == "slurm" and shutil.which("srun") is None:
+        raise InputError(NO_SRUN)
+
+
+NO_SRUN = ("--executor slurm: there is no `srun` on this machine; submit from a SLURM login node (--dry-run prints "
+           "the sbatch script without submitting)")
 
 
 def slurm_minutes(text: str) -> int:
@@ -100,8 +112,7 @@ def make_executor(kind: str, study, options):
     try:
         executor = submitit.SlurmExecutor(folder, max_num_timeout=REQUEUES)
     except RuntimeError:
-        raise InputError("--executor slurm: there is no `srun` on this machine; submit from a SLURM login node "
-                         "(--dry-run prints the sbatch script without submitting)") from None
+        raise InputError(NO_SRUN) from None
     executor.update_parameters(**slurm_parameters(study, options))
     return executor
 
@@ -111,8 +122,9 @@ def _record_submission(cell: Cell, kind: str, job) -> None:
     output."""
     log = job.paths.stdout
     if read_job(cell).get("job_id") != job.job_id:
+        start = {"job_start": process_start(job.job_id)} if kind == "local" else {}  # its id: its controller's pid
         write_job(cell, executor=kind, job_id=job.job_id, state="submitted", host=socket.gethostname(),
-                  log=str(log))
+                  log=str(log), **start)
     link = cell.folder / "job.log"
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -150,6 +162,8 @@ def run_jobs(kind: str, study, cells: list[Cell], options, say: Callable[[str], 
     as each job is submitted. On KeyboardInterrupt local jobs are cancelled (their cells resume on the next run)
     and SLURM jobs keep running; the interrupt is raised on."""
     records, failed, waiting = {}, {}, []
+    if not all(done(cell, read_state(cell)) for cell in cells):
+        executor = make_executor(kind, study, options)  # first: no srun, nothing prepared
     for cell in cells:
         try:
             state, todo = prepare(cell, replace_changed)  # here, not in the job: what it deletes, it deletes first
@@ -163,7 +177,6 @@ def run_jobs(kind: str, study, cells: list[Cell], options, say: Callable[[str], 
             waiting.append(cell)
     if not waiting:
         return records, failed
-    executor = make_executor(kind, study, options)
     running: dict[str, tuple[Cell, object]] = {}
 
     def start(batch: list[Cell]) -> None:

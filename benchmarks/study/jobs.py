@@ -6,6 +6,7 @@ job running it, whatever the executor (a thread of the study, a submitit job on 
 
 `state` is submitted (queued, not started), running, requeued (preempted or timed out: it starts again from its
 checkpoints), failed (with `error`, the last line of what failed, and `error_log`, the log holding it) or done.
+`pid_start` (and a local job's `job_start`) tell a live process from a later one given the same pid.
 `lara study --status` reads these files and each cell's cell.json (cells.py): a finished cell is done whatever its
 job.json says; a cell with neither is pending. A cell recorded as running or submitted in a process of this machine
 that no longer exists (a killed job, a stopped study) is failed. A study started by a commit without job.json has
@@ -73,14 +74,23 @@ def last_line(log: Path | None, error: bool = False) -> str | None:
     return (errors or lines or [None])[-1]
 
 
-def _pid_alive(pid) -> bool:
+def process_start(pid) -> str | None:
+    """When a process of this machine started (clock ticks since boot, from /proc), or None where unknown: with its
+    pid, it names the process even after the pid is reused."""
+    try:
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, ValueError, TypeError, IndexError):
+        return None
+
+
+def _alive(pid, started: str | None) -> bool:
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError, TypeError):
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or process_start(pid) in (None, started)
 
 
 def _slurm_alive(job_id: str) -> bool:
@@ -100,8 +110,9 @@ def ended_unrecorded(record: dict) -> bool:
         return False
     if record.get("host") not in (None, socket.gethostname()):
         return False
-    pid = record.get("pid") if record.get("state") == "running" else record.get("job_id")
-    return not _pid_alive(pid)
+    if record.get("state") == "running":
+        return not _alive(record.get("pid"), record.get("pid_start"))
+    return not _alive(record.get("job_id"), record.get("job_start"))  # a local job's id is its controller's pid
 
 
 def holding_job(cell: Cell) -> dict | None:
@@ -147,7 +158,9 @@ def cell_status(cell: Cell) -> tuple[str, str]:
         return "pending", f"{job} {record['state']}" + (f"; {_progress(cell, state)}" if state else "")
     if state.get("train_s") is not None:
         return "pending", "trained, not evaluated"
-    return "pending", "not started" if not (cell.run / "metrics.jsonl").is_file() else _progress(cell, state)
+    if not state:
+        return "pending", "not started"
+    return "pending", f"no job recorded (stopped, or run by an older commit): {_progress(cell, state)}"
 
 
 def status(cells: list[Cell]) -> list[str]:
@@ -167,7 +180,7 @@ def execute(cell: Cell, eval_workers: int, threads: int, *, executor: str, job_i
     if todo == "skip":
         return run_cell(cell, eval_workers, threads, say, False, launcher)
     write_job(cell, executor=executor, job_id=job_id, state="running", host=socket.gethostname(), pid=os.getpid(),
-              **({"log": str(log)} if log else {}))
+              pid_start=process_start(os.getpid()), **({"log": str(log)} if log else {}))
     try:
         record = run_cell(cell, eval_workers, threads, say, False, launcher)
     except CellFailed as error:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +57,7 @@ def test_the_sbatch_script_carries_the_slurm_options(tmp_path, capsys):
     (["--executor", "local", "--dry-run"], "--dry-run prints the sbatch script of --executor slurm"),
     (["--executor", "slurm", "--dry-run", "--slurm-time", "4h"], "--slurm-time '4h': expected a SLURM time"),
     (["--executor", "slurm", "--slurm-gpus-per-cell", "0"], "expected an integer >= 1, got '0'"),
+    (["--executor", "slurm"], "--executor slurm: there is no `srun` on this machine"),  # none here
 ])
 def test_bad_executor_options_end_on_one_line(tmp_path, capsys, extra, message):
     assert lara_cli.main(["study", *options(tmp_path, tmp_path / "out"), *extra]) == 2
@@ -69,7 +72,7 @@ def test_without_submitit_the_error_names_the_extra(tmp_path, capsys, monkeypatc
 
 
 def test_status_reads_each_cells_state_from_its_folder(tmp_path, capsys):
-    argv = options(tmp_path, tmp_path / "out", "--seeds", "0,1,2")
+    argv = options(tmp_path, tmp_path / "out", "--seeds", "0,1,2,3")
     cells = {c.name: c for c in plan_cells(load_study(cli.study_fields(cli.build_parser().parse_args(argv))))}
     finished = cells["lara/seed0"]  # trained and evaluated with these arguments: done
     (finished.eval).mkdir(parents=True)
@@ -86,6 +89,11 @@ def test_status_reads_each_cells_state_from_its_folder(tmp_path, capsys):
     write_job(cells["baseline/seed2"], executor="slurm", job_id="900_4", state="failed",
               error="RuntimeError: CUDA out of memory", error_log="out/cells/baseline/seed2/train.log")
     write_job(cells["lara/seed2"], executor="slurm", job_id="900_5", state="submitted", host="login1")
+    write_job(cells["baseline/seed3"], executor="thread", job_id="5", state="running", host=socket.gethostname(),
+              pid=os.getpid(), pid_start="1")  # its pid now names another process
+    (cells["lara/seed3"].folder).mkdir(parents=True)  # started by an older commit: cell.json, no job.json
+    (cells["lara/seed3"].folder / "cell.json").write_text(json.dumps({"train": cells["lara/seed3"].train_args,
+                                                                      "eval": cells["lara/seed3"].eval_args}))
     assert cli.main([*argv, "--status"]) == 0
     lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[:-1])
     assert lines["lara/seed0"].split() == ["done", "trained", "in", "12", "s,", "evaluated", "in", "30", "s"]
@@ -96,6 +104,8 @@ def test_status_reads_each_cells_state_from_its_folder(tmp_path, capsys):
     assert lines["baseline/seed2"] == ("failed   job 900_4 (slurm): RuntimeError: CUDA out of memory "
                                        "(log: out/cells/baseline/seed2/train.log)")
     assert lines["lara/seed2"] == "pending  job 900_5 (slurm) submitted"
+    assert lines["baseline/seed3"].startswith("failed   job 5 (thread): its process ended without recording")
+    assert lines["lara/seed3"] == "pending  no job recorded (stopped, or run by an older commit): starting"
 
 
 def losses(run) -> list[dict]:
@@ -119,29 +129,50 @@ def status_lines(argv, capsys) -> dict[str, str]:
     return dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[:-1])
 
 
-@pytest.mark.slow
-def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the_thread_executors(
-        libero_object_demos, tmp_path, capsys):
-    steps = 40
+STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def threaded(libero_object_demos, tmp_path_factory) -> tuple[list[str], Path]:
+    """A miniature study of 40 training steps (a checkpoint every 4) run uninterrupted by the thread executor: its
+    arguments less --out, and its folder."""
     shared = ["--preset", "posttrain_token_vla", "--data", str(libero_object_demos), "--suite", "object",
               "--tasks", "0", "--seeds", "0", "--trials", "1", "--max-steps", "2", "--workers", "1", "--set",
               *[o for o in TINY if not o.startswith(("train.steps", "train.checkpoint_every"))],
-              f"train.steps={steps}", "train.checkpoint_every=4"]
-    threaded, local = tmp_path / "thread", tmp_path / "local"
-    assert cli.main([*shared, "--out", str(threaded)]) == 0  # the reference: uninterrupted, in threads
+              f"train.steps={STEPS}", "train.checkpoint_every=4"]
+    out = tmp_path_factory.mktemp("thread") / "study"
+    assert cli.main([*shared, "--out", str(out)]) == 0
+    return shared, out
 
-    argv = [*shared, "--out", str(local), "--executor", "local"]
+
+def start_jobs(argv: list[str], cells=slice(None)) -> tuple[dict, dict, threading.Thread]:
+    """The study's cells (`cells` of them) submitted as local jobs by `executors.run_jobs` in a thread: its jobs
+    by cell as they are submitted, its outcome once it ends, and the thread."""
     args = cli.build_parser().parse_args(argv)
     study = load_study(cli.study_fields(args))
     jobs, ran = {}, {}
     submitter = threading.Thread(target=lambda: ran.update(outcome=executors.run_jobs(
-        "local", study, plan_cells(study), args, on_submit=lambda cell, job: jobs.update({cell.name: job}))))
+        "local", study, plan_cells(study)[cells], args, on_submit=lambda cell, job: jobs.update({cell.name: job}))))
     submitter.start()
-    baseline = local / "cells" / "baseline" / "seed0"
+    return jobs, ran, submitter
+
+
+def wait_for_checkpoint(run: Path, submitter: threading.Thread) -> None:
     deadline = time.monotonic() + 300
-    while not (baseline / "run" / "checkpoints" / "step_000004" / checkpoints.MANIFEST).exists():
-        assert submitter.is_alive() and time.monotonic() < deadline, "the first cell saved no checkpoint"
+    while not (run / "checkpoints" / "step_000004" / checkpoints.MANIFEST).exists():
+        assert submitter.is_alive() and time.monotonic() < deadline, "the cell saved no checkpoint"
         time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the_thread_executors(
+        threaded, tmp_path, capsys):
+    shared, reference = threaded
+    local = tmp_path / "local"
+    argv = [*shared, "--out", str(local), "--executor", "local"]
+    jobs, ran, submitter = start_jobs(argv)
+    baseline = local / "cells" / "baseline" / "seed0"
+    wait_for_checkpoint(baseline / "run", submitter)
     job = jobs["baseline/seed0"]
     mid_run = status_lines(argv, capsys)  # a real job's state, from its cell folder
     job.cancel()
@@ -150,7 +181,7 @@ def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the
     while not job.done():
         time.sleep(0.1)
     time.sleep(1.0)  # the SIGTERM'd training exits
-    assert not (baseline / "run" / "checkpoints" / f"step_{steps:06d}").exists(), "cancelled too late to test"
+    assert not (baseline / "run" / "checkpoints" / f"step_{STEPS:06d}").exists(), "cancelled too late to test"
     assert _cell_processes(str(baseline / "run")) == []  # the cancel ended the cell's training too
     cancelled = max(r["step"] for r in read_metrics(baseline / "run" / "metrics.jsonl"))
     assert status_lines(argv, capsys)["baseline/seed0"].startswith(
@@ -163,12 +194,32 @@ def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the
     out = capsys.readouterr().out
     assert "[lara/seed0] done before: skipped" in out and "[baseline/seed0] submitted as job" in out
     assert "resumed from" in (baseline / "train.log").read_text()
-    assert 4 <= cancelled < steps
-    assert [r["step"] for r in losses(baseline / "run")] == list(range(1, steps + 1))
-    assert losses(baseline / "run") == losses(threaded / "cells" / "baseline" / "seed0" / "run")  # bit for bit
-    assert comparable(local / "study.json", local) == comparable(threaded / "study.json", threaded)
+    assert 4 <= cancelled < STEPS
+    assert [r["step"] for r in losses(baseline / "run")] == list(range(1, STEPS + 1))
+    assert losses(baseline / "run") == losses(reference / "cells" / "baseline" / "seed0" / "run")  # bit for bit
+    assert comparable(local / "study.json", local) == comparable(reference / "study.json", reference)
     assert {name: line.split()[0] for name, line in status_lines(argv, capsys).items()} == {
         "baseline/seed0": "done", "lara/seed0": "done"}
     log = baseline / "job.log"
     assert log.is_symlink() and "Job completed successfully" in log.read_text()  # the resumed job's output
     assert json.loads((baseline / "job.json").read_text())["state"] == "done"
+
+
+@pytest.mark.slow
+def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(threaded, tmp_path):
+    """submitit's preemption signal, SIGUSR2 to the job's process (what SLURM sends before it preempts a job or ends
+    its time): the cell's command ends, the job requeues itself (locally: its controller starts it again) and the
+    cell resumes from its checkpoint, with the uninterrupted run's losses."""
+    shared, reference = threaded
+    _, ran, submitter = start_jobs([*shared, "--out", str(tmp_path / "study"), "--executor", "local"], slice(1))
+    cell = tmp_path / "study" / "cells" / "baseline" / "seed0"
+    wait_for_checkpoint(cell / "run", submitter)
+    os.kill(json.loads((cell / "job.json").read_text())["pid"], signal.SIGUSR2)  # the process running the cell
+    submitter.join(timeout=600)
+    records, failed = ran["outcome"]
+    assert set(records) == {"baseline/seed0"} and failed == {}
+    log = (cell / "job.log").read_text()
+    assert "this job is preempted" in log and "Requeued job" in log and "Job completed successfully" in log
+    assert (cell / "train.log").read_text().count("resumed from") == 1
+    assert losses(cell / "run") == losses(reference / "cells" / "baseline" / "seed0" / "run")  # bit for bit
+    assert json.loads((cell / "job.json").read_text())["state"] == "done"
