@@ -437,6 +437,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     sys.exit(run_command("lara data", main, sys.argv[1:]))

@@ -276,6 +276,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lara study", main, sys.argv[1:]))
