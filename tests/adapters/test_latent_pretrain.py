@@ -16,7 +16,7 @@ from lara.adapters.metrics import read_metrics
 from lara.cli import main as lara_main
 from lara.config import LAMConfig
 from lara.data import LiberoDataset
-from lara.data.libero_hdf5 import LiberoHDF5Writer
+from lara.data.libero_writer import LiberoHDF5Writer
 from lara.errors import InputError, MissingPath
 from lara.vla import load_policy
 from lara.vla.token_vla import tiny_token_vla

@@ -293,7 +293,8 @@ def test_nan_or_inf_action_or_state_is_refused_naming_file_demo_and_step(libero_
 
 
 def test_overwritten_bytes_name_the_file_and_close_it(tmp_path, write_file, capsys):
-    from lara.data.libero_hdf5 import inspect_libero_hdf5, main
+    from lara.data.inspect import libero_files_main as main
+    from lara.data.libero_hdf5 import inspect_libero_hdf5
 
     path = tmp_path / "a_demo.hdf5"
     write_file(path, [10, 12])

@@ -19,7 +19,8 @@ pytest.importorskip("pyarrow")
 from lara.data.convert import main  # noqa: E402
 from lara.data.lerobot import LeRobotSource  # noqa: E402
 from lara.data.lerobot_writer import LeRobotWriter, camera, vector  # noqa: E402
-from lara.data.libero_hdf5 import LiberoHDF5Writer, inspect_libero_hdf5  # noqa: E402
+from lara.data.libero_hdf5 import inspect_libero_hdf5  # noqa: E402
+from lara.data.libero_writer import LiberoHDF5Writer  # noqa: E402
 
 from lerobot_fixtures import episode_frames, nearest_frames  # noqa: E402
 
