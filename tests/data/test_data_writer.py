@@ -162,12 +162,12 @@ def test_written_files_get_the_umasks_mode(tmp_path, write_file, umask):
     import os
     import stat
 
-    from lara.data import LiberoDataset
+    from lara.data import EpisodeDataset
 
     previous = os.umask(umask)
     try:
         write_file(tmp_path / "a_demo.hdf5", [6], seed=1)
-        LiberoDataset(paths=tmp_path, frame_gap=2).save_statistics(tmp_path / "stats")
+        EpisodeDataset(paths=tmp_path, frame_gap=2).save_statistics(tmp_path / "stats")
     finally:
         os.umask(previous)
     for path in (tmp_path / "a_demo.hdf5", tmp_path / "stats" / "dataset_statistics.json"):
