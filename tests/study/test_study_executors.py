@@ -223,3 +223,28 @@ def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(threaded, 
     assert (cell / "train.log").read_text().count("resumed from") == 1
     assert losses(cell / "run") == losses(reference / "cells" / "baseline" / "seed0" / "run")  # bit for bit
     assert json.loads((cell / "job.json").read_text())["state"] == "done"
+
+
+@pytest.mark.slow
+def test_a_stopped_local_study_cancels_its_jobs_even_started_with_sigint_ignored(libero_object_demos, tmp_path):
+    """A study started in a script's background inherits an ignored SIGINT, which its local jobs would inherit too,
+    and SIGINT is how submitit cancels a local job: SIGTERM to the study still ends every job and its training."""
+    out = tmp_path / "study"
+    argv = ["--preset", "posttrain_token_vla", "--data", str(libero_object_demos), "--suite", "object", "--tasks",
+            "0", "--seeds", "0", "--trials", "1", "--max-steps", "2", "--out", str(out), "--executor", "local",
+            "--set", *[o for o in TINY if not o.startswith("train.steps")], "train.steps=100000"]
+    study = subprocess.Popen([sys.executable, "-m", "lara.cli", "study", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    metrics = out / "cells" / "baseline" / "seed0" / "run" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.is_file() and metrics.stat().st_size) and time.time() < deadline and study.poll() is None:
+        time.sleep(0.5)  # until the first cell's training is under way
+    assert study.poll() is None and _cell_processes(str(out / "cells")), "the first cell's training did not start"
+    study.send_signal(signal.SIGTERM)
+    _, err = study.communicate(timeout=120)
+    assert study.returncode == 130 and "its local jobs were cancelled" in err
+    time.sleep(1.0)
+    assert _cell_processes(str(out)) == []  # no job, no training left
+    assert "interrupted by SIGINT (cancelled)" in json.loads(
+        (out / "cells" / "baseline" / "seed0" / "job.json").read_text())["error"]
