@@ -162,25 +162,28 @@ def run_jobs(kind: str, study, cells: list[Cell], options, say: Callable[[str], 
     as each job is submitted. On KeyboardInterrupt local jobs are cancelled (their cells resume on the next run)
     and SLURM jobs keep running; the interrupt is raised on."""
     records, failed, waiting = {}, {}, []
-    if not all(done(cell, read_state(cell)) for cell in cells):
-        executor = make_executor(kind, study, options)  # first: no srun, nothing prepared
     for cell in cells:
-        try:
-            state, todo = prepare(cell, replace_changed)  # here, not in the job: what it deletes, it deletes first
-        except CellFailed as error:
-            failed[cell.name] = str(error)
-            continue
-        if todo == "skip":
+        state = read_state(cell)
+        if done(cell, state):
             say(f"[{cell.name}] done before: skipped")
             records[cell.name] = read_cell(cell, state)
         else:
             waiting.append(cell)
     if not waiting:
         return records, failed
+    executor = make_executor(kind, study, options)
     running: dict[str, tuple[Cell, object]] = {}
 
     def start(batch: list[Cell]) -> None:
-        for cell, job in zip(batch, submit(kind, executor, batch, study, options.launcher)):
+        ready = []
+        for cell in batch:  # prepared here, not in the job: what it deletes (--replace-changed), it deletes first
+            try:
+                prepare(cell, replace_changed)
+                ready.append(cell)
+            except CellFailed as error:
+                failed[cell.name] = str(error)
+                print(f"[{cell.name}] failed: {error}", file=sys.stderr, flush=True)
+        for cell, job in zip(ready, submit(kind, executor, ready, study, options.launcher) if ready else []):
             running[cell.name] = (cell, job)
             say(f"[{cell.name}] submitted as job {job.job_id} ({kind}); its output: {cell.folder / 'job.log'}")
             if on_submit:

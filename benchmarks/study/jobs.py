@@ -158,9 +158,10 @@ def cell_status(cell: Cell) -> tuple[str, str]:
         return "pending", f"{job} {record['state']}" + (f"; {_progress(cell, state)}" if state else "")
     if state.get("train_s") is not None:
         return "pending", "trained, not evaluated"
-    if not state:
+    progress = _progress(cell, state) if state else "starting"
+    if progress == "starting":
         return "pending", "not started"
-    return "pending", f"no job recorded (stopped, or run by an older commit): {_progress(cell, state)}"
+    return "pending", f"no job recorded (stopped, or run by an older commit): {progress}"
 
 
 def status(cells: list[Cell]) -> list[str]:

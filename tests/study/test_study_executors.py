@@ -20,7 +20,7 @@ from lara import cli as lara_cli
 from lara.adapters import checkpoints
 from lara.adapters.metrics import read_metrics
 from lara.benchmarks.study import cli, executors
-from lara.benchmarks.study.cells import plan_cells
+from lara.benchmarks.study.cells import launched, plan_cells
 from lara.benchmarks.study.config import load_study
 from lara.benchmarks.study.jobs import write_job
 from test_study_config import options
@@ -91,9 +91,10 @@ def test_status_reads_each_cells_state_from_its_folder(tmp_path, capsys):
     write_job(cells["lara/seed2"], executor="slurm", job_id="900_5", state="submitted", host="login1")
     write_job(cells["baseline/seed3"], executor="thread", job_id="5", state="running", host=socket.gethostname(),
               pid=os.getpid(), pid_start="1")  # its pid now names another process
-    (cells["lara/seed3"].folder).mkdir(parents=True)  # started by an older commit: cell.json, no job.json
+    (cells["lara/seed3"].run).mkdir(parents=True)  # started by an older commit: cell.json, no job.json
     (cells["lara/seed3"].folder / "cell.json").write_text(json.dumps({"train": cells["lara/seed3"].train_args,
                                                                       "eval": cells["lara/seed3"].eval_args}))
+    (cells["lara/seed3"].run / "metrics.jsonl").write_text('{"step": 3, "loss": 1.0}\n')
     assert cli.main([*argv, "--status"]) == 0
     lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[:-1])
     assert lines["lara/seed0"].split() == ["done", "trained", "in", "12", "s,", "evaluated", "in", "30", "s"]
@@ -105,7 +106,7 @@ def test_status_reads_each_cells_state_from_its_folder(tmp_path, capsys):
                                        "(log: out/cells/baseline/seed2/train.log)")
     assert lines["lara/seed2"] == "pending  job 900_5 (slurm) submitted"
     assert lines["baseline/seed3"].startswith("failed   job 5 (thread): its process ended without recording")
-    assert lines["lara/seed3"] == "pending  no job recorded (stopped, or run by an older commit): starting"
+    assert lines["lara/seed3"] == "pending  no job recorded (stopped, or run by an older commit): training, step 3"
 
 
 def losses(run) -> list[dict]:
@@ -248,3 +249,13 @@ def test_a_stopped_local_study_cancels_its_jobs_even_started_with_sigint_ignored
     assert _cell_processes(str(out)) == []  # no job, no training left
     assert "interrupted by SIGINT (cancelled)" in json.loads(
         (out / "cells" / "baseline" / "seed0" / "job.json").read_text())["error"]
+
+
+def test_a_launcher_runs_the_cells_training_as_a_module_of_this_interpreter():
+    train = ["train", "posttrain_token_vla", "train.steps=2", "output_dir=out/run"]
+    assert launched("accelerate launch --multi_gpu --num_processes 8", train) == [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "8",
+        "-m", "lara.adapters.cli", "posttrain_token_vla", "train.steps=2", "output_dir=out/run"]
+    assert launched("torchrun --nproc-per-node 4", train)[:5] == [sys.executable, "-m", "torch.distributed.run",
+                                                                  "--nproc-per-node", "4"]
+    assert launched("srun --ntasks 2 python", train)[:4] == ["srun", "--ntasks", "2", "python"]  # as given
