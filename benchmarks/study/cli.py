@@ -325,12 +325,10 @@ def run_threads(study, cells: list, args: argparse.Namespace) -> tuple[dict, dic
 def run_submitit(study, cells: list, args: argparse.Namespace) -> tuple[dict, dict] | None:
     """--executor local|slurm: one submitit job per cell (executors.py), waited for here (None: stopped)."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    if ignored:  # a study started in a script's background: its local jobs would inherit the ignored SIGINT, and
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # SIGINT is how submitit cancels a local job
     try:
-        return executors.run_jobs(args.executor, study, cells, args, lambda line: print(line, flush=True),
-                                  args.replace_changed)
+        with executors.cancellable_local_jobs():
+            return executors.run_jobs(args.executor, study, cells, args, lambda line: print(line, flush=True),
+                                      args.replace_changed)
     except KeyboardInterrupt:
         if args.executor == "local":
             print("lara study: stopped; its local jobs were cancelled. Re-run the same command to resume: finished "
@@ -342,8 +340,6 @@ def run_submitit(study, cells: list, args: argparse.Namespace) -> tuple[dict, di
         return None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def main(argv: list[str] | None = None) -> int:

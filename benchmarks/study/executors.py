@@ -13,14 +13,17 @@ waits for the jobs and then writes the report; stopped, it cancels local jobs an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lara.errors import InputError
@@ -55,6 +58,21 @@ def check_available(kind: str) -> None:
 
 NO_SRUN = ("--executor slurm: there is no `srun` on this machine; submit from a SLURM login node (--dry-run prints "
            "the sbatch script without submitting)")
+
+
+@contextlib.contextmanager
+def cancellable_local_jobs() -> Iterator[None]:
+    """While local jobs start: SIGINT handled, not ignored. A process started in a script's background ignores SIGINT,
+    and the local jobs it starts would inherit that, while SIGINT is how submitit cancels a local job (`job.cancel()`
+    signals its controller). Only the main thread can set a handler; elsewhere nothing changes."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN and threading.current_thread() is threading.main_thread()
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def slurm_minutes(text: str) -> int:

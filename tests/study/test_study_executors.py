@@ -171,23 +171,25 @@ def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the
     shared, reference = threaded
     local = tmp_path / "local"
     argv = [*shared, "--out", str(local), "--executor", "local"]
-    jobs, ran, submitter = start_jobs(argv)
-    baseline = local / "cells" / "baseline" / "seed0"
-    wait_for_checkpoint(baseline / "run", submitter)
-    job = jobs["baseline/seed0"]
-    mid_run = status_lines(argv, capsys)  # a real job's state, from its cell folder
-    job.cancel()
-    assert mid_run["baseline/seed0"].startswith(f"running  job {job.job_id} (local) on {socket.gethostname()}")
-    assert mid_run["lara/seed0"] == "pending  not started"  # --workers 1: not submitted yet
-    while not job.done():
-        time.sleep(0.1)
-    time.sleep(1.0)  # the SIGTERM'd training exits
-    assert not (baseline / "run" / "checkpoints" / f"step_{STEPS:06d}").exists(), "cancelled too late to test"
-    assert _cell_processes(str(baseline / "run")) == []  # the cancel ended the cell's training too
-    cancelled = max(r["step"] for r in read_metrics(baseline / "run" / "metrics.jsonl"))
-    assert status_lines(argv, capsys)["baseline/seed0"].startswith(
-        f"failed   job {job.job_id} (local): interrupted by SIGINT (cancelled) before it finished")
-    submitter.join(timeout=600)
+    with executors.cancellable_local_jobs():  # as `lara study` does, SIGINT handled while jobs start: pytest
+        # may ignore it (started in a script's background), and job.cancel() sends it
+        jobs, ran, submitter = start_jobs(argv)
+        baseline = local / "cells" / "baseline" / "seed0"
+        wait_for_checkpoint(baseline / "run", submitter)
+        job = jobs["baseline/seed0"]
+        mid_run = status_lines(argv, capsys)  # a real job's state, from its cell folder
+        job.cancel()
+        assert mid_run["baseline/seed0"].startswith(f"running  job {job.job_id} (local) on {socket.gethostname()}")
+        assert mid_run["lara/seed0"] == "pending  not started"  # --workers 1: not submitted yet
+        while not job.done():
+            time.sleep(0.1)
+        time.sleep(1.0)  # the SIGTERM'd training exits
+        assert not (baseline / "run" / "checkpoints" / f"step_{STEPS:06d}").exists(), "cancelled too late to test"
+        assert _cell_processes(str(baseline / "run")) == []  # the cancel ended the cell's training too
+        cancelled = max(r["step"] for r in read_metrics(baseline / "run" / "metrics.jsonl"))
+        assert status_lines(argv, capsys)["baseline/seed0"].startswith(
+            f"failed   job {job.job_id} (local): interrupted by SIGINT (cancelled) before it finished")
+        submitter.join(timeout=600)
     records, failed = ran["outcome"]
     assert set(records) == {"lara/seed0"} and set(failed) == {"baseline/seed0"}  # the other cell ran on
 
