@@ -215,7 +215,8 @@ class Checkpointer:
         _set_rng_state(load_state_file(found / "state" / f"rng_rank{acc.process_index}.pt", legacy_numpy=True))
         self.start_step = self.step = state["step"]
         self.latest = found
-        acc.print(f"resumed from {found} (step {self.step})")
+        if self.step < self.cfg.steps:  # at the last step there is nothing to resume: the recipe says what it does
+            acc.print(f"resumed from {found} (step {self.step})")
         return state["step"], state["micro_step"]
 
     def _set_aside(self) -> None:

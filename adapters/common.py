@@ -17,7 +17,7 @@ from lara.data.statistics import save_statistics
 from lara.errors import InputError
 from lara.model import DTYPES, LARA_KEYS, LaraModel, latent_spread
 from lara.outputs import recorded_paths
-from lara.vla.backbones import backbone, export_vla
+from lara.vla.backbones import backbone, check_vla_path, export_vla
 from lara.vla.batch import lara_inputs
 
 from . import checkpoints as ckpt
@@ -120,6 +120,8 @@ def build_vla(cfg: RecipeConfig, statistics) -> tuple[nn.Module, Callable[[list[
     refuse_fp16_without_a_gpu(cfg)
     warn_without_native_bf16(cfg)
     dtype = DTYPES[cfg.model.dtype]
+    if cfg.model.path is not None:  # a run folder or a LAM artifact: one line naming the VLA folder to give
+        check_vla_path(cfg.model.path)
     vla, tokenizer = glue.load(cfg.model.path, cfg.model.build, dtype, (cfg.data.camera, *cfg.data.extra_cameras),
                                statistics, cfg.data.dataset_name)
     processor = glue.Processor(vla.config, statistics, tokenizer, dtype)

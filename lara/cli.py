@@ -86,6 +86,27 @@ def run_command(prog: str, main: Callable[[list[str]], int | None], argv: list[s
             raise
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, or a name too long, wherever the write was: the user's to fix
+        found = _filesystem_error(error)
+        if found is None or debug:
+            raise
+        print(f"{prog}: error: {found}", file=sys.stderr)
+        return 2
+
+
+def _filesystem_error(error: OSError) -> str | None:
+    """The one line of an OSError that is the machine's state or the user's path, not a bug: no space left on the
+    device (or quota), or a file name longer than the filesystem allows; None for any other."""
+    import errno
+
+    from lara.outputs import NO_SPACE, disk_full
+
+    if error.errno in NO_SPACE:
+        return str(disk_full(error, None))
+    if error.errno == errno.ENAMETOOLONG:
+        named = f"{error.filename}: " if error.filename else ""
+        return f"{named}a name is longer than the filesystem allows (255 bytes on most); give a shorter name"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,11 +221,12 @@ def _start(record: dict) -> dict:
 
 
 def _writer(path: Path, suite: str, task: int, camera_size: int, cameras: tuple[str, ...], meta: dict):
-    from lara.data.libero_hdf5 import LiberoHDF5Writer
+    from lara.data.libero_hdf5 import LIBERO_FPS, LiberoHDF5Writer
 
     env_args = {"env_name": meta["problem_info"]["problem_name"], "type": 1, "suite": suite, "task_id": task,
                 "env_kwargs": {"camera_heights": camera_size, "camera_widths": camera_size,
-                               "camera_names": [CAMERAS[c] for c in cameras], "controller": "OSC_POSE"}}
+                               "camera_names": [CAMERAS[c] for c in cameras], "controller": "OSC_POSE",
+                               "control_freq": LIBERO_FPS}}  # the frames' rate, read back as Episode.fps
     return LiberoHDF5Writer(path, language=meta["instruction"], problem_info=meta["problem_info"],
                             env_args=env_args, bddl_file_name=meta["bddl_file"])
 

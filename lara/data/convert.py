@@ -17,7 +17,6 @@ Features written (LIBERO name -> LeRobot feature):
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import warnings
 from pathlib import Path
@@ -26,22 +25,12 @@ import numpy as np
 
 from lara.outputs import OVERWRITE_HELP, check_new, writable
 
-from .libero_hdf5 import LiberoFileError, LiberoHDF5Writer, demo_names, images_upside_down, open_libero_hdf5, \
-    read_instruction
+from .libero_hdf5 import LIBERO_FPS, LiberoFileError, LiberoHDF5Writer, control_frequency, demo_names, \
+    images_upside_down, open_libero_hdf5, read_instruction
 from .libero_source import resolve_files
 
-LIBERO_FPS = 20  # LIBERO's control frequency (robosuite control_freq) when env_args does not say
 STATE_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper_left", "gripper_right"]
 CAMERAS = {"agentview_rgb": "observation.images.agentview", "eye_in_hand_rgb": "observation.images.eye_in_hand"}
-
-
-def _fps_of(handle, path: Path) -> int | None:
-    try:
-        raw = handle["data"].attrs.get("env_args", "{}")
-        env_args = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        return int(env_args.get("env_kwargs", {}).get("control_freq")) if env_args else None
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 def _read_demo(handle, name: str, upside_down: bool) -> dict:
@@ -77,7 +66,7 @@ def libero_to_lerobot(sources: list[Path], out: Path, *, codec: str = "av1", fps
     found_fps = set()
     for path in resolve_files(sources):
         with open_libero_hdf5(path) as handle:
-            found_fps.add(_fps_of(handle, path))
+            found_fps.add(control_frequency(handle))
             demos += [(path, name, read_instruction(handle, path)) for name in demo_names(handle)]
     if not demos:
         raise LiberoFileError(f"{[str(s) for s in sources]}: no demo_N groups to convert.")

@@ -17,7 +17,8 @@ from lara.errors import MissingPath
 
 from .config import LiberoDataConfig, SourceSpec
 from .episodes import SKIP_HINT, Episode
-from .libero_hdf5 import LiberoFileError, damaged, demo_names, images_upside_down, open_libero_hdf5, read_instruction
+from .libero_hdf5 import LiberoFileError, control_frequency, damaged, demo_names, images_upside_down, open_libero_hdf5, \
+    read_instruction
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 CAMERA_KEYS = ("agentview_rgb", "eye_in_hand_rgb")
@@ -102,6 +103,7 @@ class LiberoSource:
         out = []
         with open_libero_hdf5(path) as handle:
             instruction, upside_down = read_instruction(handle, path), images_upside_down(handle)
+            fps = control_frequency(handle)  # None where the file records none
             names = demo_names(handle)
             if not names:
                 raise LiberoFileError(f"{path}: the `data` group holds no demo_N groups.")
@@ -132,7 +134,7 @@ class LiberoSource:
                                              _read_array(obs, "gripper_states", (T, 2), f"{where}/obs", hint)], 1)
                 # fields, not Episodes: an Episode references its reader, and a reader holding its
                 # episodes would be a cycle that keeps the files open until the garbage collector runs
-                out.append(dict(source=where, path=path, key=(path, name, upside_down), length=T, fps=None,
+                out.append(dict(source=where, path=path, key=(path, name, upside_down), length=T, fps=fps,
                                 instruction=instruction, cameras=images, actions=actions, states=states))
         return out
 
