@@ -34,6 +34,7 @@ def load_data(cfg: RecipeConfig) -> EpisodeDataset:
     refine_lam): a source with no action at all is refused (a labelled source some of whose episodes are read
     action-free still trains on the others)."""
     data = EpisodeDataset(cfg.data)
+    data.check_one_image_size()  # two sizes with data.image_size=null: one line now, not at the first batch
     if data.statistics is None:
         formats = sorted({source.format for source in data.sources})
         why = "data.action_free=true" if cfg.data.action_free else f"no episode of {formats} has actions"
@@ -46,7 +47,9 @@ def load_data(cfg: RecipeConfig) -> EpisodeDataset:
 
 def video_data(cfg: RecipeConfig, paths: list[Path]) -> EpisodeDataset:
     """Action-free frames cut like the demonstrations (same camera, frame gap and size)."""
-    return EpisodeDataset(cfg.data.model_copy(update={"paths": paths, "action_free": True, "statistics_path": None}))
+    data = EpisodeDataset(cfg.data.model_copy(update={"paths": paths, "action_free": True, "statistics_path": None}))
+    data.check_one_image_size()
+    return data
 
 
 def record_split(cfg: RecipeConfig, **roles: EpisodeDataset | None) -> None:

@@ -78,6 +78,7 @@ class LiberoSource:
     def __init__(self, path: Path, *, cameras: tuple[str, ...], action_free: bool, skip_bad_files: bool):
         self.path, self.cameras, self.action_free = Path(path), tuple(cameras), action_free
         self._records, bad = [], []
+        self._sizes: dict[tuple, tuple[int, int]] = {}  # (episode key, camera) -> (H, W), from the datasets' shapes
         for file in resolve_files([self.path]):
             try:
                 self._records += self._scan_file(file)
@@ -98,6 +99,10 @@ class LiberoSource:
 
     def statistics(self):
         return None
+
+    def frame_size(self, key: tuple[Path, str, bool], camera: str) -> tuple[int, int]:
+        """(H, W) of an episode's camera, from the file's dataset shape (nothing decoded)."""
+        return self._sizes[key, camera]
 
     def _scan_file(self, path: Path) -> list[dict]:
         out = []
@@ -126,6 +131,8 @@ class LiberoSource:
                                               f"obs/{self.cameras[0]} has {T}.")
                     T = len(frames)
                 images = tuple(key for key in obs if _is_images(obs[key]))  # every camera, for Episode.frames
+                for image in images:
+                    self._sizes[(path, name, upside_down), image] = tuple(obs[image].shape[1:3])
                 actions = states = None
                 if not self.action_free:
                     hint = "needed for action chunks; set action_free=True to read frames only"

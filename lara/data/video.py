@@ -133,6 +133,10 @@ class VideoSource:
     def statistics(self):
         return None
 
+    def frame_size(self, key: int, camera: str) -> tuple[int, int]:
+        """(H, W) of a video's frames, from its stream (nothing decoded)."""
+        return self._native[key][4]
+
     def _native_index(self, key: int, index: int) -> int:
         native_fps, native_length = self._native[key][:2]
         if self.fps is None:
@@ -189,7 +193,7 @@ class VideoSource:
         import av
 
         file = self._records[key]["path"]
-        native_fps, _, start_pts, time_base = self._native[key]
+        native_fps, _, start_pts, time_base, _ = self._native[key]
         buffer, decoded = None, np.zeros(stop - start, dtype=bool)
         try:
             container = self._container(key)
@@ -236,8 +240,8 @@ class VideoSource:
                 "_spare": []}
 
 
-def _probe(file: Path) -> tuple[float, int, int, float]:
-    """(fps, frame count, first pts, time base) of a video's first stream; SourceError names a bad file.
+def _probe(file: Path) -> tuple[float, int, int, float, tuple[int, int]]:
+    """(fps, frame count, first pts, time base, (H, W)) of a video's first stream; SourceError names a bad file.
 
     The count is the container's when it states one (mp4), else its packets are counted (webm, mkv),
     and the first frame is decoded, so a file that cannot be decoded fails here, not mid-training."""
@@ -260,7 +264,7 @@ def _probe(file: Path) -> tuple[float, int, int, float]:
                           f"{error or type(error).__name__}.") from error
     if count < 1:
         raise SourceError(f"{file}: the video holds no frames.")
-    return float(rate), int(count), int(start_pts), float(stream.time_base)
+    return float(rate), int(count), int(start_pts), float(stream.time_base), (int(stream.height), int(stream.width))
 
 
 def write_videos(source: str | os.PathLike, out: str | os.PathLike, *, camera: str | None = None,
