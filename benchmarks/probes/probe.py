@@ -31,6 +31,7 @@ from lara.benchmarks.probes import fit
 from lara.benchmarks.probes.distractors import DistractorConfig, distract_pairs
 from lara.benchmarks.probes.representations import Features, compute
 from lara.cli import ArgumentParser, integer, number
+from lara.config import check_fits
 from lara.errors import InputError
 from lara.outputs import check_new, settings
 
@@ -62,6 +63,10 @@ def load_pairs(paths: list[Path], frame_gap: int, image_size: int, camera: str, 
     if data.statistics is None:
         raise InputError(f"{[str(p) for p in paths]}: these sources have no actions; the probe regresses actions, "
                          "so it needs demonstrations (LIBERO HDF5, LeRobot) rather than action-free video.")
+    pairs = -(-len(data) // stride)
+    # each pair's two frames as uint8, and once more as floats where the representations read them
+    check_fits(pairs * 2 * 3 * image_size ** 2 * (1 + 4), f"--image-size {image_size} for {pairs} pairs",
+               "give a smaller --image-size (64 is the LAM's) or a larger --stride")
     frames, actions, episodes, instructions = [], [], [], []
     for i in range(0, len(data), stride):
         s = data[i]
