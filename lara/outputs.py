@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lara.errors import InputError
+from lara.errors import InputError, UserError
 
 OVERWRITE_HELP = "replace the outputs of an earlier run (default: refuse to replace anything)"
 
@@ -154,7 +154,7 @@ def writing(where: str | os.PathLike) -> Iterator[None]:
     """A block that writes `where`: a full disk ends it with `disk_full`'s one-line InputError."""
     try:
         yield
-    except InputError:
+    except UserError:
         raise
     except Exception as error:
         full = disk_full(error, where)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lara.outputs import OVERWRITE_HELP, check_new, writable
+from lara.outputs import OVERWRITE_HELP, check_new, writable, writing
 
 from .libero_hdf5 import LIBERO_FPS, LiberoFileError, LiberoHDF5Writer, control_frequency, demo_names, \
     images_upside_down, open_libero_hdf5, read_instruction
@@ -97,11 +97,11 @@ def libero_to_lerobot(sources: list[Path], out: Path, *, codec: str = "av1", fps
                 raise LiberoFileError(f"{path} data/{name}: holds {sorted(arrays)}, the first demo held "
                                       f"{sorted(writer.features)}; every demo needs the same observations.")
             writer.add_episode(arrays, task=instruction)
+        return writer.close()
     except BaseException:
         if writer is not None:
             writer.discard()
         raise
-    return writer.close()
 
 
 def _file_name(instruction: str) -> str:
@@ -206,14 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     *sources, out = args.sources
     if not sources:
         parser.error("give SRC... and OUT")
-    if args.to == "lerobot":
-        written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
-                                     episodes_per_file=args.episodes_per_file, overwrite=args.overwrite)]
-    else:
-        if len(sources) != 1:
-            parser.error("--to libero reads one LeRobot dataset folder")
-        written = lerobot_to_libero(sources[0], out, agentview=args.agentview, eye_in_hand=args.eye_in_hand,
-                                    overwrite=args.overwrite)
+    if args.to == "libero" and len(sources) != 1:
+        parser.error("--to libero reads one LeRobot dataset folder")
+    with writing(out):  # a full disk: one line naming OUT (the writers' staging is removed or cleared next time)
+        if args.to == "lerobot":
+            written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
+                                         episodes_per_file=args.episodes_per_file, overwrite=args.overwrite)]
+        else:
+            written = lerobot_to_libero(sources[0], out, agentview=args.agentview, eye_in_hand=args.eye_in_hand,
+                                        overwrite=args.overwrite)
     for path in written:
         print(path)
     return 0
