@@ -99,6 +99,7 @@ def check_link(path: str | os.PathLike, flag: str | None = None, *, folder: bool
     link to a bigger disk) are the user's layout and stay allowed."""
     path = Path(path)
     given = f"{flag} {path}" if flag else f"{path}"
+    check_name_lengths(path, given)  # first: looking a too long name up fails with ENAMETOOLONG
     found = dangling_link(path)
     if found is not None:
         link, target = found
@@ -108,13 +109,12 @@ def check_link(path: str | os.PathLike, flag: str | None = None, *, folder: bool
     if path.is_symlink():
         raise InputError(f"{given}: {path} is a symbolic link (to {os.readlink(path)}); an output is written where "
                          "it is named, not through a link: give the real path, or remove the link")
-    check_name_lengths(path, given)
 
 
 def check_name_lengths(path: Path, given: str) -> None:
     """One line for a folder or file name of `path` longer than its filesystem allows (ENAMETOOLONG), before
     anything is created; the limit is the nearest existing folder's (`os.pathconf`, 255 bytes where unknown)."""
-    existing = next((p for p in [path.absolute(), *path.absolute().parents] if p.is_dir()), Path("/"))
+    existing = next((p for p in path.absolute().parents if os.path.isdir(p)), Path("/"))  # isdir: no ENAMETOOLONG
     try:
         limit = os.pathconf(existing, "PC_NAME_MAX")
     except (OSError, ValueError):
@@ -133,7 +133,7 @@ def disk_full(error: BaseException, where: str | os.PathLike | None) -> InputErr
     """The one-line error for a write that failed because the disk (or quota) is full, else None: an OSError
     ENOSPC / EDQUOT, or any other error of a writer (torch.save: 'unexpected pos', pyarrow, PyAV) when the
     filesystem of `where` has less than FULL_BYTES left afterwards."""
-    named = getattr(error, "filename", None) or where
+    named = where if where is not None else getattr(error, "filename", None)  # the output, not a staging name
     full = isinstance(error, OSError) and error.errno in NO_SPACE
     if not full and where is not None:
         folder = next((p for p in [Path(where), *Path(where).parents] if p.is_dir()), None)
@@ -144,7 +144,10 @@ def disk_full(error: BaseException, where: str | os.PathLike | None) -> InputErr
     if not full:
         return None
     named = f"{named}: " if named else ""
-    reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror  # without the file name, which may be a staging file's
+    else:
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
     return InputError(f"{named}no space left on the device (the write failed: {reason}); free some space or give an "
                       "output on another disk")
 
