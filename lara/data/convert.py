@@ -152,7 +152,9 @@ def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
     written = []
     for instruction, episodes in by_task.items():
         path = out / names[instruction]
-        with LiberoHDF5Writer(path, language=instruction or "no instruction") as writer:
+        # the dataset's frame rate as the file's control frequency: its time base survives the round trip
+        env_args = {"env_kwargs": {"control_freq": round(data.fps)}}
+        with LiberoHDF5Writer(path, language=instruction or "no instruction", env_args=env_args) as writer:
             for episode in episodes:
                 writer.add_demo(**_libero_arrays(data, episode, named, source))
         written.append(path)
