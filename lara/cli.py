@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import os
 import sys
 from collections.abc import Callable
 
-from lara.errors import InputError, UserError
+from lara.errors import DEBUG_ENV, DEBUG_FLAG, InputError, run_command
 
 SUBCOMMANDS = {
     "train": ("lara.adapters.cli", "train a preset: pre-training, post-training or LAM refinement"),
@@ -27,7 +26,6 @@ SUBCOMMANDS = {
     "study": ("lara.benchmarks.study.cli", "a with/without-LARA grid of training runs and evaluations, with statistics"),
     "demo": ("lara.benchmarks.demo", "the main job on the embedded default: a short LARA training run on CPU"),
 }
-DEBUG_FLAG, DEBUG_ENV = "--debug", "LARA_DEBUG"
 
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
@@ -74,39 +72,6 @@ def _usage() -> str:
     rows = "\n".join(f"  {name:<7} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
     return (f"usage: lara <command> [options] [{DEBUG_FLAG}]\n\ncommands:\n{rows}\n\n"
             f"A bad input ends on one line with exit 2; {DEBUG_FLAG} (or {DEBUG_ENV}=1) shows its traceback.\n")
-
-
-def run_command(prog: str, main: Callable[[list[str]], int | None], argv: list[str]) -> int:
-    """`main(argv)` with user errors ending on one line: what `lara <command>` and `python -m` entry points share."""
-    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    try:
-        return int(main([a for a in argv if a != DEBUG_FLAG]) or 0)
-    except UserError as error:
-        if debug:
-            raise
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a full disk, or a name too long, wherever the write was: the user's to fix
-        found = _filesystem_error(error)
-        if found is None or debug:
-            raise
-        print(f"{prog}: error: {found}", file=sys.stderr)
-        return 2
-
-
-def _filesystem_error(error: OSError) -> str | None:
-    """The one line of an OSError that is the machine's state or the user's path, not a bug: no space left on the
-    device (or quota), or a file name longer than the filesystem allows; None for any other."""
-    import errno
-
-    from lara.outputs import NO_SPACE, disk_full
-
-    if error.errno in NO_SPACE:
-        return str(disk_full(error, None))
-    if error.errno == errno.ENAMETOOLONG:
-        named = f"{error.filename}: " if error.filename else ""
-        return f"{named}a name is longer than the filesystem allows (255 bytes on most); give a shorter name"
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,10 @@ import numpy as np
 
 from lara.outputs import OVERWRITE_HELP, check_new, writable, writing
 
-from .libero_hdf5 import LIBERO_FPS, LiberoFileError, LiberoHDF5Writer, control_frequency, demo_names, \
-    images_upside_down, open_libero_hdf5, read_instruction
+from .libero_hdf5 import LIBERO_FPS, LiberoFileError, control_frequency, demo_names, images_upside_down, \
+    open_libero_hdf5, read_instruction
 from .libero_source import resolve_files
+from .libero_writer import LiberoHDF5Writer
 
 STATE_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper_left", "gripper_right"]
 CAMERAS = {"agentview_rgb": "observation.images.agentview", "eye_in_hand_rgb": "observation.images.eye_in_hand"}
@@ -225,6 +226,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lara data convert", main, sys.argv[1:]))
