@@ -5,6 +5,7 @@ line before any work, and an interrupted write's staging file is cleared by the 
     writable(out, "--out")                          # created, and proven writable, before minutes of rollouts
     with replacing(target) as staging:              # write `staging`; it becomes `target` when the block ends
         torch.save(state, staging)                  # (fsynced, moved atomically), or is removed when it raises
+    write_text(out / "results.json", text)          # the same for a text file; save_figure(fig, path) for a PNG
 
 Every temp-file-then-rename write of lara, its recipes and benchmarks goes through here: `replacing` for a file
 written in one block, `new_staging_file` + `publish` for one that lives across calls (the HDF5 writer),
@@ -285,6 +286,20 @@ def replacing(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+
+
+def write_text(target: str | os.PathLike, text: str) -> Path:
+    """`target` holding `text`, written through `replacing`: whole or not at all (a results.json, a report)."""
+    with replacing(target) as staging:
+        staging.write_text(text)
+    return Path(target)
+
+
+def save_figure(fig, target: str | os.PathLike, **kwargs) -> Path:
+    """A matplotlib figure saved as PNG through `replacing` (the staging name has no .png for it to go by)."""
+    with replacing(target) as staging:
+        fig.savefig(staging, format="png", **kwargs)
+    return Path(target)
 
 
 def publish_folder(staging: Path, target: Path) -> Path:

@@ -33,7 +33,7 @@ from lara.benchmarks.probes.representations import Features, compute
 from lara.cli import ArgumentParser, integer, number
 from lara.config import check_fits
 from lara.errors import InputError
-from lara.outputs import check_new, settings
+from lara.outputs import check_new, save_figure, settings, write_text
 
 SYNTHETIC_DIRECTIONS = ("move up", "move down", "move left", "move right")
 
@@ -204,7 +204,7 @@ def plot(report: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+        write_text(args.out, json.dumps(report, indent=1))
     if args.plot:
         plot(report, args.plot)
     return 0

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=integer(1), help="evaluation step budget per episode (debugging)")
     p.add_argument("--workers", type=integer(1), help="cells running at once (default 1)")
     p.add_argument("--eval-workers", type=integer(1), help="worker processes of each evaluation (default 1)")
-    p.add_argument("--threads", type=integer(1), help="OMP/MKL threads per training process and eval worker (default 1)")
+    p.add_argument("--threads", type=integer(1),
+                   help="OMP/MKL threads per training process and eval worker (default 1)")
     p.add_argument("--replace-changed", action="store_true",
                    help="retrain (re-evaluate) cells of --out recorded with other training (evaluation) arguments; "
                         "without it such a study is refused before anything runs")

@@ -274,9 +274,10 @@ def write_videos(source: str | os.PathLike, out: str | os.PathLike, *, camera: s
     the same names already in `out` are replaced only with `overwrite` (checked before any is written).
 
     `fps`: the videos' frame rate; None keeps each episode's own (`Episode.fps`: a video's or LeRobot dataset's
-    rate, a LIBERO file's recorded control frequency, else LIBERO_FPS), the time base `data convert` gives it too. Every file is encoded to a staging name beside it (lara.outputs) and all are put in place only once
-    every one is whole: a kill or a full disk leaves no unreadable mp4 under a final name, and the next run clears
-    the staging files and needs no --overwrite for what the interrupted one did not finish."""
+    rate, a LIBERO file's recorded control frequency, else LIBERO_FPS), the time base `data convert` gives it too.
+    Every file is encoded to a staging name beside it (lara.outputs) and all are put in place only once every one
+    is whole: a kill or a full disk leaves no unreadable mp4 under a final name, and the next run clears the staging
+    files and needs no --overwrite for what the interrupted one did not finish."""
     import av
 
     from lara.outputs import check_new, new_staging_file, publish, writable, writing

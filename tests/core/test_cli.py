@@ -35,7 +35,7 @@ def one_line_error(capsys, prog: str) -> str:
      "lara eval", "--tasks '0,1,0': '0' is given twice; name each once"),
     (["data", "generate", "--suite", "object", "--tasks", "1,1", "--out", "{tmp}/data"], "lara data generate",
      "--tasks '1,1': task 1 is given twice; name each task once"),
-    # lara serve and lara study parse through lara.cli.ArgumentParser too (issue 38): no usage block, no exit from argparse
+    # lara serve and lara study parse through lara.cli.ArgumentParser too (issue 38): no usage block
     (["serve"], "lara serve", "the following arguments are required: --checkpoint"),
     (["serve", "--checkpoint", "{tmp}/vla", "--prot", "1"], "lara serve", "unrecognized arguments: --prot 1"),
     (["study", "--trails", "3"], "lara study", "unrecognized arguments: --trails"),

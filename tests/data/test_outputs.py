@@ -223,7 +223,8 @@ def test_a_name_longer_than_the_filesystem_allows_is_one_line_before_any_work(tm
 def killed_video_writer(source, out, after_frames: int) -> None:
     """`lara data videos` killed (os._exit, as kill -9) after encoding `after_frames` frames."""
     code = (f"import os, av\nfrom lara.data.video import write_videos\nn = [0]\nencode = av.VideoFrame.from_ndarray\n"
-            f"def dying(*a, **k):\n    n[0] += 1\n    if n[0] > {after_frames}: os._exit(9)\n    return encode(*a, **k)\n"
+            f"def dying(*a, **k):\n    n[0] += 1\n    if n[0] > {after_frames}: os._exit(9)\n"
+            f"    return encode(*a, **k)\n"
             f"av.VideoFrame.from_ndarray = dying\nwrite_videos({str(source)!r}, {str(out)!r})")
     subprocess.run([sys.executable, "-c", code], check=False)
 
