@@ -2,7 +2,8 @@
 
 The `lara` commands end such an error on one line (`lara train: error: ...`) with exit status 2; any other
 exception is a bug and keeps its traceback: `run_command` does that for `lara <command>` and every `python -m`
-entry point alike, with `--debug` (or LARA_DEBUG=1) showing the traceback. `InputError` is also a ValueError and
+entry point alike, with `--debug` (or LARA_DEBUG=1) showing the traceback. A full disk and a name longer than the
+filesystem allows are the machine's state or the user's path, not bugs: one line too. `InputError` is also a ValueError and
 `MissingPath` a FileNotFoundError, so code that catches the builtin types keeps working. Pure Python: the light
 parts (the HDF5 writer and the ROS node under the system interpreter) import it without torch.
 """

@@ -22,8 +22,8 @@ An output path that is itself a symbolic link (to something or to nothing), or t
 is refused on one line saying so (`check_link`, which `check_new` and `writable` run): writing through it would put
 the output somewhere else than the user named (or fail with "File exists", which names the wrong cause). So is a
 name longer than the filesystem allows, before any work. A write that runs out of disk (`disk_full`) ends on one
-line naming the output and "no space left on the device", through `replacing`, the staging helpers' users and the
-commands' dispatcher (lara/cli.py).
+line naming the output and "no space left on the device" (`writing`, which `replacing` and the big writers run;
+`lara.errors.run_command` names any other ENOSPC or ENAMETOOLONG on one line too).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def disk_full(error: BaseException, where: str | os.PathLike | None) -> InputErr
     named = where if where is not None else getattr(error, "filename", None)  # the output, not a staging name
     full = isinstance(error, OSError) and error.errno in NO_SPACE
     if not full and where is not None:
-        folder = next((p for p in [Path(where), *Path(where).parents] if p.is_dir()), None)
+        folder = next((p for p in [Path(where), *Path(where).parents] if os.path.isdir(p)), None)
         try:
             full = folder is not None and shutil.disk_usage(folder).free < FULL_BYTES
         except OSError:
