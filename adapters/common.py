@@ -124,7 +124,7 @@ def build_vla(cfg: RecipeConfig, statistics) -> tuple[nn.Module, Callable[[list[
     warn_without_native_bf16(cfg)
     dtype = DTYPES[cfg.model.dtype]
     if cfg.model.path is not None:  # a run folder or a LAM artifact: one line naming the VLA folder to give
-        check_vla_path(cfg.model.path)
+        check_vla_path(cfg.model.path, family=cfg.model.family)
     vla, tokenizer = glue.load(cfg.model.path, cfg.model.build, dtype, (cfg.data.camera, *cfg.data.extra_cameras),
                                statistics, cfg.data.dataset_name)
     processor = glue.Processor(vla.config, statistics, tokenizer, dtype)

@@ -158,7 +158,7 @@ def codes_of(cfg: RecipeConfig, lam: lara.LatentActionModel, frames: EpisodeData
 def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
     if cfg.model.path is not None:  # a run folder or a LAM artifact: one line naming the VLA folder, before the LAM
-        check_vla_path(cfg.model.path)
+        check_vla_path(cfg.model.path, family=cfg.model.family)
     seed_everything(cfg.train.seed)
     # action-free whatever the source holds; a pair past an episode's end has no latent action to label
     frames = EpisodeDataset(cfg.data.model_copy(update={"action_free": True, "statistics_path": None,

@@ -153,15 +153,18 @@ def find_vla_dir(path: str | Path) -> Path:
                       "VLA saved by save_pretrained (e.g. RUN/final/vla of a training run) or the run folder RUN.")
 
 
-def check_vla_path(path: str | Path, key: str = "model.path") -> Path:
+def check_vla_path(path: str | Path, key: str = "model.path", family: str | None = None) -> Path:
     """`path` as a VLA folder to train from (one with the config.json of save_pretrained), or one line saying what
     it is instead and which folder to give: a run folder (RUN, RUN/final, RUN/checkpoints/step_N), a LARA or LAM
-    artifact (lara_config.json: `refine.lam_from` takes those), a file, or nothing."""
+    artifact (lara_config.json: `refine.lam_from` takes those), a file, or nothing. `family`: a backbone that can
+    also be built from model.build, which the message then offers."""
     from lara.checkpoint import CONFIG_NAME
     from lara.errors import InputError, MissingPath
 
     path = Path(path)
     expected = "expected a VLA folder saved by save_pretrained (config.json and its weights), e.g. RUN/final/vla"
+    if family is not None and build_keys(family):
+        expected += f" (or leave {key} unset to build a {family} from model.build)"
     if (path / "config.json").is_file():
         return path
     if not path.exists():

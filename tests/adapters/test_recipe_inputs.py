@@ -62,7 +62,8 @@ def test_model_path_at_a_run_folder_or_a_lam_artifact_names_the_vla_folder(demos
     (run / "final" / "vla" / "config.json").write_text('{"model_type": "token_vla"}')
     (run / "final" / "lara" / "lara_config.json").write_text("{}")
     (run / "metrics.jsonl").write_text("")
-    expected = "expected a VLA folder saved by save_pretrained (config.json and its weights), e.g. RUN/final/vla"
+    expected = "expected a VLA folder saved by save_pretrained (config.json and its weights), e.g. RUN/final/vla " \
+               "(or leave model.path unset to build a token_vla from model.build)"
     for given, said in ((run, f"is a training run folder, not a VLA; {expected}: give model.path={run}/final/vla"),
                         (run / "final", f"is a run's export (RUN/final or a checkpoint), not a VLA; {expected}: give "
                                         f"model.path={run}/final/vla"),
