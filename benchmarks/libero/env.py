@@ -110,6 +110,9 @@ class LiberoEnv:
         bench = _benchmark(self.suite)
         task_info = bench.get_task(self.task_id)
         self.task_name = task_info.name
+        # the benchmark's language, made from the BDDL file's name: what openpi's LIBERO client prompts with; 29 of
+        # the 130 tasks word it otherwise than the BDDL's own instruction (libero_object 2-9: "pick up" for "pick")
+        self.task_language = task_info.language
         self.bddl_file = bench.get_task_bddl_file_path(self.task_id)
         self.init_states = bench.get_task_init_states(self.task_id)  # (N, S) the benchmark's fixed states
         self.max_steps = SUITE_MAX_STEPS[self.suite]
@@ -128,7 +131,7 @@ class LiberoEnv:
             camera_names=[CAMERAS[c] for c in self.cameras],  # each camera costs a render per step
             use_camera_obs=camera_size is not None,
         )
-        self.instruction = self.env.language_instruction
+        self.instruction = self.env.language_instruction  # the BDDL's, as in the HDF5 demonstrations
         self.env.seed(seed)
         self.env.reset()
         self._raw: dict[str, Any] = {}
