@@ -110,8 +110,9 @@ class LiberoEnv:
         bench = _benchmark(self.suite)
         task_info = bench.get_task(self.task_id)
         self.task_name = task_info.name
-        # the benchmark's language, made from the BDDL file's name: what openpi's LIBERO client prompts with; 29 of
-        # the 130 tasks word it otherwise than the BDDL's own instruction (libero_object 2-9: "pick up" for "pick")
+        # the benchmark's language, made from the BDDL file's name: what openpi's and OpenVLA's LIBERO data and clients
+        # use. 29 of the 130 tasks word it otherwise than the BDDL's own `instruction` (all of libero_spatial and
+        # libero_object, 5 of goal, 4 of 90): "pick up the black bowl ..." for "pick the akita black bowl ..."
         self.task_language = task_info.language
         self.bddl_file = bench.get_task_bddl_file_path(self.task_id)
         self.init_states = bench.get_task_init_states(self.task_id)  # (N, S) the benchmark's fixed states
