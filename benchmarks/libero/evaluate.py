@@ -13,11 +13,12 @@ Action chunks run to the end unless the episode ends first; `execution` (`--exec
 `--ensemble`, `--latency-steps`) runs them as the ROS node would instead (`lara.benchmarks.execution`), holding on
 the steps a simulated inference latency leaves without an action. `obs_format='openpi-libero'` (`--obs-format`) sends a
 `ws://` policy openpi's LIBERO element instead of `lara.policy` keys (`lara.serving.openpi`: any openpi-protocol server,
-scored as openpi's own LIBERO client would), rendered at 256 px unless `camera_size` says otherwise. Episodes run in the rollout loop SIMPLER shares
-(`lara.benchmarks.rollout`, with `LiberoEpisodes` below as its env adapter): in spawned worker processes (one worker
-too: the same code path, so 1 vs N workers compare fairly), each with its own env and with its BLAS/OpenMP/llvmpipe
-thread pools at `threads_per_worker` (default 1: workers, not threads, use the cores); a policy that returns
-wrong-shaped or non-finite actions fails that episode (with the reason) and the evaluation goes on.
+scored as openpi's own LIBERO client would), rendered at 256 px unless `camera_size` says otherwise.
+Episodes run in the rollout loop SIMPLER shares (`lara.benchmarks.rollout`, with `LiberoEpisodes` below as its env
+adapter): in spawned worker processes (one worker too: the same code path, so 1 vs N workers compare fairly), each
+with its own env and with its BLAS/OpenMP/llvmpipe thread pools at `threads_per_worker` (default 1: workers, not
+threads, use the cores); a policy that returns wrong-shaped or non-finite actions fails that episode (with the
+reason) and the evaluation goes on.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from lara.outputs import recorded, writable
 from lara.policy import REMOTE, recorded_spec, remote_address
 from lara.serving import openpi
 
-OBS_FORMATS = ("lara", openpi.OBS_FORMAT)  # what a served policy is sent: `lara.policy` keys, or openpi's LIBERO element
+OBS_FORMATS = ("lara", openpi.OBS_FORMAT)  # what a served policy is sent: lara.policy keys, or openpi's LIBERO element
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,8 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
                 jobs.append((suite, task, trial, max_steps, recorded(path) if path else None))
     init_states = check_init_states(policy, jobs, allow_train_init_states)
     openpi_element = obs_format == openpi.OBS_FORMAT
-    trained_size = None if openpi_element else policy_image_size(policy, token=api_key)  # openpi's client asks nothing
+    # openpi's client renders at 256 whatever the server: it asks for no image size
+    trained_size = None if openpi_element else policy_image_size(policy, token=api_key)
     camera_size, size_warning = camera_size_for(camera_size, trained_size)
     if size_warning:
         warnings.warn(size_warning, stacklevel=2)

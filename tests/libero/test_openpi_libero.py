@@ -103,7 +103,8 @@ def test_the_server_receives_openpis_libero_element_of_the_env_state(tmp_path):
     assert episode["instruction"] == "pick up the tomato sauce and place it in the basket"
     protocol = results["protocol"]
     assert protocol["obs_format"] == "openpi-libero" and protocol["camera_size"] == 64
-    assert protocol["policy_image_size"] is None and "secret-key" not in (tmp_path / "eval" / "results.json").read_text()
+    assert protocol["policy_image_size"] is None
+    assert "secret-key" not in (tmp_path / "eval" / "results.json").read_text()
 
     # the first observation again, from the env itself: the same init state, seed and settling steps
     env = LiberoEnv("object", 5, camera_size=64, seed=7)
