@@ -65,7 +65,8 @@ def cancellable_local_jobs() -> Iterator[None]:
     """While local jobs start: SIGINT handled, not ignored. A process started in a script's background ignores SIGINT,
     and the local jobs it starts would inherit that, while SIGINT is how submitit cancels a local job (`job.cancel()`
     signals its controller). Only the main thread can set a handler; elsewhere nothing changes."""
-    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN and threading.current_thread() is threading.main_thread()
+    main = threading.current_thread() is threading.main_thread()
+    ignored = main and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     if ignored:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -95,7 +96,8 @@ def slurm_minutes(text: str) -> int:
 
 def slurm_parameters(study, options) -> dict:
     """The SlurmExecutor parameters of a study's job array, from the --slurm-* options."""
-    parameters = {"job_name": f"lara-study-{study.out.resolve().name}", "time": slurm_minutes(options.slurm_time or SLURM_TIME),
+    parameters = {"job_name": f"lara-study-{study.out.resolve().name}",
+                  "time": slurm_minutes(options.slurm_time or SLURM_TIME),
                   "array_parallelism": study.workers, "signal_delay_s": SIGNAL_DELAY_S, "stderr_to_stdout": True,
                   "additional_parameters": {"requeue": True}}  # submitit requeues with `scontrol requeue`
     optional = {"partition": options.slurm_partition, "account": options.slurm_account,

@@ -46,7 +46,8 @@ def test_the_sbatch_script_carries_the_slurm_options(tmp_path, capsys):
     assert f"#SBATCH --output={out}/submitit/%A_%a/%A_%a_0_log.out" in lines  # stderr joins it
     setup = lines.index("# setup")
     assert lines[setup + 1:setup + 3] == ["module load cuda/12.4", "source .venv/bin/activate"]
-    assert lines[-1].startswith("srun ") and f"{sys.executable} -u -m submitit.core._submit {out}/submitit/%j" in lines[-1]
+    assert lines[-1].startswith("srun ")
+    assert f"{sys.executable} -u -m submitit.core._submit {out}/submitit/%j" in lines[-1]
     assert "lara/seed1 -> " in tasks and tasks.count("# array task") == 3  # 4 cells: 2 variants x 2 seeds
     assert "accelerate launch --multi_gpu --num_processes 8" in tasks  # each cell's training runs under it
     assert not (tmp_path / "out" / "submitit").exists() and not (tmp_path / "out" / "cells").exists()  # nothing ran
