@@ -162,3 +162,12 @@ def follow(records: Iterable[dict], total: int, desc: str, progress: bool, where
             bar.write(f"{where(record)} failed: {record['failure_reason'].splitlines()[0]}")
     bar.close()
     return done
+
+
+def print_holds(results: dict, steps_key: str) -> None:
+    """How many of the episodes' `steps_key` steps the arm waited for a chunk (a simulated inference latency), when
+    it did."""
+    episodes = [e for task in results["tasks"] for e in task["episodes"]]
+    holds, steps = sum(e["holds"] for e in episodes), sum(e[steps_key] for e in episodes)
+    if holds:
+        print(f"held on {holds} of {steps} steps waiting for chunks ({holds / len(episodes):.1f} per episode)")

@@ -321,13 +321,10 @@ def task_summary(suite: str, task: int, found: dict, episodes: int, max_attempts
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lara.cli import ArgumentParser, integer, number
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The flags of `lara data generate --bench libero` (lara.benchmarks.generate adds --bench before them)."""
+    from lara.cli import integer, number
 
-    p = ArgumentParser(prog="lara data generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bench", choices=["libero", "simpler"], default="libero",
-                   help="the benchmark (default libero: these flags); `lara data generate --bench simpler --help` "
-                        "lists SIMPLER's")
     p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object, goal (all but the wine rack task)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
     p.add_argument("--episodes", type=integer(1), default=20, help="successful episodes to keep per task")
@@ -363,34 +360,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace the files and generation.json of an earlier "
                    "generation in --out (default: refuse)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    """`lara data generate --bench libero ARGV`."""
+    from lara.benchmarks.generate import build_parser
+
+    return generate(build_parser("libero").parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def generate(args: argparse.Namespace) -> int:
+    """Generate from the parsed flags (`add_options`); 0 when every task kept an episode."""
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     if not cameras or cameras[0] != "agentview_rgb" or set(cameras) - set(CAMERAS) or len(set(cameras)) < len(cameras):
-        parser.error(f"--cameras {args.cameras!r}: expected agentview_rgb, optionally followed by eye_in_hand_rgb "
-                     f"(the LIBERO HDF5 schema's cameras), e.g. --cameras {','.join(CAMERAS)}")
+        raise InputError(f"--cameras {args.cameras!r}: expected agentview_rgb, optionally followed by eye_in_hand_rgb "
+                         f"(the LIBERO HDF5 schema's cameras), e.g. --cameras {','.join(CAMERAS)}")
     try:
         init_states = parse_init_states(args.init_states)
     except ValueError as error:
-        parser.error(str(error))
+        raise InputError(str(error)) from None
     available = len(_benchmark(suite).get_task_init_states(tasks[0]))
     if init_states is not None and init_states.stop > available:
-        parser.error(f"--init-states {args.init_states}: {suite} has {available} fixed init states per task "
-                     f"(0..{available - 1}); give A:B with B <= {available}, or 'fresh'.")
+        raise InputError(f"--init-states {args.init_states}: {suite} has {available} fixed init states per task "
+                         f"(0..{available - 1}); give A:B with B <= {available}, or 'fresh'.")
     uncovered = uncovered_tasks(suite, tasks)
     if uncovered:
         names = task_names(suite)
         covered = [t for t in range(len(names)) if t not in uncovered_tasks(suite, list(range(len(names))))]
         listing = "\n".join(f"  {t}: {names[t]}: {why}" for t, why in uncovered.items())
-        parser.error(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
-                     f"Tasks it covers: --tasks {','.join(map(str, covered))}")
+        raise InputError(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
+                         f"Tasks it covers: --tasks {','.join(map(str, covered))}")
     distractors = None
     if args.distractors:
         from lara.benchmarks.probes.distractors import DistractorConfig

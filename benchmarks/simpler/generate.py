@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -141,11 +140,10 @@ def write_task(path: Path, env_id: str, kept: list[dict], camera_size: int, rota
                             states=ep["states"], attrs=attrs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lara.cli import ArgumentParser, integer
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The flags of `lara data generate --bench simpler` (lara.benchmarks.generate adds --bench before them)."""
+    from lara.cli import integer
 
-    p = ArgumentParser(prog="lara data generate --bench simpler", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bench", choices=["simpler"], default="simpler", help="the benchmark: simpler (these flags)")
     p.add_argument("--tasks", default="carrot,spoon", help="comma-separated: carrot, spoon (the expert's tasks)")
     p.add_argument("--episodes", type=integer(1), default=20, help="successful episodes to keep per task")
     p.add_argument("--attempts", type=integer(1), default=None, help="try at most this many starts per task "
@@ -164,16 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace the files and generation.json of an earlier "
                    "generation in --out (default: refuse)")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def generate(args: argparse.Namespace) -> int:
+    """Generate from the parsed flags (`add_options`); 0 when every task kept an episode."""
     from tqdm import tqdm
 
     from lara.benchmarks.simpler.env import versions
     from lara.benchmarks.simpler.expert import SUPPORTED
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     env_ids = [resolve_task(t.strip()) for t in args.tasks.split(",") if t.strip()]
     unsupported = [e for e in env_ids if e not in SUPPORTED]
     if unsupported:

@@ -21,17 +21,17 @@ from lara.errors import InputError  # noqa: E402
 
 BAD = ["0", "-1", "nan", "inf", "-inf", "x", "1.5"]
 
-# (the argv before the flag, the module and function that build the command's parser)
+# (the argv before the flag, the module and function that build the command's parser, and its arguments)
 PARSERS = {
     "data inspect": (["data", "inspect"], "lara.data.inspect", "build_parser"),
     "data videos": (["data", "videos"], "lara.data.video", "build_parser"),
     "data convert": (["data", "convert"], "lara.data.convert", "build_parser"),
-    "data generate": (["data", "generate"], "lara.benchmarks.libero.generate", "build_parser"),
-    "data generate --bench simpler": (["data", "generate", "--bench", "simpler"], "lara.benchmarks.simpler.generate",
-                                      "build_parser"),
+    "data generate": (["data", "generate"], "lara.benchmarks.generate", "build_parser", "libero"),
+    "data generate --bench simpler": (["data", "generate", "--bench", "simpler"], "lara.benchmarks.generate",
+                                      "build_parser", "simpler"),
     "demo": (["demo"], "lara.benchmarks.demo", "build_parser"),
-    "eval libero": (["eval", "libero"], "lara.benchmarks.cli", "build_libero_parser"),
-    "eval simpler": (["eval", "simpler"], "lara.benchmarks.cli", "build_simpler_parser"),
+    "eval libero": (["eval", "libero"], "lara.benchmarks.cli", "build_parser", "libero"),
+    "eval simpler": (["eval", "simpler"], "lara.benchmarks.cli", "build_parser", "simpler"),
     "probe": (["probe"], "lara.benchmarks.probes.probe", "build_parser"),
 }
 
@@ -48,8 +48,8 @@ def _accepts(bounds, text: str) -> bool:
 
 def flag_cases():
     cases = []
-    for name, (argv, module, function) in PARSERS.items():
-        parser = getattr(import_module(module), function)()
+    for name, (argv, module, function, *arguments) in PARSERS.items():
+        parser = getattr(import_module(module), function)(*arguments)
         for action in parser._actions:
             if not action.option_strings or action.type is None:
                 continue
