@@ -8,7 +8,7 @@ one row.
     add_eval_options     adds its own flags of `lara eval NAME` to a parser; `--policy` comes before them, and
                          `--no-video`, `--out`, `--overwrite` and the chunk-execution flags after (`benchmarks/cli.py`)
     evaluate             'module:function': the parsed flags -> the results written to OUT/results.json, printing its
-                         own per-task lines on the way (the average line and the model card follow in `benchmarks/cli.py`)
+                         own per-task lines on the way (the average line and the model card follow: `benchmarks/cli.py`)
     episodes             'module:Class': its env adapter for the one rollout loop (`lara.benchmarks.rollout` lists what
                          an adapter provides); its `evaluate` builds one with the run's settings
     expert               'module:Class': its privileged scripted expert, the policy `--policy scripted` makes
