@@ -109,7 +109,7 @@ def run(cfg: RecipeConfig) -> dict:
     vla, _ = token_vla.load(cfg.model.path, cfg.model.build, dtype, (cfg.data.camera, *cfg.data.extra_cameras),
                             latent_codes=num_codes)
     processor = token_vla.Processor(vla.config, dtype=dtype)
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.train, cfg.output_dir)
     codes = codes_of(cfg, lam, frames, accelerator)
     statistics = code_statistics(codes, num_codes)
     accelerator.print(f"labelled {statistics['pairs']} pairs with {statistics['tokens_per_pair']} of {num_codes} codes "

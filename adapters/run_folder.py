@@ -48,6 +48,7 @@ NOT_TRAINING_RELEVANT = (
     "train.allow_config_change",  # the override of this check
     "train.progress",  # a progress bar
     "train.wandb",  # where the logged values also go
+    "train.trackers",  # where the logged values also go
     "train.log_every",  # how many steps a logged average spans: the loop reads values, never changes them
     "train.checkpoint_every",  # when state is saved: resuming from any step is exact (tests/adapters/test_trainer.py)
     "train.keep_checkpoints",  # how many saved states are kept

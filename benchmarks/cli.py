@@ -84,6 +84,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     sys.exit(run_command("lara eval", main, sys.argv[1:]))

@@ -255,7 +255,7 @@ def _start(record: dict) -> dict:
 
 
 def _writer(path: Path, suite: str, task: int, camera_size: int, cameras: tuple[str, ...], meta: dict):
-    from lara.data.libero_hdf5 import LiberoHDF5Writer
+    from lara.data.libero_writer import LiberoHDF5Writer
 
     env_args = {"env_name": meta["problem_info"]["problem_name"], "type": 1, "suite": suite, "task_id": task,
                 "env_kwargs": {"camera_heights": camera_size, "camera_widths": camera_size,
@@ -475,6 +475,6 @@ def generate(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     sys.exit(run_command("lara data", main, sys.argv[1:]))

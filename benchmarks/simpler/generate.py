@@ -159,7 +159,7 @@ def first_successes(records: dict[int, dict], episodes: int) -> tuple[list[dict]
 
 def write_task(path: Path, env_id: str, kept: list[dict], camera_size: int, rotation: str) -> None:
     from lara.benchmarks.simpler.env import BRIDGE_CAMERA, BRIDGE_CONTROL_MODE
-    from lara.data.libero_hdf5 import LiberoHDF5Writer
+    from lara.data.libero_writer import LiberoHDF5Writer
 
     env_args = {"env_name": env_id, "bench": "simpler", "control_mode": BRIDGE_CONTROL_MODE,
                 "camera_names": [BRIDGE_CAMERA], "camera_heights": camera_size, "camera_widths": camera_size,

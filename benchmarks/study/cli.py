@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "copied back into --out's cells/ there, those cells are skipped")
     p.add_argument("--rewrite-report", type=Path, metavar="STUDY_JSON",
                    help="run nothing: recompute the statistics of a written study report (e.g. a committed "
-                        "benchmarks/results/study_*.json, whose cell folders are gone) from the cells it holds, and "
+                        "results/study_*.json, whose cell folders are gone) from the cells it holds, and "
                         "rewrite it and its .md and .png beside it in place")
     return p
 
@@ -276,6 +276,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lara study", main, sys.argv[1:]))

@@ -26,9 +26,9 @@ import numpy as np
 
 from lara.outputs import OVERWRITE_HELP, check_new, writable
 
-from .libero_hdf5 import LiberoFileError, LiberoHDF5Writer, demo_names, images_upside_down, open_libero_hdf5, \
-    read_instruction
+from .libero_hdf5 import LiberoFileError, demo_names, images_upside_down, open_libero_hdf5, read_instruction
 from .libero_source import resolve_files
+from .libero_writer import LiberoHDF5Writer
 
 LIBERO_FPS = 20  # LIBERO's control frequency (robosuite control_freq) when env_args does not say
 STATE_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper_left", "gripper_right"]
@@ -233,6 +233,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lara data convert", main, sys.argv[1:]))

@@ -292,4 +292,4 @@ def _chunk(actions: np.ndarray, t: int, length: int) -> tuple[torch.Tensor, torc
     return torch.from_numpy(chunk), torch.from_numpy(mask)
 
 
-LiberoDataset = EpisodeDataset  # its name from when it read LIBERO HDF5 only: recipes, tests and notebooks use it
+LiberoDataset = EpisodeDataset  # its name from when it read LIBERO HDF5 only, kept for users' scripts and notebooks

@@ -17,10 +17,10 @@ from lara.errors import MissingPath
 
 from .config import LiberoDataConfig, SourceSpec
 from .episodes import SKIP_HINT, Episode
-from .libero_hdf5 import LiberoFileError, damaged, demo_names, images_upside_down, open_libero_hdf5, read_instruction
+from .libero_hdf5 import CAMERA_KEYS, LiberoFileError, damaged, demo_names, images_upside_down, open_libero_hdf5, \
+    read_instruction
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
-CAMERA_KEYS = ("agentview_rgb", "eye_in_hand_rgb")
 
 
 def resolve_files(paths: list[Path]) -> list[Path]:

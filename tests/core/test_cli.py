@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lara import cli
+from lara import cli, errors
 from lara.errors import InputError, MissingPath
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,9 +83,9 @@ def test_a_bug_is_not_mistaken_for_a_user_error():
         return {}["missing"]  # a KeyError in the code, not in the input
 
     with pytest.raises(KeyError):
-        cli.run_command("lara x", buggy, [])
+        errors.run_command("lara x", buggy, [])
     with pytest.raises(ValueError):  # a builtin ValueError is a bug too: only lara.errors types are the user's
-        cli.run_command("lara x", lambda argv: int("x"), [])
+        errors.run_command("lara x", lambda argv: int("x"), [])
 
 
 def test_a_cross_field_config_error_ends_lara_train_like_a_per_field_one(capsys):

@@ -1,5 +1,5 @@
 """The README's "Wrapping a model" code runs as written: its first block alone (a fresh clone has no data),
-then the LiberoDataset block on files of the LIBERO schema this test writes where the README points."""
+then the EpisodeDataset block on files of the LIBERO schema this test writes where the README points."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def test_the_wrapping_a_model_example_runs_as_written(tmp_path, monkeypatch, cap
     assert "0.3M-parameter TokenVLA" in first and "2M-parameter LAM" in first  # what it prints, in its words
     between = README.read_text().split("## Wrapping a model", 1)[1].split("```python")[1].split("```", 1)[1]
     assert "`lara data generate --suite object --tasks 0 --episodes 2 --camera-size 64 --out data/scripted_object`" \
-        in between  # a fresh clone has no data: the text before the LiberoDataset block says how to make it
+        in between  # a fresh clone has no data: the text before the EpisodeDataset block says how to make it
     write_demos(tmp_path / "data" / "scripted_object")  # what that command writes, in seconds
-    exec(compile(libero, "README.md: LiberoDataset batch", "exec"), scope)
+    exec(compile(libero, "README.md: EpisodeDataset batch", "exec"), scope)
     out = scope["out"]
     assert torch.isfinite(out.loss) and out.lara["base"] > 0 and out.lara["align"] > 0

@@ -12,7 +12,8 @@ import pytest
 
 from lara.cli import main as lara_main
 from lara.errors import InputError
-from lara.data.libero_hdf5 import LiberoHDF5Writer, inspect_libero_hdf5
+from lara.data.libero_hdf5 import inspect_libero_hdf5
+from lara.data.libero_writer import LiberoHDF5Writer
 from lara.outputs import remove_stale_staging
 
 
@@ -63,7 +64,7 @@ def test_videos_replace_nothing_without_overwrite(tmp_path, capsys):
 
 def killed_writer(target, writer: str) -> None:
     """A process that starts writing `target` and dies before closing: its staging file or folder stays behind."""
-    code = {"hdf5": "from lara.data.libero_hdf5 import LiberoHDF5Writer as W\nW(target, language='x')",
+    code = {"hdf5": "from lara.data.libero_writer import LiberoHDF5Writer as W\nW(target, language='x')",
             "lerobot": "from lara.data.lerobot_writer import LeRobotWriter as W, vector\n"
                        "W(target, fps=10, features={'action': vector(7)})"}[writer]
     subprocess.run([sys.executable, "-c", f"import os\ntarget = {str(target)!r}\n{code}\nos._exit(9)"], check=False)
