@@ -57,6 +57,7 @@ class LatentConfig(Strict):
 
 
 def check(cfg: RecipeConfig) -> None:
+    """Configs latent_pretrain cannot run (RecipeConfig's validator calls this)."""
     if cfg.model.family != "token_vla":
         raise ValueError(f"latent_pretrain trains a TokenVLA on LAM code tokens; model.family is "
                          f"'{cfg.model.family}': set model.family=token_vla")

@@ -47,6 +47,7 @@ class PretrainConfig(Strict):
 
 
 def check(cfg: RecipeConfig) -> None:
+    """Configs pretrain cannot run (RecipeConfig's validator calls this)."""
     if cfg.baseline and cfg.pretrain.video_paths and cfg.pretrain.video_every:
         raise ValueError("baseline=true trains the VLA alone, which cannot use action-free videos: "
                          "set pretrain.video_every=0 (or baseline=false)")

@@ -37,6 +37,7 @@ class RefineConfig(Strict):
 
 
 def check(cfg: RecipeConfig) -> None:
+    """Configs refine_lam cannot run (RecipeConfig's validator calls this)."""
     if cfg.train.fsdp:
         raise ValueError("refine_lam trains the LAM beside a frozen VLA and probes it on one process: run it "
                          "without train.fsdp (DDP)")
