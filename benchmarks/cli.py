@@ -3,9 +3,11 @@
     lara eval libero --policy scripted --suite object --tasks 0,1 --trials 50 --workers 2 --out runs/eval
     lara eval simpler --policy scripted --tasks carrot,spoon --episodes 24 --seeds 3 --workers 2 --out runs/eval
     lara eval libero ... --execute-steps 8 --prefetch-steps 3 --latency-steps 2   # the ROS node's chunk strategies
+    lara eval libero --policy ws://HOST:PORT --obs-format openpi-libero --execute-steps 5 ...   # any openpi server
 
 --policy is `scripted` (the privileged LIBERO / WidowX expert), `checkpoint:DIR` (a saved VLA), `ws://HOST:PORT` (a
-policy served by `lara serve`, e.g. on a GPU machine) or `module:factory` / `file.py:factory`, a callable returning a
+policy served by `lara serve`, e.g. on a GPU machine, or with `--obs-format openpi-libero` any openpi-protocol server,
+sent what openpi's LIBERO client sends) or `module:factory` / `file.py:factory`, a callable returning a
 `lara.policy.Policy`. A `checkpoint:RUN/final/vla` is refused on init states its training
 data started from (`--allow-train-init-states` runs it anyway) and rendered at its training image size, and its result
 is added to the run's model card, RUN/final/README.md (`lara.benchmarks.card_rows`).

@@ -27,6 +27,15 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
                    help="render size in pixels (default: the checkpoint's training image size when its recipe.json "
                         "or config says it, else the protocol's 256; a different size warns)")
     p.add_argument("--max-steps", type=integer(1), default=None, help="override the suite's step budget (debugging)")
+    p.add_argument("--obs-format", choices=("lara", "openpi-libero"), default="lara",
+                   help="what a served policy (--policy ws://HOST:PORT) is sent: 'lara' (lara.policy keys, images at "
+                        "the size the server announces) or 'openpi-libero' (openpi's LIBERO example element: "
+                        "observation/image and observation/wrist_image upright, resized with pad to 224 px from "
+                        "--camera-size renders, default 256; observation/state = eef position, axis-angle, gripper "
+                        "qpos; prompt = the task's language): scores any openpi-protocol server")
+    p.add_argument("--api-key", default=None,
+                   help="token for a served policy that asks for one, sent as openpi's client does "
+                        "('Authorization: Api-Key KEY'; lara serve --token); never written to results.json")
 
 
 BENCHMARK = Benchmark(
