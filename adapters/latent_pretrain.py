@@ -88,6 +88,7 @@ def run(cfg: RecipeConfig) -> dict:
     from lara.model import DTYPES
     from lara.outputs import recorded_paths
     from lara.vla import token_vla
+    from lara.vla.backbones import check_vla_path
     from lara.vla.batch import cast
     from lara.vla.token_vla.tokenizer import IGNORE_INDEX, collate, encode_text, prompt
 
@@ -97,10 +98,13 @@ def run(cfg: RecipeConfig) -> dict:
     from .trainer import Trainer, make_accelerator, seed_everything
 
     finished = check_run_folder(cfg)  # before anything is built or written
+    if cfg.model.path is not None:  # a run folder or a LAM artifact: one line naming the VLA folder, before the LAM
+        check_vla_path(cfg.model.path, family=cfg.model.family)
     seed_everything(cfg.train.seed)
     # action-free whatever the source holds; a pair past an episode's end has no latent action to label
     frames = EpisodeDataset(cfg.data.model_copy(update={"action_free": True, "statistics_path": None,
                                                         "drop_incomplete": True}))
+    frames.check_one_image_size()  # two sizes with data.image_size=null: one line now, not at the first batch
     record_split(cfg, data=frames)  # a label-scarce side of a source: which episodes were read (RUN/data_split.json)
     lam = labeller(cfg, frames)
     num_codes = lam.quantizer.num_codes

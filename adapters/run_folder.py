@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from lara.errors import InputError
-from lara.outputs import check_link, recorded, recorded_paths
+from lara.outputs import check_link, recorded, recorded_paths, writing
 
 from . import checkpoints as ckpt
 
@@ -201,10 +201,11 @@ def holds_run_folder(run: Callable[[RecipeConfig], dict]) -> Callable[[RecipeCon
 
     @functools.wraps(run)
     def holding(cfg: RecipeConfig) -> dict:
-        check_link(cfg.output_dir, "output_dir", folder=True)  # a link to nothing: one line, not "File exists"
-        if not main_process():
-            return run(cfg)
-        with locked(cfg.output_dir):
-            return run(cfg)
+        check_link(cfg.output_dir, "output_dir", folder=True)  # a link, or a name too long: one line
+        with writing(cfg.output_dir):  # a full disk, wherever the run writes: one line naming output_dir
+            if not main_process():
+                return run(cfg)
+            with locked(cfg.output_dir):
+                return run(cfg)
 
     return holding

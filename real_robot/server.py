@@ -36,7 +36,6 @@ sends one before and after each episode). Requests of all connections run one at
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import hmac
@@ -338,8 +337,10 @@ def _warn_if_exposed(host: str, token: str | None) -> None:
                        "" if token else f"; set --token (or {TOKEN_ENV}) so that only your clients can")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lara serve", description=__doc__.split("\n\n")[0])
+def build_parser():
+    from lara.cli import ArgumentParser  # a bad flag: one line and exit 2, as every lara command
+
+    parser = ArgumentParser(prog="lara serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True,
                         help="the exported VLA (RUN/final/vla), or the run folder RUN, RUN/final or RUN/checkpoints/step_N "
                              "(the VLA inside is picked)")
@@ -349,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
                         help=f"a shared secret every connection must send (openpi: api_key=...; default ${TOKEN_ENV}; "
                              "none: any client connects)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_address(args.host, args.port)
     _warn_if_exposed(args.host, args.token)

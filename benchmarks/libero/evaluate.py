@@ -40,7 +40,7 @@ from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, 
 from lara.benchmarks.policy_spec import check_policy_spec, load_policy
 from lara.benchmarks.rollout import follow, print_holds, run_jobs
 from lara.errors import InputError
-from lara.outputs import recorded, writable
+from lara.outputs import recorded, save_figure, writable, write_text
 from lara.policy import REMOTE, recorded_spec, remote_address
 from lara.serving import openpi
 
@@ -159,7 +159,7 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_title(f"LIBERO success, average {100 * summary['average_success_rate']:.1f}%")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -223,7 +223,7 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
         "episode_env_steps_per_s": round(env_steps / max(sum(r["seconds"] for r in records), 1e-9), 2),
         **summarize(records, suites),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_text(out / "results.json", json.dumps(results, indent=2))  # whole or not at all
     plot(results, out / "success.png")
     return results
 

@@ -40,7 +40,7 @@ from lara.benchmarks.simpler.evaluate import SimplerEpisodes
 from lara.benchmarks.simpler.expert import SUPPORTED, ScriptedWidowXExpert
 from lara.benchmarks.workers import run_in_pool
 from lara.errors import InputError
-from lara.outputs import check_new, recorded, writable
+from lara.outputs import check_new, recorded, replacing, writable, writing
 
 PLACEMENTS = ("fresh", "simpler")
 SETTLE_STEPS = 5        # control steps (1 s) with the arm still after objects are moved
@@ -246,7 +246,8 @@ def generate(args: argparse.Namespace) -> int:
                                           len(records[env_id]))
         path = out / f"{env_id}_demo.hdf5"
         if kept:
-            write_task(path, env_id, kept, args.camera_size, args.rotation)
+            with writing(path):  # a full disk: one line naming the file
+                write_task(path, env_id, kept, args.camera_size, args.rotation)
         tried = [r for a, r in sorted(records[env_id].items()) if a < used]
         tasks.append({"env_id": env_id, "instruction": tried[0]["instruction"],
                       "file": recorded(path) if kept else None,
@@ -262,5 +263,6 @@ def generate(args: argparse.Namespace) -> int:
                "placements": args.placements, "camera_size": args.camera_size, "rotation": args.rotation,
                "seed": args.seed, "workers": args.workers, "versions": versions(), "asset_dir": recorded(root),
                "wall_s": round(time.time() - start, 1), "tasks": tasks}
-    (out / "generation.json").write_text(json.dumps(summary, indent=2))
+    with replacing(out / "generation.json") as staging:
+        staging.write_text(json.dumps(summary, indent=2))
     return 0 if all(t["successes"] > 0 for t in tasks) else 1

@@ -38,6 +38,9 @@ from .episodes import SourceError
 IMAGE_CONVENTION_UPRIGHT = "opencv"  # what LiberoHDF5Writer stores
 IMAGE_CONVENTION_UPSIDE_DOWN = "opengl"  # official LIBERO files (also assumed when the attr is absent)
 CAMERA_KEYS = ("agentview_rgb", "eye_in_hand_rgb")
+# LIBERO's control frequency (robosuite's control_freq, 20 Hz): the time base of a file whose env_args records none,
+# the same in every command that gives frames a time (`lara data videos`, `lara data convert --to lerobot`)
+LIBERO_FPS = 20
 
 
 class LiberoFileError(SourceError):
@@ -100,6 +103,18 @@ def read_instruction(handle: h5py.File, path: str | os.PathLike) -> str:
         if isinstance(info, dict) and info.get("language_instruction"):
             return str(info["language_instruction"])
     return instruction_from_file_name(path)
+
+
+def control_frequency(handle: h5py.File) -> int | None:
+    """The control frequency a file records (env_args' env_kwargs.control_freq, robosuite's), None where it records
+    none: its frames' rate (`Episode.fps`)."""
+    try:
+        raw = handle["data"].attrs.get("env_args", "{}")
+        env_args = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        found = env_args.get("env_kwargs", {}).get("control_freq") if isinstance(env_args, dict) else None
+        return int(found) if found is not None and float(found) > 0 else None
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def images_upside_down(handle: h5py.File) -> bool:

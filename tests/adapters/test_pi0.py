@@ -156,7 +156,10 @@ def test_resumed_pi0_run_repeats_the_uninterrupted_losses(demos, tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda path: None, r"holds no config.json: expected a local pi0 checkpoint"),
+    (lambda path: None, r"model.path=.*model: no such folder; expected a VLA folder saved by save_pretrained "
+                        r"\(config.json and its weights\), e.g. RUN/final/vla \(or leave model.path unset to build a "
+                        r"pi0 from model.build\)"),
+    (lambda path: path.mkdir(), r"model.path=.*model holds no config.json; expected a VLA folder"),
     (lambda path: tiny_token_vla().save_pretrained(path), r"holds a 'lara_token_vla' model, but model.family='pi0'"),
 ])
 def test_a_wrong_model_path_says_what_was_expected(demos, tmp_path, make, message):

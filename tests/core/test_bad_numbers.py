@@ -34,6 +34,8 @@ PARSERS = {
     "demo": (["demo"], "lara.benchmarks.demo", "build_parser"),
     **{f"eval {name}": (["eval", name], "lara.benchmarks.cli", "build_parser", name) for name in BENCHMARKS},
     "probe": (["probe"], "lara.benchmarks.probes.probe", "build_parser"),
+    "serve": (["serve"], "lara.real_robot.server", "build_parser"),
+    "study": (["study"], "lara.benchmarks.study.cli", "build_parser"),
 }
 
 

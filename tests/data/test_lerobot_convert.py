@@ -239,3 +239,34 @@ def test_two_instructions_with_one_file_name_keep_both_tasks(tmp_path):
     assert read == {"Open the drawer": 1, "open the drawer!": 2}  # both tasks, every episode
     # a re-run is refused for both names (each checked against what the folder holds), not only the first
     assert lara_main(["data", "convert", str(tmp_path / "lr"), "--to", "libero", str(tmp_path / "back")]) == 2
+
+
+def test_videos_and_lerobot_give_the_same_data_one_time_base(tmp_path):
+    """Issue 38 finding 10: `data videos` wrote 10 fps and `convert --to lerobot` 20 fps from the same demos. Both
+    take the source's own rate (a LIBERO file's recorded control_freq, a dataset's fps), else LIBERO_FPS."""
+    import av
+
+    from lara.data.episodes import open_source
+    from lara.data.libero_hdf5 import LIBERO_FPS
+    from lara.data.video import write_videos
+
+    def rate(video) -> float:
+        with av.open(str(video)) as container:
+            return float(container.streams.video[0].average_rate)
+
+    write_libero(tmp_path / "plain" / "a.hdf5", [8], "open the drawer", 0)  # records no control frequency
+    with LiberoHDF5Writer(tmp_path / "ten" / "a.hdf5", language="open the drawer",
+                          env_args={"env_kwargs": {"control_freq": 10}}) as writer:
+        frames = episode_frames(0, 8)
+        writer.add_demo(actions=np.zeros((8, 7)), agentview_rgb=frames, ee_states=np.zeros((8, 6)),
+                        gripper_states=np.zeros((8, 2)), joint_states=np.zeros((8, 7)))
+    for source, fps in (("plain", LIBERO_FPS), ("ten", 10)):
+        assert [ep.fps for ep in open_source(tmp_path / source).episodes()] == ([None] if fps == LIBERO_FPS else [10])
+        videos = write_videos(tmp_path / source, tmp_path / f"{source}_videos")
+        assert main([str(tmp_path / source), "--to", "lerobot", str(tmp_path / f"{source}_lr"), "--codec", "h264"]) == 0
+        assert [rate(v) for v in videos] == [fps] and LeRobotSource(tmp_path / f"{source}_lr").fps == fps
+        # and from the LeRobot dataset: its videos, and the LIBERO files converted back, keep its rate
+        assert [rate(v) for v in write_videos(tmp_path / f"{source}_lr", tmp_path / f"{source}_lr_videos")] == [fps]
+        assert main([str(tmp_path / f"{source}_lr"), "--to", "libero", str(tmp_path / f"{source}_back")]) == 0
+        assert [ep.fps for ep in open_source(tmp_path / f"{source}_back").episodes()] == [fps]
+    assert rate(write_videos(tmp_path / "ten", tmp_path / "five", fps=5)[0]) == 5  # --fps still decides when given
