@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -123,7 +124,8 @@ class VideoSource:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._containers: OrderedDict = OrderedDict()
-        self._windows: OrderedDict = OrderedDict()  # key -> (first native frame, [RGB frame or None] per frame)
+        self._windows: OrderedDict = OrderedDict()  # key -> (first native frame, buffer, converted [n] bool)
+        self._spare: list[np.ndarray] = []  # buffers of evicted windows
 
     def episodes(self) -> list[Episode]:
         return [Episode(**fields, reader=self) for fields in self._records]
@@ -138,24 +140,31 @@ class VideoSource:
         return min(round(index * native_fps / self.fps), native_length - 1)
 
     def read_frames(self, key: int, camera: str, indices: list[int]) -> np.ndarray:
+        """uint8 [n, H, W, 3]: a view into the window's buffer where the frames are evenly spaced (a pair
+        (o_t, o_{t+k}) always is), else a copy. A view costs no copy here (the collate's stack makes the one
+        copy), and its buffer is not reused while a view of it lives (`_buffer`)."""
         if self._pid != os.getpid():  # a forked worker: never reuse a parent's containers
             self._reset()
         native = [self._native_index(key, i) for i in indices]
         lo, hi = min(native), max(native)
         cached = self._windows.get(key)
-        if cached is None or not (cached[0] <= lo and hi < cached[0] + len(cached[1])
-                                  and all(cached[1][n - cached[0]] is not None for n in native)):
+        if cached is None or not (cached[0] <= lo and hi < cached[0] + len(cached[2])
+                                  and cached[2][np.asarray(native) - cached[0]].all()):
             native_fps, native_length = self._native[key][:2]
             window = self.window if self.fps is None else max(1, round(self.window * native_fps / self.fps))
             start = (lo // window) * window  # aligned, so every sample of the window hits the same decode
             stop = min(native_length, max(hi + 1, start + window + (hi - lo)))
-            self._windows.pop(key, None)
-            cached = (start, self._decode(key, start, stop, window, hi - lo))
+            if key in self._windows:
+                self._spare.append(self._windows.pop(key)[1])
+            cached = (start, *self._decode(key, start, stop, window, hi - lo))
             self._windows[key] = cached
             while len(self._windows) > _CACHED_WINDOWS:
-                self._windows.popitem(last=False)
+                self._spare.append(self._windows.popitem(last=False)[1][1])
         self._windows.move_to_end(key)
-        return np.stack([cached[1][n - cached[0]] for n in native])  # (n, H, W, 3), a copy
+        first, step = native[0] - cached[0], (native[1] - native[0] if len(native) > 1 else 1)
+        if step > 0 and native == list(range(native[0], native[-1] + 1, step)):
+            return cached[1][first:first + step * (len(native) - 1) + 1:step]  # (n, H, W, 3), a view
+        return cached[1][np.asarray(native) - cached[0]]  # (n, H, W, 3), a copy (e.g. o_t = o_t+k at the end)
 
     def _container(self, key: int):
         import av
@@ -170,12 +179,20 @@ class VideoSource:
         self._containers.move_to_end(key)
         return self._containers[key]
 
-    def _decode(self, key: int, start: int, stop: int, window: int, gap: int) -> list[np.ndarray | None]:
+    def _buffer(self, frames: int, shape: tuple[int, ...]) -> np.ndarray:
+        """A window buffer of at least `frames` frames of `shape`: an evicted window's that no sample still views
+        (memory written before stays mapped, where a fresh buffer per window costs page faults), else a new one."""
+        for i, spare in enumerate(self._spare):
+            # references: the list's and getrefcount's argument; a view returned by read_frames adds one
+            if spare.shape[1:] == shape and len(spare) >= frames and sys.getrefcount(spare) == 2:
+                return self._spare.pop(i)
+        self._spare = self._spare[-_CACHED_WINDOWS:]
+        return np.empty((-(-frames // 32) * 32, *shape), dtype=np.uint8)  # rounded up: fits the next windows too
+
+    def _decode(self, key: int, start: int, stop: int, window: int, gap: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode native frames [start, stop) from the keyframe before start; convert to RGB those the
-        window's pairs can ask for (o_t for t in [start, start + window), o_{t+gap}). Returns, per frame of
-        [start, stop), its uint8 [H, W, 3] array or None (not asked for). The arrays are PyAV's own (no copy
-        into a window buffer: that copy cost ~5% of the loader) and are never written to: they live as long as
-        the window is cached or a caller holds a view."""
+        window's pairs can ask for (o_t for t in [start, start + window), o_{t+gap}), as uint8 [H, W, 3]
+        into a buffer (>= stop - start frames). Returns (buffer, converted: bool [stop - start])."""
         import av
 
         file = self._records[key]["path"]
@@ -183,7 +200,7 @@ class VideoSource:
         offsets = np.arange(stop - start)
         wanted = (offsets < window) | ((offsets >= gap) & (offsets - gap < window))
         last = start + int(np.flatnonzero(wanted)[-1])  # decoding stops here, not one frame later
-        images: list[np.ndarray | None] = [None] * (stop - start)
+        buffer, decoded = None, np.zeros(stop - start, dtype=bool)
         try:
             container = self._container(key)
             stream = container.streams.video[0]
@@ -197,7 +214,10 @@ class VideoSource:
                     if index > last:
                         break
                     if index >= start and wanted[index - start]:
-                        images[index - start] = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                        image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                        if buffer is None:
+                            buffer = self._buffer(stop - start, image.shape)
+                        buffer[index - start], decoded[index - start] = image, True
                         if index == last:
                             break
                 if first is not None and first <= start:
@@ -207,22 +227,23 @@ class VideoSource:
             if bad is not None:
                 bad.close()
             raise SourceError(f"{file}: decoding frames {start}..{stop - 1} failed: {error}") from error
-        decoded = np.array([image is not None for image in images])
         missing = (start + np.flatnonzero(wanted & ~decoded)).tolist()
         if missing:
             raise SourceError(f"{file}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be "
                               f"decoded (truncated or corrupt video?); decoded {int(decoded.sum())} of "
                               f"{int(wanted.sum())}.")
-        return images
+        return buffer, decoded
 
     def close(self) -> None:
         for container in self._containers.values():
             container.close()
         self._containers.clear()
         self._windows.clear()
+        self._spare = []
 
     def __getstate__(self) -> dict:  # workers start with no containers and no cache
-        return {**self.__dict__, "_pid": None, "_containers": OrderedDict(), "_windows": OrderedDict()}
+        return {**self.__dict__, "_pid": None, "_containers": OrderedDict(), "_windows": OrderedDict(),
+                "_spare": []}
 
 
 def _probe(file: Path) -> tuple[float, int, int, float]:
