@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{mid_lam / 1e9:.4f} GFLOP/sample, LAM/VLA {mid_lam / mid_vla:.3%}")
     print(model.trainable_parameters())
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)  # as the trainer's
 
     def step(with_lara: bool) -> float:
         start = time.perf_counter()
