@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # transformers 4.40.x (+ peft 0.11.1, pillow): what OpenVLA's remote code and fine-tuning need; the core is tested against it too.
 VENV_TF440 := .venv-tf440
-EXTRAS := dev,train,libero,robot,video,simpler
+EXTRAS := dev,train,libero,robot,video,simpler,cluster,tensorboard
 TF440_PACKAGES := "transformers==4.40.*" "numpy<2.3" pytest pytest-xdist "peft==0.11.1" pillow
 # The lock: pip constraints for every package each venv installs (`make lock` writes them, README "Dependencies").
 LOCK := requirements/lock.txt
@@ -13,7 +13,7 @@ LOCK_TF440 := requirements/lock-tf440.txt
 # The versions CI prints first
 SHOWN := torch transformers peft accelerate mujoco mani-skill av
 
-.PHONY: test test-core-tf440 test-latest demo lock versions system-deps clean
+.PHONY: install test test-core-tf440 test-latest demo lock versions system-deps clean
 
 # $(call venv,DIR,PIP OPTIONS,PACKAGES): torch==2.13.0 first: on these machines it is a local CPU build, while an
 # unpinned torch pulls a multi-GB CUDA build. pyproject keeps a range so GPU users get their own build.
@@ -42,6 +42,9 @@ lock:
 	$(PYTHON) scripts/lock.py freeze $(LOCK) --venv .venv-lock --source 'torch==2.13.0 + .[$(EXTRAS)]'
 	$(PYTHON) scripts/lock.py freeze $(LOCK_TF440) --venv .venv-lock-tf440 --source 'torch==2.13.0 + $(TF440_PACKAGES) + .'
 	rm -rf .venv-lock .venv-lock-tf440
+
+# Set-up only (what `make test` and `make demo` do first): system packages and both venvs through the lock.
+install: system-deps $(VENV)/.installed $(VENV_TF440)/.installed
 
 versions: system-deps $(VENV)/.installed
 	@$(PY) -c 'from importlib.metadata import version; print("versions: " + ", ".join(f"{p} {version(p)}" for p in "$(SHOWN)".split()))'

@@ -39,6 +39,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_model_state_dict, set_optimizer_state_dict)
 
 from lara.errors import InputError
+from lara.outputs import writing
 
 from . import checkpoints as ckpt
 from .config import TrainConfig
@@ -215,7 +216,8 @@ class Checkpointer:
         _set_rng_state(load_state_file(found / "state" / f"rng_rank{acc.process_index}.pt", legacy_numpy=True))
         self.start_step = self.step = state["step"]
         self.latest = found
-        acc.print(f"resumed from {found} (step {self.step})")
+        if self.step < self.cfg.steps:  # at the last step there is nothing to resume: the recipe says what it does
+            acc.print(f"resumed from {found} (step {self.step})")
         return state["step"], state["micro_step"]
 
     def _set_aside(self) -> None:
@@ -238,7 +240,12 @@ class Checkpointer:
 
     def save(self, step: int) -> Path:
         """Checkpoint `step` (every process calls it): refused when a trainable weight is not finite, written under
-        step_N.tmp, then sealed and renamed into place; older checkpoints beyond `keep_checkpoints` are deleted."""
+        step_N.tmp, then sealed and renamed into place; older checkpoints beyond `keep_checkpoints` are deleted.
+        A full disk ends on one line naming the checkpoints folder (torch.save says only 'unexpected pos')."""
+        with writing(self.root):
+            return self._save(step)
+
+    def _save(self, step: int) -> Path:
         acc, cfg = self.accelerator, self.cfg
         check_finite_weights(self.run_dir, step, [(n, p) for n, p in self.unwrapped.named_parameters()
                                                   if p.requires_grad], self.layout.reduce)
@@ -283,6 +290,7 @@ class Checkpointer:
         self.finish()
         with self.layout.whole() as model:
             if model is not None:
-                write(model, directory)
+                with writing(directory):  # a full disk: one line naming RUN/final
+                    write(model, directory)
         self.accelerator.wait_for_everyone()
         return directory if self.accelerator.is_main_process else None

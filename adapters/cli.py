@@ -51,6 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # `accelerate launch -m lara.adapters.cli` ends user errors on one line too
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lara train", main, sys.argv[1:]))

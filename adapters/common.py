@@ -17,7 +17,7 @@ from lara.data.statistics import save_statistics
 from lara.errors import InputError
 from lara.model import DTYPES, LARA_KEYS, LaraModel, latent_spread
 from lara.outputs import recorded_paths
-from lara.vla.backbones import backbone, export_vla
+from lara.vla.backbones import backbone, check_vla_path, export_vla
 from lara.vla.batch import lara_inputs
 
 from . import checkpoints as ckpt
@@ -34,6 +34,7 @@ def load_data(cfg: RecipeConfig) -> EpisodeDataset:
     refine_lam): a source with no action at all is refused (a labelled source some of whose episodes are read
     action-free still trains on the others)."""
     data = EpisodeDataset(cfg.data)
+    data.check_one_image_size()  # two sizes with data.image_size=null: one line now, not at the first batch
     if data.statistics is None:
         formats = sorted({source.format for source in data.sources})
         why = "data.action_free=true" if cfg.data.action_free else f"no episode of {formats} has actions"
@@ -46,7 +47,9 @@ def load_data(cfg: RecipeConfig) -> EpisodeDataset:
 
 def video_data(cfg: RecipeConfig, paths: list[Path]) -> EpisodeDataset:
     """Action-free frames cut like the demonstrations (same camera, frame gap and size)."""
-    return EpisodeDataset(cfg.data.model_copy(update={"paths": paths, "action_free": True, "statistics_path": None}))
+    data = EpisodeDataset(cfg.data.model_copy(update={"paths": paths, "action_free": True, "statistics_path": None}))
+    data.check_one_image_size()
+    return data
 
 
 def record_split(cfg: RecipeConfig, **roles: EpisodeDataset | None) -> None:
@@ -120,6 +123,8 @@ def build_vla(cfg: RecipeConfig, statistics) -> tuple[nn.Module, Callable[[list[
     refuse_fp16_without_a_gpu(cfg)
     warn_without_native_bf16(cfg)
     dtype = DTYPES[cfg.model.dtype]
+    if cfg.model.path is not None:  # a run folder or a LAM artifact: one line naming the VLA folder to give
+        check_vla_path(cfg.model.path, family=cfg.model.family)
     vla, tokenizer = glue.load(cfg.model.path, cfg.model.build, dtype, (cfg.data.camera, *cfg.data.extra_cameras),
                                statistics, cfg.data.dataset_name)
     processor = glue.Processor(vla.config, statistics, tokenizer, dtype)

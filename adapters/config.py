@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from importlib.metadata import PackageNotFoundError, metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lara.config import LaraConfig
 from lara.data.config import LiberoDataConfig, SourceEntry
@@ -30,12 +31,24 @@ class _Strict(BaseModel):
 
 
 class WandbConfig(_Strict):
+    """The wandb tracker's settings, used while `wandb` is in train.trackers (as by default)."""
+
     mode: Literal["offline", "online", "disabled"] = Field(
-        "offline", description="wandb mode: 'offline' (default: files under the run folder, `wandb sync` later), "
-        "'online' (needs network and a login) or 'disabled'.",
+        "offline", description="wandb mode: 'offline' (default: files under RUN/wandb, `wandb sync` later), "
+        "'online' (needs network and a login) or 'disabled' (no wandb run, as if train.trackers left it out).",
     )
-    project: str = Field("lara", description="wandb project name.")
+    project: str = Field("lara", description="Project the trackers file the run under: wandb's project, and so "
+                         "tensorboard's folder RUN/trackers/<project>, mlflow's experiment, trackio's project, ...")
     name: str | None = Field(None, description="wandb run name; None: the run folder's name.")
+
+
+def _install_hint(package: str) -> str:
+    """`pip install 'lara-vla[name]'` where lara-vla has an extra of that name (pyproject.toml), else the package."""
+    try:
+        extras = metadata("lara-vla").get_all("Provides-Extra") or []
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        extras = []
+    return f"pip install 'lara-vla[{package}]'" if package in extras else f"pip install {package}"
 
 
 class TrainConfig(_Strict):
@@ -71,7 +84,7 @@ class TrainConfig(_Strict):
     )
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N optimizer steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
-    log_every: int = Field(10, ge=1, description="Log averaged losses every N optimizer steps (JSONL + wandb).")
+    log_every: int = Field(10, ge=1, description="Log averaged losses every N optimizer steps (to train.trackers).")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the weights' initialisation, the data order and the "
                       "model's noise (numpy's range: 0 <= seed < 2**32).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
@@ -82,7 +95,48 @@ class TrainConfig(_Strict):
         "fields count); the change is recorded in RUN/config_changes.jsonl. A finished run is never changed.",
     )
     progress: bool = Field(True, description="Show a progress bar (main process only).")
+    trackers: list[str] = Field(
+        ["jsonl", "wandb"], description="Where the logged values go: 'jsonl' (RUN/metrics.jsonl, written whether "
+        "listed or not: studies and reports read it) and any of accelerate's experiment trackers (tensorboard, "
+        "wandb, mlflow, trackio, ...; `Accelerator(log_with=...)`), e.g. [jsonl, tensorboard]. Trackers that "
+        "keep files keep them in the run folder: tensorboard and aim in RUN/trackers, wandb in RUN/wandb "
+        "(offline unless train.wandb.mode=online). The run's config is stored as its hyperparameters.",
+    )
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases logging.")
+
+    @property
+    def accelerate_trackers(self) -> list[str]:
+        """The trackers accelerate runs (`log_with`): train.trackers without jsonl, and without a disabled wandb."""
+        disabled = {"wandb"} if self.wandb.mode == "disabled" else set()
+        return [name for name in dict.fromkeys(self.trackers) if name not in {"jsonl", *disabled}]
+
+    @field_validator("trackers")
+    @classmethod
+    def _known_trackers(cls, names: list[str]) -> list[str]:
+        if set(names) <= {"jsonl", "wandb"}:
+            return names  # the default's names: accelerate's import (seconds) is not needed to know them
+        from accelerate.utils import LoggerType
+
+        known = [name for name in LoggerType.list() if name != LoggerType.ALL.value]
+        for name in names:
+            if name != "jsonl" and name not in known:
+                close = difflib.get_close_matches(name, ["jsonl", *known], n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown tracker '{name}'.{hint} Trackers: jsonl, {', '.join(known)}")
+        return names
+
+    @model_validator(mode="after")
+    def _trackers_installed(self) -> TrainConfig:
+        if not self.accelerate_trackers:
+            return self
+        from accelerate.tracking import get_available_trackers
+
+        installed = {str(name) for name in get_available_trackers()}
+        for name in self.accelerate_trackers:
+            if name not in installed:
+                raise ValueError(f"'{name}' of train.trackers is not installed: {_install_hint(name)}, or leave it "
+                                 "out of train.trackers")
+        return self
 
     @model_validator(mode="after")
     def _checkpoints_fall_on_logged_steps(self) -> TrainConfig:
@@ -236,7 +290,8 @@ class RecipeConfig(_Strict):
     recipe: Literal["pretrain", "posttrain", "refine_lam", "latent_pretrain"] = Field(
         description="Which paradigm runs ('latent_pretrain': LAPA's latent-action pre-training of a TokenVLA).",
     )
-    output_dir: Path = Field(Path("outputs/run"), description="Run folder: checkpoints, metrics.jsonl, wandb, exports.")
+    output_dir: Path = Field(Path("outputs/run"), description="Run folder: checkpoints, metrics.jsonl, trackers, "
+                             "exports.")
     model: ModelConfig = Field(description="The VLA.")
     data: LiberoDataConfig = Field(description="Demonstrations (LIBERO HDF5) and how samples are cut.")
     lara: LaraConfig = Field(default_factory=LaraConfig, description="LAM and alignment settings (lara.LaraConfig).")

@@ -40,6 +40,7 @@ from lara.errors import InputError, MissingPath
 from lara.model import DTYPES
 from lara.outputs import recorded_paths, replacing
 from lara.vla import token_vla
+from lara.vla.backbones import check_vla_path
 from lara.vla.batch import cast
 from lara.vla.token_vla import splice_after_bos
 from lara.vla.token_vla.tokenizer import IGNORE_INDEX, collate, encode_text, prompt
@@ -156,10 +157,13 @@ def codes_of(cfg: RecipeConfig, lam: lara.LatentActionModel, frames: EpisodeData
 @holds_run_folder
 def run(cfg: RecipeConfig) -> dict:
     finished = check_run_folder(cfg)  # before anything is built or written
+    if cfg.model.path is not None:  # a run folder or a LAM artifact: one line naming the VLA folder, before the LAM
+        check_vla_path(cfg.model.path, family=cfg.model.family)
     seed_everything(cfg.train.seed)
     # action-free whatever the source holds; a pair past an episode's end has no latent action to label
     frames = EpisodeDataset(cfg.data.model_copy(update={"action_free": True, "statistics_path": None,
                                                         "drop_incomplete": True}))
+    frames.check_one_image_size()  # two sizes with data.image_size=null: one line now, not at the first batch
     record_split(cfg, data=frames)  # a label-scarce side of a source: which episodes were read (RUN/data_split.json)
     lam = labeller(cfg, frames)
     num_codes = lam.quantizer.num_codes
@@ -169,7 +173,7 @@ def run(cfg: RecipeConfig) -> dict:
     vla, _ = token_vla.load(cfg.model.path, cfg.model.build, dtype, (cfg.data.camera, *cfg.data.extra_cameras),
                             latent_codes=num_codes)
     processor = token_vla.Processor(vla.config, dtype=dtype)
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.train, cfg.output_dir)
     codes = codes_of(cfg, lam, frames, accelerator)
     statistics = code_statistics(codes, num_codes)
     accelerator.print(f"labelled {statistics['pairs']} pairs with {statistics['tokens_per_pair']} of {num_codes} codes "

@@ -1,4 +1,4 @@
-"""Losses to a local JSONL file and to Weights & Biases (offline by default), and a watch on the LAM's latent."""
+"""Losses to a local JSONL file and to accelerate's experiment trackers (train.trackers), and watches on them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 
 from lara.errors import TrainingDiverged
 from lara.model import COLLAPSED_SPREAD
@@ -16,27 +17,28 @@ from lara.outputs import replacing
 
 
 class MetricsLog:
-    """`RUN/metrics.jsonl` (one JSON object per logged step) and a wandb run; main process only.
+    """`RUN/metrics.jsonl` (one JSON object per logged step), always, and the accelerator's trackers
+    (`Accelerator(log_with=...)`, made by adapters/trainer.py from train.trackers); main process only.
 
     On resume from step s, records after s are dropped from the JSONL, so the file always reads as one
-    uninterrupted run; the wandb run continues under the same id.
+    uninterrupted run; tensorboard's event files in RUN/trackers say the same to its readers (`purge_step`:
+    events after s in the earlier files are hidden), and the wandb run continues under the same id.
     """
 
-    def __init__(self, output_dir: Path, wandb_config, run_config: dict, resume_step: int = 0):
+    def __init__(self, output_dir: Path, accelerator: Accelerator, cfg, run_config: dict, resume_step: int = 0):
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.path = output_dir / "metrics.jsonl"
+        self.path, self.accelerator = output_dir / "metrics.jsonl", accelerator
         self._truncate(resume_step)
-        self.wandb = None
-        if wandb_config.mode != "disabled":
+        init_kwargs = {"tensorboard": {"purge_step": resume_step + 1}}
+        if "wandb" in cfg.accelerate_trackers:
             os.environ.setdefault("WANDB_SILENT", "true")
-            import wandb
-
             id_file = output_dir / "wandb_id"
             run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
             id_file.write_text(run_id)
-            self.wandb = wandb.init(project=wandb_config.project, name=wandb_config.name or output_dir.name,
-                                    dir=str(output_dir), mode=wandb_config.mode, id=run_id, resume="allow",
-                                    config=run_config)
+            init_kwargs["wandb"] = {"name": cfg.wandb.name or output_dir.name, "dir": str(output_dir),
+                                    "mode": cfg.wandb.mode, "id": run_id, "resume": "allow"}
+        if accelerator.log_with:
+            accelerator.init_trackers(cfg.wandb.project, config=hyperparameters(run_config), init_kwargs=init_kwargs)
 
     def _truncate(self, step: int) -> None:
         if not self.path.is_file():
@@ -49,12 +51,26 @@ class MetricsLog:
         record = {"step": step, **values}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(values, step=step)
+        self.accelerator.log(values, step=step)
 
     def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
+        """Finish the trackers: `Accelerator.end_training` without its last act, which destroys the process
+        group that a recipe's next phase (pretrain's joint training after its LAM phase) and its export still use."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        self.accelerator.trackers.clear()
+
+
+def hyperparameters(run_config: dict, prefix: str = "") -> dict[str, bool | str | float | int | None]:
+    """The run's config as trackers store hyperparameters: flat dotted keys (`train.lr`) and plain values, a list
+    as its JSON text (tensorboard's hparams take numbers, strings and booleans only)."""
+    flat = {}
+    for key, value in run_config.items():
+        if isinstance(value, dict):
+            flat.update(hyperparameters(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+    return flat
 
 
 class CollapseWatch:

@@ -33,7 +33,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lara.errors import InputError
-from lara.outputs import check_link, recorded, recorded_paths
+from lara.outputs import check_link, recorded, recorded_paths, writing
 
 from . import checkpoints as ckpt
 from .config import RecipeConfig
@@ -45,6 +45,7 @@ NOT_TRAINING_RELEVANT = (
     "train.allow_config_change",  # the override of this check
     "train.progress",  # a progress bar
     "train.wandb",  # where the logged values also go
+    "train.trackers",  # where the logged values also go
     "train.log_every",  # how many steps a logged average spans: the loop reads values, never changes them
     "train.checkpoint_every",  # when state is saved: resuming from any step is exact (tests/adapters/test_trainer.py)
     "train.keep_checkpoints",  # how many saved states are kept
@@ -201,10 +202,11 @@ def holds_run_folder(run: Callable[[RecipeConfig], dict]) -> Callable[[RecipeCon
 
     @functools.wraps(run)
     def holding(cfg: RecipeConfig) -> dict:
-        check_link(cfg.output_dir, "output_dir", folder=True)  # a link to nothing: one line, not "File exists"
-        if not main_process():
-            return run(cfg)
-        with locked(cfg.output_dir):
-            return run(cfg)
+        check_link(cfg.output_dir, "output_dir", folder=True)  # a link, or a name too long: one line
+        with writing(cfg.output_dir):  # a full disk, wherever the run writes: one line naming output_dir
+            if not main_process():
+                return run(cfg)
+            with locked(cfg.output_dir):
+                return run(cfg)
 
     return holding

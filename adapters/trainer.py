@@ -7,7 +7,8 @@ with `train.fsdp=true`, adapters/fsdp.py).
 
 `loss_fn(model, batch) -> (loss, {name: detached scalar tensor})`. The loop does gradient accumulation,
 clipping, a constant or cosine LR with warm-up, and the logging; every logged value goes to
-`run_dir/metrics.jsonl` and wandb, and `.item()` happens only at the logging interval. The training state is the
+`run_dir/metrics.jsonl` and to the accelerator's trackers (train.trackers: tensorboard, wandb, ...), and `.item()`
+happens only at the logging interval. The training state is the
 checkpointer's (adapters/checkpointer.py): the loop calls `resume()` once, which gives it the step and the data
 position (the micro-step; the order is a function of it, adapters/sampling.py), then `update_average()` after
 every optimizer step (the EMA) and `save(step)` every `checkpoint_every` steps.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedType
-from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, send_to_device, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
@@ -40,14 +41,18 @@ from .sampling import StepBatchSampler
 LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
+def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
+    """The accelerator of a run in `run_dir`: its trackers (train.trackers) keep their files in run_dir/trackers."""
     precision = cfg.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     # some VLA parameters take no part in the loss (pi0's VLM head, the LAM action head on video batches)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # cpu=True on a machine without a GPU makes `accelerate launch --multi_gpu` (torchrun) run DDP over gloo
-    accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=not torch.cuda.is_available(),
+                              log_with=cfg.accelerate_trackers or None,
+                              project_config=ProjectConfiguration(project_dir=str(run_dir),
+                                                                  logging_dir=str(Path(run_dir) / "trackers")))
     # an FSDP accelerate config sets ACCELERATE_USE_FSDP; on CPU processes accelerate then silently runs DDP
     fsdp_config = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
     if accelerator.distributed_type == DistributedType.FSDP or fsdp_config:
@@ -70,7 +75,7 @@ class Trainer:
                  video_every: int = 0, lr: float | None = None, run_config: dict | None = None,
                  accelerator: Accelerator | None = None):
         self.cfg, self.run_dir, self.loss_fn = cfg, Path(run_dir), loss_fn
-        self.accelerator = accelerator or make_accelerator(cfg)
+        self.accelerator = accelerator or make_accelerator(cfg, self.run_dir)
         self.run_config = run_config or {}
         # built from the model as it is before sharding: the frozen names, under FSDP a skeleton for the exports
         self.checkpointer = Checkpointer(cfg, self.run_dir, self.accelerator, model, export=export,
@@ -120,7 +125,7 @@ class Trainer:
         self.step, self.micro_step = self.checkpointer.resume()
         if self.step >= cfg.steps:
             return self.checkpointer.latest
-        log = MetricsLog(self.run_dir, cfg.wandb, self.run_config, self.step) if acc.is_main_process else None
+        log = MetricsLog(self.run_dir, acc, cfg, self.run_config, self.step) if acc.is_main_process else None
         watch, finite = CollapseWatch(self.run_dir), FiniteWatch(self.run_dir)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and acc.is_main_process),
                    desc=self.run_dir.name, dynamic_ncols=True)

@@ -3,9 +3,11 @@
     lara eval libero --policy scripted --suite object --tasks 0,1 --trials 50 --workers 2 --out runs/eval
     lara eval simpler --policy scripted --tasks carrot,spoon --episodes 24 --seeds 3 --workers 2 --out runs/eval
     lara eval libero ... --execute-steps 8 --prefetch-steps 3 --latency-steps 2   # the ROS node's chunk strategies
+    lara eval libero --policy ws://HOST:PORT --obs-format openpi-libero --execute-steps 5 ...   # any openpi server
 
 --policy is `scripted` (the privileged LIBERO / WidowX expert), `checkpoint:DIR` (a saved VLA), `ws://HOST:PORT` (a
-policy served by `lara serve`, e.g. on a GPU machine) or `module:factory` / `file.py:factory`, a callable returning a
+policy served by `lara serve`, e.g. on a GPU machine, or with `--obs-format openpi-libero` any openpi-protocol server,
+sent what openpi's LIBERO client sends) or `module:factory` / `file.py:factory`, a callable returning a
 `lara.policy.Policy`. A `checkpoint:RUN/final/vla` is refused on init states its training
 data started from (`--allow-train-init-states` runs it anyway) and rendered at its training image size, and its result
 is added to the run's model card, RUN/final/README.md (`lara.benchmarks.card_rows`).
@@ -56,6 +58,15 @@ def build_libero_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="skip the per-episode MP4s")
     p.add_argument("--out", required=True, help="output folder for results.json, success.png, videos/")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's results in --out")
+    p.add_argument("--obs-format", choices=("lara", "openpi-libero"), default="lara",
+                   help="what a served policy (--policy ws://HOST:PORT) is sent: 'lara' (lara.policy keys, images at "
+                        "the size the server announces) or 'openpi-libero' (openpi's LIBERO example element: "
+                        "observation/image and observation/wrist_image upright, resized with pad to 224 px from "
+                        "--camera-size renders, default 256; observation/state = eef position, axis-angle, gripper "
+                        "qpos; prompt = the task's language): scores any openpi-protocol server")
+    p.add_argument("--api-key", default=None,
+                   help="token for a served policy that asks for one, sent as openpi's client does "
+                        "('Authorization: Api-Key KEY'; lara serve --token); never written to results.json")
     add_execution_flags(p)
     return p
 
@@ -154,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate(args.policy, listed("--suite", args.suite), args.out, tasks=tasks, trials=args.trials,
                        workers=args.workers, threads_per_worker=args.threads_per_worker, seed=args.seed,
                        camera_size=args.camera_size, max_steps=args.max_steps, video=not args.no_video,
-                       allow_train_init_states=args.allow_train_init_states, **execution_args(args))
+                       allow_train_init_states=args.allow_train_init_states, obs_format=args.obs_format,
+                       api_key=args.api_key, **execution_args(args))
     for task in results["tasks"]:
         print(f"{task['suite']} task {task['task_id']:2d}: {task['successes']}/{task['trials']}  {task['task_name']}")
     for suite, rate in results["suites"].items():
@@ -167,6 +179,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     sys.exit(run_command("lara eval", main, sys.argv[1:]))

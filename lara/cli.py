@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import os
 import sys
 from collections.abc import Callable
 
-from lara.errors import InputError, UserError
+from lara.errors import DEBUG_ENV, DEBUG_FLAG, InputError, run_command
 
 SUBCOMMANDS = {
     "train": ("lara.adapters.cli", "train a preset: pre-training, post-training or LAM refinement"),
@@ -27,7 +26,6 @@ SUBCOMMANDS = {
     "study": ("lara.benchmarks.study.cli", "a with/without-LARA grid of training runs and evaluations, with statistics"),
     "demo": ("lara.benchmarks.demo", "the main job on the embedded default: a short LARA training run on CPU"),
 }
-DEBUG_FLAG, DEBUG_ENV = "--debug", "LARA_DEBUG"
 
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
@@ -74,18 +72,6 @@ def _usage() -> str:
     rows = "\n".join(f"  {name:<7} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
     return (f"usage: lara <command> [options] [{DEBUG_FLAG}]\n\ncommands:\n{rows}\n\n"
             f"A bad input ends on one line with exit 2; {DEBUG_FLAG} (or {DEBUG_ENV}=1) shows its traceback.\n")
-
-
-def run_command(prog: str, main: Callable[[list[str]], int | None], argv: list[str]) -> int:
-    """`main(argv)` with user errors ending on one line: what `lara <command>` and `python -m` entry points share."""
-    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    try:
-        return int(main([a for a in argv if a != DEBUG_FLAG]) or 0)
-    except UserError as error:
-        if debug:
-            raise
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,38 @@ round-trip exactly, and that JSON is what `lara.save` writes as `lara_config.jso
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lara.errors import InputError
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory: the bound a config's allocations are checked against before they are made
+    (a huge codebook or image size would otherwise allocate until the machine refuses)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: a bound no real allocation reaches
+        return 1 << 50
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def check_fits(nbytes: float, what: str, fix: str) -> None:
+    """One line (an InputError) when `what` would need more than this machine's memory, before any of it is
+    allocated: the bytes it needs, the bound, and `fix`."""
+    limit = memory_bytes()
+    if nbytes > limit:
+        raise InputError(f"{what} would need {human_bytes(nbytes)}, more than this machine's {human_bytes(limit)} of "
+                         f"memory; {fix}")
 
 
 class _Strict(BaseModel):
@@ -95,6 +124,28 @@ class LAMConfig(_Strict):
                 f"target='{self.target}' with input='{self.input}': the FDM predicts o_{{t+k}} on its input token grid, "
                 "so target and input must be the same ('pixels' or 'features')"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fits(self) -> LAMConfig:
+        """The LAM's weights and one sample's activations, estimated from the sizes, must fit in this machine's
+        memory: `codebook_size=10**12` or `image_size=100000` are refused here, naming the field and the bound."""
+        floats = 4  # bytes of a float32
+        codebook = 3 * self.codebook_size * self.latent_dim * floats if self.quantizer in ("vq", "nsvq") else 0
+        tokens = (self.image_size // self.patch_size) ** 2  # per frame (a frozen vision model: fewer)
+        layers = self.idm_layers + self.fdm_layers
+        weights = floats * (2 * tokens * self.width + 2 * self.patch_size ** 2 * self.channels * self.width
+                            + 12 * self.width ** 2 * layers)
+        sample = floats * (8 * self.channels * self.image_size ** 2 + 16 * tokens * self.width * layers
+                           + self.heads * (2 * tokens) ** 2)  # frames, token activations, attention scores
+        if codebook >= weights + sample:
+            check_fits(codebook + weights + sample, f"codebook_size={self.codebook_size} (x latent_dim "
+                       f"{self.latent_dim}: the codebook and its running averages)",
+                       f"give a codebook_size below {max(2, memory_bytes() // (3 * self.latent_dim * floats))}")
+        else:
+            check_fits(codebook + weights + sample, f"image_size={self.image_size} (patch_size {self.patch_size}: "
+                       f"{tokens} tokens a frame, the LAM's weights and one sample's activations)",
+                       "give a smaller image_size (LARA's LAM sees 64 to 224 px)")
         return self
 
 

@@ -5,6 +5,7 @@ line before any work, and an interrupted write's staging file is cleared by the 
     writable(out, "--out")                          # created, and proven writable, before minutes of rollouts
     with replacing(target) as staging:              # write `staging`; it becomes `target` when the block ends
         torch.save(state, staging)                  # (fsynced, moved atomically), or is removed when it raises
+    write_text(out / "results.json", text)          # the same for a text file; save_figure(fig, path) for a PNG
 
 Every temp-file-then-rename write of lara, its recipes and benchmarks goes through here: `replacing` for a file
 written in one block, `new_staging_file` + `publish` for one that lives across calls (the HDF5 writer),
@@ -17,20 +18,25 @@ writer under the system interpreter.
 What a record names (results.json, a run's recipe.json, a generation.json) is a path as the user gave it when
 relative, and relative to the project (the working folder) when absolute: `recorded(path)`, `recorded_paths(tree)`,
 `settings(args)`. A committed record then names no machine's folders and still leads to its files from the project.
-An output under a symbolic link to nothing is refused on one line saying so (`check_link`, which `check_new` and
-`writable` run): creating it would fail with "File exists", which names the wrong cause.
+An output path that is itself a symbolic link (to something or to nothing), or that sits under a link to nothing,
+is refused on one line saying so (`check_link`, which `check_new` and `writable` run): writing through it would put
+the output somewhere else than the user named (or fail with "File exists", which names the wrong cause). So is a
+name longer than the filesystem allows, before any work. A write that runs out of disk (`disk_full`) ends on one
+line naming the output and "no space left on the device" (`writing`, which `replacing` and the big writers run;
+`lara.errors.run_command` names any other ENOSPC or ENAMETOOLONG on one line too).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lara.errors import InputError
+from lara.errors import InputError, UserError
 
 OVERWRITE_HELP = "replace the outputs of an earlier run (default: refuse to replace anything)"
 
@@ -88,15 +94,77 @@ def dangling_link(path: str | os.PathLike) -> tuple[Path, str] | None:
 
 
 def check_link(path: str | os.PathLike, flag: str | None = None, *, folder: bool = False) -> None:
-    """Refuse an output under (or at) a symbolic link to nothing, on one line naming the link and its target;
-    `folder`: `path` itself is a folder to write in."""
+    """Refuse an output that is a symbolic link (live or dangling), or that sits under a link to nothing, on one
+    line naming the link and its target; and a name longer than the filesystem allows (`check_name_lengths`).
+    `folder`: `path` itself is a folder to write in. Folders above the output that link to a real folder (a `data`
+    link to a bigger disk) are the user's layout and stay allowed."""
+    path = Path(path)
+    given = f"{flag} {path}" if flag else f"{path}"
+    check_name_lengths(path, given)  # first: looking a too long name up fails with ENAMETOOLONG
     found = dangling_link(path)
     if found is not None:
         link, target = found
-        given = f"{flag} {path}" if flag else f"{path}"
-        kind = "a folder" if folder or link != Path(path) else "a path"
+        kind = "a folder" if folder or link != path else "a path"
         raise InputError(f"{given}: {link} is a symbolic link to {kind} that does not exist: {target}; create it, or "
                          "remove the link")
+    if path.is_symlink():
+        raise InputError(f"{given}: {path} is a symbolic link (to {os.readlink(path)}); an output is written where "
+                         "it is named, not through a link: give the real path, or remove the link")
+
+
+def check_name_lengths(path: Path, given: str) -> None:
+    """One line for a folder or file name of `path` longer than its filesystem allows (ENAMETOOLONG), before
+    anything is created; the limit is the nearest existing folder's (`os.pathconf`, 255 bytes where unknown)."""
+    existing = next((p for p in path.absolute().parents if os.path.isdir(p)), Path("/"))  # isdir: no ENAMETOOLONG
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise InputError(f"{given}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long, longer than "
+                             f"the filesystem allows ({limit} bytes); give a shorter name")
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+FULL_BYTES = 1 << 20  # less free than this after a failed write: the disk is full, whatever the writer said
+
+
+def disk_full(error: BaseException, where: str | os.PathLike | None) -> InputError | None:
+    """The one-line error for a write that failed because the disk (or quota) is full, else None: an OSError
+    ENOSPC / EDQUOT, or any other error of a writer (torch.save: 'unexpected pos', pyarrow, PyAV) when the
+    filesystem of `where` has less than FULL_BYTES left afterwards."""
+    named = where if where is not None else getattr(error, "filename", None)  # the output, not a staging name
+    full = isinstance(error, OSError) and error.errno in NO_SPACE
+    if not full and where is not None:
+        folder = next((p for p in [Path(where), *Path(where).parents] if os.path.isdir(p)), None)
+        try:
+            full = folder is not None and shutil.disk_usage(folder).free < FULL_BYTES
+        except OSError:
+            full = False
+    if not full:
+        return None
+    named = f"{named}: " if named else ""
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror  # without the file name, which may be a staging file's
+    else:
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+    return InputError(f"{named}no space left on the device (the write failed: {reason}); free some space or give an "
+                      "output on another disk")
+
+
+@contextlib.contextmanager
+def writing(where: str | os.PathLike) -> Iterator[None]:
+    """A block that writes `where`: a full disk ends it with `disk_full`'s one-line InputError."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        full = disk_full(error, where)
+        if full is None:
+            raise
+        raise full from error
 
 
 def check_new(outputs: Iterable[Path], *, overwrite: bool, what: str = "output") -> None:
@@ -212,11 +280,26 @@ def replacing(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     staging = new_staging_file(target)
     try:
-        yield staging
+        with writing(target):
+            yield staging
+            publish(staging, target)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-    publish(staging, target)
+
+
+def write_text(target: str | os.PathLike, text: str) -> Path:
+    """`target` holding `text`, written through `replacing`: whole or not at all (a results.json, a report)."""
+    with replacing(target) as staging:
+        staging.write_text(text)
+    return Path(target)
+
+
+def save_figure(fig, target: str | os.PathLike, **kwargs) -> Path:
+    """A matplotlib figure saved as PNG through `replacing` (the staging name has no .png for it to go by)."""
+    with replacing(target) as staging:
+        fig.savefig(staging, format="png", **kwargs)
+    return Path(target)
 
 
 def publish_folder(staging: Path, target: Path) -> Path:

@@ -191,14 +191,14 @@ def recipe_of(policy_spec: str) -> Path | None:
     return recipe if recipe.is_file() else None
 
 
-def policy_image_size(policy_spec: str) -> int | None:
+def policy_image_size(policy_spec: str, token: str | None = None) -> int | None:
     """The image size a checkpoint was trained at: its recipe's square `data.image_size`, else its VLA config's
-    vision `image_size`; for a `ws://HOST:PORT` policy the size its `lara serve` announces; None for other
-    policies, or when nothing says."""
+    vision `image_size`; for a `ws://HOST:PORT` policy the size its `lara serve` announces (connecting with `token`
+    when the server asks for one); None for other policies, or when nothing says."""
     if policy_spec.startswith(REMOTE):
         from lara.serving.client import PolicyClient
 
-        client = PolicyClient(*remote_address(policy_spec), connect_timeout_s=5.0)
+        client = PolicyClient(*remote_address(policy_spec), connect_timeout_s=5.0, token=token)
         try:
             return client.connect().get("image_size")
         finally:

@@ -18,6 +18,9 @@ def tcp_port(text: str) -> int:
     return port
 
 
+tcp_port.bounds = (int, 1, 65535, None)  # what tests/core/test_bad_numbers.py reads (lara.cli.integer's form)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from lara.data.libero_hdf5 import LiberoHDF5Writer
+from lara.data.libero_writer import LiberoHDF5Writer
 from lara.errors import InputError
 
 

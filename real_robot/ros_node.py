@@ -416,6 +416,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command  # a user error ends on one line with exit 2, as every `lara` command
+    from lara.errors import run_command  # a user error ends on one line with exit 2, as every `lara` command
 
     raise SystemExit(run_command(PROG, main, sys.argv[1:]))

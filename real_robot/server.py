@@ -36,7 +36,6 @@ sends one before and after each episode). Requests of all connections run one at
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import hmac
@@ -60,6 +59,12 @@ from lara.errors import InputError, MissingPath
 from lara.policy import ACTION_DIM, Policy, policy_image_size, session_policy
 from lara.vla.backbones import find_vla_dir
 from lara.serving import wire
+# openpi's LIBERO client keys -> ours; its state is the concatenation of these (examples/libero/main.py). It sends
+# images of IMAGE_SIZE px whatever the policy: the least side a frame may carry
+from lara.serving.openpi import IMAGE_SIZE as OPENPI_IMAGE_SIZE
+from lara.serving.openpi import IMAGES as OPENPI_IMAGES
+from lara.serving.openpi import STATE as OPENPI_STATE
+from lara.serving.openpi import STATE_PARTS as OPENPI_STATE_PARTS
 from lara.real_robot.ports import tcp_port
 
 logger = logging.getLogger(__name__)
@@ -74,13 +79,9 @@ OBSERVATION_SPEC = {
     "joint_qpos": ((None,), "f"),  # any arm: 7 joints on a Franka, 6 on the WidowX of SIMPLER
 }
 REQUIRED_KEYS = ("agentview_rgb",)
-# openpi's LIBERO client keys -> ours; its state is the concatenation of these (examples/libero/main.py)
-OPENPI_IMAGES = {"observation/image": "agentview_rgb", "observation/wrist_image": "eye_in_hand_rgb"}
 IMAGE_KEYS = tuple(key for key, (_, kind) in OBSERVATION_SPEC.items() if kind == "u8")
-OPENPI_STATE, OPENPI_STATE_PARTS = "observation/state", (("ee_pos", 3), ("ee_ori", 3), ("gripper_qpos", 2))
 CONTROL_KEY = "__ctrl__"  # openpi's episode_start / episode_end frames
 TOKEN_ENV, TOKEN_SCHEME = "LARA_SERVE_TOKEN", "Api-Key"  # openpi's client sends `Authorization: Api-Key <key>`
-OPENPI_IMAGE_SIZE = 224  # what openpi's LIBERO client sends whatever the policy: the least side a frame may carry
 FRAME_CAMERAS, FRAME_SIDE_FACTOR, FRAME_EXTRA_BYTES = 2, 4, 1 << 20
 
 
@@ -336,8 +337,10 @@ def _warn_if_exposed(host: str, token: str | None) -> None:
                        "" if token else f"; set --token (or {TOKEN_ENV}) so that only your clients can")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lara serve", description=__doc__.split("\n\n")[0])
+def build_parser():
+    from lara.cli import ArgumentParser  # a bad flag: one line and exit 2, as every lara command
+
+    parser = ArgumentParser(prog="lara serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True,
                         help="the exported VLA (RUN/final/vla), or the run folder RUN, RUN/final or RUN/checkpoints/step_N "
                              "(the VLA inside is picked)")
@@ -347,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
                         help=f"a shared secret every connection must send (openpi: api_key=...; default ${TOKEN_ENV}; "
                              "none: any client connects)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_address(args.host, args.port)
     _warn_if_exposed(args.host, args.token)

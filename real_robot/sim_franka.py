@@ -230,6 +230,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command  # a bad config ends on one line with exit 2
+    from lara.errors import run_command  # a bad config ends on one line with exit 2
 
     raise SystemExit(run_command("python -m lara.real_robot.sim_franka", main, sys.argv[1:]))

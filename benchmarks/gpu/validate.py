@@ -158,7 +158,7 @@ def describe(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="tiny models on whatever device (CPU): the tests")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu/validate.json"))
+    parser.add_argument("--out", type=Path, default=Path("results/gpu/validate.json"))
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: lora, full")
     parser.add_argument("--batch-size", type=int, default=None, help="default: pi0 16, openvla 8 (dry run 2)")

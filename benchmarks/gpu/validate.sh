@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared single-GPU check (<= 10 minutes on an H100 / H200), from the repository root:
 #
-#   bash benchmarks/gpu/validate.sh                       # writes benchmarks/results/gpu/validate.json
+#   bash benchmarks/gpu/validate.sh                       # writes results/gpu/validate.json
 #   bash benchmarks/gpu/validate.sh --gradient-checkpointing --out /tmp/gc.json
 #   bash benchmarks/gpu/validate.sh --dry-run --out /tmp/dry.json   # tiny sizes, any machine (the tests run this)
 #

@@ -52,7 +52,7 @@ def arrays(episode: int, T: int) -> dict:
 
 def lara_write(work: Path, codec: str) -> None:
     from lara.data.convert import main
-    from lara.data.libero_hdf5 import LiberoHDF5Writer
+    from lara.data.libero_writer import LiberoHDF5Writer
 
     (work / "src").mkdir(parents=True)
     for e, (T, task) in enumerate(zip(LENGTHS, TASKS)):

@@ -110,6 +110,10 @@ class LiberoEnv:
         bench = _benchmark(self.suite)
         task_info = bench.get_task(self.task_id)
         self.task_name = task_info.name
+        # the benchmark's language, made from the BDDL file's name: what openpi's and OpenVLA's LIBERO data and clients
+        # use. 29 of the 130 tasks word it otherwise than the BDDL's own `instruction` (all of libero_spatial and
+        # libero_object, 5 of goal, 4 of 90): "pick up the black bowl ..." for "pick the akita black bowl ..."
+        self.task_language = task_info.language
         self.bddl_file = bench.get_task_bddl_file_path(self.task_id)
         self.init_states = bench.get_task_init_states(self.task_id)  # (N, S) the benchmark's fixed states
         self.max_steps = SUITE_MAX_STEPS[self.suite]
@@ -128,7 +132,7 @@ class LiberoEnv:
             camera_names=[CAMERAS[c] for c in self.cameras],  # each camera costs a render per step
             use_camera_obs=camera_size is not None,
         )
-        self.instruction = self.env.language_instruction
+        self.instruction = self.env.language_instruction  # the BDDL's, as in the HDF5 demonstrations
         self.env.seed(seed)
         self.env.reset()
         self._raw: dict[str, Any] = {}

@@ -34,7 +34,7 @@ from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 from lara.benchmarks.libero.protocol import FRESH, parse_init_states, placement_seed
 from lara.benchmarks.workers import spawn_pool
 from lara.errors import InputError
-from lara.outputs import check_new, recorded, writable
+from lara.outputs import check_new, recorded, replacing, writable, writing
 
 TAIL_STEPS = 25  # release-and-retreat steps after the first `done` (at least)
 RELEASED_STEPS = 10  # and the tail ends with the gripper open this long
@@ -221,11 +221,13 @@ def _start(record: dict) -> dict:
 
 
 def _writer(path: Path, suite: str, task: int, camera_size: int, cameras: tuple[str, ...], meta: dict):
-    from lara.data.libero_hdf5 import LiberoHDF5Writer
+    from lara.data.libero_hdf5 import LIBERO_FPS
+    from lara.data.libero_writer import LiberoHDF5Writer
 
     env_args = {"env_name": meta["problem_info"]["problem_name"], "type": 1, "suite": suite, "task_id": task,
                 "env_kwargs": {"camera_heights": camera_size, "camera_widths": camera_size,
-                               "camera_names": [CAMERAS[c] for c in cameras], "controller": "OSC_POSE"}}
+                               "camera_names": [CAMERAS[c] for c in cameras], "controller": "OSC_POSE",
+                               "control_freq": LIBERO_FPS}}  # the frames' rate, read back as Episode.fps
     return LiberoHDF5Writer(path, language=meta["instruction"], problem_info=meta["problem_info"],
                             env_args=env_args, bddl_file_name=meta["bddl_file"])
 
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         render_s = dict.fromkeys(tasks, 0.0)
         if not args.dry_run:
             with tqdm(total=sum(len(f["kept"]) for f in found.values()), desc="rendering kept episodes",
-                      disable=args.no_progress, dynamic_ncols=True) as bar:
+                      disable=args.no_progress, dynamic_ncols=True) as bar, writing(out):  # a full disk: one line
                 render_s = write_files(pool, suite, args.camera_size, found, args.workers, bar, distractors, cameras,
                                        args.action_noise)
     results = [task_summary(suite, t, found[t], args.episodes, max_attempts, render_s[t]) for t in tasks]
@@ -432,11 +434,12 @@ def main(argv: list[str] | None = None) -> int:
                "workers": args.workers, "threads_per_worker": args.threads_per_worker, "versions": versions(),
                "wall_s": round(time.time() - start, 1),
                "tasks": results}
-    (out / "generation.json").write_text(json.dumps(summary, indent=2))
+    with replacing(out / "generation.json") as staging:
+        staging.write_text(json.dumps(summary, indent=2))
     return 0 if all(r["successes"] > 0 for r in results) else 1
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     sys.exit(run_command("lara data", main, sys.argv[1:]))

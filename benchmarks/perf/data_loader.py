@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lara.data import EpochShuffleSampler, EpisodeDataset
-from lara.data.libero_hdf5 import LiberoHDF5Writer
+from lara.data.libero_writer import LiberoHDF5Writer
 
 
 def scene(frames: int, size: int, seed: int) -> np.ndarray:

@@ -98,6 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lam_variants", main, sys.argv[1:]))

@@ -31,8 +31,9 @@ from lara.benchmarks.probes import fit
 from lara.benchmarks.probes.distractors import DistractorConfig, distract_pairs
 from lara.benchmarks.probes.representations import Features, compute
 from lara.cli import ArgumentParser, integer, number
+from lara.config import check_fits
 from lara.errors import InputError
-from lara.outputs import check_new, settings
+from lara.outputs import check_new, save_figure, settings, write_text
 
 SYNTHETIC_DIRECTIONS = ("move up", "move down", "move left", "move right")
 
@@ -62,6 +63,10 @@ def load_pairs(paths: list[Path], frame_gap: int, image_size: int, camera: str, 
     if data.statistics is None:
         raise InputError(f"{[str(p) for p in paths]}: these sources have no actions; the probe regresses actions, "
                          "so it needs demonstrations (LIBERO HDF5, LeRobot) rather than action-free video.")
+    pairs = -(-len(data) // stride)
+    # each pair's two frames as uint8, and once more as floats where the representations read them
+    check_fits(pairs * 2 * 3 * image_size ** 2 * (1 + 4), f"--image-size {image_size} for {pairs} pairs",
+               "give a smaller --image-size (64 is the LAM's) or a larger --stride")
     frames, actions, episodes, instructions = [], [], [], []
     for i in range(0, len(data), stride):
         s = data[i]
@@ -199,7 +204,7 @@ def plot(report: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+        write_text(args.out, json.dumps(report, indent=1))
     if args.plot:
         plot(report, args.plot)
     return 0
@@ -256,6 +261,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lara probe", main, sys.argv[1:]))

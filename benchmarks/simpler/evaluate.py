@@ -38,7 +38,7 @@ from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksum
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
 from lara.errors import InputError
-from lara.outputs import recorded, writable
+from lara.outputs import recorded, save_figure, writable, write_text
 from lara.policy import policy_image_size, recipe_of, recorded_spec
 
 PARTIAL = ("is_src_obj_grasped", "consecutive_grasp")
@@ -146,7 +146,7 @@ def plot(summary: dict, path: Path, simpler_scores: bool) -> None:
     ax.set_title(title if simpler_scores else f"{title}\nstand-in table: NOT SIMPLER scores", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -219,6 +219,6 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
         "worker_startup_s": sorted({r["worker_pid"]: r["worker_startup_s"] for r in records}.values()),
         **summarize(records, env_ids),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_text(out / "results.json", json.dumps(results, indent=2))  # whole or not at all
     plot(results, out / "success.png", results["simpler_scores"])
     return results

@@ -37,7 +37,7 @@ from lara.benchmarks.simpler.assets import BRIDGE_TASKS, check_assets, resolve_a
 from lara.benchmarks.simpler.evaluate import SimplerEpisodes
 from lara.benchmarks.workers import run_in_pool
 from lara.errors import InputError
-from lara.outputs import check_new, recorded, writable
+from lara.outputs import check_new, recorded, replacing, writable, writing
 
 PLACEMENTS = ("fresh", "simpler")
 SETTLE_STEPS = 5        # control steps (1 s) with the arm still after objects are moved
@@ -123,7 +123,7 @@ def first_successes(records: dict[int, dict], episodes: int) -> tuple[list[dict]
 
 def write_task(path: Path, env_id: str, kept: list[dict], camera_size: int, rotation: str) -> None:
     from lara.benchmarks.simpler.env import BRIDGE_CAMERA, BRIDGE_CONTROL_MODE
-    from lara.data.libero_hdf5 import LiberoHDF5Writer
+    from lara.data.libero_writer import LiberoHDF5Writer
 
     env_args = {"env_name": env_id, "bench": "simpler", "control_mode": BRIDGE_CONTROL_MODE,
                 "camera_names": [BRIDGE_CAMERA], "camera_heights": camera_size, "camera_widths": camera_size,
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                                           len(records[env_id]))
         path = out / f"{env_id}_demo.hdf5"
         if kept:
-            write_task(path, env_id, kept, args.camera_size, args.rotation)
+            with writing(path):  # a full disk: one line naming the file
+                write_task(path, env_id, kept, args.camera_size, args.rotation)
         tried = [r for a, r in sorted(records[env_id].items()) if a < used]
         tasks.append({"env_id": env_id, "instruction": tried[0]["instruction"],
                       "file": recorded(path) if kept else None,
@@ -228,5 +229,6 @@ def main(argv: list[str] | None = None) -> int:
                "placements": args.placements, "camera_size": args.camera_size, "rotation": args.rotation,
                "seed": args.seed, "workers": args.workers, "versions": versions(), "asset_dir": recorded(root),
                "wall_s": round(time.time() - start, 1), "tasks": tasks}
-    (out / "generation.json").write_text(json.dumps(summary, indent=2))
+    with replacing(out / "generation.json") as staging:
+        staging.write_text(json.dumps(summary, indent=2))
     return 0 if all(t["successes"] > 0 for t in tasks) else 1

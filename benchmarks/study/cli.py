@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lara.errors import InputError
+from lara.outputs import check_link
 
 from . import report, stats
 from .cells import (CellFailed, changes, done, plan_cells, read_cell, read_state, record_files, run_cell,
@@ -45,24 +46,26 @@ from .config import load_study, read_study_file, split_top_level
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lara study", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from lara.cli import ArgumentParser, integer  # a bad flag: one line and exit 2, as every lara command
+
+    p = ArgumentParser(prog="lara study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study_file", nargs="?", type=Path, help="a YAML study file (options given beside it override it)")
     p.add_argument("--preset", help="the `lara train` preset, e.g. posttrain_token_vla")
     p.add_argument("--data", help="comma-separated demonstration files or folders")
     p.add_argument("--suite", help="LIBERO suite of the evaluation: spatial, object, goal, 10, 90")
     p.add_argument("--tasks", help="comma-separated task indices (or names)")
     p.add_argument("--seeds", help="comma-separated training seeds, e.g. 0,1,2")
-    p.add_argument("--trials", type=int, help="evaluation trials per task (trial i from init state i)")
+    p.add_argument("--trials", type=integer(1), help="evaluation trials per task (trial i from init state i)")
     p.add_argument("--out", type=Path, help="study folder")
     p.add_argument("--variant", action="extend", nargs="+", metavar="NAME=key=value,...",
                    help="an extra variant: a name and its recipe overrides, e.g. fsq=lara.lam.quantizer=fsq")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", metavar="key=value",
                    help="recipe overrides shared by every variant, e.g. train.steps=2000")
-    p.add_argument("--max-steps", type=int, help="evaluation step budget per episode (debugging)")
-    p.add_argument("--workers", type=int, help="cells running at once (default 1)")
-    p.add_argument("--eval-workers", type=int, help="worker processes of each evaluation (default 1)")
-    p.add_argument("--threads", type=int, help="OMP/MKL threads per training process and eval worker (default 1)")
+    p.add_argument("--max-steps", type=integer(1), help="evaluation step budget per episode (debugging)")
+    p.add_argument("--workers", type=integer(1), help="cells running at once (default 1)")
+    p.add_argument("--eval-workers", type=integer(1), help="worker processes of each evaluation (default 1)")
+    p.add_argument("--threads", type=integer(1),
+                   help="OMP/MKL threads per training process and eval worker (default 1)")
     p.add_argument("--replace-changed", action="store_true",
                    help="retrain (re-evaluate) cells of --out recorded with other training (evaluation) arguments; "
                         "without it such a study is refused before anything runs")
@@ -75,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "copied back into --out's cells/ there, those cells are skipped")
     p.add_argument("--rewrite-report", type=Path, metavar="STUDY_JSON",
                    help="run nothing: recompute the statistics of a written study report (e.g. a committed "
-                        "benchmarks/results/study_*.json, whose cell folders are gone) from the cells it holds, and "
+                        "results/study_*.json, whose cell folders are gone) from the cells it holds, and "
                         "rewrite it and its .md and .png beside it in place")
     return p
 
@@ -226,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rewrite_report is not None:
         return rewrite_report(args.rewrite_report)
     study = load_study(study_fields(args))  # a bad study raises InputError: one line from the dispatcher, exit 2
+    check_link(study.out, "--out", folder=True)  # a symbolic link as the study folder: refused before anything
+    if args.save_finished is not None:
+        check_link(args.save_finished, "--save-finished", folder=True)
     cells = plan_cells(study)
     if args.save_finished is not None:
         return save_finished(study, cells, args.save_finished)
@@ -276,6 +282,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lara study", main, sys.argv[1:]))

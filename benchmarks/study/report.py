@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lara.model import COLLAPSED_SPREAD
+from lara.outputs import save_figure, write_text
 
 from . import stats
 
@@ -287,13 +288,13 @@ def plot(summary: dict, path: Path) -> None:
     if diffs:
         right.legend(loc="best", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
 def write(summary: dict, out: Path, name: str = "study") -> None:
     """OUT/NAME.json, NAME.md and NAME.png (a study folder's study.*, or a committed report's own name)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
-    (out / f"{name}.md").write_text(markdown(summary))
+    write_text(out / f"{name}.json", json.dumps(summary, indent=1))  # each whole or not at all
+    write_text(out / f"{name}.md", markdown(summary))
     plot(summary, out / f"{name}.png")

@@ -1,8 +1,8 @@
 """Data for LARA training: one core cutting episodes of any source (LIBERO HDF5, LeRobot, video folders)
 into samples, the LIBERO HDF5 writer, and action normalisation statistics.
 
-Names are imported on first use, so `from lara.data.libero_hdf5 import LiberoHDF5Writer` (used by the
-demo generator and the robot recorder) needs only h5py and numpy, not torch.
+Names are imported on first use, so `from lara.data import LiberoHDF5Writer` (used by the demo generators and
+the robot recorder) needs only h5py and numpy, not torch.
 """
 
 from importlib import import_module
@@ -22,7 +22,7 @@ _EXPORTS = {
     "libero_to_lerobot": "convert",
     "lerobot_to_libero": "convert",
     "LiberoFileError": "libero_hdf5",
-    "LiberoHDF5Writer": "libero_hdf5",
+    "LiberoHDF5Writer": "libero_writer",
     "inspect_libero_hdf5": "libero_hdf5",
     "open_libero_hdf5": "libero_hdf5",
     "EpochShuffleSampler": "sampler",

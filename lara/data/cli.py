@@ -13,6 +13,8 @@ import difflib
 import importlib
 import sys
 
+from lara.errors import run_command  # `lara data convert: error: ...`, exit 2, like every command
+
 # name -> (module, help)
 COMMANDS = {
     "generate": ("lara.benchmarks.generate", "scripted LIBERO (or --bench simpler) demos in the LIBERO HDF5 schema"),
@@ -38,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"lara data: unknown command '{name}'.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from lara.cli import run_command  # `lara data convert: error: ...`, exit 2, like every command
-
     return run_command(f"lara data {name}", importlib.import_module(COMMANDS[name][0]).main, argv[1:])
 
 

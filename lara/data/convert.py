@@ -17,31 +17,21 @@ Features written (LIBERO name -> LeRobot feature):
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from lara.outputs import OVERWRITE_HELP, check_new, writable
+from lara.outputs import OVERWRITE_HELP, check_new, writable, writing
 
-from .libero_hdf5 import LiberoFileError, LiberoHDF5Writer, demo_names, images_upside_down, open_libero_hdf5, \
-    read_instruction
+from .libero_hdf5 import LIBERO_FPS, LiberoFileError, control_frequency, demo_names, images_upside_down, \
+    open_libero_hdf5, read_instruction
 from .libero_source import resolve_files
+from .libero_writer import LiberoHDF5Writer
 
-LIBERO_FPS = 20  # LIBERO's control frequency (robosuite control_freq) when env_args does not say
 STATE_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper_left", "gripper_right"]
 CAMERAS = {"agentview_rgb": "observation.images.agentview", "eye_in_hand_rgb": "observation.images.eye_in_hand"}
-
-
-def _fps_of(handle, path: Path) -> int | None:
-    try:
-        raw = handle["data"].attrs.get("env_args", "{}")
-        env_args = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        return int(env_args.get("env_kwargs", {}).get("control_freq")) if env_args else None
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 def _read_demo(handle, name: str, upside_down: bool) -> dict:
@@ -77,7 +67,7 @@ def libero_to_lerobot(sources: list[Path], out: Path, *, codec: str = "av1", fps
     found_fps = set()
     for path in resolve_files(sources):
         with open_libero_hdf5(path) as handle:
-            found_fps.add(_fps_of(handle, path))
+            found_fps.add(control_frequency(handle))
             demos += [(path, name, read_instruction(handle, path)) for name in demo_names(handle)]
     if not demos:
         raise LiberoFileError(f"{[str(s) for s in sources]}: no demo_N groups to convert.")
@@ -108,11 +98,11 @@ def libero_to_lerobot(sources: list[Path], out: Path, *, codec: str = "av1", fps
                 raise LiberoFileError(f"{path} data/{name}: holds {sorted(arrays)}, the first demo held "
                                       f"{sorted(writer.features)}; every demo needs the same observations.")
             writer.add_episode(arrays, task=instruction)
+        return writer.close()
     except BaseException:
         if writer is not None:
             writer.discard()
         raise
-    return writer.close()
 
 
 def _file_name(instruction: str) -> str:
@@ -163,7 +153,9 @@ def lerobot_to_libero(source: Path, out: Path, *, agentview: str | None = None,
     written = []
     for instruction, episodes in by_task.items():
         path = out / names[instruction]
-        with LiberoHDF5Writer(path, language=instruction or "no instruction") as writer:
+        # the dataset's frame rate as the file's control frequency: its time base survives the round trip
+        env_args = {"env_kwargs": {"control_freq": round(data.fps)}}
+        with LiberoHDF5Writer(path, language=instruction or "no instruction", env_args=env_args) as writer:
             for episode in episodes:
                 writer.add_demo(**_libero_arrays(data, episode, named, source))
         written.append(path)
@@ -217,14 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     *sources, out = args.sources
     if not sources:
         parser.error("give SRC... and OUT")
-    if args.to == "lerobot":
-        written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
-                                     episodes_per_file=args.episodes_per_file, overwrite=args.overwrite)]
-    else:
-        if len(sources) != 1:
-            parser.error("--to libero reads one LeRobot dataset folder")
-        written = lerobot_to_libero(sources[0], out, agentview=args.agentview, eye_in_hand=args.eye_in_hand,
-                                    overwrite=args.overwrite)
+    if args.to == "libero" and len(sources) != 1:
+        parser.error("--to libero reads one LeRobot dataset folder")
+    with writing(out):  # a full disk: one line naming OUT (the writers' staging is removed or cleared next time)
+        if args.to == "lerobot":
+            written = [libero_to_lerobot(sources, out, codec=args.codec, fps=args.fps,
+                                         episodes_per_file=args.episodes_per_file, overwrite=args.overwrite)]
+        else:
+            written = lerobot_to_libero(sources[0], out, agentview=args.agentview, eye_in_hand=args.eye_in_hand,
+                                        overwrite=args.overwrite)
     for path in written:
         print(path)
     return 0
@@ -233,6 +226,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lara.cli import run_command
+    from lara.errors import run_command
 
     raise SystemExit(run_command("lara data convert", main, sys.argv[1:]))

@@ -125,6 +125,26 @@ class EpisodeDataset(torch.utils.data.Dataset):
                              f"{max(self._gaps)} frames, the longest has {longest}. Lower frame_gap or keep "
                              "incomplete samples.")
 
+    def check_one_image_size(self) -> None:
+        """With image_size=None frames are batched at their stored size, so every episode's camera must have one
+        size: two sizes are refused here, before training, naming both and an episode of each (the first batch's
+        stack would fail mid-run otherwise). Sizes come from the readers' `frame_size` (file metadata, nothing
+        decoded) where a reader has it, else from each episode's first frame."""
+        if self.config.image_size is not None:
+            return
+        for camera in (None, *self.config.extra_cameras):  # None: each episode's LAM camera
+            seen: dict[tuple[int, int], Episode] = {}
+            for index, episode in enumerate(self.episodes):
+                name = self._cameras[index] if camera is None else camera
+                seen.setdefault(_frame_size(episode, name), episode)
+                if len(seen) > 1:
+                    (first, a), (second, b) = seen.items()
+                    role = "data.camera" if camera is None else f"data.extra_cameras {camera}"
+                    raise SourceError(f"data.image_size=null keeps frames at their stored size, and the frames of "
+                                      f"{role} differ: {first[0]}x{first[1]} in {a.source}, {second[0]}x{second[1]} "
+                                      f"in {b.source}; set data.image_size (e.g. {min(first + second)}) to resize "
+                                      "them all to one")
+
     # ---------------------------------------------------------------------------------------------
     # Building the index
 
@@ -274,6 +294,13 @@ class EpisodeDataset(torch.utils.data.Dataset):
                 f"action_horizon={self.config.action_horizon}, action_free={self.config.action_free})")
 
 
+def _frame_size(episode: Episode, camera: str) -> tuple[int, int]:
+    """(H, W) of an episode's camera: its reader's `frame_size` when it has one, else its first frame's."""
+    size = getattr(episode.reader, "frame_size", None)
+    found = size(episode.key, camera) if size is not None else None
+    return tuple(found) if found is not None else tuple(episode.frames(camera, [0]).shape[1:3])
+
+
 def _centre_crop(frames: torch.Tensor, aspect: float) -> torch.Tensor:
     """The largest centred crop of [N, 3, H, W] frames with height / width = aspect."""
     H, W = frames.shape[-2:]
@@ -292,4 +319,4 @@ def _chunk(actions: np.ndarray, t: int, length: int) -> tuple[torch.Tensor, torc
     return torch.from_numpy(chunk), torch.from_numpy(mask)
 
 
-LiberoDataset = EpisodeDataset  # its name from when it read LIBERO HDF5 only: recipes, tests and notebooks use it
+LiberoDataset = EpisodeDataset  # its name from when it read LIBERO HDF5 only, kept for users' scripts and notebooks

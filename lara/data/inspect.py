@@ -6,20 +6,29 @@
 Prints the format, episodes, frames, fps, cameras, tasks and (for sources with actions) the action and
 state statistics, then writes a PNG contact sheet: one row per sampled pair, o_t beside o_{t+k}, cut and
 resized exactly as training cuts them.
+
+    python -m lara.data.libero_hdf5 data/scripted_object/*.hdf5   # LIBERO HDF5 files, one line per file and demo
+
+summarises LIBERO HDF5 files as they are stored (demos, steps, instruction, image convention, observation keys)
+with h5py alone, so it also runs where torch is not installed (the robot recorder's system python).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import LiberoDataConfig, SourceSpec
-from .dataset import EpisodeDataset
 from .episodes import SourceError, detect_format
+from .libero_hdf5 import LiberoFileError, inspect_libero_hdf5
+
+if TYPE_CHECKING:  # the data core (torch) is imported by `main` only: `libero_files_main` needs h5py alone
+    from .dataset import EpisodeDataset
 
 
 def _range(values: list[float]) -> str:
@@ -119,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .config import LiberoDataConfig, SourceSpec
+    from .dataset import EpisodeDataset
+
     args = build_parser().parse_args(argv)
     fmt = args.format or detect_format(args.path)
     camera, others, action_free = _cameras(args.path, fmt, args.camera)
@@ -139,3 +151,25 @@ def main(argv: list[str] | None = None) -> int:
         rows = ", ".join(f"{data.episodes[e].source} {t}->{u}" for e, t, u in shown)
         print(f"contact sheet: {sheet} ({len(shown)} pairs o_t | o_t+k, top to bottom: {rows})")
     return 0
+
+
+def libero_files_main(argv: list[str] | None = None) -> int:
+    """`python -m lara.data.libero_hdf5 FILE...`: one summary line per file and per demo."""
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m lara.data.libero_hdf5 FILE.hdf5 [FILE.hdf5 ...]", file=sys.stderr)
+        return 2
+    status = 0
+    for path in paths:
+        try:
+            info = inspect_libero_hdf5(path)
+        except (OSError, LiberoFileError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{info.path}: {info.num_demos} demos, {info.total} steps, {info.instruction!r}, "
+              f"images {info.image_shape} {'upside-down (opengl)' if info.upside_down else 'upright (opencv)'}, "
+              f"actions {'yes' if info.has_actions else 'no'}, obs {list(info.obs_keys)}")
+        for name, length in info.demo_lengths.items():
+            print(f"  {name}: {length} steps")
+    return status

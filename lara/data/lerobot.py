@@ -261,6 +261,14 @@ class LeRobotSource:
 
     # -- frames ------------------------------------------------------------------------------------------
 
+    def frame_size(self, key: dict, camera: str) -> tuple[int, int] | None:
+        """(H, W) of a camera as info.json declares it ([height, width, channels]); None where it says otherwise."""
+        feature = self.features[self._feature_of[camera]]
+        shape, names = feature.get("shape") or [], feature.get("names") or []
+        if len(shape) == 3 and list(names[:2]) == ["height", "width"]:
+            return int(shape[0]), int(shape[1])
+        return None
+
     def read_frames(self, key: dict, camera: str, indices: list[int]) -> np.ndarray:
         camera = self._feature_of[camera]
         if self.features[camera]["dtype"] == "video":

@@ -12,6 +12,7 @@ Files roll over by size (LeRobot's defaults: 100 MB data, 200 MB video) or every
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -274,11 +275,13 @@ class LeRobotWriter:
         return publish_folder(self._tmp, self.root)  # an earlier dataset (--overwrite) goes once the new one is whole
 
     def discard(self) -> None:
-        for key in self.videos:
-            if self._video[key]["encoder"] is not None:
-                self._video[key]["encoder"].close()
+        """Remove the staging folder, whatever closing its open files says (a full disk fails their flush too)."""
+        closers = [self._video[key]["encoder"].close for key in self.videos if self._video[key]["encoder"] is not None]
         if self._data["writer"] is not None:
-            self._data["writer"].close()
+            closers.append(self._data["writer"].close)
+        for close in closers:
+            with contextlib.suppress(Exception):
+                close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> "LeRobotWriter":

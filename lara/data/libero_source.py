@@ -17,10 +17,10 @@ from lara.errors import MissingPath
 
 from .config import LiberoDataConfig, SourceSpec
 from .episodes import SKIP_HINT, Episode
-from .libero_hdf5 import LiberoFileError, damaged, demo_names, images_upside_down, open_libero_hdf5, read_instruction
+from .libero_hdf5 import CAMERA_KEYS, LiberoFileError, control_frequency, damaged, demo_names, images_upside_down, \
+    open_libero_hdf5, read_instruction
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
-CAMERA_KEYS = ("agentview_rgb", "eye_in_hand_rgb")
 
 
 def resolve_files(paths: list[Path]) -> list[Path]:
@@ -77,6 +77,7 @@ class LiberoSource:
     def __init__(self, path: Path, *, cameras: tuple[str, ...], action_free: bool, skip_bad_files: bool):
         self.path, self.cameras, self.action_free = Path(path), tuple(cameras), action_free
         self._records, bad = [], []
+        self._sizes: dict[tuple, tuple[int, int]] = {}  # (episode key, camera) -> (H, W), from the datasets' shapes
         for file in resolve_files([self.path]):
             try:
                 self._records += self._scan_file(file)
@@ -98,10 +99,15 @@ class LiberoSource:
     def statistics(self):
         return None
 
+    def frame_size(self, key: tuple[Path, str, bool], camera: str) -> tuple[int, int]:
+        """(H, W) of an episode's camera, from the file's dataset shape (nothing decoded)."""
+        return self._sizes[key, camera]
+
     def _scan_file(self, path: Path) -> list[dict]:
         out = []
         with open_libero_hdf5(path) as handle:
             instruction, upside_down = read_instruction(handle, path), images_upside_down(handle)
+            fps = control_frequency(handle)  # None where the file records none
             names = demo_names(handle)
             if not names:
                 raise LiberoFileError(f"{path}: the `data` group holds no demo_N groups.")
@@ -124,6 +130,8 @@ class LiberoSource:
                                               f"obs/{self.cameras[0]} has {T}.")
                     T = len(frames)
                 images = tuple(key for key in obs if _is_images(obs[key]))  # every camera, for Episode.frames
+                for image in images:
+                    self._sizes[(path, name, upside_down), image] = tuple(obs[image].shape[1:3])
                 actions = states = None
                 if not self.action_free:
                     hint = "needed for action chunks; set action_free=True to read frames only"
@@ -132,7 +140,7 @@ class LiberoSource:
                                              _read_array(obs, "gripper_states", (T, 2), f"{where}/obs", hint)], 1)
                 # fields, not Episodes: an Episode references its reader, and a reader holding its
                 # episodes would be a cycle that keeps the files open until the garbage collector runs
-                out.append(dict(source=where, path=path, key=(path, name, upside_down), length=T, fps=None,
+                out.append(dict(source=where, path=path, key=(path, name, upside_down), length=T, fps=fps,
                                 instruction=instruction, cameras=images, actions=actions, states=states))
         return out
 

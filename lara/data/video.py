@@ -17,6 +17,7 @@ import os
 import sys
 import warnings
 from collections import OrderedDict
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,10 @@ class VideoSource:
     def statistics(self):
         return None
 
+    def frame_size(self, key: int, camera: str) -> tuple[int, int]:
+        """(H, W) of a video's frames, from its stream (nothing decoded)."""
+        return self._native[key][4]
+
     def _native_index(self, key: int, index: int) -> int:
         native_fps, native_length = self._native[key][:2]
         if self.fps is None:
@@ -196,7 +201,7 @@ class VideoSource:
         import av
 
         file = self._records[key]["path"]
-        native_fps, _, start_pts, time_base = self._native[key]
+        native_fps, _, start_pts, time_base, _ = self._native[key]
         offsets = np.arange(stop - start)
         wanted = (offsets < window) | ((offsets >= gap) & (offsets - gap < window))
         last = start + int(np.flatnonzero(wanted)[-1])  # decoding stops here, not one frame later
@@ -246,8 +251,8 @@ class VideoSource:
                 "_spare": []}
 
 
-def _probe(file: Path) -> tuple[float, int, int, float]:
-    """(fps, frame count, first pts, time base) of a video's first stream; SourceError names a bad file.
+def _probe(file: Path) -> tuple[float, int, int, float, tuple[int, int]]:
+    """(fps, frame count, first pts, time base, (H, W)) of a video's first stream; SourceError names a bad file.
 
     The count is the container's when it states one (mp4), else its packets are counted (webm, mkv),
     and the first frame is decoded, so a file that cannot be decoded fails here, not mid-training."""
@@ -270,19 +275,26 @@ def _probe(file: Path) -> tuple[float, int, int, float]:
                           f"{error or type(error).__name__}.") from error
     if count < 1:
         raise SourceError(f"{file}: the video holds no frames.")
-    return float(rate), int(count), int(start_pts), float(stream.time_base)
+    return float(rate), int(count), int(start_pts), float(stream.time_base), (int(stream.height), int(stream.width))
 
 
 def write_videos(source: str | os.PathLike, out: str | os.PathLike, *, camera: str | None = None,
-                 fps: float = 10.0, codec: str = "libx264", overwrite: bool = False) -> list[Path]:
+                 fps: float | None = None, codec: str = "libx264", overwrite: bool = False) -> list[Path]:
     """Write every episode of a source (any format) as `<out>/<name>.mp4` with its instruction in `<name>.txt`:
     a video folder, e.g. to try video pre-training on frames of LIBERO demos. Returns the files written. Files of
-    the same names already in `out` are replaced only with `overwrite` (checked before any is written)."""
+    the same names already in `out` are replaced only with `overwrite` (checked before any is written).
+
+    `fps`: the videos' frame rate; None keeps each episode's own (`Episode.fps`: a video's or LeRobot dataset's
+    rate, a LIBERO file's recorded control frequency, else LIBERO_FPS), the time base `data convert` gives it too.
+    Every file is encoded to a staging name beside it (lara.outputs) and all are put in place only once every one
+    is whole: a kill or a full disk leaves no unreadable mp4 under a final name, and the next run clears the staging
+    files and needs no --overwrite for what the interrupted one did not finish."""
     import av
 
-    from lara.outputs import check_new, writable
+    from lara.outputs import check_new, new_staging_file, publish, writable, writing
 
     from .episodes import open_source
+    from .libero_hdf5 import LIBERO_FPS
 
     out = Path(out)
     episodes = open_source(source).episodes()
@@ -290,22 +302,34 @@ def write_videos(source: str | os.PathLike, out: str | os.PathLike, *, camera: s
     check_new([out / f"{name}{suffix}" for name in names for suffix in (".mp4", ".txt")], overwrite=overwrite,
               what="video folder")
     writable(out, "OUT")
-    written = []
-    for name, episode in zip(names, episodes):
-        view = camera or episode.cameras[0]
-        frames = episode.frames(view, list(range(episode.length)))  # (T, H, W, 3)
-        frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
-        path = out / f"{name}.mp4"
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream(codec, rate=round(fps))
-            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        if episode.instruction:
-            path.with_suffix(".txt").write_text(episode.instruction + "\n")
-        written.append(path)
-    return written
+    staged: list[tuple[Path, Path]] = []  # (staging file, final name)
+    try:
+        with writing(out):
+            for name, episode in zip(names, episodes):
+                view = camera or episode.cameras[0]
+                frames = episode.frames(view, list(range(episode.length)))  # (T, H, W, 3)
+                frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p: even sizes
+                path = out / f"{name}.mp4"
+                staging = new_staging_file(path)
+                staged.append((staging, path))
+                rate = Fraction(fps or episode.fps or LIBERO_FPS).limit_denominator(1001)
+                with av.open(str(staging), "w", format="mp4") as container:  # the staging name has no .mp4 suffix
+                    stream = container.add_stream(codec, rate=rate)
+                    stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+                    for frame in frames:
+                        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                    container.mux(stream.encode())
+                if episode.instruction:
+                    caption = new_staging_file(path.with_suffix(".txt"))
+                    staged.append((caption, path.with_suffix(".txt")))
+                    caption.write_text(episode.instruction + "\n")
+            for staging, target in staged:
+                publish(staging, target)
+    except BaseException:
+        for staging, _ in staged:
+            staging.unlink(missing_ok=True)
+        raise
+    return [target for _, target in staged if target.suffix == ".mp4"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +347,8 @@ def build_parser():
     parser.add_argument("source", help="a data source (LIBERO HDF5 file/folder, LeRobot folder, videos)")
     parser.add_argument("out", help="output folder")
     parser.add_argument("--camera", default=None, help="camera to write (default: the episode's first)")
-    parser.add_argument("--fps", type=number(above=0, high=1000), default=10.0,
-                        help="frame rate of the written videos")
+    parser.add_argument("--fps", type=number(above=0, high=1000), default=None,
+                        help="frame rate of the written videos (default: each episode's own, the time base "
+                             "`lara data convert` gives it too)")
     parser.add_argument("--overwrite", action="store_true", help="replace videos an earlier run wrote (default: refuse)")
     return parser

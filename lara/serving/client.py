@@ -148,8 +148,9 @@ class RemotePolicy:
     Each episode's first observation carries `reset: True`, so the server resets the policy even when the
     instruction repeats. A slow model on a CPU server can take seconds per chunk: `timeout_s` is generous."""
 
-    def __init__(self, host: str, port: int, timeout_s: float = 120.0, connect_timeout_s: float = 5.0) -> None:
-        self.client = PolicyClient(host, port, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
+    def __init__(self, host: str, port: int, timeout_s: float = 120.0, connect_timeout_s: float = 5.0,
+                 token: Optional[str] = None) -> None:
+        self.client = PolicyClient(host, port, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s, token=token)
         self.instruction = ""
         self._new_episode = True
 

@@ -153,6 +153,34 @@ def find_vla_dir(path: str | Path) -> Path:
                       "VLA saved by save_pretrained (e.g. RUN/final/vla of a training run) or the run folder RUN.")
 
 
+def check_vla_path(path: str | Path, key: str = "model.path", family: str | None = None) -> Path:
+    """`path` as a VLA folder to train from (one with the config.json of save_pretrained), or one line saying what
+    it is instead and which folder to give: a run folder (RUN, RUN/final, RUN/checkpoints/step_N), a LARA or LAM
+    artifact (lara_config.json: `refine.lam_from` takes those), a file, or nothing. `family`: a backbone that can
+    also be built from model.build, which the message then offers."""
+    from lara.checkpoint import CONFIG_NAME
+    from lara.errors import InputError, MissingPath
+
+    path = Path(path)
+    expected = "expected a VLA folder saved by save_pretrained (config.json and its weights), e.g. RUN/final/vla"
+    if family is not None and build_keys(family):
+        expected += f" (or leave {key} unset to build a {family} from model.build)"
+    if (path / "config.json").is_file():
+        return path
+    if not path.exists():
+        raise MissingPath(f"{key}={path}: no such folder; {expected}")
+    if not path.is_dir():
+        raise InputError(f"{key}={path} is a file; {expected}")
+    if (path / CONFIG_NAME).is_file():
+        raise InputError(f"{key}={path} holds a LARA artifact ({CONFIG_NAME}: projector and LAM), not a VLA; "
+                         f"{expected} (a LAM to refine goes to refine.lam_from)")
+    for inside, what in ((path / "vla", "a run's export (RUN/final or a checkpoint)"),
+                         (path / "final" / "vla", "a training run folder")):
+        if (inside / "config.json").is_file():
+            raise InputError(f"{key}={path} is {what}, not a VLA; {expected}: give {key}={inside}")
+    raise MissingPath(f"{key}={path} holds no config.json; {expected}")
+
+
 def load_policy(path: str | Path, device="cpu"):
     """A policy from a directory written by `save_pretrained` (LARA detached: VLA weights only), or a run folder
     holding one (`find_vla_dir`), by its config.json `model_type` (a TokenVLA when it names no

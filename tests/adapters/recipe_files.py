@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lara.data.libero_hdf5 import LiberoHDF5Writer
+from lara.data.libero_writer import LiberoHDF5Writer
 
 
 def write_demos(directory: Path, size: int = 32) -> Path:

@@ -156,4 +156,4 @@ def test_fsdp_setups_that_cannot_work_are_refused_in_one_line(demos, tmp_path, m
                                   ["train.fsdp=true"]))
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
     with pytest.raises(InputError, match="set train.fsdp=true"):
-        make_accelerator(TrainConfig())
+        make_accelerator(TrainConfig(), tmp_path)

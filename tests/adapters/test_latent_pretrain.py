@@ -15,8 +15,8 @@ from lara.adapters.config import load_recipe
 from lara.adapters.metrics import read_metrics
 from lara.cli import main as lara_main
 from lara.config import LAMConfig
-from lara.data import LiberoDataset
-from lara.data.libero_hdf5 import LiberoHDF5Writer
+from lara.data import EpisodeDataset
+from lara.data.libero_writer import LiberoHDF5Writer
 from lara.errors import InputError, MissingPath
 from lara.vla import load_policy
 from lara.vla.token_vla import tiny_token_vla
@@ -49,7 +49,7 @@ def lam_with_data_codebook(data_dir: Path, out: Path) -> Path:
     """A fresh vq LAM after one forward pass in training mode over the pairs, which starts its codebook from their
     latents (what vq does on its first training batch) so the pairs spread over its codes; saved as an artifact."""
     torch.manual_seed(0)
-    data = LiberoDataset(paths=[data_dir], frame_gap=3, image_size=SIZE, action_free=True, drop_incomplete=True)
+    data = EpisodeDataset(paths=[data_dir], frame_gap=3, image_size=SIZE, action_free=True, drop_incomplete=True)
     lam = lara.LatentActionModel(LAMConfig(**LAM))
     with torch.no_grad():
         lam(torch.stack([data[i]["lam_frames"] for i in range(len(data))]).float() / 255.0)

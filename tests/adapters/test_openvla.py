@@ -15,7 +15,7 @@ from lara.adapters import posttrain
 from lara.adapters.config import load_recipe
 from lara.adapters.common import build_vla
 from lara.adapters.metrics import read_metrics
-from lara.data import LiberoDataset
+from lara.data import EpisodeDataset
 from lara.vla.openvla import load_openvla, load_openvla_processor, prompt
 from lara.vla.token_vla import tiny_token_vla
 from lara.vla.token_vla.tokenizer import IGNORE_INDEX
@@ -43,7 +43,7 @@ def openvla_recipe(demos: Path, out: Path, model: Path, *extra: str):
 
 def test_batches_are_openvla_finetune_batches(demos, standin, tmp_path):
     cfg = openvla_recipe(demos, tmp_path, standin)
-    data = LiberoDataset(cfg.data)
+    data = EpisodeDataset(cfg.data)
     _, processor, _ = build_vla(cfg, data.statistics)
     samples = [data[i] for i in (0, 40, 80)]
     batch = processor(samples)

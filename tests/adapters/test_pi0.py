@@ -20,7 +20,7 @@ from lara.adapters.common import build_vla
 from lara.adapters.metrics import read_metrics
 from lara.adapters.trainer import seed_everything
 from lara.benchmarks.rollout import check_chunk
-from lara.data import LiberoDataset
+from lara.data import EpisodeDataset
 from lara.policy import load_policy
 from lara.vla.pi0 import pi0_config
 from lara.vla.token_vla import tiny_token_vla
@@ -95,7 +95,7 @@ def test_pi0_policy_acts_on_a_libero_observation(pi0_run):
 
 def test_pi0_collate_of_video_samples_is_action_free(demos, pi0_run):
     cfg = load_recipe("posttrain_pi0", tiny(demos, Path("unused"), family="pi0") + ["data.action_free=true"])
-    video = LiberoDataset(cfg.data)
+    video = EpisodeDataset(cfg.data)
     _, processor, _ = build_vla(cfg, None)
     batch = processor([video[i] for i in range(3)])
     assert batch["lam_action_free"] is True and "lam_actions" not in batch
@@ -108,7 +108,7 @@ def test_pi0_collate_of_video_samples_is_action_free(demos, pi0_run):
 def test_pi0_sees_every_configured_camera(demos):
     cfg = load_recipe("posttrain_pi0", tiny(demos, Path("unused"), family="pi0")
                       + ["data.extra_cameras=[eye_in_hand_rgb]"])
-    data = LiberoDataset(cfg.data)
+    data = EpisodeDataset(cfg.data)
     model, processor, _ = build_vla(cfg, data.statistics)  # data.camera, then data.extra_cameras
     batch = processor([data[i] for i in range(2)])
     assert batch["pixel_values"].shape == (2, 2, 3, 32, 32) and batch["pixel_attention_mask"].all()
@@ -131,7 +131,7 @@ def test_pi0_from_a_path_uses_the_tokenizer_saved_there(demos, tmp_path):
     cfg = load_recipe("posttrain_pi0", tiny(demos, tmp_path / "run", steps=1, every=1, family="pi0")
                       + [f"model.path={tmp_path / 'pi0'}", "model.lora=null"])
     _, processor, _ = build_vla(cfg, None)
-    ids = processor([LiberoDataset(cfg.data)[0]])["input_ids"][0, 16:].tolist()  # after the image tokens
+    ids = processor([EpisodeDataset(cfg.data)[0]])["input_ids"][0, 16:].tolist()  # after the image tokens
     assert ids == tokenizer("<s>put the bowl on the plate\n", add_special_tokens=False)["input_ids"]
     final = posttrain.run(cfg)["final"] / "vla"
     assert (final / "tokenizer.json").is_file()
@@ -156,7 +156,10 @@ def test_resumed_pi0_run_repeats_the_uninterrupted_losses(demos, tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda path: None, r"holds no config.json: expected a local pi0 checkpoint"),
+    (lambda path: None, r"model.path=.*model: no such folder; expected a VLA folder saved by save_pretrained "
+                        r"\(config.json and its weights\), e.g. RUN/final/vla \(or leave model.path unset to build a "
+                        r"pi0 from model.build\)"),
+    (lambda path: path.mkdir(), r"model.path=.*model holds no config.json; expected a VLA folder"),
     (lambda path: tiny_token_vla().save_pretrained(path), r"holds a 'lara_token_vla' model, but model.family='pi0'"),
 ])
 def test_a_wrong_model_path_says_what_was_expected(demos, tmp_path, make, message):

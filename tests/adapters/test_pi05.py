@@ -21,7 +21,7 @@ from lara.adapters.common import build_vla
 from lara.adapters.config import load_recipe
 from lara.adapters.metrics import read_metrics
 from lara.cli import main as lara_main
-from lara.data import LiberoDataset
+from lara.data import EpisodeDataset
 from lara.data.statistics import STATISTICS_FILE
 from lara.errors import MissingPath
 from lara.policy import load_policy
@@ -119,7 +119,7 @@ def test_pi05_prompt_is_pi05_processors_with_the_state_in_256_bins(demos):
     from transformers.models.pi05.processing_pi05 import PI05Processor
 
     cfg = load_recipe("posttrain_pi05", tiny(demos, Path("unused"), family="pi05"))
-    data = LiberoDataset(cfg.data)
+    data = EpisodeDataset(cfg.data)
     processor = Processor(pi05_config(), data.statistics)
     proprio = torch.stack([data[i]["proprio"] for i in (0, 30)])  # (2, 8) raw
     stats = data.statistics.proprio
@@ -139,7 +139,7 @@ def test_pi05_prompt_is_pi05_processors_with_the_state_in_256_bins(demos):
 
 def test_pi05_batches_carry_the_state_in_the_prompt_only(demos):
     cfg = load_recipe("posttrain_pi05", tiny(demos, Path("unused"), family="pi05"))
-    data = LiberoDataset(cfg.data)
+    data = EpisodeDataset(cfg.data)
     model, processor, _ = build_vla(cfg, data.statistics)
     samples = [data[i] for i in (0, 1)]
     batch = processor(samples)
@@ -150,7 +150,7 @@ def test_pi05_batches_carry_the_state_in_the_prompt_only(demos):
     for key in ("lam_frames", "lam_valid", "lam_actions", "lam_action_mask"):
         batch.pop(key)
     assert torch.isfinite(model(**batch).loss)
-    video = LiberoDataset(cfg.data.model_copy(update={"action_free": True}))
+    video = EpisodeDataset(cfg.data.model_copy(update={"action_free": True}))
     free = processor([video[i] for i in range(2)])
     assert free["lam_action_free"] is True and not free["actions"].any()
 

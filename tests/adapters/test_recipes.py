@@ -145,6 +145,17 @@ def test_every_preset_validates():
     (["model.build.widht=64"], r"model: unknown key 'model.build.widht'. Did you mean 'model.build.width'\? "
                                r"Keys at model.build \(token_vla\): width, layers, image_size"),
     (["model.family=pi0", "model.build={width: 32, chunk: 4}"], r"Did you mean 'model.build.chunk_size'\?"),
+    # pi0 / pi0.5 sizes are checked like the other backbones' (issue 38): not deep in transformers, nor at forward
+    (["model.family=pi0", "model.build={width: 32, heads: 3}"],
+     r"model.build.width \(32\) must be divisible by model.build.heads \(3\) into an even head size"),
+    (["model.family=pi05", "model.build={width: 30}"], r"model.build.width \(30\) must be divisible by"),
+    (["model.family=pi0", "model.build={expert_width: 15}"],
+     r"model.build.expert_width \(15\) must be divisible by model.build.heads \(2\)"),
+    (["model.family=pi05", "model.build={image_size: 4}"],
+     r"model.build.image_size \(4\) is smaller than one patch \(model.build.patch_size=8\)"),
+    (["model.family=pi0", "model.build={vocab_size: 4}"], r"model.build.vocab_size \(4\) .* give at least 5"),
+    (["model.family=pi05", "model.build={action_dim: 6}"], r"model.build.action_dim \(6\) is smaller than the 7-D"),
+    (["model.family=pi0", "model.build={layers: 0}"], r"model.build.layers must be an integer >= 1, got 0"),
     (["model.family=openvla", "model.path=/models/openvla-7b", "model.build.width=8"],
      r"Keys at model.build \(openvla\): none: model.family='openvla' is loaded from model.path"),
     # cross-field errors are reported like per-field ones

@@ -61,7 +61,8 @@ def test_a_finished_run_re_run_as_it_was_trains_nothing_and_rewrites_nothing(fin
     result = posttrain.run(load_recipe("posttrain_token_vla", overrides + ["train.log_every=2", "train.progress=true"]))
     assert result["final"] == run / "final"
     assert snapshot(run) == before
-    assert "nothing to train" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nothing to train" in out and "resumed from" not in out  # issue 38: no resume announced before it
 
 
 def test_a_runs_records_name_its_paths_relative_to_the_project(finished, demos):

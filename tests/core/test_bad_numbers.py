@@ -33,6 +33,8 @@ PARSERS = {
     "eval libero": (["eval", "libero"], "lara.benchmarks.cli", "build_libero_parser"),
     "eval simpler": (["eval", "simpler"], "lara.benchmarks.cli", "build_simpler_parser"),
     "probe": (["probe"], "lara.benchmarks.probes.probe", "build_parser"),
+    "serve": (["serve"], "lara.real_robot.server", "build_parser"),
+    "study": (["study"], "lara.benchmarks.study.cli", "build_parser"),
 }
 
 

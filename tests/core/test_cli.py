@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lara import cli
+from lara import cli, errors
 from lara.errors import InputError, MissingPath
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,21 @@ def one_line_error(capsys, prog: str) -> str:
      "lara eval", "--tasks '0,1,0': '0' is given twice; name each once"),
     (["data", "generate", "--suite", "object", "--tasks", "1,1", "--out", "{tmp}/data"], "lara data generate",
      "--tasks '1,1': task 1 is given twice; name each task once"),
-], ids=["train", "data", "serve", "eval", "override", "preset", "eval-twice", "generate-twice"])
+    # lara serve and lara study parse through lara.cli.ArgumentParser too (issue 38): no usage block
+    (["serve"], "lara serve", "the following arguments are required: --checkpoint"),
+    (["serve", "--checkpoint", "{tmp}/vla", "--prot", "1"], "lara serve", "unrecognized arguments: --prot 1"),
+    (["study", "--trails", "3"], "lara study", "unrecognized arguments: --trails"),
+    (["study", "--out", "{tmp}/study", "--workers", "0"], "lara study",
+     "argument --workers: expected an integer >= 1, got '0'"),
+    # an allocation past the machine's memory: refused with the bytes it would need, not tried
+    (["train", "posttrain_token_vla", "lara.lam.codebook_size=1000000000000", "output_dir={tmp}/run"], "lara train",
+     "lara.lam: codebook_size=1000000000000 (x latent_dim 32: the codebook and its running averages) would need "
+     "349.2 TiB, more than this machine's"),
+    (["train", "posttrain_token_vla", "lara.lam.image_size=200000", "output_dir={tmp}/run"], "lara train",
+     "lara.lam: image_size=200000 (patch_size 8: 625000000 tokens a frame, the LAM's weights and one sample's "
+     "activations) would need"),
+], ids=["train", "data", "serve", "eval", "override", "preset", "eval-twice", "generate-twice", "serve-required",
+        "serve-unknown", "study-unknown", "study-range", "codebook-memory", "lam-image-memory"])
 def test_every_command_ends_a_user_error_on_one_line_with_exit_2(tmp_path, capsys, argv, prog, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     broken = tmp_path / "broken.yaml"
@@ -83,9 +97,9 @@ def test_a_bug_is_not_mistaken_for_a_user_error():
         return {}["missing"]  # a KeyError in the code, not in the input
 
     with pytest.raises(KeyError):
-        cli.run_command("lara x", buggy, [])
+        errors.run_command("lara x", buggy, [])
     with pytest.raises(ValueError):  # a builtin ValueError is a bug too: only lara.errors types are the user's
-        cli.run_command("lara x", lambda argv: int("x"), [])
+        errors.run_command("lara x", lambda argv: int("x"), [])
 
 
 def test_a_cross_field_config_error_ends_lara_train_like_a_per_field_one(capsys):
@@ -142,3 +156,20 @@ def test_serve_help_shows_the_default_port(capsys):
     with pytest.raises(SystemExit):
         cli.main(["serve", "--help"])
     assert "(default: 8000)" in capsys.readouterr().out
+
+
+def test_a_probe_image_size_past_the_machines_memory_is_refused_before_any_frame(tmp_path, capsys):
+    import numpy as np
+
+    from lara.config import memory_bytes
+    from lara.data.libero_hdf5 import LiberoHDF5Writer
+
+    with LiberoHDF5Writer(tmp_path / "open_the_drawer_demo.hdf5", language="open the drawer") as writer:
+        writer.add_demo(actions=np.zeros((12, 7)), agentview_rgb=np.zeros((12, 16, 16, 3), np.uint8),
+                        ee_states=np.zeros((12, 6)), gripper_states=np.zeros((12, 2)), joint_states=np.zeros((12, 7)))
+    assert cli.main(["probe", "--data", str(tmp_path), "--frame-gap", "2", "--image-size", "100000"]) == 2
+    error = one_line_error(capsys, "lara probe")
+    assert error.startswith("lara probe: error: --image-size 100000 for 10 pairs would need 2.7 TiB, more than this "
+                            "machine's ") and error.endswith("of memory; give a smaller --image-size (64 is the LAM's) "
+                                                             "or a larger --stride\n"), error
+    assert 10 * 2 * 3 * 100000 ** 2 * 5 > memory_bytes()

@@ -80,6 +80,22 @@ def test_links_and_anchors_resolve(page):
             assert anchor in anchors(file), f"{page.name}: link to {target}, which has no such heading"
 
 
+def expand(path: str) -> list[str]:
+    """A shell brace group spelled out: `a{,_b}.{json,png}` -> a.json, a.png, a_b.json, a_b.png."""
+    group = re.search(r"\{([^{}]*)\}", path)
+    if group is None:
+        return [path]
+    return [p for choice in group[1].split(",") for p in expand(path[:group.start()] + choice + path[group.end():])]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_cited_records_exist(page):
+    """Every committed record a page names (`results/...`, relative to the project) is where it says."""
+    cited = re.findall(r"(?<![\w/.])results/[\w./{},-]*[\w/}]", page.read_text())
+    for path in (p for name in cited for p in expand(name)):
+        assert (ROOT / path).exists(), f"{page.name}: names {path}, which does not exist"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_python_blocks_compile_and_yaml_blocks_parse(page):
     for i, block in enumerate(blocks(page, "python")):

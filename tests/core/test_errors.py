@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -128,3 +130,25 @@ def test_a_target_layer_without_a_token_axis():
     wrong_width = lara.attach(GenericPolicy(), small_config(align=lara.AlignConfig(layer="encoder", hidden_size=16)))
     with pytest.raises(ValueError, match=r"outputs width 32, but the projector takes 16: set .*hidden_size=32"):
         wrong_width(**batch)
+
+
+def test_a_full_disk_or_a_name_too_long_anywhere_is_one_line_and_other_os_errors_keep_their_traceback(capsys):
+    """Issue 38 finding 9: the writers lara.outputs.writing does not wrap still end on one line, naming the file."""
+    import errno
+
+    from lara.errors import run_command
+
+    def failing(code: int):
+        def main(argv):
+            raise OSError(code, os.strerror(code), "runs/x/model.safetensors")
+        return main
+
+    assert run_command("lara train", failing(errno.ENOSPC), []) == 2
+    assert capsys.readouterr().err == ("lara train: error: runs/x/model.safetensors: no space left on the device (the "
+                                       "write failed: No space left on device); free some space or give an output on "
+                                       "another disk\n")
+    assert run_command("lara train", failing(errno.ENAMETOOLONG), []) == 2
+    assert capsys.readouterr().err == ("lara train: error: runs/x/model.safetensors: a name is longer than the "
+                                       "filesystem allows (255 bytes on most); give a shorter name\n")
+    with pytest.raises(PermissionError):  # not the user's input: a traceback
+        run_command("lara train", failing(errno.EACCES), [])

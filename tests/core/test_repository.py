@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("benchmarks", "docs", "lara", "adapters", "real_robot")  # what ships, and the results committed with it
+FOLDERS = ("benchmarks", "docs", "lara", "adapters", "real_robot", "results")  # what ships, and the results committed beside it
 HOMES = ("/root/", "/home/")
 
 

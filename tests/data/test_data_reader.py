@@ -8,9 +8,9 @@ import torch
 from pydantic import ValidationError
 
 from lara.data import (
+    EpisodeDataset,
     EpochShuffleSampler,
     LiberoDataConfig,
-    LiberoDataset,
     LiberoFileError,
     load_statistics,
     normalize_actions,
@@ -25,7 +25,7 @@ def raw_actions(written):
 def test_round_trip_shapes_and_exact_frame_gap(libero_dir):
     root, written = libero_dir
     k, H = 4, 6
-    data = LiberoDataset(paths=root, frame_gap=k, action_horizon=H)
+    data = EpisodeDataset(paths=root, frame_gap=k, action_horizon=H)
     assert len(data.episodes) == 3 and len(data) == 20 + 13 + 25
     episode_arrays = [written["a_demo.hdf5"][0], written["a_demo.hdf5"][1], written["b_demo.hdf5"][0]]
     checked = 0
@@ -55,7 +55,7 @@ def test_round_trip_shapes_and_exact_frame_gap(libero_dir):
 def test_chunk_padding_mask_and_lam_valid_at_episode_end(libero_dir):
     root, written = libero_dir
     k, H = 4, 10
-    data = LiberoDataset(paths=root / "a_demo.hdf5", frame_gap=k, action_horizon=H)
+    data = EpisodeDataset(paths=root / "a_demo.hdf5", frame_gap=k, action_horizon=H)
     arrays = written["a_demo.hdf5"][1]  # second episode: 13 steps, samples 20..32
     T, offset = 13, 20
     normalized = normalize_actions(arrays["actions"], data.statistics.action).astype(np.float32)
@@ -73,14 +73,14 @@ def test_chunk_padding_mask_and_lam_valid_at_episode_end(libero_dir):
         if t + k > T - 1:  # no future frame: the last frame stands in
             np.testing.assert_array_equal(sample["lam_frames"][1].permute(1, 2, 0).numpy(), arrays["agentview_rgb"][-1])
 
-    dropped = LiberoDataset(paths=root / "a_demo.hdf5", frame_gap=k, drop_incomplete=True)
+    dropped = EpisodeDataset(paths=root / "a_demo.hdf5", frame_gap=k, drop_incomplete=True)
     assert len(dropped) == (20 - k) + (13 - k)
     assert all(bool(dropped[i]["lam_valid"]) for i in range(len(dropped)))
 
 
 def test_statistics_match_numpy_and_round_trip(libero_dir, tmp_path):
     root, written = libero_dir
-    data = LiberoDataset(paths=root)
+    data = EpisodeDataset(paths=root)
     raw = raw_actions(written)
     stats = data.statistics
     np.testing.assert_allclose(stats.action.q01, np.quantile(raw, 0.01, axis=0))
@@ -110,9 +110,9 @@ def test_statistics_match_numpy_and_round_trip(libero_dir, tmp_path):
     np.testing.assert_allclose(loaded.action.q99, stats.action.q99)
 
     # statistics from another dataset (here: only file b) are used as given, not recomputed
-    other = LiberoDataset(paths=root / "b_demo.hdf5")
+    other = EpisodeDataset(paths=root / "b_demo.hdf5")
     other.save_statistics(tmp_path / "b_stats.json")
-    reused = LiberoDataset(paths=root / "a_demo.hdf5", statistics_path=tmp_path / "b_stats.json")
+    reused = EpisodeDataset(paths=root / "a_demo.hdf5", statistics_path=tmp_path / "b_stats.json")
     np.testing.assert_allclose(reused.statistics.action.q01, other.statistics.action.q01)
     a0 = written["a_demo.hdf5"][0]["actions"][:9]  # lam_actions of sample 0 at the default frame_gap 9
     np.testing.assert_allclose(reused[0]["lam_actions"].numpy(), normalize_actions(a0, other.statistics.action),
@@ -126,14 +126,14 @@ def test_official_upside_down_convention_is_flipped(tmp_path, write_file):
         del f["data"].attrs["macros_image_convention"]
         f["data/demo_0/obs/agentview_rgb"][...] = arrays["agentview_rgb"][:, ::-1, ::-1]  # raw opengl render
         f["data"].attrs["problem_info"] = json.dumps({"problem_name": "x"})
-    sample = LiberoDataset(paths=path, frame_gap=3)[2]
+    sample = EpisodeDataset(paths=path, frame_gap=3)[2]
     np.testing.assert_array_equal(sample["image"].permute(1, 2, 0).numpy(), arrays["agentview_rgb"][2])
     assert sample["image"][2, :, 0].tolist() == list(range(16))  # rows upright again
     assert sample["image"][0, 0, 0] == 2 and sample["image"][0, 0, -1] != 2  # not mirrored: the 180-degree rotation
     assert sample["instruction"] == "open the top drawer"  # from the file name, as for official files
     with h5py.File(path, "r+") as f:
         f["data"].attrs["macros_image_convention"] = "opengl"
-    np.testing.assert_array_equal(LiberoDataset(paths=path)[2]["image"].permute(1, 2, 0).numpy(),
+    np.testing.assert_array_equal(EpisodeDataset(paths=path)[2]["image"].permute(1, 2, 0).numpy(),
                                   arrays["agentview_rgb"][2])
 
 
@@ -143,8 +143,8 @@ def test_action_free_mode_reads_files_without_actions(tmp_path, write_file):
     with h5py.File(path, "r+") as f:
         del f["data/demo_0/actions"]
     with pytest.raises(LiberoFileError, match=r"video.hdf5 data/demo_0: missing `actions`.*action_free=True"):
-        LiberoDataset(paths=path)
-    data = LiberoDataset(paths=path, action_free=True, frame_gap=5)
+        EpisodeDataset(paths=path)
+    data = EpisodeDataset(paths=path, action_free=True, frame_gap=5)
     assert data.statistics is None and len(data) == 15
     sample = data[3]
     assert set(sample) == {"lam_frames", "lam_valid", "image", "instruction", "episode_index", "frame_index"}
@@ -153,18 +153,18 @@ def test_action_free_mode_reads_files_without_actions(tmp_path, write_file):
 
 def test_resize_uses_requested_size(libero_dir):
     root, _ = libero_dir
-    sample = LiberoDataset(paths=root, image_size=(8, 12))[0]
+    sample = EpisodeDataset(paths=root, image_size=(8, 12))[0]
     assert sample["lam_frames"].shape == (2, 3, 8, 12) and sample["lam_frames"].dtype == torch.uint8
     assert sample["image"].shape == (3, 8, 12)
     # blue holds the row index (constant along a row): after resizing, rows still increase and stay flat
-    blue = LiberoDataset(paths=root, image_size=8)[0]["image"][2].int()  # (8, 8)
+    blue = EpisodeDataset(paths=root, image_size=8)[0]["image"][2].int()  # (8, 8)
     assert torch.all(blue[1:, 0] > blue[:-1, 0]) and torch.all(blue == blue[:, :1])
     assert 0 <= int(blue[0, 0]) <= 2 and 13 <= int(blue[-1, 0]) <= 15
 
 
 def test_deterministic_shuffle(libero_dir):
     root, _ = libero_dir
-    data = LiberoDataset(paths=root)
+    data = EpisodeDataset(paths=root)
     first, second = EpochShuffleSampler(data, seed=7), EpochShuffleSampler(data, seed=7)
     epoch0, epoch1 = list(first), list(first)
     assert epoch0 == list(second) and epoch1 == list(second)  # same seed, same epochs: same orders
@@ -176,7 +176,7 @@ def test_deterministic_shuffle(libero_dir):
 
 def test_dataloader_workers_give_the_same_samples(libero_dir):
     root, _ = libero_dir
-    data = LiberoDataset(paths=root, frame_gap=4, action_horizon=5)
+    data = EpisodeDataset(paths=root, frame_gap=4, action_horizon=5)
 
     def batches(workers):
         loader = torch.utils.data.DataLoader(data, batch_size=8, num_workers=workers,
@@ -191,7 +191,7 @@ def test_dataloader_workers_give_the_same_samples(libero_dir):
 
 def test_spawned_workers_give_the_same_samples(libero_dir):
     root, _ = libero_dir
-    data = LiberoDataset(paths=root, frame_gap=4, action_horizon=5)
+    data = EpisodeDataset(paths=root, frame_gap=4, action_horizon=5)
     data[0]  # an open handle in this process must not travel to the spawned worker
     order = list(range(0, len(data), 5))
     serial = [data[i] for i in order]
@@ -218,16 +218,16 @@ def test_truncated_file_named_and_others_still_read(libero_dir, write_file):
     write_file(bad, [10], seed=9)
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size - 4096])
     with pytest.raises(LiberoFileError, match=r"c_demo.hdf5: cannot be read as HDF5.*data.skip_bad_files=true") as error:
-        LiberoDataset(paths=root)
+        EpisodeDataset(paths=root)
     assert str(error.value).count(str(bad)) == 1  # the path once
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable LIBERO file\(s\):\n  .*c_demo.hdf5") as caught:
-        data = LiberoDataset(paths=root, skip_bad_files=True)
+        data = EpisodeDataset(paths=root, skip_bad_files=True)
     assert len(caught) == 1 and str(caught[0].message).count(str(bad)) == 1
     assert {ep.path.name for ep in data.episodes} == {"a_demo.hdf5", "b_demo.hdf5"}
     assert len(data) == 20 + 13 + 25 and data[len(data) - 1]["lam_frames"].shape == (2, 3, 16, 16)
     with pytest.raises(LiberoFileError, match="no readable episodes"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        LiberoDataset(paths=bad, skip_bad_files=True)
+        EpisodeDataset(paths=bad, skip_bad_files=True)
 
 
 def test_corrupt_frame_chunk_names_file_and_demo(libero_dir):
@@ -238,7 +238,7 @@ def test_corrupt_frame_chunk_names_file_and_demo(libero_dir):
     with open(path, "r+b") as handle:
         handle.seek(chunk.byte_offset)
         handle.write(b"\xff" * chunk.size)
-    data = LiberoDataset(paths=root, frame_gap=4)
+    data = EpisodeDataset(paths=root, frame_gap=4)
     bad = next(i for i in range(len(data)) if data.episodes[int(data._episode_of[i])].path == path
                and int(data._t_of[i]) == 7)
     with pytest.raises(LiberoFileError, match=r"b_demo.hdf5 data/demo_0: reading obs/agentview_rgb frames \[7, 11\]"):
@@ -249,9 +249,9 @@ def test_corrupt_frame_chunk_names_file_and_demo(libero_dir):
 
 def test_extra_cameras(libero_dir):
     root, written = libero_dir
-    sample = LiberoDataset(paths=root, extra_cameras=["eye_in_hand_rgb"], image_size=8)[5]
+    sample = EpisodeDataset(paths=root, extra_cameras=["eye_in_hand_rgb"], image_size=8)[5]
     assert sample["eye_in_hand_rgb"].shape == (3, 8, 8) and sample["eye_in_hand_rgb"].dtype == torch.uint8
-    full = LiberoDataset(paths=root, extra_cameras=["eye_in_hand_rgb"])[5]
+    full = EpisodeDataset(paths=root, extra_cameras=["eye_in_hand_rgb"])[5]
     np.testing.assert_array_equal(full["eye_in_hand_rgb"].permute(1, 2, 0).numpy(),
                                   written["a_demo.hdf5"][0]["eye_in_hand_rgb"][5])
     with pytest.raises(ValidationError, match="must be distinct"):
@@ -262,8 +262,8 @@ def test_missing_camera_lists_available(libero_dir):
     root, _ = libero_dir
     with pytest.raises(LiberoFileError, match=r"a_demo.hdf5 data/demo_0/obs: no camera 'frontview_rgb'; "
                                               r"available: \['agentview_rgb', 'ee_ori', .*'eye_in_hand_rgb'"):
-        LiberoDataset(paths=root, camera="frontview_rgb")
-    wrist = LiberoDataset(paths=root, camera="eye_in_hand_rgb")[0]
+        EpisodeDataset(paths=root, camera="frontview_rgb")
+    wrist = EpisodeDataset(paths=root, camera="eye_in_hand_rgb")[0]
     assert int(wrist["image"][0, 0, 0]) == 255  # the wrist frames were written as 255 - frame
 
 
@@ -275,7 +275,7 @@ def test_config_documents_every_field_and_rejects_typos(tmp_path):
     with pytest.raises(ValidationError, match="paths is empty"):
         LiberoDataConfig(paths=[])
     with pytest.raises(FileNotFoundError, match="no such file or directory"):
-        LiberoDataset(paths=tmp_path / "missing.hdf5")
+        EpisodeDataset(paths=tmp_path / "missing.hdf5")
 
 
 def test_nan_or_inf_action_or_state_is_refused_naming_file_demo_and_step(libero_dir):
@@ -283,17 +283,18 @@ def test_nan_or_inf_action_or_state_is_refused_naming_file_demo_and_step(libero_
     with h5py.File(root / "a_demo.hdf5", "r+") as f:
         f["data/demo_1/actions"][5, 2] = np.nan
     with pytest.raises(ValueError, match=r"a_demo.hdf5 data/demo_1: actions\[5, 2\] = nan at step 5"):
-        LiberoDataset(paths=root)
+        EpisodeDataset(paths=root)
     with h5py.File(root / "a_demo.hdf5", "r+") as f:
         f["data/demo_1/actions"][5, 2] = 0.0
         f["data/demo_0/obs/gripper_states"][3, 1] = np.inf
     with pytest.raises(ValueError, match=r"a_demo.hdf5 data/demo_0: states\[3, 7\] = inf at step 3"):
-        LiberoDataset(paths=root)
-    assert len(LiberoDataset(paths=root, action_free=True)) == 20 + 13 + 25  # frames only: not read
+        EpisodeDataset(paths=root)
+    assert len(EpisodeDataset(paths=root, action_free=True)) == 20 + 13 + 25  # frames only: not read
 
 
 def test_overwritten_bytes_name_the_file_and_close_it(tmp_path, write_file, capsys):
-    from lara.data.libero_hdf5 import inspect_libero_hdf5, main
+    from lara.data.inspect import libero_files_main as main
+    from lara.data.libero_hdf5 import inspect_libero_hdf5
 
     path = tmp_path / "a_demo.hdf5"
     write_file(path, [10, 12])
@@ -303,7 +304,7 @@ def test_overwritten_bytes_name_the_file_and_close_it(tmp_path, write_file, caps
     with pytest.raises(LiberoFileError, match=r"a_demo.hdf5: the HDF5 file is damaged"):
         inspect_libero_hdf5(path)
     with pytest.raises(LiberoFileError, match=r"a_demo.hdf5: the HDF5 file is damaged"):
-        LiberoDataset(paths=path)
+        EpisodeDataset(paths=path)
     with h5py.File(path, "r+"):  # no handle left open by the failed reads
         pass
     assert main([str(path)]) == 1

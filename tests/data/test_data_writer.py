@@ -6,14 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from lara.data.libero_hdf5 import (
-    LiberoFileError,
-    LiberoHDF5Writer,
-    inspect_libero_hdf5,
-    instruction_from_file_name,
-    main,
-    open_libero_hdf5,
-)
+from lara.data.inspect import libero_files_main
+from lara.data.libero_hdf5 import LiberoFileError, inspect_libero_hdf5, instruction_from_file_name, open_libero_hdf5
+from lara.data.libero_writer import LiberoHDF5Writer
 
 
 def test_writer_official_layout(tmp_path, demo_arrays, write_file):
@@ -130,25 +125,32 @@ def test_instruction_from_official_file_names():
             == "pick up the black bowl on the plate")
 
 
-def test_writer_imports_without_torch(tmp_path):
-    """The robot recorder may run under the system python (Debian h5py/numpy, no torch)."""
+def test_writer_and_file_summary_run_without_torch(tmp_path):
+    """The robot recorder may run under the system python (Debian h5py/numpy, no torch), and check its recordings
+    there with `python -m lara.data.libero_hdf5`. The writer's earlier import path still resolves."""
     script = (
-        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "import runpy, sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
         "import numpy as np\n"
-        "from lara.data.libero_hdf5 import LiberoHDF5Writer\n"
+        "from lara.data import LiberoHDF5Writer\n"
+        "from lara.data.libero_hdf5 import LiberoHDF5Writer as Earlier\n"
+        "assert Earlier is LiberoHDF5Writer\n"
         "T = 3; z = lambda *s: np.zeros(s)\n"
         f"with LiberoHDF5Writer({str(tmp_path / 'r.hdf5')!r}, language='wave') as w:\n"
         "    w.add_demo(actions=z(T, 7), agentview_rgb=np.zeros((T, 4, 4, 3), np.uint8), ee_states=z(T, 6),\n"
         "               gripper_states=z(T, 2), joint_states=z(T, 7))\n"
+        f"sys.argv = ['python -m lara.data.libero_hdf5', {str(tmp_path / 'r.hdf5')!r}]\n"
+        "runpy.run_module('lara.data.libero_hdf5', run_name='__main__')\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "r.hdf5: 1 demos, 3 steps, 'wave'" in run.stdout, run.stderr[-2000:]
+    assert "  demo_0: 3 steps" in run.stdout
     assert inspect_libero_hdf5(tmp_path / "r.hdf5").total == 3
 
 
 def test_inspect_command(tmp_path, write_file, capsys):
     write_file(tmp_path / "good_demo.hdf5", [6, 4])
     (tmp_path / "junk.hdf5").write_bytes(b"not hdf5")
-    assert main([str(tmp_path / "good_demo.hdf5"), str(tmp_path / "junk.hdf5")]) == 1
+    assert libero_files_main([str(tmp_path / "good_demo.hdf5"), str(tmp_path / "junk.hdf5")]) == 1
     out, err = capsys.readouterr()
     assert "good_demo.hdf5: 2 demos, 10 steps, 'put the bowl on the plate', images (16, 16, 3) upright" in out
     assert "  demo_1: 4 steps" in out and "junk.hdf5: cannot be read as HDF5" in err
@@ -160,12 +162,12 @@ def test_written_files_get_the_umasks_mode(tmp_path, write_file, umask):
     import os
     import stat
 
-    from lara.data import LiberoDataset
+    from lara.data import EpisodeDataset
 
     previous = os.umask(umask)
     try:
         write_file(tmp_path / "a_demo.hdf5", [6], seed=1)
-        LiberoDataset(paths=tmp_path, frame_gap=2).save_statistics(tmp_path / "stats")
+        EpisodeDataset(paths=tmp_path, frame_gap=2).save_statistics(tmp_path / "stats")
     finally:
         os.umask(previous)
     for path in (tmp_path / "a_demo.hdf5", tmp_path / "stats" / "dataset_statistics.json"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from lara.data import LiberoDataset, SourceError
+from lara.data import EpisodeDataset, SourceError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "study"))
 
@@ -23,12 +23,12 @@ def demos(tmp_path_factory) -> Path:
     return write_tasks(tmp_path_factory.mktemp("scarce") / "demos", episodes=6, size=16, length=12)
 
 
-def side(demos: Path, episodes: str, k: int = 2, seed: int = 0, **config) -> LiberoDataset:
-    return LiberoDataset(paths=[{"path": str(demos), "labelled_per_task": k, "episodes": episodes,
+def side(demos: Path, episodes: str, k: int = 2, seed: int = 0, **config) -> EpisodeDataset:
+    return EpisodeDataset(paths=[{"path": str(demos), "labelled_per_task": k, "episodes": episodes,
                                  "split_seed": seed}], **config)
 
 
-def ids(data: LiberoDataset) -> set[tuple[str, str]]:
+def ids(data: EpisodeDataset) -> set[tuple[str, str]]:
     return {(record["file"], record["episode"]) for record in data.split[0]["ids"]}
 
 
@@ -47,14 +47,14 @@ def test_the_split_is_seeded_and_the_same_whichever_way_the_source_is_opened(dem
     assert ids(side(demos, "labelled", seed=0)) == ids(side(demos, "labelled", seed=0, action_free=True))
     splits = {frozenset(ids(side(demos, "labelled", seed=seed))) for seed in range(4)}
     assert len(splits) > 1  # another seed, another choice of labelled episodes
-    assert LiberoDataset(paths=[str(demos)]).split == []  # no split, nothing recorded
+    assert EpisodeDataset(paths=[str(demos)]).split == []  # no split, nothing recorded
 
 
 def test_an_unlabelled_side_never_reads_an_action(tmp_path):
     demos = write_tasks(tmp_path / "demos", episodes=4, size=16, length=12)
     poison(demos, side(demos, "unlabelled").split[0]["ids"])  # NaN actions and states in every unlabelled episode
     with pytest.raises(SourceError, match="expected finite numbers"):
-        LiberoDataset(paths=[str(demos)])  # the poison is there: reading every action finds it
+        EpisodeDataset(paths=[str(demos)])  # the poison is there: reading every action finds it
     labelled, unlabelled = side(demos, "labelled"), side(demos, "unlabelled")
     assert unlabelled.statistics is None and "lam_actions" not in unlabelled[0] and "proprio" not in unlabelled[0]
     assert np.isfinite(labelled.statistics.action.q01).all() and labelled.statistics.num_trajectories == 4
@@ -74,5 +74,5 @@ def test_a_task_with_fewer_episodes_than_k_is_named(tmp_path):
 ])
 def test_a_side_without_a_split_or_a_split_without_a_side_is_one_error(demos, entry, message):
     with pytest.raises(ValidationError, match=message) as error:
-        LiberoDataset(paths=[{"path": str(demos), **entry}])
+        EpisodeDataset(paths=[{"path": str(demos), **entry}])
     assert error.value.error_count() == 1  # the entry's own error, not one per member of the path-or-entry union

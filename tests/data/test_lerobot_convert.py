@@ -19,7 +19,8 @@ pytest.importorskip("pyarrow")
 from lara.data.convert import main  # noqa: E402
 from lara.data.lerobot import LeRobotSource  # noqa: E402
 from lara.data.lerobot_writer import LeRobotWriter, camera, vector  # noqa: E402
-from lara.data.libero_hdf5 import LiberoHDF5Writer, inspect_libero_hdf5  # noqa: E402
+from lara.data.libero_hdf5 import inspect_libero_hdf5  # noqa: E402
+from lara.data.libero_writer import LiberoHDF5Writer  # noqa: E402
 
 from lerobot_fixtures import episode_frames, nearest_frames  # noqa: E402
 
@@ -174,10 +175,10 @@ def test_lara_data_convert_and_inspect_a_lerobot_folder(tmp_path, libero_files, 
 
 def test_libero_and_its_lerobot_copy_mix_in_one_dataset(tmp_path, libero_files):
     """`agentview_rgb` names the camera in both; the copy's samples match the originals'."""
-    from lara.data import LiberoDataset
+    from lara.data import EpisodeDataset
 
     assert main([str(tmp_path / "src"), "--to", "lerobot", str(tmp_path / "lr"), "--codec", "png"]) == 0
-    data = LiberoDataset(paths=[tmp_path / "src", tmp_path / "lr"], frame_gap=3, action_horizon=4, image_size=None)
+    data = EpisodeDataset(paths=[tmp_path / "src", tmp_path / "lr"], frame_gap=3, action_horizon=4, image_size=None)
     assert [s.format for s in data.sources] == ["libero_hdf5", "lerobot"]
     assert len(data.episodes) == 6 and len(data) == 2 * 28
     for index in (0, 11, 12, 27):
@@ -202,22 +203,22 @@ def test_the_av1_writer_leaves_the_callers_scheduling_as_it_was(tmp_path):
 
 def test_a_lerobot_folder_without_info_json_is_not_read_as_videos(tmp_path, libero_files, capsys):
     """Its mp4 files used to be read as a video folder (no actions, one camera): refused, naming the file."""
-    from lara.data import LiberoDataset
+    from lara.data import EpisodeDataset
 
     out = tmp_path / "lr"
     assert main([str(tmp_path / "src"), "--to", "lerobot", str(out), "--codec", "h264"]) == 0
     (out / "meta" / "info.json").unlink()
     with pytest.raises(InputError, match=r"lr: a LeRobot dataset's layout \(meta/\) without meta/info.json"):
-        LiberoDataset(paths=[out], frame_gap=2)
+        EpisodeDataset(paths=[out], frame_gap=2)
     assert lara_main(["data", "inspect", str(out), "--pairs", "0"]) == 2
     assert "without meta/info.json" in capsys.readouterr().err
     shutil.rmtree(out / "meta")  # the chunk folders still say what it is
     with pytest.raises(InputError, match=r"layout \((data|videos)/.*chunk-000/\) without meta/info.json"):
-        LiberoDataset(paths=[out], frame_gap=2)
-    data = LiberoDataset(paths=[{"path": out, "format": "video"}], frame_gap=2)  # read as videos only when told
+        EpisodeDataset(paths=[out], frame_gap=2)
+    data = EpisodeDataset(paths=[{"path": out, "format": "video"}], frame_gap=2)  # read as videos only when told
     assert data.sources[0].format == "video" and data.statistics is None
     with pytest.raises(FileNotFoundError, match="no such file or directory .* check the path in data.paths"):
-        LiberoDataset(paths=[tmp_path / "nowhere"], frame_gap=2)
+        EpisodeDataset(paths=[tmp_path / "nowhere"], frame_gap=2)
 
 
 def test_two_instructions_with_one_file_name_keep_both_tasks(tmp_path):
@@ -238,3 +239,34 @@ def test_two_instructions_with_one_file_name_keep_both_tasks(tmp_path):
     assert read == {"Open the drawer": 1, "open the drawer!": 2}  # both tasks, every episode
     # a re-run is refused for both names (each checked against what the folder holds), not only the first
     assert lara_main(["data", "convert", str(tmp_path / "lr"), "--to", "libero", str(tmp_path / "back")]) == 2
+
+
+def test_videos_and_lerobot_give_the_same_data_one_time_base(tmp_path):
+    """Issue 38 finding 10: `data videos` wrote 10 fps and `convert --to lerobot` 20 fps from the same demos. Both
+    take the source's own rate (a LIBERO file's recorded control_freq, a dataset's fps), else LIBERO_FPS."""
+    import av
+
+    from lara.data.episodes import open_source
+    from lara.data.libero_hdf5 import LIBERO_FPS
+    from lara.data.video import write_videos
+
+    def rate(video) -> float:
+        with av.open(str(video)) as container:
+            return float(container.streams.video[0].average_rate)
+
+    write_libero(tmp_path / "plain" / "a.hdf5", [8], "open the drawer", 0)  # records no control frequency
+    with LiberoHDF5Writer(tmp_path / "ten" / "a.hdf5", language="open the drawer",
+                          env_args={"env_kwargs": {"control_freq": 10}}) as writer:
+        frames = episode_frames(0, 8)
+        writer.add_demo(actions=np.zeros((8, 7)), agentview_rgb=frames, ee_states=np.zeros((8, 6)),
+                        gripper_states=np.zeros((8, 2)), joint_states=np.zeros((8, 7)))
+    for source, fps in (("plain", LIBERO_FPS), ("ten", 10)):
+        assert [ep.fps for ep in open_source(tmp_path / source).episodes()] == ([None] if fps == LIBERO_FPS else [10])
+        videos = write_videos(tmp_path / source, tmp_path / f"{source}_videos")
+        assert main([str(tmp_path / source), "--to", "lerobot", str(tmp_path / f"{source}_lr"), "--codec", "h264"]) == 0
+        assert [rate(v) for v in videos] == [fps] and LeRobotSource(tmp_path / f"{source}_lr").fps == fps
+        # and from the LeRobot dataset: its videos, and the LIBERO files converted back, keep its rate
+        assert [rate(v) for v in write_videos(tmp_path / f"{source}_lr", tmp_path / f"{source}_lr_videos")] == [fps]
+        assert main([str(tmp_path / f"{source}_lr"), "--to", "libero", str(tmp_path / f"{source}_back")]) == 0
+        assert [ep.fps for ep in open_source(tmp_path / f"{source}_back").episodes()] == [fps]
+    assert rate(write_videos(tmp_path / "ten", tmp_path / "five", fps=5)[0]) == 5  # --fps still decides when given

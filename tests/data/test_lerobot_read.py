@@ -113,12 +113,12 @@ def test_bad_datasets_are_named(tmp_path):
 
 def test_core_cuts_lerobot_episodes_into_samples(tmp_path):
     """Through the one data core: frame pairs, episode boundaries, actions and proprio of the right episode."""
-    from lara.data import LiberoDataset
+    from lara.data import EpisodeDataset
     from lara.data.statistics import unnormalize_actions
 
     cameras = {"observation.images.top": "video", "observation.images.wrist": "image"}
     write_v30(tmp_path / "ds", LENGTHS, TASKS, cameras=cameras, codec="libx264")
-    data = LiberoDataset(paths=[tmp_path / "ds"], camera="top", extra_cameras=["wrist"], frame_gap=3,
+    data = EpisodeDataset(paths=[tmp_path / "ds"], camera="top", extra_cameras=["wrist"], frame_gap=3,
                          action_horizon=4, image_size=None)
     assert len(data) == sum(LENGTHS)
     for index in (0, 11, 12, 16, 18, len(data) - 1):  # both ends of each episode, inside the shared mp4

@@ -3,6 +3,9 @@ line, and clear the staging files an interrupted write of the same output left (
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,8 @@ import pytest
 
 from lara.cli import main as lara_main
 from lara.errors import InputError
-from lara.data.libero_hdf5 import LiberoHDF5Writer, inspect_libero_hdf5
+from lara.data.libero_hdf5 import inspect_libero_hdf5
+from lara.data.libero_writer import LiberoHDF5Writer
 from lara.outputs import remove_stale_staging
 
 
@@ -63,7 +67,7 @@ def test_videos_replace_nothing_without_overwrite(tmp_path, capsys):
 
 def killed_writer(target, writer: str) -> None:
     """A process that starts writing `target` and dies before closing: its staging file or folder stays behind."""
-    code = {"hdf5": "from lara.data.libero_hdf5 import LiberoHDF5Writer as W\nW(target, language='x')",
+    code = {"hdf5": "from lara.data.libero_writer import LiberoHDF5Writer as W\nW(target, language='x')",
             "lerobot": "from lara.data.lerobot_writer import LeRobotWriter as W, vector\n"
                        "W(target, fps=10, features={'action': vector(7)})"}[writer]
     subprocess.run([sys.executable, "-c", f"import os\ntarget = {str(target)!r}\n{code}\nos._exit(9)"], check=False)
@@ -177,3 +181,123 @@ def test_records_name_a_path_as_given_or_relative_to_the_project(tmp_path, monke
     monkeypatch.chdir(linked)
     monkeypatch.setenv("PWD", str(linked))
     assert recorded(linked / "data" / "x") == "data/x"
+
+
+def test_an_output_that_is_a_symbolic_link_is_refused_by_every_command(tmp_path, monkeypatch, capsys):
+    """Issue 38 finding 8: an output path that is itself a link (to a live folder or file) would write where the
+    link points, outside what the user named; each command refuses it through lara.outputs.check_link."""
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "report.json").write_text("the user's")
+    (tmp_path / "report.json").symlink_to(elsewhere / "report.json")
+    source = write_demo(tmp_path / "open_the_drawer_demo.hdf5")
+    said = f"out is a symbolic link (to {elsewhere}); an output is written where it is named, not through a link"
+    for command, argv in (("data videos", ["data", "videos", str(source), "out"]),
+                          ("data convert", ["data", "convert", str(source), "--to", "lerobot", "out"]),
+                          ("data generate", ["data", "generate", "--suite", "object", "--tasks", "0", "--out", "out"]),
+                          ("eval", ["eval", "libero", "--policy", "scripted", "--suite", "object", "--out", "out"]),
+                          ("demo", ["demo", "--out", "out"]),
+                          ("train", ["train", "posttrain_token_vla", f"data.paths=[{source}]", "output_dir=out"])):
+        assert lara_main(argv) == 2, command
+        error = one_line_error(capsys, command)
+        assert said in error or said.replace("out is", "out/generation.json is") in error, error
+    assert lara_main(["probe", "--synthetic", "64", "--represent", "pixel_diff", "--out", "report.json"]) == 2
+    assert "report.json is a symbolic link (to " in one_line_error(capsys, "probe")
+    assert [p.name for p in elsewhere.iterdir()] == ["report.json"]  # nothing written through a link
+    assert (elsewhere / "report.json").read_text() == "the user's"
+
+
+def test_a_name_longer_than_the_filesystem_allows_is_one_line_before_any_work(tmp_path, capsys):
+    source = write_demo(tmp_path / "open_the_drawer_demo.hdf5")
+    long = "x" * 300
+    assert lara_main(["data", "videos", str(source), str(tmp_path / long)]) == 2
+    assert f"the name {'x' * 40}... is 300 bytes long, longer than the filesystem allows (255 bytes); give a " \
+           "shorter name" in one_line_error(capsys, "data videos")
+    assert lara_main(["train", "posttrain_token_vla", f"data.paths=[{source}]", f"output_dir={tmp_path / long}"]) == 2
+    assert "is 300 bytes long, longer than the filesystem allows" in one_line_error(capsys, "train")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["open_the_drawer_demo.hdf5"]
+
+
+def killed_video_writer(source, out, after_frames: int) -> None:
+    """`lara data videos` killed (os._exit, as kill -9) after encoding `after_frames` frames."""
+    code = (f"import os, av\nfrom lara.data.video import write_videos\nn = [0]\nencode = av.VideoFrame.from_ndarray\n"
+            f"def dying(*a, **k):\n    n[0] += 1\n    if n[0] > {after_frames}: os._exit(9)\n"
+            f"    return encode(*a, **k)\n"
+            f"av.VideoFrame.from_ndarray = dying\nwrite_videos({str(source)!r}, {str(out)!r})")
+    subprocess.run([sys.executable, "-c", code], check=False)
+
+
+def test_videos_killed_mid_write_leave_no_mp4_and_the_re_run_needs_no_overwrite(tmp_path, capsys):
+    """Issue 38 finding 8: every file is encoded under a staging name and put in place once all are whole."""
+    import av
+
+    source = tmp_path / "src"
+    source.mkdir()
+    write_demo(source / "open_the_drawer_demo.hdf5", T=6)
+    write_demo(source / "close_the_drawer_demo.hdf5", T=6)
+    out = tmp_path / "videos"
+    killed_video_writer(source, out, after_frames=9)  # in the second episode's file
+    left = sorted(p.name for p in out.iterdir())
+    assert left and all(name.startswith(".") and name.endswith(".tmp") for name in left), left  # no final name
+    assert lara_main(["data", "videos", str(source), str(out)]) == 0  # no --overwrite asked for
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["00000_close_the_drawer_demo.mp4", "00000_close_the_drawer_demo.txt",
+                     "00001_open_the_drawer_demo.mp4", "00001_open_the_drawer_demo.txt"], names  # staging cleared
+    for video in out.glob("*.mp4"):
+        with av.open(str(video)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 6
+
+
+def test_a_full_disk_while_writing_videos_is_one_line_naming_the_output(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import av
+
+    source = write_demo(tmp_path / "open_the_drawer_demo.hdf5")
+    out = tmp_path / "videos"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(av.container.OutputContainer, "mux", full)
+    assert lara_main(["data", "videos", str(source), str(out)]) == 2
+    assert one_line_error(capsys, "data videos") == (
+        f"lara data videos: error: {out}: no space left on the device (the write failed: No space left on device); "
+        "free some space or give an output on another disk")
+    assert list(out.iterdir()) == []  # neither a final name nor a staging file
+
+
+def _user_namespaces() -> bool:
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0 if shutil.which(
+        "unshare") else False
+
+
+@pytest.mark.skipif(not _user_namespaces(), reason="needs `unshare -rm` (user namespaces) to mount a small tmpfs")
+def test_a_full_disk_is_one_line_naming_the_output_for_every_writer(tmp_path):
+    """A real full disk: a 4 KiB tmpfs mounted in a user namespace (no root needed where they are enabled)."""
+    source = write_demo(tmp_path / "open_the_drawer_demo.hdf5")
+    small = tmp_path / "small"
+    small.mkdir()
+    lara = Path(sys.executable).with_name("lara")
+    tiny = ["train.steps=2", "train.checkpoint_every=2", "train.log_every=1", "train.batch_size=4",
+            "model.build={width: 32, layers: 1, image_size: 32}", "data.image_size=32", "lara.lam.image_size=32",
+            "lara.lam.width=32", "lara.lam.idm_layers=1", "lara.lam.fdm_layers=1", "train.wandb.mode=disabled",
+            "posttrain.lam_warmup_steps=0", "train.warmup_steps=1", "data.frame_gap=2", "lara.lam.action_horizon=2"]
+    for command, argv, folder in (
+            ("data videos", ["data", "videos", str(source), str(small / "videos")], small / "videos"),
+            ("data convert", ["data", "convert", str(source), "--to", "lerobot", str(small / "lerobot")],
+             small / "lerobot"),
+            ("train", ["train", "posttrain_token_vla", f"data.paths=[{source}]", f"output_dir={small / 'run'}", *tiny],
+             small / "run")):
+        script = (f"mount -t tmpfs -o size=4k tmpfs {shlex.quote(str(small))} && {shlex.quote(str(lara))} "
+                  f"{shlex.join(argv)}; echo \"exit $?\"; ls -A {shlex.quote(str(small))}")
+        done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        errors = [line for line in done.stderr.splitlines() if line.startswith("lara ")]
+        assert errors == [f"lara {command}: error: {folder}: no space left on the device (the write failed: "
+                          f"{errors[0].split('(the write failed: ', 1)[-1]}"] if errors else False, done.stderr[-2000:]
+        listing = done.stdout.split("exit ", 1)[1].splitlines()
+        assert listing[0] == "2", done.stdout
+        assert not [name for name in listing[1:] if name.startswith(".") and name.endswith(".tmp")], listing

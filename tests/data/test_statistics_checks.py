@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lara import cli
-from lara.data import LiberoDataset
+from lara.data import EpisodeDataset
 from lara.errors import InputError, MissingPath
 
 STATS = {"mean": [0.0] * 7, "std": [1.0] * 7, "min": [-1.0] * 7, "max": [1.0] * 7, "q01": [-0.9] * 7,
@@ -55,26 +55,26 @@ def test_a_bad_statistics_file_is_named(demos, tmp_path, case):
     path = tmp_path / "stats.json"
     path.write_text(json.dumps(content))
     with pytest.raises(InputError, match=message) as caught:
-        LiberoDataset(paths=demos, statistics_path=path)
+        EpisodeDataset(paths=demos, statistics_path=path)
     assert str(path) in str(caught.value)
 
 
 def test_a_missing_or_non_json_file(demos, tmp_path):
     with pytest.raises(MissingPath, match=r"nowhere.json: no statistics file"):
-        LiberoDataset(paths=demos, statistics_path=tmp_path / "nowhere.json")
+        EpisodeDataset(paths=demos, statistics_path=tmp_path / "nowhere.json")
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(InputError, match=r"binary.json: not a JSON statistics file"):
-        LiberoDataset(paths=demos, statistics_path=tmp_path / "binary.json")
+        EpisodeDataset(paths=demos, statistics_path=tmp_path / "binary.json")
     (tmp_path / "half.json").write_text('{"libero": {"action": ')
     with pytest.raises(InputError, match=r"half.json: not a JSON statistics file"):
-        LiberoDataset(paths=demos, statistics_path=tmp_path / "half.json")
+        EpisodeDataset(paths=demos, statistics_path=tmp_path / "half.json")
 
 
 def test_equal_bounds_are_a_constant_dimension_and_pass(demos, tmp_path):
     """q01 == q99 is what a dimension that never moves gives (the core computes such statistics itself)."""
     path = tmp_path / "stats.json"
     path.write_text(json.dumps(with_values(q01=[0.0] * 7, q99=[0.0] * 7)))
-    data = LiberoDataset(paths=demos, statistics_path=path)
+    data = EpisodeDataset(paths=demos, statistics_path=path)
     assert np.all(data[0]["actions"][:, :6].numpy() == 0)
 
 

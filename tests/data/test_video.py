@@ -178,3 +178,14 @@ def test_forked_dataloader_workers_decode_the_same_pairs(video_dir):
     assert len(serial) == len(parallel) == 9
     for a, b in zip(serial, parallel):
         assert torch.equal(a["lam_frames"], b["lam_frames"]) and a["frame_index"].tolist() == b["frame_index"].tolist()
+
+
+def test_two_frame_sizes_without_an_image_size_are_named_before_any_batch(video_dir):
+    """Issue 38 finding 9: read from the streams (nothing decoded); an image_size makes them one."""
+    data = EpisodeDataset(paths=video_dir, frame_gap=3)
+    with pytest.raises(SourceError, match=r"^data.image_size=null keeps frames at their stored size, and the frames "
+                                          r"of data.camera differ: 48x80 in .*pour.mp4, 32x64 in .*wipe.webm; set "
+                                          r"data.image_size \(e.g. 32\) to resize them all to one$"):
+        data.check_one_image_size()
+    EpisodeDataset(paths=video_dir, frame_gap=3, image_size=24).check_one_image_size()
+    EpisodeDataset(paths=video_dir / "pour.mp4", frame_gap=3).check_one_image_size()

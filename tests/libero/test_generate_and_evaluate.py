@@ -62,11 +62,13 @@ def test_agentview_only_generation_renders_and_writes_one_camera(generated_demos
     with h5py.File(one / name) as f, h5py.File(both / name) as g:
         assert "eye_in_hand_rgb" not in f["data/demo_0/obs"]
         assert json.loads(f["data"].attrs["env_args"])["env_kwargs"]["camera_names"] == ["agentview"]
+        assert json.loads(f["data"].attrs["env_args"])["env_kwargs"]["control_freq"] == 20  # the frames' time base
         np.testing.assert_array_equal(f["data/demo_0/obs/agentview_rgb"][:], g["data/demo_0/obs/agentview_rgb"][:])
     from lara.data.libero_source import LiberoFileError, open_source
 
     with pytest.raises(LiberoFileError, match="no camera 'eye_in_hand_rgb'"):
         open_source(one / name, cameras=("agentview_rgb", "eye_in_hand_rgb"))
+    assert [ep.fps for ep in open_source(one / name, cameras=("agentview_rgb",)).episodes()] == [20]
     for bad in ("eye_in_hand_rgb", "agentview_rgb,front", "agentview_rgb,agentview_rgb"):
         with pytest.raises(InputError, match="--cameras"):
             generate.main([*common, "--cameras", bad, "--out", str(tmp_path / "bad")])

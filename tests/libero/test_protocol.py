@@ -37,7 +37,7 @@ def benchmark_data(folder, task=1, indices=(0, 1)):
 
 
 def demo_file(path, task, **attrs):
-    from lara.data.libero_hdf5 import LiberoHDF5Writer
+    from lara.data.libero_writer import LiberoHDF5Writer
 
     steps = 3
     with LiberoHDF5Writer(path, language="pick it up", env_args={"suite": "libero_object", "task_id": task}) as writer:

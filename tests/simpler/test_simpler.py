@@ -180,7 +180,7 @@ def test_generated_bridge_demos_start_from_fresh_placements_and_read_as_training
     placements off SIMPLER's evaluation configurations, recorded per demo, readable by the trainer's reader."""
     import h5py
 
-    from lara.data import LiberoDataset
+    from lara.data import EpisodeDataset
 
     out = tmp_path / "demos"
     run = subprocess.run([sys.executable, "-m", "lara.cli", "data", "generate", "--bench", "simpler", "--tasks",
@@ -202,7 +202,7 @@ def test_generated_bridge_demos_start_from_fresh_placements_and_read_as_training
         start = json.loads(demo.attrs["start_poses"])["bridge_carrot_generated_modified"]
         assert (round(start[0], 3), round(start[1], 3)) not in corners
         assert demo.attrs["placement_seed"] == 0
-    samples = LiberoDataset(paths=out, frame_gap=3, action_horizon=3)
+    samples = EpisodeDataset(paths=out, frame_gap=3, action_horizon=3)
     sample = samples[0]
     assert sample["instruction"] == "put carrot on plate" and tuple(sample["lam_frames"].shape[1:]) == (3, 32, 32)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from lara.data.libero_hdf5 import LiberoHDF5Writer
+from lara.data.libero_writer import LiberoHDF5Writer
 
 TASKS = ("put the bowl on the plate", "open the drawer")
 

@@ -14,7 +14,7 @@ from lara.adapters.metrics import read_metrics
 from lara.benchmarks.study import cli
 from lara.benchmarks.study.cells import plan_cells
 from lara.benchmarks.study.config import load_study
-from lara.data import LiberoDataset
+from lara.data import EpisodeDataset
 from lara.errors import InputError
 from lara.outputs import recorded
 
@@ -103,7 +103,7 @@ def test_no_action_of_an_action_free_episode_reaches_any_arm(tmp_path):
     data core (non-finite actions) or turn a loss NaN. The oracle reads every action by design: not run here."""
     demos = write_tasks(tmp_path / "demos", episodes=6, size=32)
     side = dict(path=str(demos), labelled_per_task=5, split_seed=0, episodes="unlabelled")
-    action_free = LiberoDataset(paths=[side]).split[0]["ids"]
+    action_free = EpisodeDataset(paths=[side]).split[0]["ids"]
     poison(demos, action_free)
     study = load_study(shipped_study(demos, tmp_path / "study", seeds=[0]))
     cells = [c for c in plan_cells(study) if c.variant != "oracle"]

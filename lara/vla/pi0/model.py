@@ -30,6 +30,36 @@ def _transformers_class(name: str):
     return getattr(transformers, name)
 
 
+TEXT_IDS = 5  # pad 0, eos 1, bos 2 (Gemma's defaults), <image> (the last id) and at least one id for text
+
+
+def check_sizes(**sizes) -> None:
+    """The `model.build` of pi0 / pi0.5 (the keywords of `pi0_config`), refused as an InputError naming the key when
+    it cannot build or train: transformers' own checks fail deep in a config's validators, or only at the first
+    forward (an image smaller than a patch)."""
+    from lara.vla.pi0.processor import ACTION_DIM
+
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"model.build.{name} must be an integer >= 1, got {value!r}")
+    width, heads = sizes["width"], sizes["heads"]
+    if width % heads or (width // heads) % 2:
+        raise InputError(f"model.build.width ({width}) must be divisible by model.build.heads ({heads}) into an even "
+                         "head size (RoPE rotates pairs of dimensions), e.g. width 32 with 2 heads")
+    if sizes["expert_width"] % heads:
+        raise InputError(f"model.build.expert_width ({sizes['expert_width']}) must be divisible by model.build.heads "
+                         f"({heads}): the action expert has as many heads")
+    if sizes["image_size"] < sizes["patch_size"]:
+        raise InputError(f"model.build.image_size ({sizes['image_size']}) is smaller than one patch "
+                         f"(model.build.patch_size={sizes['patch_size']}): the vision tower would see no patch")
+    if sizes["vocab_size"] < TEXT_IDS:
+        raise InputError(f"model.build.vocab_size ({sizes['vocab_size']}) leaves no id for text besides pad, eos, bos "
+                         f"and <image>: give at least {TEXT_IDS}")
+    if sizes["action_dim"] < ACTION_DIM:
+        raise InputError(f"model.build.action_dim ({sizes['action_dim']}) is smaller than the {ACTION_DIM}-D robot "
+                         "actions the processor feeds it")
+
+
 def gemma_configs(width: int, expert_width: int, layers: int, image_size: int, patch_size: int, vision_layers: int,
                   heads: int, vocab_size: int) -> dict:
     """vlm_config (PaliGemma: Gemma + SigLIP) and dit_config (the Gemma action expert) of any size."""
@@ -54,6 +84,7 @@ def pi0_config(width: int = 32, expert_width: int = 16, layers: int = 2, image_s
                vision_layers: int = 1, chunk_size: int = 4, action_dim: int = 8, heads: int = 2, vocab_size: int = 128):
     """A PI0Config of any size (tests, benchmarks: the `mid` pi0 of benchmarks/perf keeps a 3B pi0's ratio of
     FLOPs to the default LAM's); needs a transformers with PI0ForConditionalGeneration (5.x)."""
+    check_sizes(**{k: v for k, v in locals().items()})
     _transformers_class("PI0ForConditionalGeneration")
     from transformers import PI0Config
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 # checkpointed_modules: the SigLIP tower only, as pi0 (pi0.5's prefix LM hands its KV cache to the expert too)
-from lara.vla.pi0.model import _transformers_class, checkpointed_modules, gemma_configs, load_flow_model
+from lara.vla.pi0.model import _transformers_class, check_sizes, checkpointed_modules, gemma_configs, load_flow_model
 from lara.vla.pi0.policy import FlowPolicy, load_flow_policy
 from lara.vla.pi0.processor import Processor as PI0Processor
 
@@ -27,6 +27,7 @@ STATE_BINS = 256
 def pi05_config(width: int = 32, expert_width: int = 16, layers: int = 2, image_size: int = 32, patch_size: int = 8,
                 vision_layers: int = 1, chunk_size: int = 4, action_dim: int = 8, heads: int = 2, vocab_size: int = 128):
     """A PI05Config of any size (the keywords of lara.vla.pi0.pi0_config; `action_dim`: max_action_dim)."""
+    check_sizes(**{k: v for k, v in locals().items()})
     _transformers_class("PI05ForConditionalGeneration")
     from transformers import PI05Config
 
