@@ -20,9 +20,7 @@ from importlib import import_module
 import yaml
 
 from .config import PRESETS_DIR, available_presets, load_recipe
-
-RECIPES = {"pretrain": "pretrain", "posttrain": "posttrain", "refine_lam": "refine_lam",
-           "latent_pretrain": "latent_pretrain"}
+from .recipes import RECIPES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
     try:
-        result = import_module(f"lara.adapters.{RECIPES[cfg.recipe]}").run(cfg)
+        result = import_module(RECIPES[cfg.recipe]).run(cfg)
     except KeyboardInterrupt:  # Ctrl-C: one line, not a 65-line traceback; the run resumes from its last checkpoint
         print(f"lara train: interrupted; re-run the same command to resume {cfg.output_dir} from its last checkpoint",
               file=sys.stderr)

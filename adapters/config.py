@@ -14,23 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from lara.config import LaraConfig
-from lara.data.config import LiberoDataConfig, SourceEntry
+from lara.data.config import LiberoDataConfig
 from lara.errors import InputError, MissingPath
 from lara.outputs import recorded_paths
 from lara.vla.backbones import BACKBONES, backbone, build_keys
 
+from .recipe import Strict
+from .recipes import RECIPES, declared
+
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: every float field must be finite (train.lr=.inf trained to NaN weights and exited 0)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class WandbConfig(_Strict):
+class WandbConfig(Strict):
     """The wandb tracker's settings, used while `wandb` is in train.trackers (as by default)."""
 
     mode: Literal["offline", "online", "disabled"] = Field(
@@ -51,7 +49,7 @@ def _install_hint(package: str) -> str:
     return f"pip install 'lara-vla[{package}]'" if package in extras else f"pip install {package}"
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """The optimisation loop, shared by every recipe (adapters/trainer.py)."""
 
     steps: int = Field(1000, ge=1, description="Optimizer steps.")
@@ -167,7 +165,7 @@ def _callers_level() -> int:
     return level
 
 
-class LoraConfig(_Strict):
+class LoraConfig(Strict):
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA alpha.")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
@@ -176,7 +174,7 @@ class LoraConfig(_Strict):
     )
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """The VLA a recipe trains."""
 
     family: Literal[tuple(BACKBONES)] = Field(
@@ -233,61 +231,10 @@ class ModelConfig(_Strict):
         return self
 
 
-class PretrainConfig(_Strict):
-    lam_steps: int = Field(
-        500, ge=0, description="LAM-only steps before joint training, on the demonstrations (reconstruction, and "
-        "their actions for the LAM's action head where lara.lam.action_horizon > 0) and on the frames of "
-        "`video_paths` (reconstruction only). Without them bidirectional alignment can collapse a fresh LAM's latent.",
-    )
-    lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM-only phase.")
-    video_paths: list[SourceEntry] = Field(
-        default_factory=list, description="Action-free data, any source (video folders, LIBERO HDF5, LeRobot; "
-        "paths or {path, format, weight, labels} entries as in data.paths): used in the LAM phase, and in the "
-        "joint phase for the LAM and alignment losses only.",
-    )
-    video_every: int = Field(
-        0, ge=0, description="In the joint phase, every N-th micro-batch comes from `video_paths` (0: none).",
-    )
+class _RecipeConfig(Strict):
+    """One training run: recipe, VLA, data, LARA settings and the loop; `RecipeConfig` adds each recipe's section."""
 
-
-class PosttrainConfig(_Strict):
-    lam_warmup_steps: int = Field(
-        0, ge=0, description="With a fresh LAM (no refine.lam_from): LAM-only steps on the demonstrations' frames "
-        "before joint training (0: none). Alignment against an untrained LAM can collapse its latent.",
-    )
-    lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM warm-up.")
-    lam_warmup_paths: list[SourceEntry] = Field(
-        default_factory=list, description="Action-free frames added to the fresh LAM's warm-up beside the "
-        "demonstrations' (any source, paths or entries as in data.paths, read action-free; e.g. the unlabelled "
-        "side of a label-scarce split): reconstruction only, the action head learns on the demonstrations. "
-        "Read only when a fresh LAM warms up (lam_warmup_steps > 0, no refine.lam_from, not baseline).",
-    )
-
-
-class RefineConfig(_Strict):
-    lam_from: Path | None = Field(
-        None, description="A LARA artifact folder (lara_config.json + lara.safetensors) whose LAM is refined; "
-        "None: the LAM is trained from scratch.",
-    )
-    probe_samples: int = Field(512, ge=16, description="Held-out samples for the latent-action linear probe.")
-
-
-class LatentConfig(_Strict):
-    lam_from: Path | None = Field(
-        None, description="The LAM whose codes the VLA learns to predict: a LARA artifact folder (RUN/final/lara of "
-        "pretrain, posttrain or refine_lam; RUN/final/lam of latent_pretrain). None: a fresh LAM (lara.lam) is "
-        "trained first on the same frames for `lam_steps` steps (RUN/lam).",
-    )
-    lam_steps: int = Field(
-        500, ge=0, description="Without lam_from: LAM-only steps on the frames (reconstruction) before labelling.",
-    )
-    lam_lr: float = Field(1e-3, gt=0, description="Learning rate of that LAM-only phase.")
-
-
-class RecipeConfig(_Strict):
-    """One training run: recipe, VLA, data, LARA settings and the loop."""
-
-    recipe: Literal["pretrain", "posttrain", "refine_lam", "latent_pretrain"] = Field(
+    recipe: Literal[tuple(RECIPES)] = Field(
         description="Which paradigm runs ('latent_pretrain': LAPA's latent-action pre-training of a TokenVLA).",
     )
     output_dir: Path = Field(Path("outputs/run"), description="Run folder: checkpoints, metrics.jsonl, trackers, "
@@ -297,10 +244,6 @@ class RecipeConfig(_Strict):
     lara: LaraConfig = Field(default_factory=LaraConfig, description="LAM and alignment settings (lara.LaraConfig).")
     baseline: bool = Field(False, description="Alignment off: the identical recipe without LARA (ablations).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The optimisation loop.")
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Pre-training only.")
-    posttrain: PosttrainConfig = Field(default_factory=PosttrainConfig, description="Post-training only.")
-    refine: RefineConfig = Field(default_factory=RefineConfig, description="LAM refinement only.")
-    latent: LatentConfig = Field(default_factory=LatentConfig, description="Latent-action pre-training only.")
 
     def record(self) -> dict:
         """The config as a run records it (RUN/final/recipe.json, checkpoints' trainer_state.json, wandb): JSON
@@ -317,38 +260,18 @@ class RecipeConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _fsdp_fits_the_recipe(self) -> RecipeConfig:
-        if self.train.fsdp and self.recipe == "refine_lam":
-            raise ValueError("refine_lam trains the LAM beside a frozen VLA and probes it on one process: run it "
-                             "without train.fsdp (DDP)")
+    def _fits_the_recipe(self) -> RecipeConfig:
+        check = declared(self.recipe).check  # what the recipe cannot run (e.g. refine_lam with FSDP)
+        if check is not None:
+            check(self)
         return self
 
-    @model_validator(mode="after")
-    def _latent_pretraining_fits(self) -> RecipeConfig:
-        if self.recipe != "latent_pretrain":
-            return self
-        if self.model.family != "token_vla":
-            raise ValueError(f"latent_pretrain trains a TokenVLA on LAM code tokens; model.family is "
-                             f"'{self.model.family}': set model.family=token_vla")
-        if self.baseline:
-            raise ValueError("latent_pretrain has no baseline (it trains no LARA); set baseline=false")
-        if self.latent.lam_from is None and self.lara.lam.quantizer == "none":
-            raise ValueError("latent_pretrain predicts a LAM's discrete codes, and lara.lam.quantizer='none' has none: "
-                             "set lara.lam.quantizer to vq, nsvq or fsq, or give latent.lam_from")
-        if self.latent.lam_from is None and not self.latent.lam_steps:
-            raise ValueError("latent.lam_steps=0 without latent.lam_from would label the frames with an untrained LAM: "
-                             "give latent.lam_from (a saved LAM) or latent.lam_steps > 0")
-        return self
 
-    @model_validator(mode="after")
-    def _baseline_fits_the_recipe(self) -> RecipeConfig:
-        if self.baseline and self.recipe == "refine_lam":
-            raise ValueError("refine_lam has no baseline: it trains the LAM, which the baseline does not have; "
-                             "set baseline=false")
-        if self.baseline and self.recipe == "pretrain" and self.pretrain.video_paths and self.pretrain.video_every:
-            raise ValueError("baseline=true trains the VLA alone, which cannot use action-free videos: "
-                             "set pretrain.video_every=0 (or baseline=false)")
-        return self
+# every recipe's section, in the table's order, after the fields all recipes share
+RecipeConfig = create_model(
+    "RecipeConfig", __base__=_RecipeConfig, __module__=__name__,
+    __doc__="One training run: recipe, VLA, data, LARA settings, the loop and each recipe's own section.",
+    **{r.section: (r.config, Field(default_factory=r.config, description=r.about)) for r in map(declared, RECIPES)})
 
 
 # -------------------------------------------------------------------------------------------------

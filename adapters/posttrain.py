@@ -12,17 +12,46 @@ frames (and those of `posttrain.lam_warmup_paths`, action-free) for `posttrain.l
 
 from __future__ import annotations
 
-import lara
+from typing import TYPE_CHECKING
 
-from .common import (baseline_step, build_vla, export_final, exporter, lara_step, load_data, record_split, video_data,
-                     warm_up_lam)
-from .config import RecipeConfig
+from pydantic import Field
+
+import lara
+from lara.data.config import SourceEntry
+
+from .recipe import Recipe, Strict
 from .run_folder import check_run_folder, holds_run_folder
-from .trainer import Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from .config import RecipeConfig
+
+
+class PosttrainConfig(Strict):
+    lam_warmup_steps: int = Field(
+        0, ge=0, description="With a fresh LAM (no refine.lam_from): LAM-only steps on the demonstrations' frames "
+        "before joint training (0: none). Alignment against an untrained LAM can collapse its latent.",
+    )
+    lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM warm-up.")
+    lam_warmup_paths: list[SourceEntry] = Field(
+        default_factory=list, description="Action-free frames added to the fresh LAM's warm-up beside the "
+        "demonstrations' (any source, paths or entries as in data.paths, read action-free; e.g. the unlabelled "
+        "side of a label-scarce split): reconstruction only, the action head learns on the demonstrations. "
+        "Read only when a fresh LAM warms up (lam_warmup_steps > 0, no refine.lam_from, not baseline).",
+    )
+
+
+# it reads refine.lam_from (the LAM it continues), not refine.probe_samples
+RECIPE = Recipe(name="posttrain", section="posttrain", config=PosttrainConfig,
+                about="Post-training only.", ignores=("pretrain", "refine.probe_samples", "latent"))
 
 
 @holds_run_folder
 def run(cfg: RecipeConfig) -> dict:
+    # what training needs, imported when it runs: the config reads this module for RECIPE alone (lara.adapters.recipe)
+    from .common import (baseline_step, build_vla, export_final, exporter, lara_step, load_data, record_split,
+                         video_data, warm_up_lam)
+    from .trainer import Trainer, seed_everything
+
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)

@@ -15,17 +15,55 @@ is split (SourceSpec.labelled_per_task), RUN/data_split.json records which episo
 
 from __future__ import annotations
 
-import lara
+from typing import TYPE_CHECKING
 
-from .common import (baseline_step, build_vla, export_final, exporter, lara_step, load_data, record_split,
-                     video_data, warm_up_lam)
-from .config import RecipeConfig
+from pydantic import Field
+
+import lara
+from lara.data.config import SourceEntry
+
+from .recipe import Recipe, Strict
 from .run_folder import check_run_folder, holds_run_folder
-from .trainer import Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from .config import RecipeConfig
+
+
+class PretrainConfig(Strict):
+    lam_steps: int = Field(
+        500, ge=0, description="LAM-only steps before joint training, on the demonstrations (reconstruction, and "
+        "their actions for the LAM's action head where lara.lam.action_horizon > 0) and on the frames of "
+        "`video_paths` (reconstruction only). Without them bidirectional alignment can collapse a fresh LAM's latent.",
+    )
+    lam_lr: float = Field(1e-3, gt=0, description="Learning rate of the LAM-only phase.")
+    video_paths: list[SourceEntry] = Field(
+        default_factory=list, description="Action-free data, any source (video folders, LIBERO HDF5, LeRobot; "
+        "paths or {path, format, weight, labels} entries as in data.paths): used in the LAM phase, and in the "
+        "joint phase for the LAM and alignment losses only.",
+    )
+    video_every: int = Field(
+        0, ge=0, description="In the joint phase, every N-th micro-batch comes from `video_paths` (0: none).",
+    )
+
+
+def check(cfg: RecipeConfig) -> None:
+    """Configs pretrain cannot run (RecipeConfig's validator calls this)."""
+    if cfg.baseline and cfg.pretrain.video_paths and cfg.pretrain.video_every:
+        raise ValueError("baseline=true trains the VLA alone, which cannot use action-free videos: "
+                         "set pretrain.video_every=0 (or baseline=false)")
+
+
+RECIPE = Recipe(name="pretrain", section="pretrain", config=PretrainConfig,
+                about="Pre-training only.", ignores=("posttrain", "refine", "latent"), check=check)
 
 
 @holds_run_folder
 def run(cfg: RecipeConfig) -> dict:
+    # what training needs, imported when it runs: the config reads this module for RECIPE alone (lara.adapters.recipe)
+    from .common import (baseline_step, build_vla, export_final, exporter, lara_step, load_data, record_split,
+                         video_data, warm_up_lam)
+    from .trainer import Trainer, seed_everything
+
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)

@@ -12,18 +12,42 @@ held-out episodes, before and after: RUN/final/probe.json.
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+from pydantic import Field
 
 import lara
-from lara.linear_probe import ridge_r2
-from lara.data import EpisodeDataset
 
-from .common import build_vla, export_final, exporter, lara_step, load_data
-from .config import RecipeConfig
+from .recipe import Recipe, Strict
 from .run_folder import check_run_folder, holds_run_folder
-from .trainer import Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from lara.data import EpisodeDataset
+
+    from .config import RecipeConfig
+
+
+class RefineConfig(Strict):
+    lam_from: Path | None = Field(
+        None, description="A LARA artifact folder (lara_config.json + lara.safetensors) whose LAM is refined; "
+        "None: the LAM is trained from scratch.",
+    )
+    probe_samples: int = Field(512, ge=16, description="Held-out samples for the latent-action linear probe.")
+
+
+def check(cfg: RecipeConfig) -> None:
+    """Configs refine_lam cannot run (RecipeConfig's validator calls this)."""
+    if cfg.train.fsdp:
+        raise ValueError("refine_lam trains the LAM beside a frozen VLA and probes it on one process: run it "
+                         "without train.fsdp (DDP)")
+    if cfg.baseline:
+        raise ValueError("refine_lam has no baseline: it trains the LAM, which the baseline does not have; "
+                         "set baseline=false")
+
+
+RECIPE = Recipe(name="refine_lam", section="refine", config=RefineConfig,
+                about="LAM refinement only.", ignores=("pretrain", "posttrain", "latent"), check=check)
 
 
 def with_action_head(cfg: RecipeConfig) -> lara.LatentActionModel:
@@ -41,10 +65,14 @@ def with_action_head(cfg: RecipeConfig) -> lara.LatentActionModel:
     return lam
 
 
-@torch.no_grad()
 def probe(lam: lara.LatentActionModel, data: EpisodeDataset, samples: int) -> float:
     """R^2 of a ridge probe z -> a_{t:t+k} (normalised), fit on the first 70% of evenly spread samples
     (earlier episodes) and scored on the rest (later episodes)."""
+    import numpy as np
+    import torch
+
+    from lara.linear_probe import ridge_r2
+
     picks = [int(i) for i in np.linspace(0, len(data) - 1, min(samples, len(data)))]
     items = [data[i] for i in picks]
     items = [s for s in items if bool(s["lam_valid"]) and bool(s["lam_action_mask"].all())]
@@ -56,7 +84,8 @@ def probe(lam: lara.LatentActionModel, data: EpisodeDataset, samples: int) -> fl
     was_training = lam.training
     lam.eval()
     device = next(lam.parameters()).device
-    z = torch.cat([lam.encode(chunk.to(device)).flatten(1).cpu() for chunk in frames.split(64)])
+    with torch.no_grad():
+        z = torch.cat([lam.encode(chunk.to(device)).flatten(1).cpu() for chunk in frames.split(64)])
     lam.train(was_training)
     cut = int(0.7 * len(z))
     return ridge_r2(z[:cut], actions[:cut], z[cut:], actions[cut:])
@@ -64,6 +93,10 @@ def probe(lam: lara.LatentActionModel, data: EpisodeDataset, samples: int) -> fl
 
 @holds_run_folder
 def run(cfg: RecipeConfig) -> dict:
+    # what training needs, imported when it runs: the config reads this module for RECIPE alone (lara.adapters.recipe)
+    from .common import build_vla, export_final, exporter, lara_step, load_data
+    from .trainer import Trainer, seed_everything
+
     finished = check_run_folder(cfg)  # before anything is built or written
     seed_everything(cfg.train.seed)
     data = load_data(cfg)

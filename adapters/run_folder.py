@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -36,7 +37,9 @@ from lara.errors import InputError
 from lara.outputs import check_link, recorded, recorded_paths, writing
 
 from . import checkpoints as ckpt
-from .config import RecipeConfig
+
+if TYPE_CHECKING:
+    from .config import RecipeConfig
 
 # Fields whose value cannot change the trained weights or the data order, and why:
 NOT_TRAINING_RELEVANT = (
@@ -54,14 +57,6 @@ NOT_TRAINING_RELEVANT = (
     "lara.check_inputs",  # a NaN check that raises or changes nothing
     "refine.probe_samples",  # the probe judges the LAM before and after; it trains nothing
 )
-# sections a recipe never reads: a change there changes nothing in its run
-UNUSED_BY_RECIPE = {
-    "pretrain": ("posttrain", "refine", "latent"),
-    "posttrain": ("pretrain", "refine.probe_samples", "latent"),
-    "refine_lam": ("pretrain", "posttrain", "latent"),
-    "latent_pretrain": ("pretrain", "posttrain", "refine", "lara.backbone", "lara.align", "lara.align_weight",
-                        "lara.lam_weight", "lara.fdm_weight"),  # no alignment: lara.lam is the LAM it trains without latent.lam_from
-}
 PHASES = ("checkpoints", "joint/checkpoints", "lam/checkpoints")  # newest phase first: where trainers save
 
 
@@ -75,7 +70,9 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _ignored(name: str, recipe: str) -> bool:
-    skip = NOT_TRAINING_RELEVANT + UNUSED_BY_RECIPE.get(recipe, ())
+    from .recipes import RECIPES, declared  # (the recipes' modules import this one)
+
+    skip = NOT_TRAINING_RELEVANT + (declared(recipe).ignores if recipe in RECIPES else ())  # what it never reads
     return any(name == field or name.startswith(field + ".") for field in skip)
 
 
@@ -83,6 +80,8 @@ def _normalised(saved: dict) -> dict:
     """The saved config with today's defaults filled in (a field added since it was written takes its
     default), or as written when it no longer validates (its differences are then listed as they stand); an
     absolute path written by an earlier version as the config records it now (`RecipeConfig.record`)."""
+    from .config import RecipeConfig  # (the config imports the recipes, which import this module)
+
     try:
         return RecipeConfig.model_validate(saved).record()
     except ValidationError:

@@ -61,6 +61,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                             "observation and arrives at step t + L (default 0)")
 
 
+def flag_values(args: argparse.Namespace) -> dict:
+    """The execution flags `add_flags` added, as the keywords of a benchmark's `evaluate`."""
+    return dict(execute_steps=args.execute_steps, prefetch_steps=args.prefetch_steps, ensemble=args.ensemble,
+                latency_steps=args.latency_steps)
+
+
 def execution(execute_steps: Optional[int] = None, prefetch_steps: Optional[int] = None,
               ensemble: Optional[float] = None, latency_steps: int = 0) -> Execution:
     """The flags checked (InputError naming the flag and what it expects); `prefetch_steps` None is 0, or

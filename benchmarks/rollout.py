@@ -1,8 +1,10 @@
-"""The one rollout loop of `lara eval libero` and `lara eval simpler`: a policy's action chunks run in a simulated
-env, episode by episode, in spawned worker processes.
+"""The one rollout loop of `lara eval` and `lara data generate`: a policy's action chunks run in a simulated env,
+episode by episode, in spawned worker processes (`run_jobs`, `run_episode`) or in this one (`play`).
 
-What differs between benchmarks is a small env adapter (`LiberoEpisodes` in `libero/evaluate.py`,
-`SimplerEpisodes` in `simpler/evaluate.py`), a picklable object sent to each worker once:
+What differs between benchmarks, and between evaluating and generating demonstrations, is a small env adapter
+(`LiberoEpisodes` in `libero/evaluate.py`, `SimplerEpisodes` in `simpler/evaluate.py`; the generators'
+`LiberoDemonstrations` and `SimplerDemonstrations`, whose `step` records each step and whose `done` says the
+demonstration is over), a picklable object sent to each worker once:
 
     load_policy(spec)            the benchmark's policy (`scripted` is its own privileged expert)
     env_key(episode)             which env an episode needs; a worker keeps one env and rebuilds it when the key changes
@@ -19,7 +21,8 @@ A job is `(*episode, max_steps or None, video path or None)`; `episode` is the a
 suite, task, trial; SIMPLER: env_id, seed, episode_id). Every action's gripper is binarised (+1 close, -1 open)
 before the adapter maps it; a step without an action (a chunk still being computed, `lara.benchmarks.execution`)
 holds the arm with the gripper as last commanded. A policy that raises, or returns a chunk that is not a finite
-[T, 7] array, fails its episode with the reason, and the evaluation goes on.
+[T, 7] array, fails its episode with the reason, and the evaluation goes on. The generators call `run_episode` from
+their own worker jobs (LIBERO's try a chunk of starts each) and stop on a failing expert: it is a bug, not an attempt.
 """
 
 from __future__ import annotations
@@ -71,11 +74,6 @@ def init_worker(bench, policy_spec: str, threads: int, spawned_at: float, strate
                    startup_s=time.time() - spawned_at)  # spawn, imports and policy load
 
 
-def worker_policy():
-    """The policy this worker loaded (a generator reuses the evaluation workers with `scripted`)."""
-    return _WORKER["policy"]
-
-
 def worker_env(key) -> tuple:
     """The worker's env for `key` (built when the key changes, the previous one closed) and the seconds it took."""
     if _WORKER["key"] == key:
@@ -88,11 +86,10 @@ def worker_env(key) -> tuple:
     return _WORKER["env"], time.time() - start
 
 
-def run_episode(job: tuple) -> dict:
-    """One episode: `(*episode, max_steps or None, video path or None)` -> its record."""
-    *episode, max_steps, video = job
-    bench, policy = _WORKER["bench"], _WORKER["policy"]
-    env, build_s = worker_env(bench.env_key(episode))
+def play(bench, policy, env, episode, max_steps: int | None = None, video: str | None = None,
+         strategy: Execution = Execution()) -> dict:
+    """One episode of `policy` in `env` (the loop itself, in this process) -> the adapter's record plus the loop's
+    counts and timing. `max_steps` None: the env's own budget."""
     max_steps = max_steps or env.max_steps
     seed_everything(bench.episode_seed(episode))
     start, cpu_start = time.time(), time.process_time()
@@ -106,7 +103,7 @@ def run_episode(job: tuple) -> dict:
         obs, _, _ = bench.step(env, hold_action(gripper))
         frames += [bench.frame(env, obs)] if video else []
     steps, done, info, reason = 0, False, {}, None
-    schedule = _WORKER["strategy"].schedule()
+    schedule = strategy.schedule()
     while steps < max_steps and not (done and bench.stops_at_success):
         if schedule.wants_chunk():
             try:
@@ -125,7 +122,7 @@ def run_episode(job: tuple) -> dict:
         obs, done, info = bench.step(env, action)
         steps += 1
         frames += [bench.frame(env, obs)] if video else []
-    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start  # all the worker's threads
+    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start  # all the process's threads
     if video:
         import imageio.v2 as imageio
 
@@ -134,7 +131,16 @@ def run_episode(job: tuple) -> dict:
     return {**bench.record(env, episode, done, info, reason is None, steps),
             "env_steps": bench.wait_steps + steps, "chunks": schedule.chunks, "holds": schedule.holds,
             "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "failure_reason": reason,
-            "video": video, "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
+            "video": video}
+
+
+def run_episode(job: tuple) -> dict:
+    """One episode in a worker: `(*episode, max_steps or None, video path or None)` -> its record, with the
+    worker's own fields."""
+    *episode, max_steps, video = job
+    env, build_s = worker_env(_WORKER["bench"].env_key(episode))
+    record = play(_WORKER["bench"], _WORKER["policy"], env, episode, max_steps, video, _WORKER["strategy"])
+    return {**record, "worker_pid": os.getpid(), "worker_startup_s": round(_WORKER["startup_s"], 2),
             "env_build_s": round(build_s, 2)}
 
 
@@ -162,3 +168,12 @@ def follow(records: Iterable[dict], total: int, desc: str, progress: bool, where
             bar.write(f"{where(record)} failed: {record['failure_reason'].splitlines()[0]}")
     bar.close()
     return done
+
+
+def print_holds(results: dict, steps_key: str) -> None:
+    """How many of the episodes' `steps_key` steps the arm waited for a chunk (a simulated inference latency), when
+    it did."""
+    episodes = [e for task in results["tasks"] for e in task["episodes"]]
+    holds, steps = sum(e["holds"] for e in episodes), sum(e[steps_key] for e in episodes)
+    if holds:
+        print(f"held on {holds} of {steps} steps waiting for chunks ({holds / len(episodes):.1f} per episode)")

@@ -32,12 +32,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from lara.benchmarks.execution import execution
+from lara.benchmarks.cli import listed
+from lara.benchmarks.execution import execution, flag_values
 from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, resolve_suite,
                                         resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.protocol import camera_size_for, check_init_states, policy_image_size
 from lara.benchmarks.policy_spec import check_policy_spec, load_policy
-from lara.benchmarks.rollout import follow, run_jobs
+from lara.benchmarks.rollout import follow, print_holds, run_jobs
 from lara.errors import InputError
 from lara.outputs import recorded, save_figure, writable, write_text
 from lara.policy import REMOTE, recorded_spec, remote_address
@@ -68,7 +69,7 @@ class LiberoEpisodes:
             from lara.serving.client import RemotePolicy
 
             return RemotePolicy(*remote_address(spec), token=self.api_key)
-        return load_policy(spec)
+        return load_policy(spec, "libero")
 
     def env_key(self, episode) -> tuple[str, int]:
         return episode[0], episode[1]
@@ -224,4 +225,20 @@ def evaluate(policy: str, suites: list[str], out: str | Path, tasks: list[int] |
     }
     write_text(out / "results.json", json.dumps(results, indent=2))  # whole or not at all
     plot(results, out / "success.png")
+    return results
+
+
+def from_flags(args) -> dict:
+    """`lara eval libero`'s flags -> `evaluate`'s results, printing its per-task and per-suite lines."""
+    tasks = None if args.tasks is None else listed("--tasks", args.tasks)
+    results = evaluate(args.policy, listed("--suite", args.suite), args.out, tasks=tasks, trials=args.trials,
+                       workers=args.workers, threads_per_worker=args.threads_per_worker, seed=args.seed,
+                       camera_size=args.camera_size, max_steps=args.max_steps, video=not args.no_video,
+                       allow_train_init_states=args.allow_train_init_states, obs_format=args.obs_format,
+                       api_key=args.api_key, **flag_values(args))
+    for task in results["tasks"]:
+        print(f"{task['suite']} task {task['task_id']:2d}: {task['successes']}/{task['trials']}  {task['task_name']}")
+    for suite, rate in results["suites"].items():
+        print(f"{suite}: {100 * rate:.1f}%")
+    print_holds(results, "steps")
     return results

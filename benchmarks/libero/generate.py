@@ -5,7 +5,8 @@
 Each episode starts from a fresh placement that the env samples from the task's BDDL regions, seeded per
 attempt (`protocol.placement_seed`) so that it can be reproduced; the benchmark's fixed init states are
 what evaluation runs on, so they are used only on request (`--init-states A:B`). The episode waits the 10
-settling steps, then the privileged `ScriptedExpert` acts (physics only, no cameras: ~10x faster on CPU);
+settling steps, then the privileged `ScriptedExpert` acts in the rollout loop (`lara.benchmarks.rollout`, with
+`LiberoDemonstrations` as its env adapter; physics only, no cameras: ~10x faster on CPU);
 after the first `done` the gripper opens and the hand retreats, and the episode is kept only if the task
 is still solved at its end. A task's starts are tried in order, in chunks spread over `--workers` spawned
 processes, until `--episodes` successes or `--attempts` tries; the first successes in start order are kept
@@ -22,16 +23,18 @@ import json
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm import tqdm
 
-from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, WAIT_ACTION, LiberoEnv, _benchmark, resolve_suite,
-                                        resolve_task, select_gl_backend, task_names, versions)
+from lara.benchmarks.libero.env import (CAMERAS, NUM_WAIT_STEPS, SUITE_MAX_STEPS, WAIT_ACTION, LiberoEnv, _benchmark,
+                                        resolve_suite, resolve_task, select_gl_backend, task_names, versions)
 from lara.benchmarks.libero.expert import ScriptedExpert, check_covered
 from lara.benchmarks.libero.protocol import FRESH, parse_init_states, placement_seed
+from lara.benchmarks.rollout import init_worker, play, run_episode, worker_env
 from lara.benchmarks.workers import spawn_pool
 from lara.errors import InputError
 from lara.outputs import check_new, recorded, replacing, writable, writing
@@ -41,50 +44,95 @@ RELEASED_STEPS = 10  # and the tail ends with the gripper open this long
 ACTION_NOISE_STREAM = 7  # the noise generator's first seed word: its draws are independent of the placement's
 
 
+@dataclass
+class LiberoDemonstrations:
+    """The generator's env adapter for the rollout loop (`lara.benchmarks.rollout`): an episode is (suite, task,
+    benchmark init state or None, placement seed), settled by the 10 wait steps inside `reset` (unrecorded). Every
+    step records the sim state, the proprioception and the expert's action; `done` means the demonstration is over:
+    `TAIL_STEPS` after the first `done` (the expert then releases and retreats) once the gripper has been open
+    `RELEASED_STEPS`, or at the suite's budget without one. Its policy is always the scripted expert.
+
+    With `action_noise` > 0 the env executes the expert's action plus Gaussian noise of that standard deviation on
+    the six arm dimensions (clipped to [-1, 1]; the gripper command stays clean), while the recorded action is the
+    expert's own: the demonstrations then visit states off the expert's path, each labelled with the correction the
+    expert makes there (DART, Laskey et al. 2017). The noise is drawn from a generator seeded by the start, so an
+    episode is reproduced from its start and the noise scale. `camera_size` None builds physics-only envs (the
+    rollouts); a size builds the camera env that renders kept episodes from their states."""
+
+    action_noise: float = 0.0
+    camera_size: int | None = None
+    cameras: tuple[str, ...] = tuple(CAMERAS)
+    expert: ScriptedExpert | None = None
+    wait_steps: ClassVar[int] = 0  # the settling steps run in `reset`, unrecorded
+    stops_at_success: ClassVar[bool] = True  # at `done`: the demonstration is over
+    video_fps: ClassVar[int] = 30
+
+    def load_policy(self, spec: str) -> ScriptedExpert:
+        self.expert = ScriptedExpert()  # (the generator's spec is always `scripted`)
+        return self.expert
+
+    def env_key(self, episode) -> tuple:
+        return resolve_suite(episode[0]), episode[1], self.camera_size, tuple(c for c in CAMERAS if c in self.cameras)
+
+    def make_env(self, key: tuple, policy) -> LiberoEnv:
+        suite, task, camera_size, cameras = key
+        return LiberoEnv(suite, task, camera_size=camera_size, cameras=cameras)
+
+    def episode_seed(self, episode) -> int:
+        return episode[3] or 0  # (a benchmark init state may come without a placement seed)
+
+    def reset(self, env: LiberoEnv, episode) -> dict:
+        _, _, init_state_index, seed = episode
+        start = 0 if init_state_index is None else 1 + init_state_index
+        self.noise = np.random.default_rng([ACTION_NOISE_STREAM, seed or 0, start])
+        obs = env.reset(init_state_index, seed)
+        for _ in range(NUM_WAIT_STEPS):
+            obs, _ = env.step(WAIT_ACTION)
+        self.obs, self.first_done, self.open_steps = obs, None, 0
+        self.steps = {k: [] for k in ("states", "actions", "ee_states", "gripper_states", "joint_states", "dones")}
+        return obs
+
+    def step(self, env: LiberoEnv, action: np.ndarray) -> tuple[dict, bool, dict]:
+        action = action.astype(np.float32)  # the expert's own (the loop hands float64 over)
+        t = len(self.steps["actions"])
+        self.steps["states"].append(env.sim_state())
+        self.steps["ee_states"].append(np.concatenate([self.obs["ee_pos"], self.obs["ee_ori"]]))
+        self.steps["gripper_states"].append(self.obs["gripper_qpos"])
+        self.steps["joint_states"].append(self.obs["joint_qpos"])
+        self.steps["actions"].append(action)
+        executed = action.copy()
+        if self.action_noise > 0:
+            executed[:6] = np.clip(action[:6] + self.noise.normal(0.0, self.action_noise, 6), -1.0, 1.0)
+        self.obs, done = env.step(executed)
+        self.steps["dones"].append(done)
+        self.open_steps = self.open_steps + 1 if action[6] < 0 else 0
+        if done and self.first_done is None:
+            self.first_done = t
+            self.expert.release()
+        over = (self.first_done is None and t + 1 >= env.max_steps) or (  # (a knob twist finishes before the
+            self.first_done is not None and t - self.first_done >= TAIL_STEPS and self.open_steps >= RELEASED_STEPS)
+        return self.obs, over, {}  # hand lets go: the tail can be longer)
+
+    def frame(self, env: LiberoEnv, obs: dict) -> np.ndarray:
+        return obs["agentview_rgb"]
+
+    def record(self, env: LiberoEnv, episode, done: bool, info: dict, finished: bool, steps: int) -> dict:
+        arrays = {k: np.asarray(v) for k, v in self.steps.items()}
+        success = self.first_done is not None and bool(env.env.check_success())
+        return {"success": success, "steps": steps, "episode": {**arrays, "success": success,
+                                                                "first_done": self.first_done}}
+
+
 def rollout(env: LiberoEnv, expert: ScriptedExpert, init_state_index: int | None = None,
             seed: int | None = None, action_noise: float = 0.0) -> dict:
-    """One unrendered expert episode from a start (`LiberoEnv.reset`'s arguments): per-step sim states,
-    actions and proprioception, and success.
-
-    With `action_noise` > 0 the env executes the expert's action plus Gaussian noise of that standard
-    deviation on the six arm dimensions (clipped to [-1, 1]; the gripper command stays clean), while the
-    recorded action is the expert's own: the demonstrations then visit states off the expert's path, each
-    labelled with the correction the expert makes there (DART, Laskey et al. 2017). The noise is drawn from
-    a generator seeded by the start, so an episode is reproduced from its start and the noise scale."""
-    start = 0 if init_state_index is None else 1 + init_state_index
-    noise = np.random.default_rng([ACTION_NOISE_STREAM, seed or 0, start])
-    obs = env.reset(init_state_index, seed)
-    for _ in range(NUM_WAIT_STEPS):
-        obs, _ = env.step(WAIT_ACTION)
-    expert.bind(env)
-    expert.reset(env.instruction)
-    keys = ("states", "actions", "ee_states", "gripper_states", "joint_states", "dones")
-    steps = {k: [] for k in keys}
-    first_done, done, open_steps = None, False, 0
-    for t in range(env.max_steps + 3 * TAIL_STEPS):
-        action = expert.act(obs)[0]
-        steps["states"].append(env.sim_state())
-        steps["ee_states"].append(np.concatenate([obs["ee_pos"], obs["ee_ori"]]))
-        steps["gripper_states"].append(obs["gripper_qpos"])
-        steps["joint_states"].append(obs["joint_qpos"])
-        steps["actions"].append(action)
-        executed = action.copy()
-        if action_noise > 0:
-            executed[:6] = np.clip(action[:6] + noise.normal(0.0, action_noise, 6), -1.0, 1.0)
-        obs, done = env.step(executed)
-        steps["dones"].append(done)
-        open_steps = open_steps + 1 if action[6] < 0 else 0
-        if done and first_done is None:
-            first_done = t
-            expert.release()
-        if first_done is None and t + 1 >= env.max_steps:
-            break
-        if first_done is not None and t - first_done >= TAIL_STEPS and open_steps >= RELEASED_STEPS:
-            break  # (a knob twist finishes before the hand lets go: the tail can be longer)
-    episode = {k: np.asarray(v) for k, v in steps.items()}
-    episode["success"] = first_done is not None and bool(env.env.check_success())
-    episode["first_done"] = first_done
-    return episode
+    """One unrendered expert episode from a start (`LiberoEnv.reset`'s arguments), in this process: per-step sim
+    states, actions and proprioception, and success (`LiberoDemonstrations`)."""
+    episode = (env.suite, env.task_id, init_state_index, seed)
+    demonstrations = LiberoDemonstrations(action_noise, expert=expert)
+    record = play(demonstrations, expert, env, episode, max_steps=env.max_steps + 3 * TAIL_STEPS)
+    if record["failure_reason"]:
+        raise RuntimeError(f"the scripted expert failed: {record['failure_reason']}")
+    return record["episode"]
 
 
 def render(env: LiberoEnv, states: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,51 +141,37 @@ def render(env: LiberoEnv, states: np.ndarray) -> dict[str, np.ndarray]:
     return {camera: np.stack([f[camera] for f in frames]) for camera in env.cameras}
 
 
-_WORKER: dict = {}  # per-process state: the expert and one physics and one camera env
-
-
-def _init_worker() -> None:
-    _WORKER.update(expert=ScriptedExpert(), envs={})
-
-
-def _env_for(suite: str, task: int, camera_size: int | None, cameras: tuple[str, ...] = tuple(CAMERAS)) -> LiberoEnv:
-    """The worker's physics (`camera_size=None`) or camera env for this task, rebuilt when the task changes."""
-    kind = "physics" if camera_size is None else "camera"
-    env = _WORKER["envs"].get(kind)
-    key = (resolve_suite(suite), task, camera_size, tuple(c for c in CAMERAS if c in cameras))
-    if env is None or (env.suite, env.task_id, env.camera_size, env.cameras) != key:
-        if env is not None:
-            env.close()
-        env = _WORKER["envs"][kind] = LiberoEnv(suite, task, camera_size=camera_size, cameras=cameras)
-    return env
-
-
 def _reset_args(start: dict) -> dict:
     return {"init_state_index": start.get("init_state_index"), "seed": start["placement_seed"]}
 
 
-def rollout_chunk(job: tuple, action_noise: float = 0.0) -> dict:
+def rollout_chunk(job: tuple) -> dict:
     """(suite, task, starts) -> the task's file metadata and one record per start, with the episode's
-    arrays when it succeeded (failed episodes keep their counts only)."""
+    arrays when it succeeded (failed episodes keep their counts only). Runs in a rollout worker
+    (`rollout.init_worker` with `LiberoDemonstrations`), each episode in the rollout loop."""
     suite, task, starts = job
-    env = _env_for(suite, task, None)
+    budget = SUITE_MAX_STEPS[resolve_suite(suite)] + 3 * TAIL_STEPS  # the tail may run past the suite's budget
     records = []
     for start in starts:
-        t0 = time.time()
-        episode = rollout(env, _WORKER["expert"], **_reset_args(start), action_noise=action_noise)
-        records.append({**start, "success": episode["success"], "steps": len(episode["actions"]),
-                        "seconds": round(time.time() - t0, 2), "episode": episode if episode["success"] else None})
+        args = _reset_args(start)
+        record = run_episode((suite, task, args["init_state_index"], args["seed"], budget, None))
+        if record["failure_reason"]:  # the expert is code of ours: a crash is a bug, not a failed attempt
+            raise RuntimeError(f"the scripted expert failed on {suite} task {task}: {record['failure_reason']}")
+        records.append({**start, "success": record["success"], "steps": record["steps"], "seconds": record["seconds"],
+                        "episode": record["episode"] if record["success"] else None})
+    env, _ = worker_env(LiberoDemonstrations().env_key((suite, task)))  # the physics env the episodes ran in
     meta = {"task_name": env.task_name, "instruction": env.instruction, "bddl_file": env.bddl_file,
             "problem_info": {"problem_name": env.env.problem_name, "domain_name": env.env.domain_name}}
     return {"meta": meta, "records": records}
 
 
 def render_episode(job: tuple) -> tuple[dict[str, np.ndarray], float]:
-    """(suite, task, camera_size, cameras, start, states) -> the images per camera and the seconds it took. The
-    camera env is reset from the same start first: fixture positions live in the model, not in the states."""
+    """(suite, task, camera_size, cameras, start, states) -> the images per camera and the seconds it took, in the
+    worker's camera env. The camera env is reset from the same start first: fixture positions live in the model, not
+    in the states."""
     suite, task, camera_size, cameras, start, states = job
     t0 = time.time()
-    env = _env_for(suite, task, camera_size, cameras)
+    env, _ = worker_env(LiberoDemonstrations(camera_size=camera_size, cameras=cameras).env_key((suite, task)))
     env.reset(**_reset_args(start))
     return render(env, states), time.time() - t0
 
@@ -323,13 +357,10 @@ def task_summary(suite: str, task: int, found: dict, episodes: int, max_attempts
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lara.cli import ArgumentParser, integer, number
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The flags of `lara data generate --bench libero` (lara.benchmarks.generate adds --bench before them)."""
+    from lara.cli import integer, number
 
-    p = ArgumentParser(prog="lara data generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bench", choices=["libero", "simpler"], default="libero",
-                   help="the benchmark (default libero: these flags); `lara data generate --bench simpler --help` "
-                        "lists SIMPLER's")
     p.add_argument("--suite", required=True, help="LIBERO suite: spatial, object, goal (all but the wine rack task)")
     p.add_argument("--tasks", default=None, help="comma-separated task indices or names (default: all)")
     p.add_argument("--episodes", type=integer(1), default=20, help="successful episodes to keep per task")
@@ -365,34 +396,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace the files and generation.json of an earlier "
                    "generation in --out (default: refuse)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    """`lara data generate --bench libero ARGV`."""
+    from lara.benchmarks.generate import build_parser
+
+    return generate(build_parser("libero").parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def generate(args: argparse.Namespace) -> int:
+    """Generate from the parsed flags (`add_options`); 0 when every task kept an episode."""
     suite = resolve_suite(args.suite)
     select_gl_backend()  # once here; spawned workers inherit MUJOCO_GL
     tasks = parse_tasks(args.tasks, suite)
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     if not cameras or cameras[0] != "agentview_rgb" or set(cameras) - set(CAMERAS) or len(set(cameras)) < len(cameras):
-        parser.error(f"--cameras {args.cameras!r}: expected agentview_rgb, optionally followed by eye_in_hand_rgb "
-                     f"(the LIBERO HDF5 schema's cameras), e.g. --cameras {','.join(CAMERAS)}")
+        raise InputError(f"--cameras {args.cameras!r}: expected agentview_rgb, optionally followed by eye_in_hand_rgb "
+                         f"(the LIBERO HDF5 schema's cameras), e.g. --cameras {','.join(CAMERAS)}")
     try:
         init_states = parse_init_states(args.init_states)
     except ValueError as error:
-        parser.error(str(error))
+        raise InputError(str(error)) from None
     available = len(_benchmark(suite).get_task_init_states(tasks[0]))
     if init_states is not None and init_states.stop > available:
-        parser.error(f"--init-states {args.init_states}: {suite} has {available} fixed init states per task "
-                     f"(0..{available - 1}); give A:B with B <= {available}, or 'fresh'.")
+        raise InputError(f"--init-states {args.init_states}: {suite} has {available} fixed init states per task "
+                         f"(0..{available - 1}); give A:B with B <= {available}, or 'fresh'.")
     uncovered = uncovered_tasks(suite, tasks)
     if uncovered:
         names = task_names(suite)
         covered = [t for t in range(len(names)) if t not in uncovered_tasks(suite, list(range(len(names))))]
         listing = "\n".join(f"  {t}: {names[t]}: {why}" for t, why in uncovered.items())
-        parser.error(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
-                     f"Tasks it covers: --tasks {','.join(map(str, covered))}")
+        raise InputError(f"the scripted expert cannot solve these {suite} tasks:\n{listing}\n"
+                         f"Tasks it covers: --tasks {','.join(map(str, covered))}")
     distractors = None
     if args.distractors:
         from lara.benchmarks.probes.distractors import DistractorConfig
@@ -406,11 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     max_attempts = args.attempts or (3 * args.episodes if init_states is None else len(init_states))
     starts = {t: task_starts(init_states, t, args.seed, max_attempts) for t in tasks}
     start = time.time()
-    with spawn_pool(args.workers, args.threads_per_worker, _init_worker) as pool:
+    # every worker is a rollout worker (lara.benchmarks.rollout) whose policy is the expert
+    demonstrations = LiberoDemonstrations(args.action_noise)
+    initargs = (demonstrations, "scripted", args.threads_per_worker, time.time())
+    with spawn_pool(args.workers, args.threads_per_worker, init_worker, initargs) as pool:
         with tqdm(total=sum(map(len, starts.values())), desc="expert rollouts", disable=args.no_progress,
                   dynamic_ncols=True) as bar:
-            found = roll_out(pool, suite, starts, args.episodes, args.workers, bar,
-                             run_chunk=partial(rollout_chunk, action_noise=args.action_noise))
+            found = roll_out(pool, suite, starts, args.episodes, args.workers, bar)
         for task, f in found.items():
             f["kept"] = keep_first(f["records"], args.episodes)[0]
             written = bool(f["kept"]) and not args.dry_run

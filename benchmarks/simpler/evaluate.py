@@ -30,10 +30,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from lara.benchmarks.execution import execution
+from lara.benchmarks.cli import listed
+from lara.benchmarks.execution import execution, flag_values
 from lara.benchmarks.libero.protocol import camera_size_for
-from lara.benchmarks.policy_spec import check_policy_spec, load_simpler_policy
-from lara.benchmarks.rollout import follow, run_jobs
+from lara.benchmarks.policy_spec import check_policy_spec, load_policy
+from lara.benchmarks.rollout import follow, print_holds, run_jobs
 from lara.benchmarks.simpler.assets import (BRIDGE_TASKS, check_assets, checksums, resolve_asset_dir, resolve_task,
                                             stage_is_stand_in)
 from lara.benchmarks.study.stats import wilson_interval
@@ -58,7 +59,7 @@ class SimplerEpisodes:
     video_fps: ClassVar[int] = 5  # the control rate
 
     def load_policy(self, spec: str):
-        return load_simpler_policy(spec)
+        return load_policy(spec, "simpler")
 
     def env_key(self, episode) -> str:
         return episode[0]
@@ -221,4 +222,21 @@ def evaluate(policy: str, tasks: list[str], out: str | Path, episodes: int = 24,
     }
     write_text(out / "results.json", json.dumps(results, indent=2))  # whole or not at all
     plot(results, out / "success.png", results["simpler_scores"])
+    return results
+
+
+def from_flags(args) -> dict:
+    """`lara eval simpler`'s flags -> `evaluate`'s results, printing its per-task lines."""
+    results = evaluate(args.policy, listed("--tasks", args.tasks), args.out,
+                       episodes=args.episodes, seeds=args.seeds, workers=args.workers, assets=args.assets,
+                       image_size=args.image_size, rotation=args.rotation, max_steps=args.max_steps,
+                       video=not args.no_video, threads_per_worker=args.threads_per_worker,
+                       allow_train_episodes=args.allow_train_episodes, **flag_values(args))
+    for task in results["tasks"]:
+        low, high = task["success_ci95"]
+        print(f"{task['env_id']}: {task['successes']}/{task['trials']} success (95% CI {100 * low:.1f}-"
+              f"{100 * high:.1f}%), grasped {100 * task['is_src_obj_grasped_rate']:.1f}%")
+    if not results["simpler_scores"]:
+        print(f"stand-in table scene for {results['stand_in_stages']}: these are NOT SIMPLER scores")
+    print_holds(results, "env_steps")
     return results

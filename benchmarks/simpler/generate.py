@@ -12,8 +12,9 @@ then `SETTLE_STEPS` still steps so they come to rest. `--placements simpler` kee
 (recorded, so that nobody mistakes a policy trained on them for a held-out result).
 
 The privileged `ScriptedWidowXExpert` acts until its last waypoint (the object released over its target), then
-`TAIL_STEPS` still steps, and the episode is kept when `info["success"]` holds at its end; every step is rendered (ManiSkill renders its camera
-with each observation) at `--camera-size`. Attempts run in spawned workers; a task keeps its first
+`TAIL_STEPS` still steps (in the rollout loop, `lara.benchmarks.rollout`, with `SimplerDemonstrations` as its env
+adapter), and the episode is kept when `info["success"]` holds at its end; every step is rendered (ManiSkill renders
+its camera with each observation) at `--camera-size`. Attempts run in spawned workers; a task keeps its first
 `--episodes` successes in attempt order, so the result does not depend on `--workers`. Each task's kept
 episodes go to `OUT/<env_id>_demo.hdf5` (agentview only: the Bridge setup has no wrist camera; joint_states
 holds the WidowX's 6 arm joints; actions are `lara.policy` actions: metres and radians in the robot base
@@ -25,16 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from lara.benchmarks.libero.protocol import placement_seed
-from lara.benchmarks.rollout import init_worker, worker_env, worker_policy
+from lara.benchmarks.rollout import init_worker, run_episode
 from lara.benchmarks.simpler.assets import BRIDGE_TASKS, check_assets, resolve_asset_dir, resolve_task
 from lara.benchmarks.simpler.evaluate import SimplerEpisodes
+from lara.benchmarks.simpler.expert import SUPPORTED, ScriptedWidowXExpert
 from lara.benchmarks.workers import run_in_pool
 from lara.errors import InputError
 from lara.outputs import check_new, recorded, replacing, writable, writing
@@ -63,48 +66,81 @@ def fresh_poses(env, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np
             names[1]: (np.append(xy[1], configs[0, 1, 2]), current[names[1]][1])}
 
 
-def rollout(env, expert, episode_id: int, seed: int, fresh: bool) -> dict:
-    """One expert episode from SIMPLER's `episode_id`, moved to a fresh placement drawn with `seed` when
-    `fresh`; per-step observations, actions and states, and success once the expert has released the object."""
-    obs = env.reset(episode_id=episode_id, seed=seed)
-    if fresh:
-        obs = env.place(fresh_poses(env, np.random.default_rng(seed)), settle_steps=SETTLE_STEPS)
-    start_poses = {name: np.concatenate(pose).round(5).tolist() for name, pose in env.object_poses().items()}
-    expert.bind(env)
-    expert.reset(env.instruction)
-    keys = ("agentview_rgb", "ee_states", "gripper_states", "joint_states", "actions", "states")
-    steps = {k: [] for k in keys}
-    info: dict = {}
-    tail = TAIL_STEPS
-    for _ in range(env.max_steps):
-        action = expert.act(obs)[0]
-        steps["agentview_rgb"].append(obs["agentview_rgb"])
-        steps["ee_states"].append(np.concatenate([obs["ee_pos"], obs["ee_ori"]]))
-        steps["gripper_states"].append(obs["gripper_qpos"])
-        steps["joint_states"].append(obs["joint_qpos"])
-        steps["states"].append(env.sim_state())
-        steps["actions"].append(action)
-        obs, info = env.step(action)
-        if expert.done:  # released: a few still steps with the gripper open let the object come to rest
-            tail -= 1
-            if tail < 0:
-                break
-    episode = {k: np.asarray(v) for k, v in steps.items()}
-    episode.update(success=bool(info.get("success", False)), start_poses=start_poses)
-    return episode
+@dataclass
+class SimplerDemonstrations:
+    """The generator's env adapter for the rollout loop (`lara.benchmarks.rollout`): SIMPLER's env and action mapping
+    as evaluation builds them (`evaluation`), an episode being (env_id, attempt, SIMPLER's `episode_id`, placement seed
+    or None). `reset` moves the objects to a fresh placement drawn with the seed (when there is one); every step
+    records the observation, the sim state and the expert's action; `done` means the demonstration is over:
+    `TAIL_STEPS` still steps after the expert's last waypoint (the object released over its target). Its policy is
+    always the scripted expert."""
+
+    evaluation: SimplerEpisodes
+    expert: ScriptedWidowXExpert | None = None
+    wait_steps: ClassVar[int] = 0
+    stops_at_success: ClassVar[bool] = True  # at `done`: the demonstration is over
+    video_fps: ClassVar[int] = SimplerEpisodes.video_fps
+
+    def load_policy(self, spec: str) -> ScriptedWidowXExpert:
+        self.expert = ScriptedWidowXExpert()  # (the generator's spec is always `scripted`)
+        return self.expert
+
+    def env_key(self, episode) -> str:
+        return episode[0]
+
+    def make_env(self, env_id: str, policy):
+        return self.evaluation.make_env(env_id, policy)
+
+    def episode_seed(self, episode) -> int:
+        return episode[3] or 0
+
+    def reset(self, env, episode) -> dict:
+        _, _, episode_id, seed = episode
+        obs = env.reset(episode_id=episode_id, seed=seed or 0)
+        if seed is not None:
+            obs = env.place(fresh_poses(env, np.random.default_rng(seed)), settle_steps=SETTLE_STEPS)
+        self.start_poses = {name: np.concatenate(pose).round(5).tolist() for name, pose in env.object_poses().items()}
+        self.obs, self.tail = obs, TAIL_STEPS
+        self.steps = {k: [] for k in ("agentview_rgb", "ee_states", "gripper_states", "joint_states", "actions",
+                                      "states")}
+        return obs
+
+    def step(self, env, action: np.ndarray) -> tuple[dict, bool, dict]:
+        action = action.astype(np.float32)  # the expert's own (the loop hands float64 over)
+        self.steps["agentview_rgb"].append(self.obs["agentview_rgb"])
+        self.steps["ee_states"].append(np.concatenate([self.obs["ee_pos"], self.obs["ee_ori"]]))
+        self.steps["gripper_states"].append(self.obs["gripper_qpos"])
+        self.steps["joint_states"].append(self.obs["joint_qpos"])
+        self.steps["states"].append(env.sim_state())
+        self.steps["actions"].append(action)
+        self.obs, _, info = self.evaluation.step(env, action)
+        if self.expert.done:  # released: a few still steps with the gripper open let the object come to rest
+            self.tail -= 1
+        return self.obs, self.tail < 0, info
+
+    def frame(self, env, obs: dict) -> np.ndarray:
+        return self.evaluation.frame(env, obs)
+
+    def record(self, env, episode, done: bool, info: dict, finished: bool, steps: int) -> dict:
+        arrays = {k: np.asarray(v) for k, v in self.steps.items()}
+        success = bool(info.get("success", False))
+        return {"instruction": env.instruction, "success": success,
+                "episode": {**arrays, "success": success, "start_poses": self.start_poses}}
 
 
 def run_attempt(job: tuple) -> dict:
     """(env_id, attempt, episode_id, placement seed or None) -> the attempt's record, with the episode when it
-    succeeded. Runs in an evaluation worker (`rollout.init_worker` with the `scripted` policy: the expert)."""
+    succeeded. Runs in a rollout worker (`rollout.init_worker` with `SimplerDemonstrations`), the episode in the
+    rollout loop."""
     env_id, attempt, episode_id, seed = job
-    env, _ = worker_env(env_id)
-    start = time.time()
-    episode = rollout(env, worker_policy(), episode_id, seed if seed is not None else 0, fresh=seed is not None)
+    record = run_episode((env_id, attempt, episode_id, seed, None, None))
+    if record["failure_reason"]:  # the expert is code of ours: a crash is a bug, not a failed attempt
+        raise RuntimeError(f"the scripted WidowX expert failed on {env_id}: {record['failure_reason']}")
+    episode = record["episode"]
     return {"env_id": env_id, "attempt": attempt, "episode_id": episode_id, "placement_seed": seed,
-            "instruction": env.instruction, "success": episode["success"], "steps": len(episode["actions"]),
-            "start_poses": episode["start_poses"], "seconds": round(time.time() - start, 2),
-            "episode": episode if episode["success"] else None}
+            "instruction": record["instruction"], "success": record["success"], "steps": len(episode["actions"]),
+            "start_poses": episode["start_poses"], "seconds": record["seconds"],
+            "episode": episode if record["success"] else None}
 
 
 def first_successes(records: dict[int, dict], episodes: int) -> tuple[list[dict], int] | None:
@@ -141,11 +177,10 @@ def write_task(path: Path, env_id: str, kept: list[dict], camera_size: int, rota
                             states=ep["states"], attrs=attrs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lara.cli import ArgumentParser, integer
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The flags of `lara data generate --bench simpler` (lara.benchmarks.generate adds --bench before them)."""
+    from lara.cli import integer
 
-    p = ArgumentParser(prog="lara data generate --bench simpler", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bench", choices=["simpler"], default="simpler", help="the benchmark: simpler (these flags)")
     p.add_argument("--tasks", default="carrot,spoon", help="comma-separated: carrot, spoon (the expert's tasks)")
     p.add_argument("--episodes", type=integer(1), default=20, help="successful episodes to keep per task")
     p.add_argument("--attempts", type=integer(1), default=None, help="try at most this many starts per task "
@@ -164,16 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace the files and generation.json of an earlier "
                    "generation in --out (default: refuse)")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def generate(args: argparse.Namespace) -> int:
+    """Generate from the parsed flags (`add_options`); 0 when every task kept an episode."""
     from tqdm import tqdm
 
     from lara.benchmarks.simpler.env import versions
-    from lara.benchmarks.simpler.expert import SUPPORTED
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     env_ids = [resolve_task(t.strip()) for t in args.tasks.split(",") if t.strip()]
     unsupported = [e for e in env_ids if e not in SUPPORTED]
     if unsupported:
@@ -197,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     os.environ["MS_ASSET_DIR"] = str(root)  # spawned workers import mani_skill with it
     with tqdm(total=len(jobs), desc="expert episodes", disable=args.no_progress, dynamic_ncols=True) as bar:
-        initargs = (SimplerEpisodes(args.camera_size, str(root), args.rotation), "scripted", 1, time.time())
+        demonstrations = SimplerDemonstrations(SimplerEpisodes(args.camera_size, str(root), args.rotation))
+        initargs = (demonstrations, "scripted", 1, time.time())
         for record in run_in_pool(args.workers, 1, init_worker, initargs, run_attempt, jobs):
             records[record["env_id"]][record["attempt"]] = record
             bar.update(1)

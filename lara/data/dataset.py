@@ -267,7 +267,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         sample = {
             "lam_frames": frames,
             "lam_valid": torch.tensor(t + k <= last),
-            "image": frames[0].clone(),
+            "image": frames[0],  # a view of o_t: the collate's stack copies it, as it copies lam_frames
             "instruction": episode.instruction,
             "episode_index": episode_index,
             "frame_index": t,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import warnings
 from collections import OrderedDict
 from fractions import Fraction
@@ -144,6 +145,9 @@ class VideoSource:
         return min(round(index * native_fps / self.fps), native_length - 1)
 
     def read_frames(self, key: int, camera: str, indices: list[int]) -> np.ndarray:
+        """uint8 [n, H, W, 3]: a view into the window's buffer where the frames are evenly spaced (a pair
+        (o_t, o_{t+k}) always is), else a copy. A view costs no copy here (the collate's stack makes the one
+        copy), and its buffer is not reused while a view of it lives (`_buffer`)."""
         if self._pid != os.getpid():  # a forked worker: never reuse a parent's containers
             self._reset()
         native = [self._native_index(key, i) for i in indices]
@@ -162,7 +166,10 @@ class VideoSource:
             while len(self._windows) > _CACHED_WINDOWS:
                 self._spare.append(self._windows.popitem(last=False)[1][1])
         self._windows.move_to_end(key)
-        return cached[1][np.asarray(native) - cached[0]]  # (n, H, W, 3), a copy
+        first, step = native[0] - cached[0], (native[1] - native[0] if len(native) > 1 else 1)
+        if step > 0 and native == list(range(native[0], native[-1] + 1, step)):
+            return cached[1][first:first + step * (len(native) - 1) + 1:step]  # (n, H, W, 3), a view
+        return cached[1][np.asarray(native) - cached[0]]  # (n, H, W, 3), a copy (e.g. o_t = o_t+k at the end)
 
     def _container(self, key: int):
         import av
@@ -178,10 +185,11 @@ class VideoSource:
         return self._containers[key]
 
     def _buffer(self, frames: int, shape: tuple[int, ...]) -> np.ndarray:
-        """A window buffer of at least `frames` frames of `shape`, reusing an evicted window's: memory
-        written before stays mapped and cached, where fresh arrays per frame cost page faults (~15%)."""
+        """A window buffer of at least `frames` frames of `shape`: an evicted window's that no sample still views
+        (memory written before stays mapped, where a fresh buffer per window costs page faults), else a new one."""
         for i, spare in enumerate(self._spare):
-            if spare.shape[1:] == shape and len(spare) >= frames:
+            # references: the list's and getrefcount's argument; a view returned by read_frames adds one
+            if spare.shape[1:] == shape and len(spare) >= frames and sys.getrefcount(spare) == 2:
                 return self._spare.pop(i)
         self._spare = self._spare[-_CACHED_WINDOWS:]
         return np.empty((-(-frames // 32) * 32, *shape), dtype=np.uint8)  # rounded up: fits the next windows too
@@ -194,6 +202,9 @@ class VideoSource:
 
         file = self._records[key]["path"]
         native_fps, _, start_pts, time_base, _ = self._native[key]
+        offsets = np.arange(stop - start)
+        wanted = (offsets < window) | ((offsets >= gap) & (offsets - gap < window))
+        last = start + int(np.flatnonzero(wanted)[-1])  # decoding stops here, not one frame later
         buffer, decoded = None, np.zeros(stop - start, dtype=bool)
         try:
             container = self._container(key)
@@ -205,13 +216,15 @@ class VideoSource:
                 for frame in container.decode(stream):
                     index = round(float((frame.pts - start_pts) * time_base) * native_fps)
                     first = index if first is None else first
-                    if index >= stop:
+                    if index > last:
                         break
-                    if index >= start and (index - start < window or 0 <= index - start - gap < window):
+                    if index >= start and wanted[index - start]:
                         image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
                         if buffer is None:
                             buffer = self._buffer(stop - start, image.shape)
                         buffer[index - start], decoded[index - start] = image, True
+                        if index == last:
+                            break
                 if first is not None and first <= start:
                     break
         except (av.FFmpegError, OSError) as error:
@@ -219,8 +232,6 @@ class VideoSource:
             if bad is not None:
                 bad.close()
             raise SourceError(f"{file}: decoding frames {start}..{stop - 1} failed: {error}") from error
-        offsets = np.arange(stop - start)
-        wanted = (offsets < window) | ((offsets >= gap) & (offsets - gap < window))
         missing = (start + np.flatnonzero(wanted & ~decoded)).tolist()
         if missing:
             raise SourceError(f"{file}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be "

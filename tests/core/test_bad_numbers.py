@@ -17,21 +17,22 @@ from pydantic import BaseModel  # noqa: E402
 
 from lara import cli  # noqa: E402
 from lara.adapters.config import RecipeConfig, load_recipe  # noqa: E402
+from lara.benchmarks.table import BENCHMARKS, DEFAULT  # noqa: E402
 from lara.errors import InputError  # noqa: E402
 
 BAD = ["0", "-1", "nan", "inf", "-inf", "x", "1.5"]
 
-# (the argv before the flag, the module and function that build the command's parser)
+# (the argv before the flag, the module and function that build the command's parser, and its arguments);
+# `lara eval` and `lara data generate` once per benchmark of the table
 PARSERS = {
     "data inspect": (["data", "inspect"], "lara.data.inspect", "build_parser"),
     "data videos": (["data", "videos"], "lara.data.video", "build_parser"),
     "data convert": (["data", "convert"], "lara.data.convert", "build_parser"),
-    "data generate": (["data", "generate"], "lara.benchmarks.libero.generate", "build_parser"),
-    "data generate --bench simpler": (["data", "generate", "--bench", "simpler"], "lara.benchmarks.simpler.generate",
-                                      "build_parser"),
+    **{" ".join(["data", "generate", *bench]): (["data", "generate", *bench], "lara.benchmarks.generate", "build_parser",
+                                                 name)
+       for name, bench in ((name, [] if name == DEFAULT else ["--bench", name]) for name in BENCHMARKS)},
     "demo": (["demo"], "lara.benchmarks.demo", "build_parser"),
-    "eval libero": (["eval", "libero"], "lara.benchmarks.cli", "build_libero_parser"),
-    "eval simpler": (["eval", "simpler"], "lara.benchmarks.cli", "build_simpler_parser"),
+    **{f"eval {name}": (["eval", name], "lara.benchmarks.cli", "build_parser", name) for name in BENCHMARKS},
     "probe": (["probe"], "lara.benchmarks.probes.probe", "build_parser"),
     "serve": (["serve"], "lara.real_robot.server", "build_parser"),
     "study": (["study"], "lara.benchmarks.study.cli", "build_parser"),
@@ -50,8 +51,8 @@ def _accepts(bounds, text: str) -> bool:
 
 def flag_cases():
     cases = []
-    for name, (argv, module, function) in PARSERS.items():
-        parser = getattr(import_module(module), function)()
+    for name, (argv, module, function, *arguments) in PARSERS.items():
+        parser = getattr(import_module(module), function)(*arguments)
         for action in parser._actions:
             if not action.option_strings or action.type is None:
                 continue

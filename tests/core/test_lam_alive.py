@@ -34,8 +34,9 @@ def test_the_action_head_keeps_the_latent_alive_where_reconstruction_alone_lets_
     frames, moves, _ = moving_object_pairs(1000, size=16, square=4, max_shift=3, seed=0, towards_centre=True)
     actions = torch.cat([moves, torch.zeros(len(moves), 5)], 1)[:, None]  # (N, k=1, 7)
     cfg = lara.LAMConfig(image_size=16, patch_size=4, width=64, heads=4, idm_layers=2, fdm_layers=2)
-    recon_only = spread(latents(train(cfg, frames, actions, 400), frames)[0])
-    with_head = spread(latents(train(cfg.model_copy(update={"action_horizon": 1}), frames, actions, 400), frames)[0])
+    # 150 steps, not 400: the spreads are 0.011 and 0.21 then (100: 0.012, 0.26; 200: 0.011, 0.20), as clear of the bounds
+    recon_only = spread(latents(train(cfg, frames, actions, 150), frames)[0])
+    with_head = spread(latents(train(cfg.model_copy(update={"action_horizon": 1}), frames, actions, 150), frames)[0])
     assert recon_only < 0.02, f"the reconstruction-only latent varies ({recon_only:.3f}): the test lost its point"
     assert with_head > 0.1, f"with the action head the latent is still near-constant (spread {with_head:.3f})"
 

@@ -19,15 +19,17 @@ pytestmark = pytest.mark.slow
 POLICIES = Path(__file__).parent / "policies.py"
 
 
-def test_expert_demo_on_libero_object_from_a_fresh_placement(tmp_path):
-    assert generate.main(["--suite", "object", "--tasks", "1", "--episodes", "1",
-                          "--camera-size", "32", "--no-progress", "--out", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "generation.json").read_text())
+OBJECT_TASK_1 = ["--suite", "object", "--tasks", "1", "--episodes", "1", "--camera-size", "32", "--no-progress"]
+
+
+def test_expert_demo_on_libero_object_from_a_fresh_placement(generated_demos, tmp_path):
+    data = generated_demos(*OBJECT_TASK_1)  # the same generation as the two-camera side of the agentview-only test
+    summary = json.loads((data / "generation.json").read_text())
     task = summary["tasks"][0]
     assert task["successes"] == task["attempts"] == 1 and task["success_rate"] == 1.0
     assert task["init_states"] == {"source": "fresh", "seeds": [1009]} and task["max_attempts"] == 3
     assert summary["versions"]["mujoco"] == "3.3.2" and summary["init_states"] == "fresh"
-    with h5py.File(tmp_path / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5") as f:
+    with h5py.File(data / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5") as f:
         demo = f["data/demo_0"]
         T = demo.attrs["num_samples"]
         assert demo.attrs["success"] and 60 < T < 280 + generate.TAIL_STEPS
@@ -41,19 +43,18 @@ def test_expert_demo_on_libero_object_from_a_fresh_placement(tmp_path):
     # a run trained on these demos overlaps none of the evaluation's fixed init states (folder or file)
     final = tmp_path / "run" / "final"
     final.mkdir(parents=True)
-    file = tmp_path / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5"
-    (final / "recipe.json").write_text(json.dumps({"data": {"paths": [str(tmp_path), str(file)]}}))
+    file = data / "pick_up_the_cream_cheese_and_place_it_in_the_basket_demo.hdf5"
+    (final / "recipe.json").write_text(json.dumps({"data": {"paths": [str(data), str(file)]}}))
     train = training_init_states(f"checkpoint:{final / 'vla'}")
     assert train.benchmark == {} and train.unknown == []
     assert overlap({("libero_object", 1): list(range(50))}, train) == []
 
 
-def test_agentview_only_generation_renders_and_writes_one_camera(tmp_path):
+def test_agentview_only_generation_renders_and_writes_one_camera(generated_demos, tmp_path):
     """`--cameras agentview_rgb` (what `lara demo` renders): the files hold no wrist images and say so, the
     agentview frames are those of a two-camera generation, and a policy reading the wrist camera is refused."""
-    both, one = tmp_path / "both", tmp_path / "one"
-    common = ["--suite", "object", "--tasks", "1", "--episodes", "1", "--camera-size", "32", "--no-progress"]
-    assert generate.main([*common, "--out", str(both)]) == 0
+    one, common = tmp_path / "one", OBJECT_TASK_1
+    both = generated_demos(*common)  # the expert-demo test's generation
     assert generate.main([*common, "--cameras", "agentview_rgb", "--out", str(one)]) == 0
     assert json.loads((one / "generation.json").read_text())["cameras"] == ["agentview_rgb"]
     assert json.loads((both / "generation.json").read_text())["cameras"] == ["agentview_rgb", "eye_in_hand_rgb"]
