@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -38,7 +39,11 @@ FIRST_METRICS = {"latent_accuracy": "latent/accuracy", "latent_chance": "latent/
 
 
 class CellFailed(RuntimeError):
-    """A cell's training or evaluation exited with an error (its log says why)."""
+    """A cell's training or evaluation exited with an error (its log, `log`, says why)."""
+
+    def __init__(self, message: str, log: Path | None = None):
+        super().__init__(message)
+        self.log = log
 
 
 @dataclass(frozen=True)
@@ -209,19 +214,39 @@ def stop_running() -> int:
     return len(running)
 
 
-def _subprocess(args: list[str], log: Path, threads: int) -> tuple[float, list[float]]:
+def stopping() -> bool:
+    """Whether `stop_running` was called: a command failing now was ended by it, not by its own error."""
+    return _STOPPING.is_set()
+
+
+LAUNCHER_MODULES = {"accelerate launch": "accelerate.commands.launch", "torchrun": "torch.distributed.run"}
+
+
+def launched(launcher: str, args: list[str]) -> list[str]:
+    """`lara train ARGS` under a multi-process launcher: `accelerate launch ... -m lara.adapters.cli PRESET ...`.
+    accelerate's and torchrun's launchers run as modules of this interpreter (the study's venv, wherever the job
+    runs); any other launcher runs as given."""
+    words = shlex.split(launcher)
+    for name, module in LAUNCHER_MODULES.items():
+        if words[:len(name.split())] == name.split():
+            words = [sys.executable, "-m", module, *words[len(name.split()):]]
+    return [*words, "-m", "lara.adapters.cli", *args[1:]]
+
+
+def _subprocess(args: list[str], log: Path, threads: int, launcher: str | None = None) -> tuple[float, list[float]]:
     """Run `python -m lara.cli ARGS` with capped thread pools, output appended to `log`; its wall seconds and the
     machine's 1-minute load average [at the start, at the end] (a shared machine's figures need it beside them).
-    The command leads its own process group, which `stop_running` ends when the study is stopped."""
+    A `launcher` runs a `train` command (see `launched`). The command leads its own process group, which
+    `stop_running` ends when the study is stopped."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "lara.cli", *args]
+    command = launched(launcher, args) if launcher else [sys.executable, "-m", "lara.cli", *args]
     start, load = time.time(), os.getloadavg()[0]
     with open(log, "a") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
         with _LOCK:
             if _STOPPING.is_set():
-                raise CellFailed("the study was stopped before this command started")
+                raise CellFailed("the study was stopped before this command started", log)
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
             _RUNNING.add(process)
@@ -231,7 +256,7 @@ def _subprocess(args: list[str], log: Path, threads: int) -> tuple[float, list[f
             with _LOCK:
                 _RUNNING.discard(process)
     if code != 0:
-        raise CellFailed(f"`lara {args[0]}` exited with {code}; see {log}")
+        raise CellFailed(f"`lara {args[0]}` exited with {code}; see {log}", log)
     return round(time.time() - start, 1), [round(load, 2), round(os.getloadavg()[0], 2)]
 
 
@@ -293,21 +318,25 @@ def record_files(cell: Cell) -> list[Path]:
     return [cell.folder / "cell.json", cell.eval / "results.json", *sorted(logged)]
 
 
-def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_changed: bool = False) -> dict:
-    """Train and evaluate a cell where needed, then read it back (see `read_cell`)."""
+def run_cell(cell: Cell, eval_workers: int, threads: int, say=print, replace_changed: bool = False,
+             launcher: str | None = None) -> dict:
+    """Train and evaluate a cell where needed, then read it back (see `read_cell`). A `launcher` (e.g. `accelerate
+    launch --multi_gpu --num_processes 8`) runs its training commands, recorded in cell.json as `launcher`."""
     state, todo = prepare(cell, replace_changed)
+    if launcher:
+        state["launcher"] = launcher
     say(f"[{cell.name}] {'done before: skipped' if todo == 'skip' else todo}")
     if cell.first_args is not None and state.get("first_s") is None:
         state["first_source"] = phase_record()
         state["first_s"], state["first_load"] = _subprocess([*cell.first_args, f"output_dir={cell.first}"],
-                                                            cell.folder / "first.log", threads)
+                                                            cell.folder / "first.log", threads, launcher)
         _write_state(cell, state)
         say(f"[{cell.name}] first stage trained in {state['first_s']:.0f} s")
     if state.get("train_s") is None:
         output_dir = f"output_dir={cell.run}"
         state["train_source"] = phase_record()
         state["train_s"], state["train_load"] = _subprocess([*cell.train_args, output_dir], cell.folder / "train.log",
-                                                            threads)
+                                                            threads, launcher)
         _write_state(cell, state)
         say(f"[{cell.name}] trained in {state['train_s']:.0f} s")
     if todo != "skip":

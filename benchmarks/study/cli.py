@@ -22,6 +22,19 @@ secondary figure. All of it also per task. --report-only runs nothing and writes
 A study longer than a machine's life moves with --save-finished DIR, which runs nothing and copies the records of
 every finished cell (no weights) to DIR/cells/; copied back into OUT/cells/ on another machine, those cells are
 skipped there.
+
+--executor says where cells run: threads of this process (thread, the default), or one submitit job per cell, on
+this machine (local) or on SLURM (slurm: one job array, --workers of it at once, requeued on preemption or timeout,
+each cell resuming from its checkpoints; pip install 'lara[cluster]'):
+
+    lara study STUDY.yaml --executor slurm --slurm-partition gpu --slurm-gpus-per-cell 8 --slurm-time 12:00:00 \\
+        --slurm-setup 'source .venv/bin/activate' --launcher 'accelerate launch --multi_gpu --num_processes 8' \\
+        --max-parallel 4
+    lara study STUDY.yaml --status            # each cell: pending, running (job id), done, failed (error, log)
+
+Each cell's folder holds job.json (its job's id and state) and job.log (its job's output; benchmarks/study/jobs.py).
+--dry-run prints the sbatch script without submitting. The submitting process waits for the jobs and writes the
+report; stopped, it cancels local jobs and leaves SLURM ones running (--report-only writes the report later).
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -39,10 +53,11 @@ from pathlib import Path
 from lara.errors import InputError
 from lara.outputs import check_link
 
-from . import report, stats
-from .cells import (CellFailed, changes, done, plan_cells, read_cell, read_state, record_files, run_cell,
-                    source_commit, stop_running)
+from . import executors, report, stats
+from .cells import (CellFailed, changes, done, plan_cells, read_cell, read_state, record_files, source_commit,
+                    stop_running)
 from .config import load_study, read_study_file, split_top_level
+from .jobs import execute, holding_job, status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", metavar="key=value",
                    help="recipe overrides shared by every variant, e.g. train.steps=2000")
     p.add_argument("--max-steps", type=integer(1), help="evaluation step budget per episode (debugging)")
-    p.add_argument("--workers", type=integer(1), help="cells running at once (default 1)")
+    p.add_argument("--workers", "--max-parallel", dest="workers", type=integer(1),
+                   help="cells running at once (default 1): threads, local jobs, or the SLURM job array's %%N")
     p.add_argument("--eval-workers", type=integer(1), help="worker processes of each evaluation (default 1)")
     p.add_argument("--threads", type=integer(1),
                    help="OMP/MKL threads per training process and eval worker (default 1)")
@@ -76,6 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run nothing: copy the records of every finished cell (cell.json, results, each phase's "
                         "metrics and data split; no weights) to DIR/cells/, to carry a study to another machine: "
                         "copied back into --out's cells/ there, those cells are skipped")
+    p.add_argument("--executor", choices=executors.EXECUTORS, default="thread",
+                   help="where cells run: threads of this process (thread, the default), or one submitit job per "
+                        "cell on this machine (local) or on SLURM (slurm: one job array); local and slurm need "
+                        "pip install 'lara[cluster]'")
+    p.add_argument("--status", action="store_true",
+                   help="run nothing: print each cell's state (pending; running, with its job id; done; failed, with "
+                        "the last error line and its log) from the files in its folder, and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --executor slurm: print the sbatch script of the cells left to run (one job array) "
+                        "without submitting it")
+    p.add_argument("--launcher", metavar="COMMAND",
+                   help="run each cell's training under this launcher, e.g. 'accelerate launch --multi_gpu "
+                        "--num_processes 8' or 'torchrun --nproc-per-node 8' (multi-GPU cells); recorded in cell.json")
+    p.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition of the cells' jobs (sbatch --partition)")
+    p.add_argument("--slurm-account", metavar="NAME", help="SLURM account charged (sbatch --account)")
+    p.add_argument("--slurm-gpus-per-cell", type=integer(1), metavar="N",
+                   help="GPUs of each cell's job (sbatch --gpus-per-node; one node per cell)")
+    p.add_argument("--slurm-cpus-per-cell", type=integer(1), metavar="N",
+                   help="CPUs of each cell's job (sbatch --cpus-per-task)")
+    p.add_argument("--slurm-time", metavar="TIME",
+                   help="time limit of each cell's job (sbatch --time: 240, 4:00:00, 1-00:00:00; default 4:00:00); "
+                        "a cell that runs out of it is requeued and resumes from its checkpoints")
+    p.add_argument("--slurm-setup", action="append", metavar="LINE",
+                   help="a shell line the job runs before the cell (repeatable), e.g. 'module load cuda' or "
+                        "'source .venv/bin/activate'")
     p.add_argument("--rewrite-report", type=Path, metavar="STUDY_JSON",
                    help="run nothing: recompute the statistics of a written study report (e.g. a committed "
                         "results/study_*.json, whose cell folders are gone) from the cells it holds, and "
@@ -223,38 +264,51 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.rewrite_report is not None:
-        return rewrite_report(args.rewrite_report)
-    study = load_study(study_fields(args))  # a bad study raises InputError: one line from the dispatcher, exit 2
-    check_link(study.out, "--out", folder=True)  # a symbolic link as the study folder: refused before anything
-    if args.save_finished is not None:
-        check_link(args.save_finished, "--save-finished", folder=True)
-    cells = plan_cells(study)
-    if args.save_finished is not None:
-        return save_finished(study, cells, args.save_finished)
-    if args.report_only:
-        return report_only(study, cells, "lara study " + shlex.join(a for a in argv if a != "--report-only"))
-    check_evaluation(study)  # before any cell trains: a wrong suite or task would be found only at its evaluation
-    changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}
-    if changed and not args.replace_changed:
-        listed = ", ".join(f"{name} ({what})" for name, what in changed.items())
-        raise InputError(f"{study.out} holds cells run with other arguments: {listed}; give the study a new --out, "
-                         "or pass --replace-changed to redo them (their earlier runs are deleted)")
-    command = "lara study " + shlex.join(argv)
-    print(f"{command}\n{len(cells)} cells ({len(study.all_variants())} variants x {len(study.seeds)} seeds), "
-          f"{study.workers} at a time -> {study.out}", flush=True)
-    done, failed = {}, {}
+SLURM_OPTIONS = ("slurm_partition", "slurm_account", "slurm_gpus_per_cell", "slurm_cpus_per_cell", "slurm_time",
+                 "slurm_setup")
+
+
+def check_executor_options(args: argparse.Namespace) -> None:
+    """--slurm-* and --dry-run go with --executor slurm; else one InputError."""
+    if args.executor != "slurm":
+        given = [name for name in SLURM_OPTIONS if getattr(args, name) is not None]
+        if given:
+            raise InputError(f"--{given[0].replace('_', '-')} is an option of --executor slurm (given: --executor "
+                             f"{args.executor}); add --executor slurm or leave it out")
+        if args.dry_run:
+            raise InputError(f"--dry-run prints the sbatch script of --executor slurm (given: --executor "
+                             f"{args.executor}); add --executor slurm")
+    if args.executor == "slurm":
+        executors.slurm_minutes(args.slurm_time or executors.SLURM_TIME)  # a malformed time: one line, now
+
+
+def dry_run(study, cells: list, args: argparse.Namespace) -> int:
+    """--dry-run: the sbatch script of the cells not finished yet, and which array task runs which cell."""
+    left = [cell for cell in cells if not done(cell, read_state(cell))]
+    if not left:
+        print(f"every cell of {study.out} is done: nothing to submit")
+        return 0
+    print(executors.sbatch_script(study, args, len(left)))
+    for index, cell in enumerate(left):
+        print(f"# array task {index}: {cell.name} -> {cell.folder}")
+    if args.launcher:
+        print(f"# each cell's training runs under: {args.launcher}")
+    return 0
+
+
+def run_threads(study, cells: list, args: argparse.Namespace) -> tuple[dict, dict] | None:
+    """--executor thread: cells run at most --workers at a time in threads of this process (None: stopped)."""
+    done_cells, failed = {}, {}
     pool = ThreadPoolExecutor(study.workers)  # each cell's work runs in its own subprocesses
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the study as Ctrl-C does
     try:
-        futures = [(cell, pool.submit(run_cell, cell, study.eval_workers, study.threads,
-                                      lambda line: print(line, flush=True), args.replace_changed)) for cell in cells]
+        futures = [(cell, pool.submit(execute, cell, study.eval_workers, study.threads, executor="thread",
+                                      job_id=str(os.getpid()), say=lambda line: print(line, flush=True),
+                                      replace_changed=args.replace_changed, launcher=args.launcher))
+                   for cell in cells]
         for cell, future in futures:
             try:
-                done[cell.name] = future.result()
+                done_cells[cell.name] = future.result()
             except CellFailed as error:
                 failed[cell.name] = str(error)
                 print(f"[{cell.name}] failed: {error}", file=sys.stderr, flush=True)
@@ -264,11 +318,75 @@ def main(argv: list[str] | None = None) -> int:
         pool.shutdown(wait=True)
         print(f"lara study: stopped; {stopped} running command(s) ended. Re-run the same command to resume: finished "
               "cells are skipped, half-done ones resume from their checkpoints.", file=sys.stderr, flush=True)
-        return 130
+        return None
     finally:
         signal.signal(signal.SIGTERM, previous)
         pool.shutdown(wait=True)
-    records = [done[cell.name] for cell in cells if cell.name in done]
+    return done_cells, failed
+
+
+def run_submitit(study, cells: list, args: argparse.Namespace) -> tuple[dict, dict] | None:
+    """--executor local|slurm: one submitit job per cell (executors.py), waited for here (None: stopped)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with executors.cancellable_local_jobs():
+            return executors.run_jobs(args.executor, study, cells, args, lambda line: print(line, flush=True),
+                                      args.replace_changed)
+    except KeyboardInterrupt:
+        if args.executor == "local":
+            print("lara study: stopped; its local jobs were cancelled. Re-run the same command to resume: finished "
+                  "cells are skipped, half-done ones resume from their checkpoints.", file=sys.stderr, flush=True)
+        else:
+            print(f"lara study: stopped waiting; the SLURM jobs keep running. `lara study ... --status` follows them "
+                  f"and `--report-only` writes the report of {study.out} when they are done.", file=sys.stderr,
+                  flush=True)
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.rewrite_report is not None:
+        return rewrite_report(args.rewrite_report)
+    check_executor_options(args)
+    study = load_study(study_fields(args))  # a bad study raises InputError: one line from the dispatcher, exit 2
+    check_link(study.out, "--out", folder=True)  # a symbolic link as the study folder: refused before anything
+    if args.save_finished is not None:
+        check_link(args.save_finished, "--save-finished", folder=True)
+    cells = plan_cells(study)
+    if args.save_finished is not None:
+        return save_finished(study, cells, args.save_finished)
+    if args.status:
+        print("\n".join(status(cells)))
+        return 0
+    if args.report_only:
+        return report_only(study, cells, "lara study " + shlex.join(a for a in argv if a != "--report-only"))
+    if args.dry_run:
+        return dry_run(study, cells, args)
+    if args.executor != "thread":
+        executors.check_available(args.executor)
+    check_evaluation(study)  # before any cell trains: a wrong suite or task would be found only at its evaluation
+    changed = {cell.name: what[0] for cell in cells if (what := changes(cell))}
+    if changed and not args.replace_changed:
+        listed = ", ".join(f"{name} ({what})" for name, what in changed.items())
+        raise InputError(f"{study.out} holds cells run with other arguments: {listed}; give the study a new --out, "
+                         "or pass --replace-changed to redo them (their earlier runs are deleted)")
+    held = {cell.name: job for cell in cells if not done(cell, read_state(cell)) and (job := holding_job(cell))}
+    if held:
+        listed = ", ".join(f"{name} (job {job['job_id']}, {job['executor']}, {job['state']})"
+                           for name, job in held.items())
+        raise InputError(f"{study.out} has cells held by jobs not ended: {listed}; wait for them (`--status` "
+                         "follows them) or end them, then run the study again")
+    command = "lara study " + shlex.join(argv)
+    print(f"{command}\n{len(cells)} cells ({len(study.all_variants())} variants x {len(study.seeds)} seeds), "
+          f"{study.workers} at a time ({args.executor} executor) -> {study.out}", flush=True)
+    ran = (run_threads if args.executor == "thread" else run_submitit)(study, cells, args)
+    if ran is None:
+        return 130
+    done_cells, failed = ran
+    records = [done_cells[cell.name] for cell in cells if cell.name in done_cells]
     if records:
         summary = report.summarise(command, study_settings(study, source_commit()), records,
                                    list(study.all_variants()), study.comparisons)
