@@ -53,7 +53,7 @@ def test_inspect_videos_shows_fps_tasks_and_the_pairs_the_lam_sees(tmp_path, cap
 
 
 def test_data_dispatcher_keeps_generate_and_names_unknown_commands(monkeypatch, capsys):
-    import lara.benchmarks.libero.generate as generate
+    import lara.benchmarks.generate as generate  # `lara data generate` hands its flags to the benchmark table's dispatcher
 
     seen = []
     monkeypatch.setattr(generate, "main", lambda argv: seen.append(argv) or 0)
