@@ -29,7 +29,7 @@ each cell resuming from its checkpoints; pip install 'lara[cluster]'):
 
     lara study STUDY.yaml --executor slurm --slurm-partition gpu --slurm-gpus-per-cell 8 --slurm-time 12:00:00 \\
         --slurm-setup 'source .venv/bin/activate' --launcher 'accelerate launch --multi_gpu --num_processes 8' \\
-        --max-parallel 4
+        --workers 4
     lara study STUDY.yaml --status            # each cell: pending, running (job id), done, failed (error, log)
 
 Each cell's folder holds job.json (its job's id and state) and job.log (its job's output; benchmarks/study/jobs.py).
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", metavar="key=value",
                    help="recipe overrides shared by every variant, e.g. train.steps=2000")
     p.add_argument("--max-steps", type=integer(1), help="evaluation step budget per episode (debugging)")
-    p.add_argument("--workers", "--max-parallel", dest="workers", type=integer(1),
+    p.add_argument("--workers", type=integer(1),
                    help="cells running at once (default 1): threads, local jobs, or the SLURM job array's %%N")
     p.add_argument("--eval-workers", type=integer(1), help="worker processes of each evaluation (default 1)")
     p.add_argument("--threads", type=integer(1),

@@ -1,7 +1,7 @@
 """`lara study --executor local|slurm`: each cell a submitit job, on this machine or on a SLURM cluster.
 
 A cell is already an idempotent, resumable train-then-evaluate (cells.py), so a job is just that cell
-(`jobs.CellJob`): `slurm` submits every cell left to run as one job array, `--workers` (`--max-parallel`) of them
+(`jobs.CellJob`): `slurm` submits every cell left to run as one job array, `--workers` of them
 running at once (the array's `%N`); `local` starts them as submitit `LocalExecutor` jobs, separate processes on
 this machine, `--workers` at a time. A preempted or timed-out SLURM job is requeued (up to REQUEUES times after a
 timeout; preemptions do not count) and its cell resumes from its own checkpoints. submitit's files (the pickled

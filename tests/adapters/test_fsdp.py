@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -97,8 +98,14 @@ def test_killed_fsdp_run_resumes_with_the_identical_loss_sequence(demos, tmp_pat
     while not (run / "checkpoints" / "step_000004" / checkpoints.MANIFEST).exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its 4th step was saved"
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    # the launcher and both workers: torch's elastic agent starts each worker in a session of its own, so the
+    # launcher's process group does not hold them; a dying node takes all three at once
+    launcher = psutil.Process(proc.pid)
+    workers = launcher.children(recursive=True)
+    for process in [launcher, *workers]:
+        process.send_signal(signal.SIGKILL)
     proc.wait()
+    psutil.wait_procs(workers, timeout=30)
     assert not (run / "checkpoints" / f"step_{steps:06d}").exists(), "the kill came too late to test anything"
     assert max(r["step"] for r in read_metrics(run / "metrics.jsonl")) < steps
 

@@ -87,7 +87,7 @@ def test_openvla_preset_trains_and_exports_a_merged_openvla(demos, standin, tmp_
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda path: path.mkdir(), r"holds no config.json: expected a local OpenVLA checkpoint"),
+    (lambda path: path.mkdir(), r"holds no config.json; expected a VLA folder saved by save_pretrained"),
     (lambda path: tiny_token_vla().save_pretrained(path), r"holds a 'lara_token_vla' model, but model.family='openvla'"),
 ])
 def test_a_wrong_model_path_says_what_was_expected(demos, tmp_path, make, message):

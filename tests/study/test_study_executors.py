@@ -30,7 +30,7 @@ from test_study_interruption import _cell_processes
 SLURM = ["--executor", "slurm", "--dry-run", "--slurm-partition", "gpu", "--slurm-account", "robots",
          "--slurm-gpus-per-cell", "8", "--slurm-cpus-per-cell", "32", "--slurm-time", "1-12:00:00",
          "--slurm-setup", "module load cuda/12.4", "--slurm-setup", "source .venv/bin/activate",
-         "--launcher", "accelerate launch --multi_gpu --num_processes 8", "--max-parallel", "3"]
+         "--launcher", "accelerate launch --multi_gpu --num_processes 8", "--workers", "3"]
 
 
 def test_the_sbatch_script_carries_the_slurm_options(tmp_path, capsys):
