@@ -265,6 +265,17 @@ def new_staging_file(target: Path) -> Path:
     return path
 
 
+def staging_beside(target: Path, *, folder: bool = False, error: type[Exception] = InputError) -> Path:
+    """A new staging file (or folder) beside `target`, its parent created first; a place that cannot be written
+    ends on one line as `error` naming `target` (never the hidden staging name)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return staging_folder(target) if folder else new_staging_file(target)
+    except OSError as failure:
+        raise error(f"{target}: cannot write there ({failure.strerror or failure}); give a folder you can write "
+                    "to.") from None
+
+
 def publish(staging: Path, target: Path) -> Path:
     """Move a finished staging file onto `target` atomically (one filesystem), its bytes on disk first."""
     with open(staging, "rb") as handle:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lara.errors import InputError
-from lara.outputs import publish_folder, staging_folder
+from lara.outputs import publish_folder, staging_beside
 
 from .video_io import VideoEncoder, stream_info
 
@@ -143,12 +143,8 @@ class LeRobotWriter:
         self.schema = pa.schema([(k, _arrow_type(self.features[k])) for k in self.columns])
         self.codec, self.crf, self.gop = codec, crf, gop
         self.episodes_per_file, self.data_file_mb, self.video_file_mb = episodes_per_file, data_file_mb, video_file_mb
-        try:  # the staging folder beside it, named after the writer's process: stale ones of this root are removed
-            self.root.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = staging_folder(self.root)
-        except OSError as error:
-            raise InputError(f"{self.root}: cannot write there ({error.strerror or error}); give a folder you can "
-                             "write to.") from None
+        # the staging folder beside it, named after the writer's process: stale ones of this root are removed
+        self._tmp = staging_beside(self.root, folder=True)
         self.tasks: dict[str, int] = {}
         self.episode_rows: list[dict] = []
         self.total_frames = 0

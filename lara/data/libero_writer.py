@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lara.outputs import new_staging_file, publish
+from lara.outputs import publish, staging_beside
 
 from .libero_hdf5 import IMAGE_CONVENTION_UPRIGHT, LiberoFileError
 
@@ -81,12 +81,8 @@ class LiberoHDF5Writer:
         self.path = Path(path)
         self.language = language
         self.image_compression = image_compression
-        try:  # the staging file beside it, named after the writer's process: stale ones of this path are removed
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp_path = new_staging_file(self.path)
-        except OSError as error:
-            raise LiberoFileError(f"{self.path}: cannot write there ({error.strerror or error}); give a folder you "
-                                  "can write to.") from None
+        # the staging file beside it, named after the writer's process: stale ones of this path are removed
+        self._tmp_path = staging_beside(self.path, error=LiberoFileError)
         try:
             self._file = h5py.File(self._tmp_path, "w")
         except OSError:
