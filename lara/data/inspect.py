@@ -83,8 +83,11 @@ def contact_sheet(data: EpisodeDataset, pairs: int, seed: int, path: Path) -> li
         shown.append((episode, t, min(t + data._gaps[episode], data.episodes[episode].length - 1)))
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
+    from lara.outputs import replacing
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows)).save(path)
+    with replacing(path) as staging:  # whole or not at all
+        Image.fromarray(np.concatenate(rows)).save(staging, format="PNG")
     return shown
 
 
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs", type=integer(0), default=4, help="pairs on the contact sheet (0: no sheet)")
     parser.add_argument("--sheet", type=Path, default=None, help="PNG path (default: <name>_pairs.png here)")
     parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="which pairs are drawn")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --sheet file")
     return parser
 
 
@@ -131,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     from .config import LiberoDataConfig, SourceSpec
     from .dataset import EpisodeDataset
 
+    from lara.outputs import check_new
+
     args = build_parser().parse_args(argv)
+    sheet = args.sheet or Path(f"{args.path.resolve().name}_pairs.png")
+    if args.pairs > 0:  # before any reading: an earlier sheet is the user's
+        check_new([sheet], overwrite=args.overwrite, what="contact sheet")
     fmt = args.format or detect_format(args.path)
     camera, others, action_free = _cameras(args.path, fmt, args.camera)
     with warnings.catch_warnings(record=True) as skipped:  # an unreadable file is named, the rest inspected
@@ -146,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         if issubclass(warning.category, UserWarning):
             print(f"{warning.message}")
     if args.pairs > 0:
-        sheet = args.sheet or Path(f"{args.path.resolve().name}_pairs.png")
         shown = contact_sheet(data, args.pairs, args.seed, sheet)
         rows = ", ".join(f"{data.episodes[e].source} {t}->{u}" for e, t, u in shown)
         print(f"contact sheet: {sheet} ({len(shown)} pairs o_t | o_t+k, top to bottom: {rows})")

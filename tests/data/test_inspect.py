@@ -27,6 +27,23 @@ def test_inspect_a_libero_folder_prints_statistics_and_writes_the_pairs(libero_d
     assert image.shape == (3 * (16 + 4), 16 + 4 + 16, 3)  # 3 rows of o_t | gap | o_t+k
 
 
+def test_an_earlier_contact_sheet_is_replaced_only_with_overwrite(libero_dir, tmp_path, capsys):
+    root, _ = libero_dir
+    sheet = tmp_path / "sheets" / "sheet.png"
+    sheet.parent.mkdir()
+    sheet.write_bytes(b"the user's own picture")
+    argv = ["data", "inspect", str(root), "--frame-gap", "4", "--pairs", "2", "--sheet", str(sheet)]
+    assert lara_main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"{sheet} already exists; this contact sheet would replace it: give --overwrite" in error
+    assert error.count("\n") == 1 and sheet.read_bytes() == b"the user's own picture"
+    assert lara_main([*argv, "--overwrite"]) == 0
+    from PIL import Image
+
+    assert np.asarray(Image.open(sheet)).shape == (2 * (16 + 4), 16 + 4 + 16, 3)
+    assert [p.name for p in sheet.parent.iterdir()] == ["sheet.png"]  # no staging file left beside it
+
+
 def test_inspect_videos_shows_fps_tasks_and_the_pairs_the_lam_sees(tmp_path, capsys):
     pytest.importorskip("av")
     videos = tmp_path / "clips"
