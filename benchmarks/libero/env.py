@@ -134,7 +134,8 @@ class LiberoEnv:
         )
         self.instruction = self.env.language_instruction  # the BDDL's, as in the HDF5 demonstrations
         self.env.seed(seed)
-        self.env.reset()
+        # No reset here: every episode starts with `reset`, which LIBERO makes a hard one (the model recompiled,
+        # a new render context: a third of building the env), so one at construction would only be redone.
         self._raw: dict[str, Any] = {}
 
     @property
