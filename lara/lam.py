@@ -33,10 +33,13 @@ class Attention(nn.Module):
         self.q, self.kv, self.proj = nn.Linear(width, width), nn.Linear(width, 2 * width), nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = rearrange(self.q(x), "b t (h c) -> b h t c", h=self.heads)  # (B, nh, T, hs)
-        k, v = rearrange(self.kv(context), "b s (two h c) -> two b h s c", two=2, h=self.heads)  # (B, nh, S, hs)
+        # views and one copy written out (not einops' rearrange): a LAM's tensors are small, so per-call Python
+        # overhead is a visible part of its step (issue 39); the same data movement, so the same numbers
+        (b, t, w), s, nh = x.shape, context.shape[1], self.heads
+        q = self.q(x).view(b, t, nh, w // nh).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = self.kv(context).view(b, s, 2, nh, w // nh).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, S, hs) each
         y = F.scaled_dot_product_attention(q, k, v)  # bidirectional: no causal mask between frames
-        return self.proj(rearrange(y, "b h t c -> b t (h c)"))
+        return self.proj(y.transpose(1, 2).reshape(b, t, w))
 
 
 class Block(nn.Module):
@@ -97,8 +100,7 @@ class FrameTokenizer(nn.Module):
         if frames.shape[-1] != self.size or frames.shape[-2] != self.size:
             frames = F.interpolate(frames, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         if self.vision is None:
-            p = self.cfg.patch_size
-            return rearrange(frames, "b c (gh p1) (gw p2) -> b (gh gw) (c p1 p2)", p1=p, p2=p)  # (B, N, C*p*p)
+            return self._patches(frames[None])[0]  # (B, N, C*p*p)
         self.vision.to(frames.device)
         extra = {}
         if self.vision.config.model_type == "vit_mae":  # it shuffles patches per sample even with mask_ratio 0
@@ -106,6 +108,21 @@ class FrameTokenizer(nn.Module):
         with torch.no_grad():
             hidden = self.vision(pixel_values=(frames - self.mean) / self.std, **extra).last_hidden_state
         return hidden[:, -self.num_tokens :].to(frames.dtype)  # (B, N, F) in the frames' dtype: drop CLS / registers
+
+    def pair(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, 2, C, H, W) in [0, 1] -> the tokens of o_t and of o_{t+k}, (B, N, F) each. Pixel patches of
+        both frames come from one copy (the same numbers as two calls of forward); resized or frozen-model inputs
+        go through forward frame by frame."""
+        if self.vision is not None or frames.shape[-1] != self.size or frames.shape[-2] != self.size:
+            return self(frames[:, 0]), self(frames[:, 1])
+        now, future = self._patches(frames.transpose(0, 1))  # (B, N, C*p*p) each, contiguous
+        return now, future
+
+    def _patches(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (K, B, C, H, W) -> non-overlapping patches flattened, (K, B, N, C*p*p), in one copy."""
+        k, b, c, p, g = *frames.shape[:3], self.cfg.patch_size, self.grid
+        x = frames.reshape(k, b, c, g, p, g, p).permute(0, 1, 3, 5, 2, 4, 6)  # (K, B, gh, gw, C, p1, p2)
+        return x.reshape(k, b, g * g, c * p * p)
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         p = self.cfg.patch_size
@@ -208,7 +225,7 @@ class LatentActionModel(nn.Module):
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, 2, C, H, W) floats in [0, 1] -> continuous latent actions z (B, n, d)."""
-        return self.idm(self.tokenizer(frames[:, 0]), self.tokenizer(frames[:, 1]))
+        return self.idm(*self.tokenizer.pair(frames))
 
     def forward(
         self,
@@ -218,7 +235,7 @@ class LatentActionModel(nn.Module):
         action_mask: torch.Tensor | None = None,
     ) -> LAMOutput:
         """frames (B, 2, C, H, W) in [0, 1]; actions (B, k, A); valid (B,) bool; action_mask (B, k) bool."""
-        now, target = self.tokenizer(frames[:, 0]), self.tokenizer(frames[:, 1])  # (B, N, F) each
+        now, target = self.tokenizer.pair(frames)  # (B, N, F) each
         weight = valid.float() if valid is not None else now.new_ones(now.shape[0])  # (B,)
         z = self.idm(now, target)
         z_q, qstats = self.quantizer(z)

@@ -9,11 +9,15 @@ so nothing is allocated). A mid-size pi0 that trains on 2 CPU cores is built, an
 give the same ratio is picked. Times are medians of interleaved repeats in one run (machines are noisy), in wall
 time and in the process's CPU time (all its threads), which other load on the machine bends less; `uptime` is printed
 first. Last line: `overhead train=<wall ratio> train_cpu=<CPU-time ratio> infer=<ratio>`.
+
+`--profile N` then profiles N training steps of each arm, interleaved (torch profiler, CPU): the top op groups in ms
+per step for both arms, forward / backward / optimizer, and the host syncs per step (`aten::item`, `nonzero`, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import statistics
 import subprocess
@@ -83,10 +87,46 @@ def median_ms(samples: list[float]) -> float:
     return 1000 * statistics.median(samples)
 
 
+SYNCS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal", "aten::allclose")
+"""Ops that read a tensor back to the host (`.item()`, `.tolist()`, `bool(t)` and `nonzero` run through these)."""
+
+
+def profile(step, steps: int, top: int = 20) -> None:
+    """Profile `steps` steps of each arm, alternating: self CPU ms per step by op, both arms, and host syncs."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    self_ms = {True: collections.Counter(), False: collections.Counter()}
+    total_ms = {True: collections.Counter(), False: collections.Counter()}
+    calls = {True: collections.Counter(), False: collections.Counter()}
+    cpu = {True: 0.0, False: 0.0}
+    for r in range(steps):
+        for with_lara in ((True, False) if r % 2 else (False, True)):
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                cpu[with_lara] += step(with_lara)[1] * 1000 / steps
+            for e in prof.key_averages():
+                self_ms[with_lara][e.key] += e.self_cpu_time_total / 1000 / steps
+                total_ms[with_lara][e.key] += e.cpu_time_total / 1000 / steps
+                calls[with_lara][e.key] += e.count / steps
+    print(f"profile, ms per step (mean of {steps}, profiler overhead included; CPU time of the profiled steps "
+          f"{cpu[False]:.1f} without, {cpu[True]:.1f} with LARA):")
+    for phase in ("## forward", "## backward", "## optimizer"):
+        a, b = total_ms[False][phase], total_ms[True][phase]
+        print(f"  {phase[3:]:10s} without {a:9.2f}  with {b:9.2f}  ({b - a:+.2f})")
+    keys = [k for k in set(self_ms[False]) | set(self_ms[True]) if not k.startswith("## ")]
+    print(f"  {'op (self time)':52s} {'without':>9s} {'calls':>6s} {'with':>9s} {'calls':>6s} {'with-without':>12s}")
+    for k in sorted(keys, key=lambda k: -max(self_ms[False][k], self_ms[True][k]))[:top]:
+        print(f"  {k[:52]:52s} {self_ms[False][k]:9.2f} {calls[False][k]:6.0f} {self_ms[True][k]:9.2f} "
+              f"{calls[True][k]:6.0f} {self_ms[True][k] - self_ms[False][k]:+12.2f}")
+    print("  host syncs per step: " + ", ".join(f"{k} {calls[False][k]:.0f} -> {calls[True][k]:.0f}" for k in SYNCS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a tiny pi0 (seconds) instead of the mid-size config")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved timed repeats (default 30 tiny, 10 mid)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after the timing, profile N steps of each arm (torch profiler): op groups, host syncs")
     args = parser.parse_args(argv)
     from transformers import PI0ForConditionalGeneration
 
@@ -116,14 +156,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def step(with_lara: bool) -> tuple[float, float]:
         start, cpu = time.perf_counter(), time.process_time()
-        if with_lara:
-            loss = model(**batch).loss
-        else:
-            with model.alignment_disabled():
+        with torch.profiler.record_function("## forward"):
+            if with_lara:
                 loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+            else:
+                with model.alignment_disabled():
+                    loss = model(**batch).loss
+        with torch.profiler.record_function("## backward"):
+            loss.backward()
+        with torch.profiler.record_function("## optimizer"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         return time.perf_counter() - start, time.process_time() - cpu
 
     for _ in range(2):  # warm-up: allocator, first-call paths
@@ -139,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train step (batch {batch_size}): without LARA {median_ms(timed[False]):.1f} ms, "
           f"with LARA {median_ms(timed[True]):.1f} ms (median of {repeats}); CPU time {median_ms(cpu[False]):.1f} ms, "
           f"{median_ms(cpu[True]):.1f} ms")
+
+    if args.profile:
+        profile(step, args.profile)
 
     detached = lara.detach(model).eval()
     never_attached.load_state_dict(detached.state_dict())  # same (trained) weights: only the attach history differs
