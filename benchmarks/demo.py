@@ -275,11 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                        execute_steps=args.execute_steps)
     timing["eval"] = time.time() - t0
 
-    folder.mkdir(parents=True, exist_ok=True)
-    loss_plot(run, folder / "loss.png")
+    staging = staging_folder(folder)  # the report appears whole or not at all (it names its final place)
+    loss_plot(run, staging / "loss.png")
     episodes = [e for t in results["tasks"] for e in t["episodes"]]
     shown = next((e for e in episodes if e["success"]), episodes[0])
-    shutil.copy(shown["video"], folder / "rollout.mp4")
+    shutil.copy(shown["video"], staging / "rollout.mp4")
     timing["total"] = time.time() - start
     report = {
         "baseline": args.baseline, "tasks": tasks, "settings": settings(args),
@@ -299,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                  "rollout_success": shown["success"]},
         "timing": {k: round(v, 1) for k, v in timing.items()},
     }
-    (folder / "results.json").write_text(json.dumps(recorded_paths(report), indent=2))
+    (staging / "results.json").write_text(json.dumps(recorded_paths(report), indent=2))
     text = summary_text(report, folder)
-    (folder / "summary.txt").write_text(text + "\n")
+    (staging / "summary.txt").write_text(text + "\n")
+    publish_folder(staging, folder)
     print("\n[4/4] " + text)
     return 0
 

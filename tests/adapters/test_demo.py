@@ -36,6 +36,7 @@ def test_demo_writes_the_report_and_reuses_its_demonstrations(tmp_path, capsys):
     frames = imageio.mimread(report / "rollout.mp4")
     assert len(frames) >= 4 + 10 and frames[0].shape == (64, 64, 3)  # the 10 wait steps + the budget
     assert (report / "summary.txt").read_text().strip() in printed
+    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "eval", "report", "run"]  # no staging left
 
     # a second run trains and evaluates afresh but takes the demonstrations from the cache
     assert demo.main([*TINY, "--data", str(data), "--out", str(out)]) == 0
