@@ -19,8 +19,10 @@ names that the demo did not write are replaced only with `--overwrite`.
 
 The default scale (task 1, cream cheese into the basket: 50 demonstrations, 500 LAM warm-up + 1200 joint
 steps at batch 32, 10 trials) is sized to the 15 minutes `make demo` may take on 2 cores with the venv: the
-render of the demonstrations is the largest cost (~40 ms per camera and frame with Mesa's llvmpipe, whatever
-the image size), which is why the demo renders one camera. Its measured success rates are in docs/demo.md.
+render of the demonstrations is the largest cost (~40 ms of CPU per camera and frame with Mesa's llvmpipe on a quiet
+machine, hardly depending on the image size: the draw of LIBERO's ~310k mesh triangles with 4x multisampling is all
+of it, see benchmarks/libero/README.md), which is why the demo renders one camera. Its measured success rates are
+in docs/demo.md.
 """
 
 from __future__ import annotations

@@ -119,13 +119,17 @@ class LiberoEnv:
         self.max_steps = SUITE_MAX_STEPS[self.suite]
         self.camera_size = camera_size
         self.cameras = tuple(c for c in CAMERAS if c in cameras)  # obs keys, in CAMERAS' order
-        from libero.libero.envs import OffScreenRenderEnv
+        from libero.libero.envs.env_wrapper import ControlEnv, OffScreenRenderEnv
 
         unknown = sorted(set(cameras) - set(CAMERAS))
         if unknown or not cameras:
             raise ValueError(f"cameras {list(cameras)}: expected one or more of {list(CAMERAS)}")
         size = camera_size or 128
-        self.env = OffScreenRenderEnv(
+        # OffScreenRenderEnv always builds an offscreen GL context, and robosuite's hard reset rebuilds it at every
+        # reset (uploading every mesh: ~0.7 s of CPU per reset here): a physics-only env goes without one
+        make = OffScreenRenderEnv if camera_size is not None else functools.partial(
+            ControlEnv, has_renderer=False, has_offscreen_renderer=False)
+        self.env = make(
             bddl_file_name=self.bddl_file,
             camera_heights=size,
             camera_widths=size,
@@ -133,10 +137,31 @@ class LiberoEnv:
             use_camera_obs=camera_size is not None,
         )
         self.instruction = self.env.language_instruction  # the BDDL's, as in the HDF5 demonstrations
+        self._sim, self._unplaced = None, None
+        self._watch_hard_resets()
         self.env.seed(seed)
         # No reset here: every episode starts with `reset`, which LIBERO makes a hard one (the model recompiled,
         # a new render context: a third of building the env), so one at construction would only be redone.
         self._raw: dict[str, Any] = {}
+
+    def _watch_hard_resets(self) -> None:
+        """At each hard reset (robosuite builds a new model and sim from the XML), before the reset places anything:
+        note the bodies' unplaced poses (`reset(rebuild=False)` restores them), and in a physics-only env run the
+        `sim.forward()` that the offscreen context's creation runs there in a camera env: without it the physics
+        differs in the last bits (1e-14 after the settling steps, mm by the end of an episode), and the rollouts
+        would no longer repeat those of a camera env or of earlier versions bit for bit."""
+        inner = self.env.env
+        reset_internal = inner._reset_internal
+
+        def _reset_internal():
+            if inner.sim is not self._sim:
+                self._sim = inner.sim
+                self._unplaced = inner.sim.model.body_pos.copy(), inner.sim.model.body_quat.copy()
+                if not inner.has_offscreen_renderer:
+                    inner.sim.forward()
+            reset_internal()
+
+        inner._reset_internal = _reset_internal
 
     @property
     def sim(self):
@@ -148,7 +173,8 @@ class LiberoEnv:
         """The parsed BDDL problem: objects, regions, goal_state predicates."""
         return self.env.env.parsed_problem
 
-    def reset(self, init_state_index: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    def reset(self, init_state_index: int | None = None, seed: int | None = None,
+              rebuild: bool = True) -> dict[str, Any]:
         """Reset to the benchmark's fixed init state `init_state_index` (modulo their number), or with
         `init_state_index=None` to a fresh placement sampled by the env from the BDDL regions.
 
@@ -157,13 +183,27 @@ class LiberoEnv:
         stoves: a few mm to cm that live in the model, not in the sim state, and that a fixed init
         state leaves where the reset put them). Objects start slightly above their surface either way:
         the 10 settling steps (`NUM_WAIT_STEPS`) apply to both.
+
+        `rebuild=False` resets the model and sim in place (robosuite's soft reset, the bodies' unplaced poses
+        restored first) instead of building them and the GL context anew from the XML (LIBERO's hard reset: ~1.5 s
+        of CPU here, most of it the offscreen context uploading every mesh). It places the fixtures where the hard
+        reset does and renders stored states bit for bit as after one (`render_state`; checked on libero_object
+        frames at 64 and 128 px, libero_goal's at 32), but the physics stepped after it differs in the last bits:
+        use it to render states, not to run episodes.
         """
         if init_state_index is None and seed is None:
             raise ValueError("reset needs init_state_index (a benchmark init state) or seed (a fresh placement), "
                              "got neither; an unseeded fresh placement could not be reproduced.")
         if seed is not None:
             np.random.seed(seed % 2**32)
-        self._raw = self.env.reset()
+        inner, hard = self.env.env, self.env.env.hard_reset
+        if not rebuild:
+            inner.sim.model.body_pos[:], inner.sim.model.body_quat[:] = self._unplaced
+            inner.hard_reset = False
+        try:
+            self._raw = self.env.reset()
+        finally:
+            inner.hard_reset = hard
         if init_state_index is not None:
             state = self.init_states[init_state_index % len(self.init_states)]
             self._raw = self.env.set_init_state(state)

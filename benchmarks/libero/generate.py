@@ -168,11 +168,12 @@ def rollout_chunk(job: tuple) -> dict:
 def render_episode(job: tuple) -> tuple[dict[str, np.ndarray], float]:
     """(suite, task, camera_size, cameras, start, states) -> the images per camera and the seconds it took, in the
     worker's camera env. The camera env is reset from the same start first: fixture positions live in the model, not
-    in the states."""
+    in the states; in place (`rebuild=False`: the same fixtures and frames, without rebuilding the sim and its GL
+    context for every episode)."""
     suite, task, camera_size, cameras, start, states = job
     t0 = time.time()
     env, _ = worker_env(LiberoDemonstrations(camera_size=camera_size, cameras=cameras).env_key((suite, task)))
-    env.reset(**_reset_args(start))
+    env.reset(**_reset_args(start), rebuild=False)
     return render(env, states), time.time() - t0
 
 

@@ -113,3 +113,33 @@ def test_only_the_cameras_asked_for_are_rendered():
         assert obs["agentview_rgb"].shape == (32, 32, 3) and "eye_in_hand_rgb" not in obs
     finally:
         env.close()
+
+
+def test_in_place_reset_renders_as_the_rebuild_and_physics_only_steps_as_the_camera_env():
+    """`reset(rebuild=False)` (the generator's renderer) places the fixtures and renders stored states bit for bit as
+    the hard reset does, and the physics-only env (no GL context) steps bit for bit as a camera env: libero_goal's
+    stove and cabinet are fixtures, placed in the model by the reset."""
+    camera = LiberoEnv("goal", "put_the_bowl_on_the_stove", camera_size=32, cameras=("agentview_rgb",))
+    physics = LiberoEnv("goal", "put_the_bowl_on_the_stove", camera_size=None)
+    try:
+        actions = np.random.default_rng(0).uniform(-1, 1, (8, 7))
+        runs = []
+        for env in (camera, physics):
+            env.reset(seed=5)
+            states = []
+            for action in actions:
+                env.step(action)
+                states.append(env.sim_state())
+            runs.append(np.stack(states))
+        assert np.array_equal(*runs)
+        camera.reset(seed=5)
+        fixtures = camera.sim.model.body_pos.copy()
+        rebuilt = [camera.render_state(s)["agentview_rgb"] for s in runs[0]]
+        camera.reset(seed=6)
+        assert not np.array_equal(camera.sim.model.body_pos, fixtures)  # another placement moves the fixtures
+        camera.reset(seed=5, rebuild=False)
+        assert np.array_equal(camera.sim.model.body_pos, fixtures)
+        assert np.array_equal(np.stack(rebuilt), np.stack([camera.render_state(s)["agentview_rgb"] for s in runs[0]]))
+    finally:
+        camera.close()
+        physics.close()
