@@ -197,7 +197,7 @@ class LiberoEnv:
         if seed is not None:
             np.random.seed(seed % 2**32)
         inner, hard = self.env.env, self.env.env.hard_reset
-        if not rebuild:
+        if not rebuild and self._unplaced is not None:  # the env's first reset is a hard one: it notes the poses
             inner.sim.model.body_pos[:], inner.sim.model.body_quat[:] = self._unplaced
             inner.hard_reset = False
         try:
