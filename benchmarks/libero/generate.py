@@ -187,43 +187,49 @@ def task_starts(init_states: range | None, task: int, seed: int, attempts: int) 
 
 def roll_out(pool, suite: str, starts: dict[int, list[dict]], episodes: int, workers: int, bar=None,
              run_chunk=rollout_chunk) -> dict[int, dict]:
-    """Roll out each task's starts in chunks of ceil(episodes / workers), at most `workers` in flight, until
-    its finished chunks hold `episodes` successes. Chunks are submitted in start order, so a task's tried
-    starts are always a prefix: the first `episodes` successes in that order do not depend on `workers`.
-    A task's next chunk waits while its chunks in flight could still bring the successes it lacks (an expert
-    that succeeds every time then rolls out no episode it does not keep).
+    """Roll out each task's starts in chunks, at most `workers` in flight, until its finished chunks hold
+    `episodes` successes. A chunk takes the task's next untried starts, as many as it still lacks shared over the
+    workers: ceil(missing / workers), where the starts in flight count as successes. The first chunks so split
+    the work, the last ones are no larger than what is missing (chunks of a fixed ceil(episodes / workers) once
+    left up to 25 rollouts of the demo on one worker, the other idle, to find its last success), and no start is
+    rolled out while those in flight could still bring what a task lacks: a task ends with exactly `episodes`
+    successes when its starts hold them. Chunks take starts in order, so a task's tried starts are always a
+    prefix: the first `episodes` successes in that order do not depend on `workers`.
     Returns per task its file metadata and the records of every tried start, in start order."""
-    size = max(1, -(-episodes // workers))
-    queue = [(task, offset, ordered[offset:offset + size])
-             for task, ordered in starts.items() for offset in range(0, len(ordered), size)]
     found = {task: {"meta": None, "records": {}, "successes": 0} for task in starts}
+    tried = dict.fromkeys(starts, 0)  # per task: its starts handed out so far (a prefix)
     pending = {}  # future -> (task, offset, starts in the chunk)
-    while queue or pending:
-        waiting = []  # chunks whose task may not need them: they keep their place in the queue
-        while queue and len(pending) < workers:
-            task, offset, chunk = queue.pop(0)
-            f = found[task]
-            if f["successes"] >= episodes:  # enough already: later starts are never needed
-                if bar is not None:
-                    bar.total -= len(chunk)
-                    bar.refresh()
-                continue
+
+    def next_chunk() -> tuple[int, int, list[dict]] | None:
+        for task, ordered in starts.items():  # tasks in order; a task that waits lets the next one go
             in_flight = sum(n for t, _, n in pending.values() if t == task)
-            if f["successes"] + in_flight >= episodes:  # (a later chunk of the task then waits too)
-                waiting.append((task, offset, chunk))
-                continue
+            missing = episodes - found[task]["successes"] - in_flight
+            if missing > 0 and tried[task] < len(ordered):
+                offset = tried[task]
+                chunk = ordered[offset:offset + -(-missing // workers)]
+                tried[task] += len(chunk)
+                return task, offset, chunk
+        return None
+
+    while True:
+        while len(pending) < workers and (job := next_chunk()) is not None:
+            task, offset, chunk = job
             pending[pool.submit(run_chunk, (suite, task, chunk))] = (task, offset, len(chunk))
-        queue[:0] = waiting
+        if not pending:
+            break
         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
         for future in finished:
             task, offset, _ = pending.pop(future)
             result = future.result()
-            found[task]["meta"] = result["meta"]
-            found[task]["records"][offset] = result["records"]
-            found[task]["successes"] += sum(r["success"] for r in result["records"])
+            f = found[task]
+            f["meta"] = result["meta"]
+            f["records"][offset] = result["records"]
+            f["successes"] += sum(r["success"] for r in result["records"])
             if bar is not None:
+                if f["successes"] >= episodes:  # enough (nothing else of it in flight): untried starts leave the total
+                    bar.total -= len(starts[task]) - tried[task]
                 bar.update(len(result["records"]))
-                kept = sum(min(f["successes"], episodes) for f in found.values())
+                kept = sum(min(g["successes"], episodes) for g in found.values())
                 bar.set_postfix(kept=f"{kept}/{episodes * len(found)}")  # beside tqdm's done/total, rate and ETA
     return {task: {"meta": f["meta"], "records": [r for offset in sorted(f["records"]) for r in f["records"][offset]]}
             for task, f in found.items()}
@@ -349,7 +355,7 @@ def task_summary(suite: str, task: int, found: dict, episodes: int, max_attempts
         "suite": suite, "task_id": task, "task_name": found["meta"]["task_name"],
         "instruction": found["meta"]["instruction"], "file": found["file"],
         "attempts": len(used), "successes": len(kept), "success_rate": len(kept) / max(len(used), 1),
-        "max_attempts": max_attempts, "extra_rollouts": len(found["records"]) - len(used),  # parallel look-ahead
+        "max_attempts": max_attempts, "extra_rollouts": len(found["records"]) - len(used),  # past the last kept start
         "init_states": init_state_record(kept, benchmark="init_state_index" in found["records"][0]),
         "rollout_s_per_episode": round(rollout_s / max(len(found["records"]), 1), 2),
         "render_s_per_episode": round(render_s / max(len(kept), 1), 2),

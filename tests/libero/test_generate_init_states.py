@@ -38,8 +38,9 @@ def test_kept_starts_do_not_depend_on_the_worker_count():
 
 
 def test_an_expert_that_always_succeeds_rolls_out_only_the_episodes_it_keeps():
-    """No look-ahead chunk while the chunks in flight can still bring the missing successes (the demo's 50
-    episodes once waited ~1 min for a third chunk of 25 they did not need); failures still get more starts."""
+    """No start is rolled out while the chunks in flight can still bring the missing successes, and a chunk is no
+    larger than what its task lacks, shared over the workers: the demo's 50 episodes once waited for a third chunk
+    of 25 on one worker (the other idle) to find their last success. Failures still get more starts."""
     def always(job):
         suite, task, starts = job
         time.sleep(random.uniform(0, 0.02))
@@ -50,11 +51,30 @@ def test_an_expert_that_always_succeeds_rolls_out_only_the_episodes_it_keeps():
     for workers in (1, 2, 3):
         with ThreadPoolExecutor(workers) as pool:
             found = generate.roll_out(pool, "libero_object", starts, episodes=10, workers=workers, run_chunk=always)
-        size = -(-10 // workers)  # chunks of ceil(episodes / workers): 3 workers try 12 starts for 10
-        assert [len(f["records"]) for f in found.values()] == [-(-10 // size) * size] * 2
+        assert [len(f["records"]) for f in found.values()] == [10, 10]
         with ThreadPoolExecutor(workers) as pool:  # a third of the starts fail: more chunks, the same prefix
             found = generate.roll_out(pool, "libero_object", starts, episodes=10, workers=workers, run_chunk=fake_chunk)
-        assert all(len(generate.keep_first(f["records"], 10)[0]) == 10 for f in found.values())
+        assert [sum(r["success"] for r in f["records"]) for f in found.values()] == [10, 10]  # none rolled out for nothing
+
+
+def test_the_last_successes_are_looked_for_in_small_chunks_over_both_workers():
+    """The demo's case: 50 episodes, 2 workers, an expert that fails 2 of its first 50 starts. The starts it still
+    needs go out a few at a time to whichever worker is free, not as one chunk of 25 to one worker."""
+    sizes = []
+
+    def two_fail(job):
+        suite, task, starts = job
+        sizes.append(len(starts))
+        time.sleep(0.01 * len(starts))
+        return {"meta": {"task_name": f"task{task}"},
+                "records": [{**s, "success": s["placement_seed"] - 1009 not in (7, 31), "steps": 1, "seconds": 0.0,
+                             "episode": None} for s in starts]}
+
+    starts = {1: generate.task_starts(None, 1, seed=0, attempts=100)}
+    with ThreadPoolExecutor(2) as pool:
+        found = generate.roll_out(pool, "libero_object", starts, episodes=50, workers=2, run_chunk=two_fail)
+    assert len(found[1]["records"]) == 52 and sum(sizes) == 52
+    assert sizes[:2] == [25, 13] and max(sizes[2:]) <= 7  # after the first two, each at most half of what is missing
 
 
 def test_starts_and_their_records():
