@@ -206,7 +206,8 @@ def _writer_pid(staging: Path, target: Path) -> int | None:
     return int(pid) if pid.isdigit() and "." in rest else None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this pid exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -224,7 +225,7 @@ def remove_stale_staging(target: Path) -> list[Path]:
     removed = []
     for path in target.parent.glob(f"{_prefix(target)}*"):
         pid = _writer_pid(path, target)
-        if pid is None or pid == os.getpid() or _alive(pid):
+        if pid is None or pid == os.getpid() or process_alive(pid):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

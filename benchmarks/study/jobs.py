@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lara.outputs import replacing
+from lara.outputs import process_alive, replacing
 
 from .cells import Cell, CellFailed, done, prepare, read_state, run_cell, stop_running, stopping
 
@@ -84,13 +84,12 @@ def process_start(pid) -> str | None:
 
 
 def _alive(pid, started: str | None) -> bool:
+    """Whether the recorded process still runs: its pid exists and, where its start was recorded, started then."""
     try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
+        pid = int(pid)
+    except (ValueError, TypeError):
         return False
-    except PermissionError:
-        pass
-    return started is None or process_start(pid) in (None, started)
+    return process_alive(pid) and (started is None or process_start(pid) in (None, started))
 
 
 def _slurm_alive(job_id: str) -> bool:
