@@ -296,6 +296,10 @@ def dry_run(study, cells: list, args: argparse.Namespace) -> int:
     return 0
 
 
+RESUME = ("Re-run the same command to resume: finished cells are skipped, half-done ones resume from their "
+          "checkpoints.")
+
+
 def run_threads(study, cells: list, args: argparse.Namespace) -> tuple[dict, dict] | None:
     """--executor thread: cells run at most --workers at a time in threads of this process (None: stopped)."""
     done_cells, failed = {}, {}
@@ -316,8 +320,7 @@ def run_threads(study, cells: list, args: argparse.Namespace) -> tuple[dict, dic
         pool.shutdown(wait=False, cancel_futures=True)  # no further cell starts
         stopped = stop_running()
         pool.shutdown(wait=True)
-        print(f"lara study: stopped; {stopped} running command(s) ended. Re-run the same command to resume: finished "
-              "cells are skipped, half-done ones resume from their checkpoints.", file=sys.stderr, flush=True)
+        print(f"lara study: stopped; {stopped} running command(s) ended. {RESUME}", file=sys.stderr, flush=True)
         return None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -334,8 +337,7 @@ def run_submitit(study, cells: list, args: argparse.Namespace) -> tuple[dict, di
                                       args.replace_changed)
     except KeyboardInterrupt:
         if args.executor == "local":
-            print("lara study: stopped; its local jobs were cancelled. Re-run the same command to resume: finished "
-                  "cells are skipped, half-done ones resume from their checkpoints.", file=sys.stderr, flush=True)
+            print(f"lara study: stopped; its local jobs were cancelled. {RESUME}", file=sys.stderr, flush=True)
         else:
             print(f"lara study: stopped waiting; the SLURM jobs keep running. `lara study ... --status` follows them "
                   f"and `--report-only` writes the report of {study.out} when they are done.", file=sys.stderr,
