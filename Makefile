@@ -54,11 +54,12 @@ system-deps:
 
 # One intra-op thread per process: the tests run small models, where torch's thread pool on 2 cores costs more
 # than it gains. Two pytest workers (pytest-xdist) share the cores; tests marked `serial` (timing-sensitive
-# real-robot loops against a roscore and served policies) run alone afterwards. The slowest tests are listed.
+# real-robot loops against a roscore and served policies) run alone afterwards, collected from tests/real_robot only
+# (tests/conftest.py refuses a serial test elsewhere). The slowest tests are listed.
 test: export OMP_NUM_THREADS = 1
 test: system-deps $(VENV)/.installed $(VENV_TF440)/.installed
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not serial" --durations=15 tests
-	$(PY) -m pytest -q -m serial --durations=5 tests
+	$(PY) -m pytest -q -m serial --durations=5 tests/real_robot
 	$(MAKE) --no-print-directory test-core-tf440
 
 test-core-tf440: export OMP_NUM_THREADS = 1

@@ -10,6 +10,18 @@ from pathlib import Path
 
 import pytest
 
+# `make test` runs the `serial` tests alone after the parallel part and collects them from this folder only (collecting
+# the whole tree costs a process ~10 s of imports): a serial test anywhere else would never run.
+SERIAL_FOLDER = Path(__file__).parent / "real_robot"
+
+
+def pytest_collection_modifyitems(config, items):
+    misplaced = [item.nodeid for item in items
+                 if item.get_closest_marker("serial") and SERIAL_FOLDER not in item.path.parents]
+    if misplaced:
+        raise pytest.UsageError(f"{misplaced[0]} is marked serial: serial tests belong under tests/real_robot, "
+                                "the only folder `make test` collects them from")
+
 
 @pytest.fixture(scope="session")
 def generated_demos(tmp_path_factory) -> Callable[..., Path]:

@@ -1,6 +1,6 @@
 """`lara study --executor local|slurm` (submitit): cells as real subprocess jobs give the thread executor's study,
-a cancelled cell resumes from its checkpoint to the same losses, `--status` reads each cell's state from its folder,
-and the sbatch script carries the options given."""
+a cancelled cell resumes from its checkpoint to the same losses and a preempted one requeues itself, `--status`
+reads each cell's state from its folder, and the sbatch script carries the options given."""
 
 from __future__ import annotations
 
@@ -167,15 +167,20 @@ def wait_for_checkpoint(run: Path, submitter: threading.Thread) -> None:
 
 
 @pytest.mark.slow
-def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the_thread_executors(
+def test_a_local_executor_study_with_a_cancelled_and_a_preempted_cell_ends_as_the_thread_executors(
         threaded, tmp_path, capsys):
+    """Two cells as local jobs, one after the other (--workers 1). The first is cancelled (SIGINT, what job.cancel()
+    and `scancel` send): it fails, and the study started again resumes it from its checkpoint. The second gets
+    submitit's preemption signal, SIGUSR2 to the job's process (what SLURM sends before it preempts a job or ends its
+    time): its command ends, the job requeues itself (locally: its controller starts it again) and the cell resumes.
+    Both end with the uninterrupted thread executor's losses, bit for bit, and the same study."""
     shared, reference = threaded
     local = tmp_path / "local"
     argv = [*shared, "--out", str(local), "--executor", "local"]
+    baseline, lara = (local / "cells" / variant / "seed0" for variant in ("baseline", "lara"))
     with executors.cancellable_local_jobs():  # as `lara study` does, SIGINT handled while jobs start: pytest
         # may ignore it (started in a script's background), and job.cancel() sends it
         jobs, ran, submitter = start_jobs(argv)
-        baseline = local / "cells" / "baseline" / "seed0"
         wait_for_checkpoint(baseline / "run", submitter)
         job = jobs["baseline/seed0"]
         mid_run = status_lines(argv, capsys)  # a real job's state, from its cell folder
@@ -190,9 +195,17 @@ def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the
         cancelled = max(r["step"] for r in read_metrics(baseline / "run" / "metrics.jsonl"))
         assert status_lines(argv, capsys)["baseline/seed0"].startswith(
             f"failed   job {job.job_id} (local): interrupted by SIGINT (cancelled) before it finished")
+
+        wait_for_checkpoint(lara / "run", submitter)  # the other cell runs on, and is preempted
+        os.kill(json.loads((lara / "job.json").read_text())["pid"], signal.SIGUSR2)  # the process running the cell
         submitter.join(timeout=600)
     records, failed = ran["outcome"]
-    assert set(records) == {"lara/seed0"} and set(failed) == {"baseline/seed0"}  # the other cell ran on
+    assert set(records) == {"lara/seed0"} and set(failed) == {"baseline/seed0"}  # requeued, not failed
+    log = (lara / "job.log").read_text()
+    assert "this job is preempted" in log and "Requeued job" in log and "Job completed successfully" in log
+    assert (lara / "train.log").read_text().count("resumed from") == 1
+    assert losses(lara / "run") == losses(reference / "cells" / "lara" / "seed0" / "run")  # bit for bit
+    assert json.loads((lara / "job.json").read_text())["state"] == "done"
 
     assert cli.main(argv) == 0  # the study started again: the cancelled cell resumes, the finished one is skipped
     out = capsys.readouterr().out
@@ -207,26 +220,6 @@ def test_a_local_executor_study_with_a_cancelled_cell_resumes_it_and_ends_as_the
     log = baseline / "job.log"
     assert log.is_symlink() and "Job completed successfully" in log.read_text()  # the resumed job's output
     assert json.loads((baseline / "job.json").read_text())["state"] == "done"
-
-
-@pytest.mark.slow
-def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(threaded, tmp_path):
-    """submitit's preemption signal, SIGUSR2 to the job's process (what SLURM sends before it preempts a job or ends
-    its time): the cell's command ends, the job requeues itself (locally: its controller starts it again) and the
-    cell resumes from its checkpoint, with the uninterrupted run's losses."""
-    shared, reference = threaded
-    _, ran, submitter = start_jobs([*shared, "--out", str(tmp_path / "study"), "--executor", "local"], slice(1))
-    cell = tmp_path / "study" / "cells" / "baseline" / "seed0"
-    wait_for_checkpoint(cell / "run", submitter)
-    os.kill(json.loads((cell / "job.json").read_text())["pid"], signal.SIGUSR2)  # the process running the cell
-    submitter.join(timeout=600)
-    records, failed = ran["outcome"]
-    assert set(records) == {"baseline/seed0"} and failed == {}
-    log = (cell / "job.log").read_text()
-    assert "this job is preempted" in log and "Requeued job" in log and "Job completed successfully" in log
-    assert (cell / "train.log").read_text().count("resumed from") == 1
-    assert losses(cell / "run") == losses(reference / "cells" / "baseline" / "seed0" / "run")  # bit for bit
-    assert json.loads((cell / "job.json").read_text())["state"] == "done"
 
 
 @pytest.mark.slow
