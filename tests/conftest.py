@@ -15,12 +15,19 @@ import pytest
 SERIAL_FOLDER = Path(__file__).parent / "real_robot"
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixtures
 def pytest_collection_modifyitems(config, items):
     misplaced = [item.nodeid for item in items
                  if item.get_closest_marker("serial") and SERIAL_FOLDER not in item.path.parents]
     if misplaced:
         raise pytest.UsageError(f"{misplaced[0]} is marked serial: serial tests belong under tests/real_robot, "
                                 "the only folder `make test` collects them from")
+    # Modules with a `slow` test first, each kept whole (its module fixtures are made once). pytest-xdist's worksteal
+    # hands each worker half the tests by count and lets an idle one steal from the end of the other's queue: a
+    # 100-s study test collected last ran alone for its last 80 s (2026-12-07); first, the short tests fill in around
+    # it. The order within a module and between modules of one kind stays the collection's.
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import imageio.v2 as imageio
 import pytest
 
@@ -26,6 +27,8 @@ def test_demo_writes_the_report_and_reuses_its_demonstrations(tmp_path, capsys):
     assert results["data"]["cached"] is False and results["data"]["episodes"] == 1
     assert results["data"]["action_noise"] == demo.ACTION_NOISE > 0  # the expert's actions were executed noisily
     assert json.loads((data / "generation.json").read_text())["action_noise"] == demo.ACTION_NOISE
+    with h5py.File(next(data.glob("*.hdf5"))) as f:  # the file says its actions do not replay it
+        assert f["data/demo_0"].attrs["action_noise"] == demo.ACTION_NOISE
     assert results["train"]["joint_steps"] == 2 and results["train"]["lam_warmup_steps"] == 2
     assert {"base", "align", "lam/recon"} <= results["train"]["last"].keys()
     assert results["eval"]["episodes"] == 1 and 0 <= results["eval"]["success_rate"] <= 1

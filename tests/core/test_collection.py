@@ -1,5 +1,5 @@
-"""`make test` collects the `serial` tests from tests/real_robot only: a serial test elsewhere is refused at collection
-instead of silently never running."""
+"""How `make test` collects: the `serial` tests from tests/real_robot only (a serial test elsewhere is refused at
+collection instead of silently never running), and modules with a `slow` test first, each kept whole."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ def conftest(pytestconfig):
                 if getattr(plugin, "__file__", None) == str(TESTS / "conftest.py"))
 
 
-def item(path: Path, serial: bool) -> SimpleNamespace:
-    return SimpleNamespace(nodeid=f"{path.relative_to(TESTS)}::test_x", path=path,
-                           get_closest_marker=lambda name: pytest.mark.serial if serial and name == "serial" else None)
+def item(path: Path, serial: bool = False, slow: bool = False, name: str = "test_x") -> SimpleNamespace:
+    marks = {"serial": serial, "slow": slow}
+    return SimpleNamespace(nodeid=f"{path.relative_to(TESTS)}::{name}", path=path,
+                           get_closest_marker=lambda mark: getattr(pytest.mark, mark) if marks.get(mark) else None)
 
 
 def test_a_serial_test_outside_real_robot_is_refused_and_one_inside_is_kept(conftest):
@@ -35,3 +36,11 @@ def test_a_serial_test_outside_real_robot_is_refused_and_one_inside_is_kept(conf
 def test_make_test_collects_its_serial_tests_from_that_folder():
     makefile = (TESTS.parent / "Makefile").read_text()
     assert "-m serial --durations=5 tests/real_robot\n" in makefile  # the folder the hook keeps them in
+
+
+def test_modules_with_a_slow_test_come_first_each_whole_in_their_own_order(conftest):
+    fast, mixed, slow = (TESTS / "core" / f"test_{name}.py" for name in ("fast", "mixed", "slow"))
+    items = [item(fast, name="a"), item(mixed, name="b"), item(mixed, slow=True, name="c"), item(mixed, name="d"),
+             item(fast, name="e"), item(slow, slow=True, name="f")]
+    conftest.pytest_collection_modifyitems(None, items)
+    assert [i.nodeid.split("::")[1] for i in items] == ["b", "c", "d", "f", "a", "e"]
