@@ -31,21 +31,37 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def generated_demos(tmp_path_factory) -> Callable[..., Path]:
-    """`generated_demos(*args)`: the folder `lara data generate *args --out FOLDER` writes, made once per test session
-    and shared by pytest-xdist's workers (a second worker waits for the first's). Scripted LIBERO demonstrations
-    cost 30-100 s each; tests that read the same ones need not make them again. Tests only read the folder."""
+def made_once(tmp_path_factory) -> Callable[[str, Callable[[Path], None], str], Path]:
+    """`made_once(name, make, done)`: the folder `name` that `make(folder)` fills, made once per test session and
+    shared by pytest-xdist's workers: the first worker to ask makes it, a second waits for it. It counts as made once
+    the file `done` inside it exists (`make` writes it last). Tests only read such a folder."""
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the workers' common folder
+
+    def made(name: str, make: Callable[[Path], None], done: str) -> Path:
+        folder = root / name
+        with open(f"{folder}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not (folder / done).is_file():
+                make(folder)
+        return folder
+
+    return made
+
+
+@pytest.fixture(scope="session")
+def generated_demos(made_once) -> Callable[..., Path]:
+    """`generated_demos(*args)`: the folder `lara data generate *args --out FOLDER` writes, made once per test session
+    (`made_once`). Scripted LIBERO demonstrations cost 30-100 s each; tests that read the same ones need not make them
+    again."""
 
     def generated(*args: str) -> Path:
         from lara.benchmarks.libero import generate
 
-        out = root / f"generated-{hashlib.sha1(' '.join(args).encode()).hexdigest()[:12]}"
-        with open(f"{out}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            if not (out / "generation.json").is_file():
-                assert generate.main([*args, "--out", str(out)]) == 0
-        return out
+        def make(out: Path) -> None:
+            assert generate.main([*args, "--out", str(out)]) == 0
+
+        return made_once(f"generated-{hashlib.sha1(' '.join(args).encode()).hexdigest()[:12]}", make,
+                         "generation.json")
 
     return generated

@@ -17,15 +17,14 @@ TINY = ["train.steps=2", "posttrain.lam_warmup_steps=2", "train.batch_size=4", "
         "train.checkpoint_every=2", "train.warmup_steps=1", "train.wandb.mode=disabled", "train.progress=false",
         "model.build={width: 32, layers: 1, image_size: 32}", "data.image_size=32", "lara.lam.image_size=32",
         "lara.lam.width=32", "lara.lam.idm_layers=1", "lara.lam.fdm_layers=1"]
+STEPS = 40  # the shared miniature study's training steps (tests/study/conftest.py), a checkpoint every 4: the
+# executor tests interrupt a cell after its first
 
 
 @pytest.mark.slow
-def test_a_miniature_study_runs_its_cells_and_resumes_them(libero_object_demos, tmp_path, capsys):
-    out = tmp_path / "study"
-    argv = ["--preset", "posttrain_token_vla", "--data", str(libero_object_demos), "--suite", "object",
-            "--tasks", "0", "--seeds", "0", "--trials", "1", "--max-steps", "2", "--out", str(out),
-            "--workers", "2", "--set", *TINY]
-    assert cli.main(argv) == 0
+def test_a_miniature_study_runs_its_cells_and_resumes_them(miniature_study, libero_object_demos, capsys):
+    shared, out, printed = miniature_study  # run by the thread executor, both cells at once (tests/study/conftest.py)
+    argv = [*shared, "--out", str(out)]
     first = json.loads((out / "study.json").read_text())
     assert first["command"] == "lara study " + " ".join(f"'{a}'" if " " in a else a for a in argv)
     cells = {c["variant"]: c for c in first["cells"]}
@@ -60,7 +59,7 @@ def test_a_miniature_study_runs_its_cells_and_resumes_them(libero_object_demos, 
     assert (out / "study.png").stat().st_size > 1000
 
     logs = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/seed0/*.log")}
-    assert len(logs) == 4 and "trained in" in capsys.readouterr().out
+    assert len(logs) == 4 and "trained in" in printed
     assert cli.main(argv) == 0
     assert "done before: skipped" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/seed0/*.log")} == logs  # nothing re-ran

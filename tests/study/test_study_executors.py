@@ -24,7 +24,7 @@ from lara.benchmarks.study.cells import launched, plan_cells
 from lara.benchmarks.study.config import load_study
 from lara.benchmarks.study.jobs import write_job
 from test_study_config import options
-from test_study_end_to_end import TINY
+from test_study_end_to_end import STEPS, TINY
 from test_study_interruption import _cell_processes
 
 SLURM = ["--executor", "slurm", "--dry-run", "--slurm-partition", "gpu", "--slurm-account", "robots",
@@ -116,9 +116,11 @@ def losses(run) -> list[dict]:
 
 
 def comparable(study_json, out) -> dict:
-    """A study.json without what differs between two runs of one study: timings, load, its folder and command."""
+    """A study.json without what differs between two runs of one study: timings, load, its folder, command and how
+    many cells ran at once."""
     summary = json.loads(study_json.read_text().replace(str(out), "OUT"))
     summary.pop("command")
+    summary["settings"].pop("workers")
     for cell in summary["cells"]:
         for key in ("first_s", "train_s", "eval_s", "load"):
             cell.pop(key)
@@ -131,20 +133,10 @@ def status_lines(argv, capsys) -> dict[str, str]:
     return dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[:-1])
 
 
-STEPS = 40
-
-
-@pytest.fixture(scope="module")
-def threaded(libero_object_demos, tmp_path_factory) -> tuple[list[str], Path]:
-    """A miniature study of 40 training steps (a checkpoint every 4) run uninterrupted by the thread executor: its
-    arguments less --out, and its folder."""
-    shared = ["--preset", "posttrain_token_vla", "--data", str(libero_object_demos), "--suite", "object",
-              "--tasks", "0", "--seeds", "0", "--trials", "1", "--max-steps", "2", "--workers", "1", "--set",
-              *[o for o in TINY if not o.startswith(("train.steps", "train.checkpoint_every"))],
-              f"train.steps={STEPS}", "train.checkpoint_every=4"]
-    out = tmp_path_factory.mktemp("thread") / "study"
-    assert cli.main([*shared, "--out", str(out)]) == 0
-    return shared, out
+def local_study(miniature_study, out: Path) -> list[str]:
+    """The miniature study's arguments for the local executor, one cell at a time, in `out`."""
+    shared, _, _ = miniature_study
+    return [*shared, "--workers", "1", "--out", str(out), "--executor", "local"]
 
 
 def start_jobs(argv: list[str], cells=slice(None)) -> tuple[dict, dict, threading.Thread]:
@@ -168,15 +160,15 @@ def wait_for_checkpoint(run: Path, submitter: threading.Thread) -> None:
 
 @pytest.mark.slow
 def test_a_local_executor_study_with_a_cancelled_and_a_preempted_cell_ends_as_the_thread_executors(
-        threaded, tmp_path, capsys):
+        miniature_study, tmp_path, capsys):
     """Two cells as local jobs, one after the other (--workers 1). The first is cancelled (SIGINT, what job.cancel()
     and `scancel` send): it fails, and the study started again resumes it from its checkpoint. The second gets
     submitit's preemption signal, SIGUSR2 to the job's process (what SLURM sends before it preempts a job or ends its
     time): its command ends, the job requeues itself (locally: its controller starts it again) and the cell resumes.
     Both end with the uninterrupted thread executor's losses, bit for bit, and the same study."""
-    shared, reference = threaded
+    _, reference, _ = miniature_study  # the thread executor's run, uninterrupted
     local = tmp_path / "local"
-    argv = [*shared, "--out", str(local), "--executor", "local"]
+    argv = local_study(miniature_study, local)
     baseline, lara = (local / "cells" / variant / "seed0" for variant in ("baseline", "lara"))
     with executors.cancellable_local_jobs():  # as `lara study` does, SIGINT handled while jobs start: pytest
         # may ignore it (started in a script's background), and job.cancel() sends it
