@@ -10,9 +10,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def libero_object_demos(generated_demos) -> Path:
-    """One expert episode of libero_object task 0 at 32 px (`lara data generate`), the schema the trainer reads:
-    made once per session, whichever pytest-xdist worker asks first."""
-    return generated_demos("--suite", "object", "--tasks", "0", "--episodes", "1", "--camera-size", "32")
+    """One expert episode of libero_object task 1 at 32 px (`lara data generate`), the schema the trainer reads: made
+    once per session, whichever pytest-xdist worker asks first, with the LIBERO generation tests' arguments
+    (tests/libero/test_generate_and_evaluate.py OBJECT_TASK_1), so one generation serves both. The studies evaluate
+    task 0: which task a miniature cell trained on does not matter to what they test."""
+    return generated_demos("--suite", "object", "--tasks", "1", "--episodes", "1", "--camera-size", "32",
+                           "--no-progress")
 
 
 @pytest.fixture(scope="session")
