@@ -76,14 +76,23 @@ class Processes:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
+        """SIGTERM to every process; they are waited for (and killed after 5 s) in a thread, so the next test does
+        not wait the ~0.8 s a rospy node takes to exit (its loop ends within a period; rospy's own shutdown is the
+        rest). Tests use their own topic prefixes, so a node still exiting does not meet the next test's."""
+        procs = list(self.procs.values())
+        for proc in procs:
             proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        threading.Thread(target=_reap, args=(procs,), name="reap test processes").start()  # not a daemon: pytest
+        # waits for it before it exits
+
+
+def _reap(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def node_config(path: Path, prefix: str, server_port: int, server: dict | None = None, **overrides) -> Path:
