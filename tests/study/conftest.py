@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.fixture(scope="session")
 def libero_object_demos(generated_demos) -> Path:
     """One expert episode of libero_object task 1 at 32 px (`lara data generate`), the schema the trainer reads: made

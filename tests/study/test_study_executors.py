@@ -133,20 +133,14 @@ def status_lines(argv, capsys) -> dict[str, str]:
     return dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[:-1])
 
 
-def local_study(miniature_study, out: Path) -> list[str]:
-    """The miniature study's arguments for the local executor, one cell at a time, in `out`."""
-    shared, _, _ = miniature_study
-    return [*shared, "--workers", "1", "--out", str(out), "--executor", "local"]
-
-
-def start_jobs(argv: list[str], cells=slice(None)) -> tuple[dict, dict, threading.Thread]:
-    """The study's cells (`cells` of them) submitted as local jobs by `executors.run_jobs` in a thread: its jobs
-    by cell as they are submitted, its outcome once it ends, and the thread."""
+def start_jobs(argv: list[str]) -> tuple[dict, dict, threading.Thread]:
+    """The study's cells submitted as local jobs by `executors.run_jobs` in a thread: its jobs by cell as they are
+    submitted, its outcome once it ends, and the thread."""
     args = cli.build_parser().parse_args(argv)
     study = load_study(cli.study_fields(args))
     jobs, ran = {}, {}
     submitter = threading.Thread(target=lambda: ran.update(outcome=executors.run_jobs(
-        "local", study, plan_cells(study)[cells], args, on_submit=lambda cell, job: jobs.update({cell.name: job}))))
+        "local", study, plan_cells(study), args, on_submit=lambda cell, job: jobs.update({cell.name: job}))))
     submitter.start()
     return jobs, ran, submitter
 
@@ -166,9 +160,9 @@ def test_a_local_executor_study_with_a_cancelled_and_a_preempted_cell_ends_as_th
     submitit's preemption signal, SIGUSR2 to the job's process (what SLURM sends before it preempts a job or ends its
     time): its command ends, the job requeues itself (locally: its controller starts it again) and the cell resumes.
     Both end with the uninterrupted thread executor's losses, bit for bit, and the same study."""
-    _, reference, _ = miniature_study  # the thread executor's run, uninterrupted
+    shared, reference, _ = miniature_study  # the thread executor's run, uninterrupted
     local = tmp_path / "local"
-    argv = local_study(miniature_study, local)
+    argv = [*shared, "--workers", "1", "--out", str(local), "--executor", "local"]  # one cell at a time
     baseline, lara = (local / "cells" / variant / "seed0" for variant in ("baseline", "lara"))
     with executors.cancellable_local_jobs():  # as `lara study` does, SIGINT handled while jobs start: pytest
         # may ignore it (started in a script's background), and job.cancel() sends it
