@@ -59,6 +59,11 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
         (0.9, 0.95), description="AdamW betas, each in [0, 1).")
+    fused_adamw: bool = Field(
+        False, description="Run AdamW as torch's fused kernel (CPU and CUDA) instead of its foreach loop: one pass "
+        "over each weight instead of one per update op, faster (benchmarks/perf/optimizer.py), but rounded "
+        "differently, so a run is not bit-identical to the same run with foreach.",
+    )
     schedule: Literal["constant", "cosine"] = Field("cosine", description="LR schedule after the warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Linear LR warm-up steps.")
     clip_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; None: no clipping.")

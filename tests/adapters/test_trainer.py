@@ -71,17 +71,20 @@ def test_killed_run_resumes_with_the_identical_loss_sequence(demos, tmp_path, fa
 
 
 def test_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(demos, tmp_path):
+    """Run with the opt-in fused AdamW (train.fused_adamw): its state resumes as exactly as foreach's does."""
     run = tmp_path / "run"
-    posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, run, steps=6)))
+    args = [*tiny(demos, run, steps=6), "train.fused_adamw=true"]
+    posttrain.run(load_recipe("posttrain_token_vla", args))
     straight = read_metrics(run / "metrics.jsonl")
     newest = run / "checkpoints" / "step_000006"
     optimizer = newest / "state" / "optimizer.pt"
+    assert {group["fused"] for group in torch.load(optimizer, weights_only=True)["param_groups"]} == {True}
     optimizer.write_bytes(optimizer.read_bytes()[:-100])  # a truncated file
     (run / "checkpoints" / "step_000008.tmp").mkdir()  # a crash while writing a step 8: no manifest
 
     assert checkpoints.verify(newest) is not None
     with pytest.warns(UserWarning, match=r"step_000006 is corrupt \(state/optimizer.pt has"):
-        result = posttrain.run(load_recipe("posttrain_token_vla", tiny(demos, run, steps=6)))
+        result = posttrain.run(load_recipe("posttrain_token_vla", args))
     assert result["checkpoint"].name == "step_000006"
     drop = lambda records: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in records]  # noqa: E731
     assert drop(read_metrics(run / "metrics.jsonl")) == drop(straight)  # steps 5, 6 retrained exactly
