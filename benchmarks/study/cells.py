@@ -2,7 +2,7 @@
 
 OUT/cells/<variant>/seed<S>/ holds run/ (the training run), eval/ (results.json), train.log, eval.log and
 cell.json: the recorded arguments of both commands, the commit each ran with whether its checkout was dirty and the
-versions of torch, transformers, numpy and mujoco (`*_source`) and, once each finished,
+versions of torch, transformers, numpy and mujoco and the CPU (`*_source`) and, once each finished,
 its wall time. A two-stage variant (config.StagedVariant) first trains first/ (first.log), and its run starts
 from first/final/vla (and, with continue_lam, continues first/final/lara or first/final/lam as its LAM). A
 variant may train on its own data.paths instead of the study's. A cell is skipped when its recorded arguments match and eval/results.json
@@ -172,9 +172,29 @@ def package_versions() -> dict[str, str | None]:
     return {name: version(name) for name in RECORDED_VERSIONS}
 
 
+def machine() -> dict[str, str | None]:
+    """The CPU a phase runs on: its model name and the vector instructions torch's CPU kernels dispatch to
+    (`torch.backends.cpu.get_cpu_capability()`: AVX512, AVX2, ...). They round differently: the reference study's
+    baseline, seed 100, logged the same loss for its first 10 steps on an AVX2 and an AVX-512 machine and gradient
+    norms 1e-6 apart, so a cell rerun on another kind of machine is another draw, not a replication."""
+    import platform
+
+    import torch
+
+    model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model or platform.processor() or platform.machine() or None,
+            "capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def phase_record() -> dict:
-    """What a cell records of each phase before it runs: the commit, whether the checkout was dirty, the versions."""
-    return {**source_commit(), "versions": package_versions()}
+    """What a cell records of each phase before it runs: the commit, whether the checkout was dirty, the versions,
+    the machine's CPU."""
+    return {**source_commit(), "versions": package_versions(), "machine": machine()}
 
 
 def read_state(cell: Cell) -> dict:

@@ -77,6 +77,22 @@ def _load_range(cells: list[dict]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
 
 
+def _machines(cells: list[dict]) -> list[str]:
+    """Which CPUs the cells trained on (cells.machine), when any cell recorded it: torch's CPU kernels round
+    differently on each kind, so a seed's numbers depend on it."""
+    on: dict[str, list[str]] = {}
+    for c in cells:
+        m = ((c.get("source") or {}).get("train") or {}).get("machine")
+        on.setdefault(f"{m['cpu']} ({m['capability']})" if m else "not recorded",
+                      []).append(f"{c['variant']}/seed{c['seed']}")
+    if not on or set(on) == {"not recorded"}:
+        return []
+    if len(on) == 1:
+        return [f"Every cell trained on {next(iter(on))}.", ""]
+    return ["Machines the cells trained on (torch's CPU kernels round differently on each): "
+            + "; ".join(f"{name}: {', '.join(names)}" for name, names in on.items()) + ".", ""]
+
+
 def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
@@ -212,6 +228,7 @@ def markdown(summary: dict) -> str:
              f"Code: commit {(s.get('source') or {}).get('commit') or 'unknown'}"
              f"{' with uncommitted changes' if (s.get('source') or {}).get('dirty') else ''}; "
              f"load average (1 min) while cells ran: {_load_range(summary['cells'])}.", "",
+             *_machines(summary["cells"]),
              *_report_only_lines(s.get("report")),
              *([f"Decision rule (fixed in the study file before its first cell ran): {s['decision_rule']}", ""]
                if s.get("decision_rule") else []),

@@ -285,6 +285,20 @@ def test_report_only_takes_the_code_from_the_cells_when_they_agree(tmp_path):
     assert lara_cli.main(["study", *options(tmp_path, out), "--report-only"]) == 0
     summary = json.loads((out / "study.json").read_text())
     assert summary["settings"]["source"] == ran and summary["cells"][0]["source"]["train"] == ran
+    text = (out / "study.md").read_text()  # no cell recorded its machine: nothing said of machines
+    assert "Machines the cells" not in text and "Every cell trained on" not in text
+
+    (out / "study.json").unlink()  # cells on two kinds of machine: the same code, and the report says where each ran
+    on = {"avx2": {"cpu": "Xeon A", "capability": "AVX2"}, "avx512": {"cpu": "Xeon B", "capability": "AVX512"}}
+    for i, c in enumerate(planned):
+        machine = {**ran, "machine": on["avx2" if i < 2 else "avx512"]}
+        (c.folder / "cell.json").write_text(json.dumps({**json.loads((c.folder / "cell.json").read_text()),
+                                                        "train_source": machine, "eval_source": machine}))
+    assert lara_cli.main(["study", *options(tmp_path, out), "--report-only"]) == 0
+    assert json.loads((out / "study.json").read_text())["settings"]["source"] == ran
+    names = [c.name for c in planned]
+    assert (f"Machines the cells trained on (torch's CPU kernels round differently on each): Xeon A (AVX2): "
+            f"{names[0]}, {names[1]}; Xeon B (AVX512): {', '.join(names[2:])}.") in (out / "study.md").read_text()
     (out / "study.json").unlink()
     finish_state = json.loads((planned[0].folder / "cell.json").read_text())
     (planned[0].folder / "cell.json").write_text(json.dumps({**finish_state, "eval_source": {**ran, "commit": "c" * 40}}))

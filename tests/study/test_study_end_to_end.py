@@ -8,8 +8,10 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import torch
 
 from lara.benchmarks.study import cli
+from lara.benchmarks.study.cells import machine
 from lara.outputs import recorded
 
 # the demo's shrinking overrides (benchmarks/demo.py, tests/adapters/test_demo.py) at the demonstrations' 32 px
@@ -53,8 +55,10 @@ def test_a_miniature_study_runs_its_cells_and_resumes_them(miniature_study, libe
             assert isinstance(cell["source"][phase]["dirty"], bool)
             assert cell["source"][phase]["versions"] == {name: metadata.version(name) for name in
                                                          ("torch", "transformers", "numpy", "mujoco")}
+            assert cell["source"][phase]["machine"] == machine()  # the CPU torch's kernels were chosen for
     text = (out / "study.md").read_text()
     assert f"Code: commit {head}" in text and "load average (1 min) while cells ran: " in text
+    assert f"Every cell trained on {machine()['cpu']} ({torch.backends.cpu.get_cpu_capability()})." in text
     assert first["command"] in text.splitlines()[3] and "| lara | 1 |" in text and "lara - baseline" in text
     assert (out / "study.png").stat().st_size > 1000
 
