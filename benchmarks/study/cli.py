@@ -203,7 +203,8 @@ def report_only(study, cells: list, command: str) -> int:
     earlier = study.out / "study.json"
     source = json.loads(earlier.read_text())["settings"].get("source") if earlier.is_file() else None
     # the code of each phase (its versions and machine are reported per cell: cells may run on several machines)
-    recorded = [{"commit": s.get("commit"), "dirty": s.get("dirty")} for r in records for s in r["source"].values() if s]
+    recorded = [{"commit": s.get("commit"), "dirty": s.get("dirty")}
+                for r in records for s in r["source"].values() if s]
     if source is None and recorded and all(s == recorded[0] for s in recorded):  # every phase ran the same code
         source = recorded[0]
     settings = study_settings(study, source or {"commit": None, "dirty": None})
