@@ -21,8 +21,7 @@ import time
 import torch
 
 import lara
-from lara.benchmarks.perf.overhead import build
-from lara.vla.pi0 import pi0_batch
+from lara.benchmarks.perf.overhead import build, training_batch
 
 
 def copies(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
@@ -67,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     cfg, lam_cfg, batch_size, _ = build(args.tiny)
     model = lara.attach(PI0ForConditionalGeneration(cfg), lara.LaraConfig(lam=lam_cfg))
-    batch = pi0_batch(cfg, batch_size)
-    size = lam_cfg.image_size
-    batch["lam_frames"] = torch.randint(0, 256, (batch_size, 2, 3, size, size), dtype=torch.uint8)
-    model(**batch).loss.backward()
+    model(**training_batch(cfg, lam_cfg, batch_size)).loss.backward()
     trainable = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
     ours = {id(p) for part in (model.lam, model.projector) for p in part.parameters()}
     results = {"all": race(trainable, args.repeats),

@@ -83,6 +83,15 @@ def build(tiny: bool):
     return cfg, lam_cfg, 8, (real_vla, real_lam, mid_vla)
 
 
+def training_batch(cfg, lam_cfg: lara.LAMConfig, batch_size: int) -> dict[str, torch.Tensor]:
+    """A pi0 training batch with the frame pairs the LAM reads and the flow-matching noise drawn up front."""
+    batch = pi0_batch(cfg, batch_size)
+    size = lam_cfg.image_size
+    batch["lam_frames"] = torch.randint(0, 256, (batch_size, 2, 3, size, size), dtype=torch.uint8)
+    batch["noise"] = torch.randn(batch_size, cfg.chunk_size, cfg.max_action_dim)
+    return batch
+
+
 def median_ms(samples: list[float]) -> float:
     return 1000 * statistics.median(samples)
 
@@ -138,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     base = PI0ForConditionalGeneration(cfg)
     never_attached = copy.deepcopy(base).eval()
     model = lara.attach(base, lara.LaraConfig(lam=lam_cfg))
-    batch = pi0_batch(cfg, batch_size)
-    size = lam_cfg.image_size
-    batch["lam_frames"] = torch.randint(0, 256, (batch_size, 2, 3, size, size), dtype=torch.uint8)
-    batch["noise"] = torch.randn(batch_size, cfg.chunk_size, cfg.max_action_dim)
+    batch = training_batch(cfg, lam_cfg, batch_size)
 
     mid_lam = lam_flops(lam_cfg)
     if proportion is not None:
