@@ -210,6 +210,8 @@ def _write_state(cell: Cell, state: dict) -> None:
 _RUNNING: set[subprocess.Popen] = set()  # the cells' commands running now, each the leader of its process group
 _LOCK = threading.Lock()
 _STOPPING = threading.Event()  # set by stop_running: no further command starts
+# a process group of its own in the study's session (Python 3.10 has no process_group: a session of its own)
+_OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 STOP_GRACE_S = 30  # how long a stopped command gets to end after SIGTERM before SIGKILL
 
 
@@ -257,7 +259,8 @@ def _subprocess(args: list[str], log: Path, threads: int, launcher: str | None =
     """Run `python -m lara.cli ARGS` with capped thread pools, output appended to `log`; its wall seconds and the
     machine's 1-minute load average [at the start, at the end] (a shared machine's figures need it beside them).
     A `launcher` runs a `train` command (see `launched`). The command leads its own process group, which
-    `stop_running` ends when the study is stopped."""
+    `stop_running` ends when the study is stopped, in the study's session: Linux's autogroup scheduler weighs
+    sessions against each other, so a command in a session of its own would ignore a study started under `nice`."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = launched(launcher, args) if launcher else [sys.executable, "-m", "lara.cli", *args]
     start, load = time.time(), os.getloadavg()[0]
@@ -267,8 +270,8 @@ def _subprocess(args: list[str], log: Path, threads: int, launcher: str | None =
         with _LOCK:
             if _STOPPING.is_set():
                 raise CellFailed("the study was stopped before this command started", log)
-            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                       env=env, **_OWN_GROUP)
             _RUNNING.add(process)
         try:
             code = process.wait()

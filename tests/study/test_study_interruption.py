@@ -44,6 +44,9 @@ def test_a_wrong_suite_or_task_is_refused_before_any_cell_trains(tmp_path, capsy
     assert not list(out.glob("cells/*/*/train.log"))  # nothing started
 
 
+NICE = 5
+
+
 def _cell_processes(marker: str) -> list[int]:
     """Pids of live processes whose command line names `marker` (the study's folder)."""
     pids = []
@@ -68,13 +71,19 @@ def test_a_signal_stops_the_study_and_the_training_it_started(libero_object_demo
             "--tasks", "0", "--seeds", "0,1", "--trials", "1", "--max-steps", "2", "--out", str(out),
             "--set", *long, "train.steps=100000", "posttrain.lam_warmup_steps=0"]
     study = subprocess.Popen([sys.executable, "-m", "lara.cli", "study", *argv], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             preexec_fn=lambda: os.nice(NICE))  # a study started under `nice`
     metrics = out / "cells" / "baseline" / "seed0" / "run" / "metrics.jsonl"
     deadline = time.time() + 240
     while not (metrics.is_file() and metrics.stat().st_size) and time.time() < deadline and study.poll() is None:
         time.sleep(0.5)  # until the first cell's training is under way
     assert study.poll() is None and metrics.is_file(), "the first cell's training did not start"
-    assert _cell_processes(str(out)), "no training process found"
+    training = [pid for pid in _cell_processes(str(out)) if pid != study.pid]
+    assert training, "no training process found"
+    for pid in training:  # the study stops each command's process group; Linux's autogroup scheduler weighs
+        # sessions, so the command stays in the study's session, or `nice` on the study would not reach it
+        assert os.getpgid(pid) != os.getpgid(study.pid) and os.getsid(pid) == os.getsid(study.pid)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, study.pid) >= NICE
     study.send_signal(sig)
     _, err = study.communicate(timeout=60)
     assert study.returncode == 130 and "stopped; 1 running command(s) ended" in err
