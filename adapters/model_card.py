@@ -26,7 +26,6 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from lara.model import COLLAPSED_SPREAD
 from lara.outputs import recorded, replacing
 
 CARD = "README.md"
@@ -198,6 +197,8 @@ def _health(recipe: dict, run: Path) -> list[str]:
               for name in HEALTH if name in found]
     spread = found.get("lam/z_std")
     if spread is not None:
+        from lara.model import COLLAPSED_SPREAD  # here: torch's import is most of a card update's time in `lara eval`
+
         alive = spread[0] >= COLLAPSED_SPREAD
         verdict = (f"above {COLLAPSED_SPREAD}: the LAM's latent varies across samples." if alive else
                    f"below {COLLAPSED_SPREAD}: the LAM's latent has collapsed (nearly the same for every sample), so "

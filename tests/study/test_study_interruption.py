@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,17 +74,25 @@ def test_a_signal_stops_the_study_and_the_training_it_started(libero_object_demo
     study = subprocess.Popen([sys.executable, "-m", "lara.cli", "study", *argv], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                              preexec_fn=lambda: os.nice(NICE))  # a study started under `nice`
-    metrics = out / "cells" / "baseline" / "seed0" / "run" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while not (metrics.is_file() and metrics.stat().st_size) and time.time() < deadline and study.poll() is None:
-        time.sleep(0.5)  # until the first cell's training is under way
-    assert study.poll() is None and metrics.is_file(), "the first cell's training did not start"
-    training = [pid for pid in _cell_processes(str(out)) if pid != study.pid]
-    assert training, "no training process found"
-    for pid in training:  # the study stops each command's process group; Linux's autogroup scheduler weighs
-        # sessions, so the command stays in the study's session, or `nice` on the study would not reach it
-        assert os.getpgid(pid) != os.getpgid(study.pid) and os.getsid(pid) == os.getsid(study.pid)
-        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, study.pid) >= NICE
+    try:
+        metrics = out / "cells" / "baseline" / "seed0" / "run" / "metrics.jsonl"
+        deadline = time.time() + 240
+        while not (metrics.is_file() and metrics.stat().st_size) and time.time() < deadline and study.poll() is None:
+            time.sleep(0.5)  # until the first cell's training is under way
+        assert study.poll() is None and metrics.is_file(), "the first cell's training did not start"
+        training = [pid for pid in _cell_processes(str(out)) if pid != study.pid]
+        assert training, "no training process found"
+        for pid in training:  # the study stops each command's process group; Linux's autogroup scheduler weighs
+            # sessions, so the command stays in the study's session, or `nice` on the study would not reach it
+            assert os.getpgid(pid) != os.getpgid(study.pid) and os.getsid(pid) == os.getsid(study.pid)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, study.pid) >= NICE
+    except BaseException:  # a failed check stops the study too, or its 100000-step training outlives the test
+        study.terminate()
+        study.communicate(timeout=60)
+        for pid in _cell_processes(str(out)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise
     study.send_signal(sig)
     _, err = study.communicate(timeout=60)
     assert study.returncode == 130 and "stopped; 1 running command(s) ended" in err
